@@ -1,0 +1,192 @@
+"""The project's text corpora in ``data/``: loading by name, with validation.
+
+Every file is JSON Lines with the fields ``id``, ``genre``, ``split``, ``text``
+and ``source`` (see ``data/README.md``). Names:
+
+- a genre (``fantasy``, ``science_fiction``, ``sports``, ...): its stories;
+- ``mixed``: the stories of every genre together (derived here, so it cannot
+  drift from the genre files), the reference set for isolating one genre;
+- ``shakespeare``: Shakespeare-style passages;
+- ``general``: everyday non-fiction, the stand-in for the training
+  distribution whose mean is used for mean-centring;
+- ``prompts``: neutral story openings for steering.
+
+Splits: ``train`` (vector building), ``heldout`` (evaluation), ``eval``
+(prompts), ``None`` (everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DataError",
+    "Record",
+    "TextSet",
+    "data_dir",
+    "genres",
+    "load_dataset",
+    "read_jsonl",
+]
+
+_FIELDS = ("id", "genre", "split", "text", "source")
+_SPLITS = ("train", "heldout", "eval")
+
+
+class DataError(ValueError):
+    """A data file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    genre: str
+    split: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """A named, ordered set of texts (and the records they came from)."""
+
+    name: str
+    records: tuple[Record, ...]
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.texts)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the texts in order: the dataset part of statistics cache keys."""
+        digest = hashlib.sha1()
+        for text in self.texts:
+            digest.update(text.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]
+
+    def sample(self, n: int | None, seed: int = 0) -> TextSet:
+        """At most ``n`` records, chosen reproducibly (``None``: all of them)."""
+        if n is None or n >= len(self.records):
+            return self
+        import random
+
+        chosen = sorted(random.Random(seed).sample(range(len(self.records)), n))
+        return TextSet(f"{self.name}[{n}@{seed}]", tuple(self.records[i] for i in chosen))
+
+    @classmethod
+    def from_texts(cls, name: str, texts: Sequence[str]) -> TextSet:
+        recs = tuple(Record(f"{name}-{i}", name, "train", t, "inline") for i, t in enumerate(texts))
+        return cls(name, recs)
+
+
+def data_dir() -> Path:
+    """``$STEERLAB_DATA`` or the repository's ``data/`` folder."""
+    env = os.environ.get("STEERLAB_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    """Read and validate one data file.
+
+    Raises:
+        DataError: bad JSON, a missing or extra field, an empty text, an unknown
+            split or a duplicate id, naming the file and line.
+    """
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                raise DataError(f"{path}:{lineno}: blank line")
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            missing = [k for k in _FIELDS if k not in obj]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            for key in _FIELDS:
+                if not isinstance(obj[key], str) or not obj[key].strip():
+                    raise DataError(f"{path}:{lineno}: field {key!r} is empty or not a string")
+            if obj["split"] not in _SPLITS:
+                raise DataError(f"{path}:{lineno}: split {obj['split']!r} is not one of {_SPLITS}")
+            if obj["id"] in seen:
+                raise DataError(
+                    f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})"
+                )
+            seen[obj["id"]] = lineno
+            records.append(Record(*(obj[k] for k in _FIELDS)))
+    if not records:
+        raise DataError(f"{path}: no records")
+    return records
+
+
+def _files(root: Path) -> dict[str, list[Path]]:
+    files: dict[str, list[Path]] = {}
+    for path in sorted((root / "stories").glob("*.jsonl")):
+        files[path.stem] = [path]
+    files["shakespeare"] = [root / "shakespeare.jsonl"]
+    files["general"] = sorted((root / "general").glob("*.jsonl"))
+    files["prompts"] = [root / "prompts.jsonl"]
+    return files
+
+
+def genres(root: Path | None = None) -> list[str]:
+    """The story genres found in ``data/stories/`` (file names without ``.jsonl``)."""
+    root = root or data_dir()
+    return sorted(p.stem for p in (root / "stories").glob("*.jsonl"))
+
+
+def load_dataset(name: str, split: str | None = None, *, root: Path | None = None) -> TextSet:
+    """Load a named text set, optionally one split of it.
+
+    Args:
+        name: a genre, ``mixed``, ``shakespeare``, ``general`` or ``prompts``.
+        split: ``train``, ``heldout``, ``eval`` or ``None`` for all records.
+
+    Raises:
+        KeyError: an unknown name (the message lists the known ones).
+        DataError: a malformed file, or a split with no records.
+
+    Example:
+        >>> len(load_dataset("fantasy", "train")) > 0
+        True
+    """
+    root = root or data_dir()
+    files = _files(root)
+    if split is not None and split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {_SPLITS} or None")
+    if name == "mixed":
+        paths = [p for g in genres(root) for p in files[g]]
+    elif name in files:
+        paths = files[name]
+    else:
+        raise KeyError(f"unknown dataset {name!r}; known: mixed, {', '.join(sorted(files))}")
+    records: list[Record] = []
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"data file missing: {path}")
+        records.extend(read_jsonl(path))
+    if split is not None:
+        records = [r for r in records if r.split == split]
+        if not records:
+            raise DataError(f"dataset {name!r} has no records in split {split!r}")
+    label = name if split is None else f"{name}:{split}"
+    return TextSet(label, tuple(records))

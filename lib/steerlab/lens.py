@@ -1,0 +1,60 @@
+"""Logit lens: read a vector or activation as scores over the vocabulary.
+
+``logits = unembed(final_norm(x))`` (the norm is optional). Applied to the
+output of the last block this reproduces the model's own logits, which the
+tests check.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .arch import final_norm_of, logit_softcap_of
+from .models import Model
+
+__all__ = ["lens_logits", "top_tokens", "topk_table"]
+
+
+@torch.inference_mode()
+def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True) -> torch.Tensor:
+    """Project ``x`` (``[..., d_model]``) through the final norm and the unembedding.
+
+    Example:
+        >>> lens_logits(model, vector.at(18)).shape
+        torch.Size([49152])
+    """
+    if x.shape[-1] != model.d_model:
+        raise ValueError(f"expected a last dimension of {model.d_model}, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("cannot project a vector with NaN or inf")
+    h = x.to(model.device, next(model.hf.parameters()).dtype)
+    if apply_norm:
+        h = final_norm_of(model.hf)(h)
+    logits = model.hf.get_output_embeddings()(h)
+    cap = logit_softcap_of(model.hf)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float()
+
+
+def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` tokens a ``[d_model]`` vector promotes most, with their logits.
+
+    Example:
+        >>> [t for t, _ in top_tokens(model, vector.at(18), k=5)]
+        [' dragon', ' magic', ...]
+    """
+    if x.dim() != 1:
+        raise ValueError(f"top_tokens takes one [d_model] vector, got shape {tuple(x.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    logits = lens_logits(model, x, apply_norm=apply_norm)
+    values, ids = logits.topk(k)
+    return [(model.tokenizer.decode([int(i)]), float(v)) for i, v in zip(ids, values)]
+
+
+def topk_table(model: Model, vectors: dict[str, torch.Tensor], k: int = 8, *,
+               apply_norm: bool = True) -> dict[str, list[str]]:
+    """Top-``k`` tokens per named vector: one column per name, as in the write-up's tables."""
+    return {name: [t for t, _ in top_tokens(model, v, k, apply_norm=apply_norm)]
+            for name, v in vectors.items()}

@@ -1,0 +1,235 @@
+"""Steered generation and steered forward passes.
+
+A steering vector is added to the residual stream *entering* block ``layer``
+(the write-up's "before residual stream layer L") for the length of one call:
+nnsight applies the edit inside its trace and removes it when the trace ends,
+also when an exception interrupts it, so the model is never left steered.
+
+Rows of one batch may carry different prompts, vectors and coefficients (a
+coefficient sweep is one generate call). Position rules:
+
+- ``first``: the first prompt token (SmolLM2's attention-sink position);
+- ``all_prompt``: every prompt token; ``last_prompt``: the last one;
+- ``all``: every prompt token and every generated token.
+
+A ``[k, d_model]`` prompt-pair vector is added to the first ``k`` prompt tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .models import Model
+from .tokens import STEER_POSITIONS, Batch, check_position, encode, position_mask
+from .trace import check_layers
+from .vectors import SteeringVector
+
+__all__ = ["Completion", "addition_tensor", "generate", "steered_generate", "steered_logits"]
+
+
+@dataclass
+class Completion:
+    """One generated continuation and the settings that produced it."""
+
+    prompt: str
+    text: str
+    coefficient: float
+    token_ids: list[int]
+    label: str = ""
+
+
+def _check_addition(model: Model, add: torch.Tensor, row: int) -> None:
+    if add.shape[-1] != model.d_model or add.dim() not in (1, 2):
+        raise ValueError(
+            f"addition for row {row} has shape {tuple(add.shape)}; expected [{model.d_model}] "
+            f"or [k, {model.d_model}]"
+        )
+    if not bool(torch.isfinite(add).all()):
+        raise ValueError(f"addition for row {row} contains NaN or inf")
+
+
+def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor | None],
+                    position: str) -> torch.Tensor:
+    """The ``[batch, seq, d_model]`` tensor added to the prompt's residual stream.
+
+    Zeros wherever a row is unsteered, padded, or not selected by ``position``.
+    """
+    check_position(position, STEER_POSITIONS)
+    if len(additions) != batch.input_ids.shape[0]:
+        raise ValueError(f"{len(additions)} additions for {batch.input_ids.shape[0]} prompts")
+    mask = position_mask(batch.attention_mask, position)  # [batch, seq]
+    first = position_mask(batch.attention_mask, "first").float().argmax(dim=1)
+    delta = torch.zeros(*batch.input_ids.shape, model.d_model)
+    for i, add in enumerate(additions):
+        if add is None:
+            continue
+        _check_addition(model, add, i)
+        add = add.detach().float().cpu()
+        if add.dim() == 2:  # prompt pair: from the first token on
+            k, start = add.shape[0], int(first[i])
+            if k > int(batch.lengths[i]):
+                raise ValueError(
+                    f"a {k}-token prompt-pair vector does not fit prompt {i}, which has "
+                    f"{int(batch.lengths[i])} tokens"
+                )
+            delta[i, start:start + k] = add
+        else:
+            delta[i, mask[i]] = add
+    return delta
+
+
+def _to_model(model: Model, t: torch.Tensor) -> torch.Tensor:
+    return t.to(model.device, next(model.hf.parameters()).dtype)
+
+
+@torch.inference_mode()
+def steered_generate(
+    model: Model,
+    prompts: Sequence[str],
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "first",
+    max_new_tokens: int = 40,
+    seed: int | None = 0,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 0.3,
+) -> list[list[int]]:
+    """Generate one continuation per row, row ``i`` steered by ``additions[i]``.
+
+    ``additions[i]`` is already scaled (``coefficient * vector``), ``[d_model]`` or
+    ``[k, d_model]``, or ``None`` for an unsteered row. All rows run as one batched
+    ``generate`` call. Returns the new token ids of each row.
+    """
+    check_position(position, STEER_POSITIONS)
+    check_layers(model, [layer], allow_last=False)
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    batch = encode(model.tokenizer, prompts, padding_side="left")
+    delta = _to_model(model, addition_tensor(model, batch, additions, position))
+    steer_generated = position == "all"
+    every = torch.zeros(len(prompts), model.d_model)
+    if steer_generated:
+        for i, add in enumerate(additions):
+            if add is not None:
+                if add.dim() != 1:
+                    raise ValueError("position 'all' needs a [d_model] vector, not a prompt pair")
+                every[i] = add.detach().float().cpu()
+    every = _to_model(model, every)[:, None, :]  # [batch, 1, d_model]
+    gen_kwargs: dict[str, object] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "pad_token_id": model.tokenizer.pad_token_id,
+    }
+    if do_sample:
+        gen_kwargs.update(temperature=temperature, top_p=top_p)
+    if steer_generated:
+        # Every step must run so each one can be steered; no early stop at EOS.
+        gen_kwargs["min_new_tokens"] = max_new_tokens
+    if seed is not None:
+        torch.manual_seed(seed)
+    block = model.envoy(model.arch.blocks)[layer]
+    prompt_len = batch.input_ids.shape[1]
+    with model.lm.generate(batch.as_inputs(), **gen_kwargs) as tracer:
+        if steer_generated:
+            for _ in tracer.iter[:max_new_tokens]:
+                hidden = block.input
+                if hidden.shape[1] == prompt_len:
+                    hidden += delta
+                else:
+                    hidden += every
+        else:
+            hidden = block.input
+            hidden += delta
+        output = tracer.result.save()
+    ids = output[:, prompt_len:]
+    return [row.tolist() for row in ids]
+
+
+def generate(
+    model: Model,
+    prompts: str | Sequence[str],
+    vector: SteeringVector | None = None,
+    *,
+    layer: int | None = None,
+    coefficients: float | Sequence[float] = 1.0,
+    position: str = "first",
+    max_new_tokens: int = 40,
+    seed: int | None = 0,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 0.3,
+) -> list[Completion]:
+    """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient.
+
+    All combinations run as one batched generate call. ``layer`` defaults to the
+    vector's only layer.
+
+    Example:
+        >>> v = counterbalanced(model, "Love", "Hate", [6], position="last")
+        >>> for c in generate(model, "I hate you because", v, coefficients=[0, 5, 10]):
+        ...     print(c.coefficient, c.text)
+    """
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    coefs = [float(coefficients)] if isinstance(coefficients, (int, float)) else [float(c) for c in coefficients]
+    if not coefs:
+        raise ValueError("no coefficients given")
+    rows = list(itertools.product(prompt_list, coefs))
+    additions: list[torch.Tensor | None]
+    if vector is None:
+        layer = 0 if layer is None else layer
+        additions = [None] * len(rows)
+    else:
+        vector.check_for(model)
+        if layer is None:
+            if len(vector.layers) != 1:
+                raise ValueError(f"vector has layers {vector.layers}: pass layer=")
+            layer = vector.layers[0]
+        v = vector.at(layer)
+        additions = [None if c == 0 else c * v for _, c in rows]
+    ids = steered_generate(
+        model, [p for p, _ in rows], additions, layer=layer, position=position,
+        max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
+        temperature=temperature, top_p=top_p,
+    )
+    tok = model.tokenizer
+    label = "unsteered" if vector is None else vector.describe()
+    return [
+        Completion(prompt=p, text=tok.decode(row, skip_special_tokens=True), coefficient=c,
+                   token_ids=row, label=label)
+        for (p, c), row in zip(rows, ids)
+    ]
+
+
+@torch.inference_mode()
+def steered_logits(
+    model: Model,
+    batch: Batch,
+    additions: Sequence[torch.Tensor | None] | None = None,
+    *,
+    layer: int = 0,
+    position: str = "all_prompt",
+) -> torch.Tensor:
+    """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by ``additions[i]``.
+
+    With ``additions=None`` this is the plain forward. Used to measure how much a
+    vector damages the model's predictions on other text.
+    """
+    check_layers(model, [layer], allow_last=False)
+    if additions is None or all(a is None for a in additions):
+        out = model.hf(**batch.as_inputs())
+        return out.logits.float()
+    delta = _to_model(model, addition_tensor(model, batch, additions, position))
+    block = model.envoy(model.arch.blocks)[layer]
+    with model.lm.trace(batch.as_inputs()):
+        hidden = block.input
+        hidden += delta
+        logits = model.lm.output.logits.save()
+    return logits.float()
+
+

@@ -1,0 +1,60 @@
+"""The nnsight traces that read the residual stream.
+
+nnsight compiles the body of each ``with`` block from this file's source, so
+the traces live here, in functions, and nowhere else reads activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .arch import block_hidden
+from .models import Model
+from .tokens import Batch
+
+__all__ = ["check_layers", "residuals"]
+
+
+def check_layers(model: Model, layers: Sequence[int] | None, *, allow_last: bool = True) -> list[int]:
+    """Validate residual-stream layer indices; ``None`` means all of them.
+
+    Valid layers run from 0 (the embeddings, entering block 0) to ``n_layers``
+    (leaving the last block), or to ``n_layers - 1`` where a vector is added
+    *before* a block (``allow_last=False``).
+    """
+    top = model.n_layers if allow_last else model.n_layers - 1
+    if layers is None:
+        return list(range(top + 1))
+    out = sorted({int(layer) for layer in layers})
+    if not out:
+        raise ValueError("no layers given: expected at least one layer index")
+    for layer in out:
+        if not 0 <= layer <= top:
+            raise ValueError(f"layer {layer} is out of range for {model.name}: expected 0..{top}")
+    return out
+
+
+@torch.inference_mode()
+def residuals(model: Model, batch: Batch, layers: Sequence[int]) -> list[torch.Tensor]:
+    """Residual-stream activations at ``layers`` for one batch, one forward pass.
+
+    The forward stops right after the deepest requested layer, so neither the
+    later blocks nor the unembedding run.
+
+    Returns:
+        One ``[batch, seq, d_model]`` float tensor per layer, in the order given.
+    """
+    order = sorted(set(layers))
+    blocks = model.envoy(model.arch.blocks)
+    n = model.n_layers
+    saved: dict[int, torch.Tensor] = {}
+    with model.lm.trace(batch.as_inputs()) as tracer:
+        for layer in order:
+            if layer < n:
+                saved[layer] = blocks[layer].input.save()
+            else:
+                saved[layer] = blocks[n - 1].output.save()
+        tracer.stop()
+    return [block_hidden(saved[layer]) for layer in layers]

@@ -1,0 +1,277 @@
+"""Steering vectors: a tensor per layer plus where it came from.
+
+Five recipes, in the vocabulary of the motivating write-up:
+
+- ``raw``: the mean activation of a prompt or set (mostly the layer's bias);
+- ``mean_centred``: ``mean(target) - mean(general text)``, the bias removed;
+- ``counterbalanced``: ``mean(A) - mean(B)`` for two prompts or sets ("Love" - "Hate");
+- ``isolated``: ``mean(target set) - mean(reference set)`` where the reference
+  shares the features to cancel (sports stories - stories of all genres);
+- ``prompt_pair``: ActAdd's per-position difference of two prompts, padded to
+  equal length with space tokens, added from the first token on.
+
+Counterbalanced and isolated are the same arithmetic; they differ in intent
+and are recorded as different recipes. A random vector of matching norm is
+the control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import TextSet
+from .models import Model
+from .stats import ActivationStats, activation_stats, as_textset
+from .store import load_tensors, save_tensors
+from .tokens import encode
+from .trace import check_layers, residuals
+
+__all__ = [
+    "RECIPES",
+    "SteeringVector",
+    "VectorMismatchError",
+    "counterbalanced",
+    "isolated",
+    "load_vector",
+    "mean_centred",
+    "prompt_pair",
+    "random_like",
+    "raw",
+]
+
+RECIPES = ("raw", "mean_centred", "counterbalanced", "isolated", "prompt_pair", "random")
+
+Source = TextSet | Sequence[str] | str | ActivationStats
+
+
+class VectorMismatchError(ValueError):
+    """A vector was made for another model, or has the wrong width."""
+
+
+@dataclass
+class SteeringVector:
+    """A steering vector: ``vectors[layer]`` is ``[d_model]`` (or ``[k, d_model]`` for
+    a prompt pair, added to the first ``k`` tokens), plus provenance.
+
+    Example:
+        >>> v = mean_centred(model, load_dataset("fantasy", "train"), general, layers=[18])
+        >>> v.at(18).shape
+        torch.Size([576])
+    """
+
+    vectors: dict[int, torch.Tensor]
+    model_name: str
+    model_fingerprint: str
+    d_model: int
+    recipe: str
+    sources: dict[str, Any]
+    position: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+        if not self.vectors:
+            raise ValueError("a steering vector needs at least one layer")
+        for layer, vec in self.vectors.items():
+            if vec.shape[-1] != self.d_model or vec.dim() not in (1, 2):
+                raise VectorMismatchError(
+                    f"vector at layer {layer} has shape {tuple(vec.shape)}; "
+                    f"expected [{self.d_model}] or [k, {self.d_model}]"
+                )
+            if not bool(torch.isfinite(vec).all()):
+                raise ValueError(f"vector at layer {layer} contains NaN or inf")
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+    def at(self, layer: int) -> torch.Tensor:
+        """The vector at ``layer`` (a ``KeyError`` names the layers it has)."""
+        if layer not in self.vectors:
+            raise KeyError(f"this {self.recipe} vector has no layer {layer}; it has {self.layers}")
+        return self.vectors[layer]
+
+    def norm(self, layer: int) -> float:
+        return float(self.at(layer).norm())
+
+    def check_for(self, model: Model) -> None:
+        """Raise :class:`VectorMismatchError` unless this vector fits ``model``."""
+        if self.d_model != model.d_model:
+            raise VectorMismatchError(
+                f"vector has width {self.d_model} but {model.name} has d_model {model.d_model}"
+            )
+        if self.model_fingerprint != model.fingerprint:
+            raise VectorMismatchError(
+                f"vector was made for model {self.model_name!r} (fingerprint "
+                f"{self.model_fingerprint}), not {model.name!r} ({model.fingerprint})"
+            )
+
+    def describe(self) -> str:
+        src = ", ".join(f"{k}={v}" for k, v in self.sources.items())
+        return f"{self.recipe}({src}) @ layers {self.layers}, position {self.position}"
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path.safetensors`` and ``path.json`` (no pickle)."""
+        meta = {
+            "model_name": self.model_name,
+            "model_fingerprint": self.model_fingerprint,
+            "d_model": self.d_model,
+            "recipe": self.recipe,
+            "sources": self.sources,
+            "position": self.position,
+            "extra": self.extra,
+            "layers": self.layers,
+        }
+        save_tensors(Path(path), {f"layer_{k}": v for k, v in self.vectors.items()}, meta)
+
+
+def load_vector(path: str | Path, model: Model | None = None) -> SteeringVector:
+    """Load a vector saved with :meth:`SteeringVector.save`; check it fits ``model``.
+
+    Raises:
+        steerlab.store.StoreError: missing, truncated or altered files.
+        VectorMismatchError: made for another model or width.
+    """
+    tensors, meta = load_tensors(Path(path))
+    vectors = {int(k.removeprefix("layer_")): v for k, v in tensors.items()}
+    vec = SteeringVector(
+        vectors=vectors,
+        model_name=meta["model_name"],
+        model_fingerprint=meta["model_fingerprint"],
+        d_model=int(meta["d_model"]),
+        recipe=meta["recipe"],
+        sources=meta["sources"],
+        position=meta["position"],
+        extra=meta.get("extra", {}),
+    )
+    if model is not None:
+        vec.check_for(model)
+    return vec
+
+
+def _stats(model: Model, source: Source, layers: list[int], position: str, **kw: Any) -> ActivationStats:
+    if isinstance(source, ActivationStats):
+        if source.model_fingerprint != model.fingerprint:
+            raise VectorMismatchError(f"statistics were computed on {source.model_name!r}, not {model.name!r}")
+        missing = [layer for layer in layers if layer not in source.layers]
+        if missing:
+            raise ValueError(f"statistics of {source.dataset!r} lack layers {missing}")
+        return source
+    return activation_stats(model, source, layers, position=position, **kw)
+
+
+def _label(source: Source) -> str:
+    if isinstance(source, ActivationStats):
+        return source.dataset
+    return as_textset(source).name
+
+
+def _make(model: Model, recipe: str, vectors: dict[int, torch.Tensor], sources: dict[str, Any],
+          position: str) -> SteeringVector:
+    return SteeringVector(vectors, model.name, model.fingerprint, model.d_model, recipe, sources, position)
+
+
+def raw(model: Model, source: Source, layers: Sequence[int], *, position: str = "all_but_first",
+        **stats_kw: Any) -> SteeringVector:
+    """The mean activation of a prompt or set, uncentred.
+
+    Example:
+        >>> raw(model, "Love", layers=[6], position="last").at(6).shape
+        torch.Size([576])
+    """
+    ls = check_layers(model, layers)
+    s = _stats(model, source, ls, position, **stats_kw)
+    return _make(model, "raw", {la: s.mean_at(la).clone() for la in ls}, {"target": _label(source)}, position)
+
+
+def _difference(model: Model, recipe: str, a: Source, b: Source, layers: Sequence[int], position: str,
+                names: tuple[str, str], **stats_kw: Any) -> SteeringVector:
+    ls = check_layers(model, layers)
+    sa = _stats(model, a, ls, position, **stats_kw)
+    sb = _stats(model, b, ls, position, **stats_kw)
+    vecs = {la: sa.mean_at(la) - sb.mean_at(la) for la in ls}
+    return _make(model, recipe, vecs, {names[0]: _label(a), names[1]: _label(b)}, position)
+
+
+def mean_centred(model: Model, target: Source, general: Source, layers: Sequence[int], *,
+                 position: str = "all_but_first", **stats_kw: Any) -> SteeringVector:
+    """``mean(target) - mean(general)``: the target's activation with the layer's bias removed.
+
+    ``general`` stands in for the model's training distribution.
+
+    Example:
+        >>> v = mean_centred(model, load_dataset("fantasy", "train"), load_dataset("general", "train"), [18])
+    """
+    return _difference(model, "mean_centred", target, general, layers, position,
+                       ("target", "centre"), **stats_kw)
+
+
+def counterbalanced(model: Model, a: Source, b: Source, layers: Sequence[int], *,
+                    position: str = "all_but_first", **stats_kw: Any) -> SteeringVector:
+    """``mean(A) - mean(B)``: more of A and less of B (e.g. fantasy - sports).
+
+    Example:
+        >>> v = counterbalanced(model, "Love", "Hate", [6], position="last")
+    """
+    return _difference(model, "counterbalanced", a, b, layers, position, ("plus", "minus"), **stats_kw)
+
+
+def isolated(model: Model, target: Source, reference: Source, layers: Sequence[int], *,
+             position: str = "all_but_first", **stats_kw: Any) -> SteeringVector:
+    """``mean(target set) - mean(reference set)``: one feature, the shared ones cancelled.
+
+    Example:
+        >>> v = isolated(model, load_dataset("sports", "train"), load_dataset("mixed", "train"), [18])
+    """
+    return _difference(model, "isolated", target, reference, layers, position,
+                       ("target", "reference"), **stats_kw)
+
+
+@torch.inference_mode()
+def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int]) -> SteeringVector:
+    """ActAdd's vector: per-position activations of ``plus`` minus those of ``minus``.
+
+    The shorter prompt is padded at the end with space tokens to equal length, as
+    ActAdd does; the result at each layer is ``[k, d_model]``, added to the first
+    ``k`` tokens of the steered prompt.
+
+    Example:
+        >>> prompt_pair(model, "Love", "Hate", [6]).at(6).shape
+        torch.Size([1, 576])
+    """
+    ls = check_layers(model, layers, allow_last=False)
+    tok = model.tokenizer
+    ids = [tok(p, add_special_tokens=False)["input_ids"] if p.strip() else [] for p in (plus, minus)]
+    if not ids[0] or not ids[1]:
+        raise ValueError("prompt_pair needs two non-empty prompts")
+    space = tok(" ", add_special_tokens=False)["input_ids"]
+    if len(space) != 1:
+        raise ValueError("the tokenizer has no single space token to pad with")
+    k = max(len(ids[0]), len(ids[1]))
+    padded = [row + space * (k - len(row)) for row in ids]
+    batch = encode(tok, [tok.decode(r) for r in padded], padding_side="right")
+    # Decoding and re-encoding can merge the padding spaces; use the ids directly.
+    batch.input_ids = torch.tensor(padded, dtype=torch.long)
+    batch.attention_mask = torch.ones_like(batch.input_ids)
+    acts = residuals(model, batch, ls)
+    vecs = {la: (act[0] - act[1]).float() for la, act in zip(ls, acts)}  # [k, d_model]
+    return _make(model, "prompt_pair", vecs, {"plus": plus, "minus": minus}, "first")
+
+
+def random_like(vector: SteeringVector, seed: int = 0) -> SteeringVector:
+    """A random direction with the same norm as ``vector`` at each layer (the control)."""
+    gen = torch.Generator().manual_seed(seed)
+    vecs = {}
+    for layer, v in vector.vectors.items():
+        r = torch.randn(v.shape, generator=gen)
+        vecs[layer] = r / r.norm() * v.norm()
+    return SteeringVector(vecs, vector.model_name, vector.model_fingerprint, vector.d_model, "random",
+                          {"like": vector.describe(), "seed": seed}, vector.position)
+
+
