@@ -289,7 +289,7 @@ def load_model(
         return _wrap(hf, tok, name, str(path), started)
     try:
         hf, tok = _from_folder(name, dtype, device)
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # safetensors' SafetensorError derives from Exception only
         where = "local folder" if path.exists() else "hub id"
         raise ModelLoadError(
             f"could not load {name!r} as a {where}: {err}. Without a reachable model hub, "

@@ -32,7 +32,7 @@ from .store import StoreError, load_tensors, save_tensors
 from .tokens import STAT_POSITIONS, check_position, encode, position_mask
 from .trace import check_layers, residuals
 
-__all__ = ["ActivationStats", "activation_stats", "per_text_means", "as_textset"]
+__all__ = ["ActivationStats", "activation_stats", "as_textset", "per_text_means", "pool_stats"]
 
 _CACHE_VERSION = 1
 
@@ -57,6 +57,7 @@ class ActivationStats:
     avg_cos_to_mean: torch.Tensor
     avg_pairwise_cos: torch.Tensor
     centre: str | None = None  # what was subtracted before the statistics, if anything
+    mean_unit: torch.Tensor | None = None  # [n_layers_requested, d_model], mean of unit vectors
     extra: dict[str, Any] = field(default_factory=dict)
 
     def index(self, layer: int) -> int:
@@ -94,6 +95,7 @@ class ActivationStats:
             "norm_of_mean": self.norm_of_mean,
             "avg_cos_to_mean": self.avg_cos_to_mean,
             "avg_pairwise_cos": self.avg_pairwise_cos,
+            **({"mean_unit": self.mean_unit} if self.mean_unit is not None else {}),
         }
 
     def _meta(self) -> dict[str, Any]:
@@ -149,7 +151,7 @@ def _load_cached(stem: Path, layers: list[int], d_model: int) -> ActivationStats
             raise StoreError("non-finite values")
         fields = {k: meta[k] for k in ("model_name", "model_fingerprint", "dataset", "dataset_hash",
                                        "layers", "position", "count", "centre")}
-        return ActivationStats(**fields, **{k: tensors[k] for k in (
+        return ActivationStats(**fields, mean_unit=tensors.get("mean_unit"), **{k: tensors[k] for k in (
             "mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos")})
     except (StoreError, KeyError, TypeError) as err:
         warnings.warn(f"ignoring damaged statistics cache entry {stem}: {err}; recomputing",
@@ -223,7 +225,9 @@ def activation_stats(
     bar = tqdm(total=len(texts), desc=f"stats {textset.name}", unit="text", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = [texts[i] for i in order[start:start + batch_size]]
-        batch = encode(model.tokenizer, chunk, padding_side="right", max_length=max_length)
+        # A causal model's first token sees only itself: one token per text suffices.
+        keep = 1 if position == "first" else max_length
+        batch = encode(model.tokenizer, chunk, padding_side="right", max_length=keep)
         mask = position_mask(batch.attention_mask, position)  # [batch, seq]
         acts = residuals(model, batch, layers)
         count += int(mask.sum())
@@ -240,14 +244,7 @@ def activation_stats(
     if count == 0:
         raise ValueError(f"position rule {position!r} selected no token in {textset.name!r}")
 
-    mean = sum_x / count
-    norm_of_mean = mean.norm(dim=-1)
-    mean_unit = sum_unit / count
-    avg_cos_to_mean = (mean_unit * mean).sum(-1) / norm_of_mean.clamp_min(1e-30)
-    if count > 1:
-        avg_pairwise = (count * mean_unit.pow(2).sum(-1) - 1) / (count - 1)
-    else:
-        avg_pairwise = torch.full((len(layers),), float("nan"), dtype=torch.float64)
+    derived = _finish(count, sum_x / count, sum_norm / count, sum_unit / count)
     stats = ActivationStats(
         model_name=model.name,
         model_fingerprint=model.fingerprint,
@@ -256,12 +253,8 @@ def activation_stats(
         layers=layers,
         position=position,
         count=count,
-        mean=mean.float(),
-        mean_norm=(sum_norm / count).float(),
-        norm_of_mean=norm_of_mean.float(),
-        avg_cos_to_mean=avg_cos_to_mean.float(),
-        avg_pairwise_cos=avg_pairwise.float(),
         centre=None if centre is None else f"{centre.dataset} mean",
+        **derived,
     )
     if cache:
         try:
@@ -269,6 +262,47 @@ def activation_stats(
         except OSError as err:
             warnings.warn(f"could not write statistics cache {stem}: {err}", stacklevel=2)
     return stats
+
+
+def _finish(count: int, mean: torch.Tensor, mean_norm: torch.Tensor, mean_unit: torch.Tensor,
+            ) -> dict[str, torch.Tensor]:
+    """Derived statistics from the float64 running means."""
+    norm_of_mean = mean.norm(dim=-1)
+    avg_cos_to_mean = (mean_unit * mean).sum(-1) / norm_of_mean.clamp_min(1e-30)
+    if count > 1:
+        avg_pairwise = (count * mean_unit.pow(2).sum(-1) - 1) / (count - 1)
+    else:
+        avg_pairwise = torch.full(mean_norm.shape, float("nan"), dtype=torch.float64)
+    return {"mean": mean.float(), "mean_norm": mean_norm.float(), "norm_of_mean": norm_of_mean.float(),
+            "avg_cos_to_mean": avg_cos_to_mean.float(), "avg_pairwise_cos": avg_pairwise.float(),
+            "mean_unit": mean_unit.float()}
+
+
+def pool_stats(parts: Sequence[ActivationStats], name: str) -> ActivationStats:
+    """Exact statistics of the union of several text sets, from their statistics.
+
+    The mixed-stories reference is the pool of every genre's statistics, so it
+    costs no extra forward pass.
+
+    Example:
+        >>> mixed = pool_stats([stats[g] for g in genres], "mixed")
+    """
+    if not parts:
+        raise ValueError("nothing to pool")
+    first = parts[0]
+    for p in parts:
+        if p.layers != first.layers or p.position != first.position or p.model_fingerprint != first.model_fingerprint:
+            raise ValueError("can only pool statistics of one model, layers and position rule")
+        if p.mean_unit is None or p.centre != first.centre:
+            raise ValueError(f"statistics of {p.dataset!r} cannot be pooled (no mean_unit, or another centre)")
+    total = sum(p.count for p in parts)
+    def wsum(get: Any) -> torch.Tensor:
+        return sum((get(p).double() * (p.count / total) for p in parts), torch.zeros(()))  # type: ignore[arg-type]
+    derived = _finish(total, wsum(lambda p: p.mean), wsum(lambda p: p.mean_norm), wsum(lambda p: p.mean_unit))
+    digest = hashlib.sha1("".join(p.dataset_hash for p in parts).encode()).hexdigest()[:16]
+    return ActivationStats(model_name=first.model_name, model_fingerprint=first.model_fingerprint,
+                           dataset=name, dataset_hash=digest, layers=list(first.layers),
+                           position=first.position, count=total, centre=first.centre, **derived)
 
 
 @torch.inference_mode()
