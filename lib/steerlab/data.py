@@ -154,12 +154,15 @@ def genres(root: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (root / "stories").glob("*.jsonl"))
 
 
-def load_dataset(name: str, split: str | None = None, *, root: Path | None = None) -> TextSet:
+def load_dataset(name: str, split: str | None = None, *, root: Path | None = None,
+                 include_generated: bool = False) -> TextSet:
     """Load a named text set, optionally one split of it.
 
     Args:
         name: a genre, ``mixed``, ``shakespeare``, ``general`` or ``prompts``.
         split: ``train``, ``heldout``, ``eval`` or ``None`` for all records.
+        include_generated: also read model-generated rows from ``data/generated/``
+            (kept apart from the written text, never mixed in silently).
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
@@ -179,6 +182,9 @@ def load_dataset(name: str, split: str | None = None, *, root: Path | None = Non
         paths = files[name]
     else:
         raise KeyError(f"unknown dataset {name!r}; known: mixed, {', '.join(sorted(files))}")
+    if include_generated:
+        names = genres(root) if name == "mixed" else [name]
+        paths = paths + [p for n in names if (p := root / "generated" / f"{n}.jsonl").is_file()]
     records: list[Record] = []
     for path in paths:
         if not path.is_file():

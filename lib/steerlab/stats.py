@@ -58,6 +58,8 @@ class ActivationStats:
     avg_pairwise_cos: torch.Tensor
     centre: str | None = None  # what was subtracted before the statistics, if anything
     mean_unit: torch.Tensor | None = None  # [n_layers_requested, d_model], mean of unit vectors
+    # With a centre: average cosine of the centred activations to the centre's direction.
+    avg_cos_to_centre: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def index(self, layer: int) -> int:
@@ -96,6 +98,7 @@ class ActivationStats:
             "avg_cos_to_mean": self.avg_cos_to_mean,
             "avg_pairwise_cos": self.avg_pairwise_cos,
             **({"mean_unit": self.mean_unit} if self.mean_unit is not None else {}),
+            **({"avg_cos_to_centre": self.avg_cos_to_centre} if self.avg_cos_to_centre is not None else {}),
         }
 
     def _meta(self) -> dict[str, Any]:
@@ -151,7 +154,8 @@ def _load_cached(stem: Path, layers: list[int], d_model: int) -> ActivationStats
             raise StoreError("non-finite values")
         fields = {k: meta[k] for k in ("model_name", "model_fingerprint", "dataset", "dataset_hash",
                                        "layers", "position", "count", "centre")}
-        return ActivationStats(**fields, mean_unit=tensors.get("mean_unit"), **{k: tensors[k] for k in (
+        return ActivationStats(**fields, mean_unit=tensors.get("mean_unit"),
+                               avg_cos_to_centre=tensors.get("avg_cos_to_centre"), **{k: tensors[k] for k in (
             "mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos")})
     except (StoreError, KeyError, TypeError) as err:
         warnings.warn(f"ignoring damaged statistics cache entry {stem}: {err}; recomputing",
@@ -199,6 +203,11 @@ def activation_stats(
     textset = as_textset(data)
     if len(textset) == 0:
         raise ValueError(f"dataset {textset.name!r} is empty: nothing to average")
+    # Checked here, not per batch: batches are sorted by length, so a batch's
+    # row number would not be the text's index in the dataset.
+    empty = [i for i, text in enumerate(textset.texts) if not text.strip()]
+    if empty:
+        raise ValueError(f"text {empty[0]} of {textset.name!r} is empty: every text needs a token")
     layers = check_layers(model, layers)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -254,6 +263,9 @@ def activation_stats(
         position=position,
         count=count,
         centre=None if centre is None else f"{centre.dataset} mean",
+        avg_cos_to_centre=None if centres is None else (
+            (sum_unit / count) * centres.double() / centres.double().norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        ).sum(-1).float(),
         **derived,
     )
     if cache:

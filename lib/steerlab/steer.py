@@ -18,7 +18,7 @@ A ``[k, d_model]`` prompt-pair vector is added to the first ``k`` prompt tokens.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,12 +99,15 @@ def steered_generate(
     do_sample: bool = True,
     temperature: float = 1.0,
     top_p: float = 0.3,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[list[int]]:
     """Generate one continuation per row, row ``i`` steered by ``additions[i]``.
 
     ``additions[i]`` is already scaled (``coefficient * vector``), ``[d_model]`` or
     ``[k, d_model]``, or ``None`` for an unsteered row. All rows run as one batched
-    ``generate`` call. Returns the new token ids of each row.
+    ``generate`` call. Returns the new token ids of each row. ``should_stop`` is
+    polled after every step; when it returns True generation ends early (the
+    widget uses this to drop a generation that a newer request superseded).
     """
     check_position(position, STEER_POSITIONS)
     check_layers(model, [layer], allow_last=False)
@@ -131,6 +134,14 @@ def steered_generate(
     if steer_generated:
         # Every step must run so each one can be steered; no early stop at EOS.
         gen_kwargs["min_new_tokens"] = max_new_tokens
+    if should_stop is not None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Superseded(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool)
+
+        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
     if seed is not None:
         torch.manual_seed(seed)
     block = model.envoy(model.arch.blocks)[layer]
@@ -164,6 +175,7 @@ def generate(
     do_sample: bool = True,
     temperature: float = 1.0,
     top_p: float = 0.3,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Completion]:
     """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient.
 
@@ -195,7 +207,7 @@ def generate(
     ids = steered_generate(
         model, [p for p, _ in rows], additions, layer=layer, position=position,
         max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
-        temperature=temperature, top_p=top_p,
+        temperature=temperature, top_p=top_p, should_stop=should_stop,
     )
     tok = model.tokenizer
     label = "unsteered" if vector is None else vector.describe()

@@ -1,0 +1,118 @@
+"""The architecture table (steerlab.arch): every listed family resolves on a real
+Hugging Face model of that family, and the paths are the right ones."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import steerlab
+from steerlab.arch import (
+    ARCHITECTURES,
+    UnsupportedArchitectureError,
+    architecture_of,
+    block_hidden,
+    blocks_of,
+    final_norm_of,
+    logit_softcap_of,
+)
+from steerlab.models import _wrap
+from steerlab.trace import residuals
+
+
+def _config(model_type: str, vocab: int) -> Any:
+    import transformers as T
+
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2)
+    makers = {
+        "gpt2": lambda: T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=vocab, n_positions=64,
+                                     bos_token_id=0, eos_token_id=0),
+        "llama": lambda: T.LlamaConfig(**common),
+        "mistral": lambda: T.MistralConfig(**common),
+        "qwen2": lambda: T.Qwen2Config(**common),
+        "qwen3": lambda: T.Qwen3Config(**common, head_dim=8),
+        "gemma": lambda: T.GemmaConfig(**common, head_dim=8),
+        # A small cap so that capping visibly changes the logits.
+        "gemma2": lambda: T.Gemma2Config(**common, head_dim=8, final_logit_softcapping=0.05),
+        "gemma3_text": lambda: T.Gemma3TextConfig(**common, head_dim=8),
+        "gpt_neox": lambda: T.GPTNeoXConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4),
+    }
+    return makers[model_type]()
+
+
+def test_every_listed_architecture_has_a_test_config() -> None:
+    # Adding a family to the table without adding it here fails this test.
+    assert set(ARCHITECTURES) == {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
+                                  "gemma3_text", "gpt_neox"}
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_paths_resolve_and_residuals_match_hidden_states(tiny_gpt2: steerlab.Model,
+                                                         model_type: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_gpt2.tokenizer  # the embedded tokenizer
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_config(model_type, len(tokenizer)))
+    assert hf.config.model_type == model_type
+    blocks = blocks_of(hf)
+    assert isinstance(blocks, nn.ModuleList) and len(blocks) == 2
+    norm = final_norm_of(hf)
+    assert "norm" in type(norm).__name__.lower()
+
+    model = _wrap(hf, tokenizer, model_type, "config", time.perf_counter())
+    batch = steerlab.encode(tokenizer, ["Hello world how are you", "Hi"])
+    acts = residuals(model, batch, [0, 1, 2])
+    captured: dict[str, torch.Tensor] = {}
+    hook = blocks[-1].register_forward_hook(lambda m, a, o: captured.__setitem__("out", block_hidden(o)))
+    try:
+        out = hf(**batch.as_inputs(), output_hidden_states=True)
+    finally:
+        hook.remove()
+    for layer in (0, 1):
+        torch.testing.assert_close(acts[layer], out.hidden_states[layer])
+    # HF's last hidden state has the final norm applied; layer n_layers is before it.
+    torch.testing.assert_close(acts[2], captured["out"])
+    # The lens of the last residual layer reproduces the model's logits (with the
+    # Gemma 2 soft cap, which this config makes small enough to matter).
+    torch.testing.assert_close(steerlab.lens_logits(model, acts[2]), out.logits, atol=1e-5, rtol=1e-4)
+    cap = logit_softcap_of(hf)
+    if model_type == "gemma2":
+        assert cap == pytest.approx(0.05)
+        with torch.no_grad():
+            uncapped = hf.get_output_embeddings()(norm(acts[2]))
+        assert float(uncapped.abs().max()) > 0.1  # so the cap is what makes them match
+    else:
+        assert cap is None
+
+
+def test_unknown_architecture_names_type_and_supported_ones() -> None:
+    fake = SimpleNamespace(config=SimpleNamespace(model_type="bert"))
+    with pytest.raises(UnsupportedArchitectureError, match=r"unsupported architecture 'bert'.*gpt2.*llama"):
+        architecture_of(fake)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedArchitectureError, match="None"):
+        architecture_of(nn.Linear(2, 2))
+
+
+def test_block_hidden_accepts_tensor_or_tuple_and_guards_shape() -> None:
+    h = torch.randn(2, 3, 4)
+    assert block_hidden(h) is h
+    assert block_hidden((h, None)) is h
+    with pytest.raises(TypeError, match=r"shape \[batch, seq, d_model\].*\(3, 4\)"):
+        block_hidden(h[0])  # what indexing [0] on a transformers-5 output would give
+    with pytest.raises(TypeError, match="str"):
+        block_hidden(("not a tensor",))
+
+
+def test_tiny_models_use_their_own_families(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:
+    assert tiny_gpt2.arch == ARCHITECTURES["gpt2"]
+    assert tiny_llama.arch == ARCHITECTURES["llama"]
+    assert blocks_of(tiny_gpt2.hf) is tiny_gpt2.hf.transformer.h
+    assert final_norm_of(tiny_llama.hf) is tiny_llama.hf.model.norm

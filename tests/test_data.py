@@ -1,0 +1,108 @@
+"""The corpora in data/: counts, splits, no duplicates, computed vocabularies,
+and loader validation with errors that name the file and line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import steerlab as sl
+from steerlab.data import DataError, read_jsonl
+from steerlab.vocab import genre_vocabularies, stem, vocab_rate
+
+GENRES = sl.genres()
+
+
+def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_at_least_seven_genres_with_60_stories_and_20pct_heldout() -> None:
+    assert len(GENRES) >= 7, GENRES
+    for g in GENRES:
+        all_ = sl.load_dataset(g)
+        held = sl.load_dataset(g, "heldout")
+        assert len(all_) >= 60, g
+        assert len(held) / len(all_) >= 0.2, g
+        assert {r.genre for r in all_.records} == {g}
+
+
+@pytest.mark.parametrize("name,minimum", [("shakespeare", 60), ("general", 300), ("prompts", 40)])
+def test_other_sets(name: str, minimum: int) -> None:
+    assert len(sl.load_dataset(name)) >= minimum
+
+
+def test_mixed_is_derived_from_the_genres() -> None:
+    mixed = sl.load_dataset("mixed", "train")
+    assert len(mixed) == sum(len(sl.load_dataset(g, "train")) for g in GENRES)
+
+
+def test_no_exact_or_near_duplicates() -> None:
+    for name in [*GENRES, "shakespeare", "general"]:
+        texts = sl.load_dataset(name).texts
+        assert len(set(texts)) == len(texts), name
+        sh = [shingles(t) for t in texts]
+        worst = max(len(a & b) / len(a | b) for a, b in itertools.combinations(sh, 2) if a | b)
+        assert worst < 0.3, f"{name}: near-duplicate stories (5-shingle Jaccard {worst:.2f})"
+
+
+def test_genre_vocabularies_non_empty_and_disjoint() -> None:
+    vocab = genre_vocabularies({g: sl.load_dataset(g, "train").texts for g in GENRES})
+    for g, words in vocab.items():
+        assert len(words) >= 10, f"{g}: only {words}"
+    for a, b in itertools.combinations(GENRES, 2):
+        assert not set(vocab[a]) & set(vocab[b]), (a, b)
+
+
+def test_vocab_rate_counts_stems() -> None:
+    assert stem("dragons") == "dragon"
+    assert vocab_rate("The dragons flew over dragon hills", ["dragon"]) == pytest.approx(2 / 6)
+    assert vocab_rate("", ["x"]) == 0.0
+
+
+def write(tmp: Path, rows: list[object]) -> Path:
+    path = tmp / "bad.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+GOOD = {"id": "a-1", "genre": "a", "split": "train", "text": "Some text.", "source": "written"}
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([GOOD, {k: v for k, v in GOOD.items() if k != "text"}], r"bad.jsonl:2: missing field\(s\) text"),
+    ([GOOD, {**GOOD, "id": "a-2", "text": "  "}], r"bad.jsonl:2: field 'text' is empty"),
+    ([GOOD, GOOD], r"bad.jsonl:2: duplicate id 'a-1' \(first on line 1\)"),
+    ([GOOD, "{not json"], r"bad.jsonl:2: invalid JSON"),
+    ([{**GOOD, "split": "test"}], r"bad.jsonl:1: split 'test'"),
+])
+def test_validation_names_file_and_line(tmp_path: Path, rows: list[object], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        read_jsonl(write(tmp_path, rows))
+
+
+def test_unknown_dataset_and_split() -> None:
+    with pytest.raises(KeyError, match="unknown dataset 'nope'"):
+        sl.load_dataset("nope")
+    with pytest.raises(ValueError, match="unknown split"):
+        sl.load_dataset("general", "test")
+
+
+def test_generated_rows_are_kept_apart(tmp_path: Path) -> None:
+    from steerlab.data import Record
+    from steerlab.datagen import append_generated
+
+    root = tmp_path / "data"
+    (root / "stories").mkdir(parents=True)
+    (root / "stories" / "fantasy.jsonl").write_text(json.dumps({**GOOD, "id": "f-1", "genre": "fantasy"}) + "\n")
+    append_generated([Record("fantasy-gen-0-0000", "fantasy", "train", "A generated tale.", "generated:m:t=1")], root)
+    assert len(sl.load_dataset("fantasy", root=root)) == 1
+    both = sl.load_dataset("fantasy", root=root, include_generated=True)
+    assert [r.source for r in both.records] == ["written", "generated:m:t=1"]
+    with pytest.raises(ValueError, match="ids already"):
+        append_generated([Record("fantasy-gen-0-0000", "fantasy", "train", "Again.", "generated:m")], root)

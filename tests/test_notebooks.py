@@ -1,0 +1,71 @@
+"""Every notebook runs top to bottom with papermill on the embedded model, with small
+parameters; the tests check the metrics each records in summary.json (shape,
+finiteness, invariants that hold by construction), never which way a finding goes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import papermill
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+N_LAYERS = 30  # SmolLM2-135M
+
+pytestmark = [pytest.mark.notebook, pytest.mark.real]
+
+
+def run_notebook(name: str, out: Path, **params: object) -> dict:
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name), str(out / name), parameters={"output_dir": str(out), **params},
+        kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False,
+    )
+    return json.loads((out / "summary.json").read_text())
+
+
+def finite_list(values: object, length: int) -> list[float]:
+    assert isinstance(values, list) and len(values) == length, f"expected {length} values, got {values!r}"
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    return values  # type: ignore[return-value]
+
+
+def test_01_bias(tmp_path: Path) -> None:
+    summary = run_notebook("01_bias.ipynb", tmp_path, sample_size=6, max_length=48)
+    bias = summary["bias"]
+    n = N_LAYERS + 1
+    assert bias["layers"] == list(range(n))
+    for key in ("norm_of_mean", "mean_norm", "ratio", "avg_cos_to_mean", "avg_pairwise_cos", "first_token_mean_norm"):
+        finite_list(bias[key], n)
+    assert all(0 <= r <= 1 + 1e-5 for r in bias["ratio"])  # |mean| <= mean |x| (triangle inequality)
+    centred = bias["centred"]
+    # After subtracting the layer's own mean, the mean is zero: by construction.
+    assert max(finite_list(centred["ratio"], n)) < 1e-4
+    assert max(abs(c) for c in finite_list(centred["avg_cos_to_mean"], n)) < 0.1
+    assert (tmp_path / "figures" / "01_bias_norms.html").exists()
+
+
+def test_01_rejects_bad_parameter(tmp_path: Path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError, match="parameter top_k|parameter batch_size"):
+        run_notebook("01_bias.ipynb", tmp_path, batch_size=0)
+
+
+def test_02_interpret(tmp_path: Path) -> None:
+    summary = run_notebook("02_interpret.ipynb", tmp_path, stories_per_genre=3, general_sample=6,
+                           heldout_per_genre=2, max_length=48, top_k=5)
+    interp = summary["interpret"]
+    n = N_LAYERS + 1
+    genres = interp["genres"]
+    assert len(genres) >= 2 and 0 <= interp["layer"] <= N_LAYERS
+    for recipe in ("raw", "centred", "isolated"):
+        assert 0 <= interp["topk_jaccard"][recipe] <= 1
+        finite_list(interp["topk_jaccard_by_layer"][recipe], n)
+        table = interp["topk"][recipe]
+        assert set(table) == set(genres) and all(len(col) == 5 for col in table.values())
+    for recipe in ("raw", "centred"):
+        acc = finite_list(interp["heldout_accuracy"][recipe], n)
+        assert all(0 <= a <= 1 for a in acc)
+        matrix = interp["cosine_matrix"][recipe]
+        assert all(abs(matrix[i][i] - 1) < 1e-4 for i in range(len(genres)))
+    assert interp["heldout_count"] == 2 * len(genres)

@@ -1,0 +1,350 @@
+"""Activation statistics (steerlab.stats) against a brute-force oracle, batching,
+early stopping, streaming memory, the disk cache and centring."""
+
+from __future__ import annotations
+
+import math
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import steerlab
+import steerlab.stats as stats_mod
+from steerlab.arch import block_hidden, blocks_of, final_norm_of
+from steerlab.stats import activation_stats, per_text_means
+from steerlab.trace import residuals
+
+TEXTS = [
+    "The dragon slept under the mountain for a thousand years.",
+    "She kicked the ball into the net.",
+    "Rain.",
+    "A quiet afternoon in the library, with tea and an old map of the coast.",
+    "They laughed",
+]
+
+
+@pytest.fixture(params=["tiny_gpt2", "tiny_llama"])
+def tiny(request: pytest.FixtureRequest) -> steerlab.Model:
+    return request.getfixturevalue(request.param)
+
+
+def _all_layers(model: steerlab.Model, text: str) -> list[torch.Tensor]:
+    """Every residual layer ``[seq, d_model]`` of one unpadded text, via plain HF."""
+    ids = torch.tensor([model.tokenizer(text, add_special_tokens=False)["input_ids"]])
+    captured: dict[str, torch.Tensor] = {}
+    last = blocks_of(model.hf)[-1]
+    hook = last.register_forward_hook(lambda m, a, o: captured.__setitem__("out", block_hidden(o)))
+    try:
+        with torch.no_grad():
+            out = model.hf(input_ids=ids, output_hidden_states=True)
+    finally:
+        hook.remove()
+    # hidden_states[n_layers] has the final norm applied; layer n_layers is the
+    # last block's output before it, taken from the hook.
+    return [h[0] for h in out.hidden_states[:-1]] + [captured["out"][0]]
+
+
+_RULES = {
+    "all": lambda n: list(range(n)),
+    "all_but_first": lambda n: list(range(1, n)),
+    "first": lambda n: [0],
+    "last": lambda n: [n - 1],
+}
+
+
+def _selected(model: steerlab.Model, texts: list[str], position: str) -> list[torch.Tensor]:
+    """Per residual layer, the ``[tokens, d_model]`` activations a rule selects (float64)."""
+    per_layer: list[list[torch.Tensor]] = [[] for _ in range(model.n_layers + 1)]
+    for text in texts:
+        for layer, h in enumerate(_all_layers(model, text)):
+            per_layer[layer].append(h[_RULES[position](h.shape[0])])
+    return [torch.cat(rows).double() for rows in per_layer]
+
+
+def _brute(model: steerlab.Model, texts: list[str], position: str) -> dict[str, torch.Tensor]:
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in (
+        "mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos")}
+    for x in _selected(model, texts, position):  # [tokens, d_model]
+        n = x.shape[0]
+        mean = x.mean(0)
+        unit = x / x.norm(dim=1, keepdim=True)
+        cos = unit @ unit.T
+        out["mean"].append(mean)
+        out["mean_norm"].append(x.norm(dim=1).mean())
+        out["norm_of_mean"].append(mean.norm())
+        out["avg_cos_to_mean"].append((unit @ (mean / mean.norm())).mean())
+        out["avg_pairwise_cos"].append((cos.sum() - cos.diagonal().sum()) / (n * (n - 1)))
+    return {k: torch.stack(v).float() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("position", ["all", "all_but_first", "first", "last"])
+def test_statistics_equal_brute_force_over_hidden_states(tiny: steerlab.Model, position: str) -> None:
+    n = tiny.n_layers
+    got = activation_stats(tiny, TEXTS, position=position, batch_size=2, cache=False, progress=False)
+    want = _brute(tiny, TEXTS, position)
+    assert got.layers == list(range(n + 1))
+    lengths = [len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in TEXTS]
+    assert got.count == sum(len(_RULES[position](k)) for k in lengths)
+    for key, value in want.items():
+        torch.testing.assert_close(getattr(got, key), value, atol=1e-5, rtol=1e-4, msg=key)
+    # Non-degenerate data: the statistics are not all equal to 1 or 0.
+    assert float(want["avg_pairwise_cos"].min()) < 0.9
+    assert float((want["norm_of_mean"] / want["mean_norm"]).max()) < 0.99
+
+
+def test_batched_equals_unbatched(tiny: steerlab.Model) -> None:
+    one = activation_stats(tiny, TEXTS, batch_size=1, position="all", cache=False, progress=False)
+    three = activation_stats(tiny, TEXTS, batch_size=3, position="all", cache=False, progress=False)
+    assert one.count == three.count
+    for key in ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos"):
+        torch.testing.assert_close(getattr(one, key), getattr(three, key), atol=1e-6, rtol=1e-5)
+
+
+def test_padding_really_happens_in_a_batch(tiny_llama: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_llama.tokenizer, TEXTS[:3])
+    assert len(set(batch.lengths.tolist())) == 3  # the equality above is not vacuous
+
+
+def test_requested_layers_in_any_order(tiny_llama: steerlab.Model) -> None:
+    s = activation_stats(tiny_llama, TEXTS, layers=[2, 0], cache=False, progress=False)
+    full = activation_stats(tiny_llama, TEXTS, cache=False, progress=False)
+    assert s.layers == [0, 2]
+    torch.testing.assert_close(s.mean_at(2), full.mean_at(2))
+    torch.testing.assert_close(s.mean_at(0), full.mean_at(0))
+    with pytest.raises(KeyError, match=r"layer 1 was not computed; layers: \[0, 2\]"):
+        s.mean_at(1)
+
+
+def test_table_rows_are_plain_floats(tiny_gpt2: steerlab.Model) -> None:
+    s = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], cache=False, progress=False)
+    rows = s.table()
+    assert [r["layer"] for r in rows] == [0, 1]
+    for i, row in enumerate(rows):
+        assert all(isinstance(v, (int, float)) for v in row.values())
+        assert row["ratio"] == pytest.approx(float(s.norm_of_mean[i] / s.mean_norm[i]), rel=1e-6)
+        assert 0 < row["ratio"] < 1
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, *args: Any) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("model_name", ["tiny_gpt2", "tiny_llama"])
+def test_forward_stops_after_the_deepest_requested_layer(request: pytest.FixtureRequest,
+                                                         model_name: str) -> None:
+    model: steerlab.Model = request.getfixturevalue(model_name)
+    last_block = blocks_of(model.hf)[-1]
+    # The last block's sub-modules run only if its forward body runs (reading
+    # the block's *input* enters the block but must stop before its body).
+    inner = next(m for name, m in last_block.named_children() if "attn" in name)
+    counters = {"block0": _Counter(), "last_inner": _Counter(), "norm": _Counter(), "head": _Counter()}
+    modules = {"block0": blocks_of(model.hf)[0], "last_inner": inner,
+               "norm": final_norm_of(model.hf), "head": model.hf.get_output_embeddings()}
+    hooks = [modules[k].register_forward_pre_hook(c) for k, c in counters.items()]
+    try:
+        activation_stats(model, TEXTS[:2], layers=[0], cache=False, progress=False)
+        assert {k: c.calls for k, c in counters.items()} == {
+            "block0": 1, "last_inner": 0, "norm": 0, "head": 0}
+        activation_stats(model, TEXTS[:2], layers=[1], cache=False, progress=False)
+        assert counters["last_inner"].calls == 0
+        assert counters["block0"].calls == 2
+        activation_stats(model, TEXTS[:2], layers=[model.n_layers], cache=False, progress=False)
+        assert counters["last_inner"].calls == 1  # the hooks do see a running block
+        assert counters["norm"].calls == 0 and counters["head"].calls == 0
+        model.hf(**steerlab.encode(model.tokenizer, TEXTS[:2]).as_inputs())
+        assert counters["norm"].calls == 1 and counters["head"].calls == 1
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_memory_is_one_batch_whatever_the_dataset_size(tiny_llama: steerlab.Model,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-batch residuals are consumed and dropped, never accumulated."""
+    calls: list[int] = []
+    alive: list[list[weakref.ref[torch.Tensor]]] = []
+
+    def watched(model: steerlab.Model, batch: Any, layers: Any) -> list[torch.Tensor]:
+        # When batch k+1 is requested, batches up to k-1 must be garbage (batch
+        # k may still be bound to the loop variable).
+        for refs in alive[:-1]:
+            assert all(r() is None for r in refs), "an earlier batch's activations are still alive"
+        calls.append(int(batch.input_ids.shape[0]))
+        acts = residuals(model, batch, layers)
+        alive.append([weakref.ref(a) for a in acts])
+        return acts
+
+    monkeypatch.setattr(stats_mod, "residuals", watched)
+    small = activation_stats(tiny_llama, TEXTS * 2, batch_size=3, cache=False, progress=False)
+    assert calls == [3, 3, 3, 1]
+    calls.clear()
+    alive.clear()
+    large = activation_stats(tiny_llama, TEXTS * 4, batch_size=3, cache=False, progress=False)
+    assert len(calls) == math.ceil(len(TEXTS) * 4 / 3) and max(calls) == 3
+    # The result is [layers, d_model] sums whatever the size; twice the data
+    # (repeated) gives twice the count and the same means.
+    assert large.mean.shape == small.mean.shape == (tiny_llama.n_layers + 1, tiny_llama.d_model)
+    assert large.count == 2 * small.count
+    torch.testing.assert_close(large.mean, small.mean, atol=1e-6, rtol=1e-5)
+
+
+def test_per_text_means_equal_plain_means(tiny_gpt2: steerlab.Model) -> None:
+    got = per_text_means(tiny_gpt2, TEXTS, layers=[0, 2], batch_size=2, progress=False)
+    assert got.shape == (len(TEXTS), 2, tiny_gpt2.d_model)
+    for i, text in enumerate(TEXTS):
+        layers = _all_layers(tiny_gpt2, text)
+        for j, layer in enumerate((0, 2)):
+            torch.testing.assert_close(got[i, j], layers[layer][1:].mean(0), atol=1e-6, rtol=1e-5)
+
+
+# --- cache -------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path))
+    return tmp_path / "stats"
+
+
+def _no_forward(*args: Any) -> None:
+    raise AssertionError("the forward pass ran although the cache should have answered")
+
+
+def _assert_same(a: steerlab.ActivationStats, b: steerlab.ActivationStats) -> None:
+    assert a.count == b.count and a.layers == b.layers and a.position == b.position
+    for key in ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos"):
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), atol=0, rtol=0)
+
+
+def test_second_call_is_answered_by_the_cache(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    first = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    assert len(list(cache_dir.glob("*.safetensors"))) == 1
+    assert len(list(cache_dir.glob("*.json"))) == 1
+    monkeypatch.setattr(stats_mod, "residuals", _no_forward)
+    _assert_same(activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False), first)
+    with pytest.raises(AssertionError, match="forward pass ran"):
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False, cache=False)
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["truncate_tensors", "garbage_json", "json_list", "nan_tensors"])
+def test_damaged_cache_entry_is_recomputed_with_a_warning(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          damage: str) -> None:
+    first = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    (tensor_file,) = cache_dir.glob("*.safetensors")
+    json_file = tensor_file.with_suffix(".json")
+    if damage == "truncate_tensors":
+        _truncate(tensor_file)
+    elif damage == "garbage_json":
+        json_file.write_text("{not json")
+    elif damage == "json_list":
+        json_file.write_text("[1, 2]")
+    else:  # a well-formed, checksummed entry holding NaN
+        from steerlab.store import load_tensors, save_tensors
+
+        tensors, meta = load_tensors(tensor_file.with_suffix(""))
+        tensors["mean"] = torch.full_like(tensors["mean"], float("nan"))
+        meta.pop("tensor_sha256")
+        save_tensors(tensor_file.with_suffix(""), tensors, meta)
+    calls = []
+    monkeypatch.setattr(stats_mod, "residuals", lambda *a: calls.append(1) or residuals(*a))
+    with pytest.warns(UserWarning, match="damaged statistics cache entry"):
+        again = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    assert calls, "the damaged entry was trusted instead of recomputed"
+    _assert_same(again, first)
+    # The recomputed entry replaced the damaged one and is trusted next time.
+    monkeypatch.setattr(stats_mod, "residuals", _no_forward)
+    _assert_same(activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False), first)
+
+
+def test_cache_keys_differ_by_layers_position_data_centre_and_model(
+        tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model, cache_dir: Path) -> None:
+    base = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    variants = [
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 2], progress=False),
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], position="all", progress=False),
+        activation_stats(tiny_gpt2, TEXTS[:-1], layers=[0, 1], progress=False),
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], centre=base, progress=False),
+        activation_stats(tiny_llama, TEXTS, layers=[0, 1], progress=False),
+    ]
+    assert len(list(cache_dir.glob("*.json"))) == 1 + len(variants)
+    for v in variants:
+        assert not torch.equal(v.mean, base.mean)
+
+
+def test_unwritable_cache_warns_and_still_returns(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stats_mod, "save_tensors", fail)
+    with pytest.warns(UserWarning, match="could not write statistics cache.*disk full"):
+        s = activation_stats(tiny_gpt2, TEXTS, layers=[0], progress=False)
+    assert s.count > 0
+    assert not list(cache_dir.glob("*"))
+
+
+# --- centring ------------------------------------------------------------------
+
+
+def test_centring_on_the_same_data_removes_the_mean(tiny: steerlab.Model) -> None:
+    plain = activation_stats(tiny, TEXTS, cache=False, progress=False)
+    centred = activation_stats(tiny, TEXTS, centre=plain, cache=False, progress=False)
+    assert centred.centre is not None and plain.centre is None
+    assert float(centred.ratio.max()) < 1e-5
+    assert float(plain.ratio.min()) > 0.1  # there was a mean to remove
+    # The mean norm of centred tokens is their average distance to the mean.
+    spread = torch.stack([(x - x.mean(0)).norm(dim=1).mean() for x in _selected(tiny, TEXTS, "all_but_first")])
+    torch.testing.assert_close(centred.mean_norm, spread.float(), atol=1e-5, rtol=1e-4)
+
+
+def test_centring_with_another_set_subtracts_its_mean(tiny_llama: steerlab.Model) -> None:
+    other = activation_stats(tiny_llama, ["Completely different words here."], cache=False, progress=False)
+    plain = activation_stats(tiny_llama, TEXTS, cache=False, progress=False)
+    centred = activation_stats(tiny_llama, TEXTS, centre=other, cache=False, progress=False)
+    torch.testing.assert_close(centred.mean, plain.mean - other.mean, atol=1e-6, rtol=1e-5)
+
+
+# --- bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"layers": [3]}, ValueError, r"layer 3 is out of range for .*expected 0\.\.2"),
+    ({"layers": [-1]}, ValueError, "layer -1 is out of range"),
+    ({"layers": []}, ValueError, "no layers given"),
+    ({"position": "middle"}, ValueError, "unknown position rule 'middle'"),
+    ({"position": "all_prompt"}, ValueError, "unknown position rule 'all_prompt'"),
+    ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+])
+def test_bad_arguments_are_named(tiny_gpt2: steerlab.Model, kwargs: dict[str, Any],
+                                 error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        activation_stats(tiny_gpt2, TEXTS, cache=False, progress=False, **kwargs)
+
+
+def test_empty_dataset_and_empty_text_are_rejected(tiny_gpt2: steerlab.Model) -> None:
+    with pytest.raises(ValueError, match="is empty: nothing to average"):
+        activation_stats(tiny_gpt2, [], cache=False, progress=False)
+    with pytest.raises(ValueError, match="text 1 of '2 texts' is empty"):
+        activation_stats(tiny_gpt2, ["fine", "  "], batch_size=4, cache=False, progress=False)
+    with pytest.raises(ValueError, match="is empty"):
+        per_text_means(tiny_gpt2, [], progress=False)
+
+
+def test_centre_lacking_layers_is_rejected(tiny_gpt2: steerlab.Model) -> None:
+    centre = activation_stats(tiny_gpt2, TEXTS, layers=[0], cache=False, progress=False)
+    with pytest.raises(ValueError, match=r"centre statistics lack layers \[1\]"):
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], centre=centre, cache=False, progress=False)
