@@ -348,3 +348,48 @@ def test_centre_lacking_layers_is_rejected(tiny_gpt2: steerlab.Model) -> None:
     centre = activation_stats(tiny_gpt2, TEXTS, layers=[0], cache=False, progress=False)
     with pytest.raises(ValueError, match=r"centre statistics lack layers \[1\]"):
         activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], centre=centre, cache=False, progress=False)
+
+
+# --- pooling and the cosine to the centre ------------------------------------------------
+
+
+def test_pooled_statistics_equal_those_of_the_union(tiny: steerlab.Model) -> None:
+    a, b = TEXTS[:2], TEXTS[2:]
+    parts = [activation_stats(tiny, t, cache=False, progress=False) for t in (a, b)]
+    pooled = stats_mod.pool_stats(parts, "union")
+    union = activation_stats(tiny, a + b, cache=False, progress=False)
+    assert pooled.count == union.count and pooled.dataset == "union"
+    for key in ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos"):
+        torch.testing.assert_close(getattr(pooled, key), getattr(union, key), atol=1e-5, rtol=1e-4, msg=key)
+    # Pooling is not averaging the parts' statistics: the parts differ from the union.
+    assert not torch.allclose(parts[0].avg_pairwise_cos, union.avg_pairwise_cos, atol=1e-3)
+
+
+def test_pooling_refuses_mismatched_parts(tiny_gpt2: steerlab.Model) -> None:
+    one = activation_stats(tiny_gpt2, TEXTS, layers=[0], cache=False, progress=False)
+    other = activation_stats(tiny_gpt2, TEXTS, layers=[1], cache=False, progress=False)
+    with pytest.raises(ValueError, match="one model, layers and position rule"):
+        stats_mod.pool_stats([one, other], "x")
+    with pytest.raises(ValueError, match="nothing to pool"):
+        stats_mod.pool_stats([], "x")
+
+
+def test_cached_statistics_can_still_be_pooled(tiny_gpt2: steerlab.Model, cache_dir: Path) -> None:
+    fresh = activation_stats(tiny_gpt2, TEXTS[:2], layers=[1], progress=False)
+    cached = activation_stats(tiny_gpt2, TEXTS[:2], layers=[1], progress=False)
+    assert cached.mean_unit is not None
+    torch.testing.assert_close(cached.mean_unit, fresh.mean_unit)
+
+
+def test_avg_cos_to_centre_equals_brute_force(tiny_llama: steerlab.Model) -> None:
+    other = ["Completely different words here, about engines and rain."]
+    centre = activation_stats(tiny_llama, other, cache=False, progress=False)
+    centred = activation_stats(tiny_llama, TEXTS, centre=centre, cache=False, progress=False)
+    assert centred.avg_cos_to_centre is not None
+    want = []
+    for layer, x in enumerate(_selected(tiny_llama, TEXTS, "all_but_first")):
+        c = centre.mean_at(layer).double()
+        y = x - c
+        want.append(((y @ c) / (y.norm(dim=1) * c.norm())).mean())
+    torch.testing.assert_close(centred.avg_cos_to_centre, torch.stack(want).float(), atol=1e-5, rtol=1e-4)
+    assert activation_stats(tiny_llama, TEXTS, cache=False, progress=False).avg_cos_to_centre is None

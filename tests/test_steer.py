@@ -1,0 +1,324 @@
+"""Steered generation and forward passes (steerlab.steer): steering is a scope,
+batched sweeps equal single runs, position rules pick the right tokens, and a
+planted unembedding direction becomes the greedy next token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import steerlab
+import steerlab.steer as steer_mod
+from steerlab.arch import blocks_of
+from steerlab.steer import addition_tensor, generate, steered_generate, steered_logits
+from steerlab.vectors import SteeringVector, VectorMismatchError
+
+# Different token lengths, so a batch of them is left-padded.
+PROMPTS = ["Once upon a time in a quiet village there lived a", "The dog"]
+N_NEW = 6
+
+
+@pytest.fixture(params=["tiny_gpt2", "tiny_llama"])
+def tiny(request: pytest.FixtureRequest) -> steerlab.Model:
+    return request.getfixturevalue(request.param)
+
+
+def _vector(model: steerlab.Model, layer: int, norm: float = 5.0, seed: int = 0) -> SteeringVector:
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(model.d_model, generator=gen)
+    return SteeringVector({layer: v / v.norm() * norm}, model.name, model.fingerprint, model.d_model,
+                          "raw", {"target": "random test vector"}, "all")
+
+
+def _greedy(model: steerlab.Model, prompts: Any, vector: SteeringVector | None = None,
+            **kw: Any) -> list[list[int]]:
+    kw.setdefault("max_new_tokens", N_NEW)
+    return [c.token_ids for c in generate(model, prompts, vector, do_sample=False, **kw)]
+
+
+def _state(model: steerlab.Model) -> tuple[dict[str, torch.Tensor], list[int], torch.Tensor]:
+    """Weights, hook counts on every module, and the logits of a fixed batch."""
+    weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules()]
+    batch = steerlab.encode(model.tokenizer, PROMPTS)
+    with torch.no_grad():
+        logits = model.hf(**batch.as_inputs()).logits.clone()
+    return weights, hooks, logits
+
+
+def _assert_untouched(model: steerlab.Model, before: tuple[Any, ...]) -> None:
+    weights, hooks, logits = _state(model)
+    assert hooks == before[1], "a hook was left on the model"
+    assert weights.keys() == before[0].keys()
+    for k in weights:
+        assert torch.equal(weights[k], before[0][k]), f"weight {k} changed"
+    assert torch.equal(logits, before[2])
+
+
+def test_steered_then_unsteered_equals_never_steered(tiny: steerlab.Model) -> None:
+    before = _state(tiny)
+    plain = _greedy(tiny, PROMPTS)
+    for position in ("first", "all_prompt", "last_prompt", "all"):
+        steered = _greedy(tiny, PROMPTS, _vector(tiny, 1, norm=20.0), position=position)
+        if position != "first":
+            assert steered != plain, f"the vector had no effect at {position!r}"
+        assert _greedy(tiny, PROMPTS) == plain
+    _assert_untouched(tiny, before)
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("position", ["last_prompt", "all"])
+@pytest.mark.parametrize("failure", ["bad_addition_inside_trace", "model_raises_mid_generation"])
+def test_exception_during_steering_leaves_the_model_untouched(
+        tiny: steerlab.Model, monkeypatch: pytest.MonkeyPatch, position: str, failure: str) -> None:
+    vector = _vector(tiny, 1, norm=20.0)
+    plain = _greedy(tiny, PROMPTS)
+    steered = _greedy(tiny, PROMPTS, vector, position=position)
+    before = _state(tiny)
+    handle = None
+    if failure == "bad_addition_inside_trace":
+        real = steer_mod.addition_tensor
+
+        def one_token_too_long(*args: Any, **kwargs: Any) -> torch.Tensor:
+            delta = real(*args, **kwargs)
+            return torch.cat([delta, delta[:, :1]], dim=1)  # [batch, seq + 1, d_model]
+
+        monkeypatch.setattr(steer_mod, "addition_tensor", one_token_too_long)
+        expected: type[BaseException] = Exception
+    else:
+        calls = {"n": 0}
+
+        def raise_on_third_step(module: Any, args: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise _Boom("interrupted")
+
+        handle = blocks_of(tiny.hf)[-1].register_forward_pre_hook(raise_on_third_step)
+        expected = _Boom
+    try:
+        with pytest.raises(expected):
+            _greedy(tiny, PROMPTS, vector, position=position)
+    finally:
+        if handle is not None:
+            handle.remove()
+        monkeypatch.undo()
+    _assert_untouched(tiny, before)
+    assert _greedy(tiny, PROMPTS) == plain
+    assert _greedy(tiny, PROMPTS, vector, position=position) == steered
+
+
+def test_zero_coefficient_equals_unsteered(tiny: steerlab.Model) -> None:
+    vector = _vector(tiny, 1)
+    plain = _greedy(tiny, PROMPTS)
+    assert _greedy(tiny, PROMPTS, vector, coefficients=[0.0]) == plain
+    # An explicit zero addition (not skipped as None) also changes nothing.
+    zeros = [torch.zeros(tiny.d_model)] * len(PROMPTS)
+    assert steered_generate(tiny, PROMPTS, zeros, layer=1, position="all", max_new_tokens=N_NEW,
+                            do_sample=False) == plain
+    batch = steerlab.encode(tiny.tokenizer, PROMPTS)
+    torch.testing.assert_close(steered_logits(tiny, batch, zeros, layer=1), steered_logits(tiny, batch),
+                               atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("position", ["first", "all_prompt", "last_prompt", "all"])
+def test_batched_coefficient_sweep_equals_single_runs(tiny: steerlab.Model, position: str) -> None:
+    vector = _vector(tiny, 1, norm=4.0, seed=1)
+    coefficients = [0.0, 2.0, 6.0]
+    batched = generate(tiny, PROMPTS, vector, coefficients=coefficients, position=position,
+                       do_sample=False, max_new_tokens=N_NEW)
+    assert [(c.prompt, c.coefficient) for c in batched] == [(p, c) for p in PROMPTS for c in coefficients]
+    for c in batched:
+        (single,) = _greedy(tiny, c.prompt, vector, coefficients=c.coefficient, position=position)
+        assert c.token_ids == single, (c.prompt, c.coefficient)
+        assert c.text == tiny.tokenizer.decode(c.token_ids, skip_special_tokens=True)
+        assert c.label == vector.describe()
+    if position != "first":
+        assert any(batched[i].token_ids != batched[i + 2].token_ids for i in (0, 3)), "no effect"
+
+
+def test_plain_batched_generation_equals_single_and_hf(tiny: steerlab.Model) -> None:
+    rows = _greedy(tiny, PROMPTS)
+    for prompt, row in zip(PROMPTS, rows):
+        assert _greedy(tiny, prompt) == [row]
+        ids = steerlab.encode(tiny.tokenizer, [prompt]).as_inputs()
+        with torch.no_grad():
+            hf = tiny.hf.generate(**ids, max_new_tokens=N_NEW, do_sample=False,
+                                  pad_token_id=tiny.tokenizer.pad_token_id)
+        assert hf[0, ids["input_ids"].shape[1]:].tolist() == row
+
+
+# --- a planted answer: the unembedding row of a token -------------------------------
+
+
+def _planted_token(model: steerlab.Model) -> tuple[int, torch.Tensor]:
+    """A token and a huge layer-0 vector along its unembedding row.
+
+    Every block reads a normalised residual, so a huge addition dominates the
+    last layer; the final norm and unembedding then score each token by the dot
+    product of its (centred) row with this one, which the row of largest norm
+    wins. The token is checked not to be the unsteered prediction.
+    """
+    w = model.hf.get_output_embeddings().weight.detach()
+    centred = w - w.mean(dim=1, keepdim=True)
+    token = int(centred.norm(dim=1).argmax())
+    return token, 200.0 * centred[token] / centred[token].norm()
+
+
+@pytest.mark.parametrize("position", ["all_prompt", "last_prompt"])
+def test_planted_direction_becomes_the_greedy_next_token(tiny: steerlab.Model, position: str) -> None:
+    token, add = _planted_token(tiny)
+    plain = _greedy(tiny, PROMPTS)
+    assert all(row[0] != token for row in plain)
+    rows = steered_generate(tiny, PROMPTS, [add, add], layer=0, position=position,
+                            max_new_tokens=3, do_sample=False)
+    assert [row[0] for row in rows] == [token, token]
+
+
+def test_position_all_steers_every_generated_token(tiny: steerlab.Model) -> None:
+    token, add = _planted_token(tiny)
+    rows = steered_generate(tiny, PROMPTS, [add, None], layer=0, position="all",
+                            max_new_tokens=4, do_sample=False)
+    assert rows[0] == [token] * 4
+    assert rows[1] == _greedy(tiny, PROMPTS[1], max_new_tokens=4)[0]  # the None row is unsteered
+
+
+def test_position_first_steers_only_the_first_token(tiny: steerlab.Model) -> None:
+    token, add = _planted_token(tiny)
+    batch = steerlab.encode(tiny.tokenizer, [PROMPTS[0]])
+    plain = steered_logits(tiny, batch)
+    logits = steered_logits(tiny, batch, [add], layer=0, position="first")
+    assert int(logits[0, 0].argmax()) == token
+    # Later positions attend to the steered one (their logits move) but are not
+    # dominated by it, unlike with "last_prompt" above.
+    assert int(logits[0, -1].argmax()) != token
+    assert not torch.allclose(logits[0, -1], plain[0, -1])
+
+
+@pytest.mark.parametrize("position, changed", [
+    ("last_prompt", "last"), ("first", "all"), ("all_prompt", "all"),
+])
+def test_steered_logits_are_causal(tiny_llama: steerlab.Model, position: str, changed: str) -> None:
+    batch = steerlab.encode(tiny_llama.tokenizer, [PROMPTS[0]])
+    plain = steered_logits(tiny_llama, batch)
+    steered = steered_logits(tiny_llama, batch, [_vector(tiny_llama, 1).at(1)], layer=1, position=position)
+    diff = (steered - plain).abs().amax(dim=-1)[0]  # [seq]
+    if changed == "last":
+        assert float(diff[:-1].max()) < 1e-6  # earlier positions cannot see a later addition
+        assert float(diff[-1]) > 1e-3
+    else:
+        assert float(diff.min()) > 1e-3
+
+
+def test_plain_steered_logits_equal_the_model(tiny_gpt2: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_gpt2.tokenizer, PROMPTS)
+    with torch.no_grad():
+        want = tiny_gpt2.hf(**batch.as_inputs()).logits
+    torch.testing.assert_close(steered_logits(tiny_gpt2, batch), want)
+    torch.testing.assert_close(steered_logits(tiny_gpt2, batch, [None, None], layer=1), want)
+
+
+# --- which positions receive the addition ------------------------------------------------
+
+
+def test_addition_tensor_masks_with_left_padding(tiny_llama: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_llama.tokenizer, PROMPTS + ["A cat sat"], padding_side="left")
+    width = batch.input_ids.shape[1]
+    lengths = batch.lengths.tolist()
+    assert len(set(lengths)) == 3
+    g = torch.Generator().manual_seed(0)
+    adds = [torch.randn(64, generator=g), torch.randn(64, generator=g), None]
+    expected_columns = {
+        "first": lambda n: [width - n],
+        "last_prompt": lambda n: [width - 1],
+        "all_prompt": lambda n: list(range(width - n, width)),
+        "all": lambda n: list(range(width - n, width)),
+    }
+    for rule, columns in expected_columns.items():
+        delta = addition_tensor(tiny_llama, batch, adds, rule)
+        assert delta.shape == (3, width, 64)
+        for row, add in enumerate(adds):
+            for col in range(width):
+                if add is not None and col in columns(lengths[row]):
+                    assert torch.equal(delta[row, col], add), (rule, row, col)
+                else:
+                    assert not delta[row, col].any(), (rule, row, col)
+
+
+def test_addition_tensor_places_a_prompt_pair_from_the_first_real_token(tiny_llama: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_llama.tokenizer, PROMPTS, padding_side="left")
+    width = batch.input_ids.shape[1]
+    short = int(batch.lengths[1])
+    pair = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 64) + 1
+    delta = addition_tensor(tiny_llama, batch, [pair, pair], "first")
+    assert torch.equal(delta[0, :2], pair) and not delta[0, 2:].any()
+    start = width - short
+    assert torch.equal(delta[1, start:start + 2], pair)
+    assert not delta[1, :start].any() and not delta[1, start + 2:].any()
+    too_long = torch.ones(short + 1, 64)
+    with pytest.raises(ValueError, match=f"a {short + 1}-token prompt-pair vector does not fit prompt 1"):
+        addition_tensor(tiny_llama, batch, [None, too_long], "first")
+
+
+def test_prompt_pair_vector_steers_generation(tiny_gpt2: steerlab.Model) -> None:
+    pair = steerlab.prompt_pair(tiny_gpt2, "Love", "I hate you", [1])
+    assert pair.at(1).shape[0] == 3
+    rows = _greedy(tiny_gpt2, PROMPTS[0], pair, coefficients=[0.0, 50.0])
+    assert rows[0] == _greedy(tiny_gpt2, PROMPTS[0])[0]
+    assert rows[1] != rows[0]
+    with pytest.raises(ValueError, match="3-token prompt-pair vector does not fit prompt 0"):
+        _greedy(tiny_gpt2, PROMPTS[1], pair, coefficients=1.0)  # "The dog" has two tokens
+    with pytest.raises(ValueError, match="position 'all' needs a \\[d_model\\] vector"):
+        _greedy(tiny_gpt2, PROMPTS[0], pair, coefficients=1.0, position="all")
+
+
+# --- sampling ------------------------------------------------------------------------------
+
+
+def test_sampling_with_the_same_seed_reproduces(tiny: steerlab.Model) -> None:
+    vector = _vector(tiny, 1)
+    kw: dict[str, Any] = dict(coefficients=[0.0, 3.0], max_new_tokens=8, do_sample=True, top_p=0.9)
+    first = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=7, **kw)]
+    again = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=7, **kw)]
+    other = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=8, **kw)]
+    assert first == again
+    assert first != other
+    assert first[0] != _greedy(tiny, PROMPTS[0], max_new_tokens=8)[0]  # it really sampled
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_input_gets_a_clear_error(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:
+    m = tiny_gpt2
+    v = _vector(m, 1)
+    nan = torch.ones(64)
+    nan[3] = float("nan")
+    cases: list[tuple[Any, type[Exception], str]] = [
+        (lambda: generate(m, "", v), ValueError, "text 0 is empty"),
+        (lambda: generate(m, ["ok", " "], v), ValueError, "text 1 is empty"),
+        (lambda: generate(m, [], v), ValueError, "no texts given"),
+        (lambda: generate(m, "Hi", v, layer=0), KeyError, r"has no layer 0; it has \[1\]"),
+        (lambda: generate(m, "Hi", v, coefficients=[]), ValueError, "no coefficients given"),
+        (lambda: generate(m, "Hi", v, position="middle"), ValueError, "unknown position rule 'middle'"),
+        (lambda: generate(m, "Hi", v, position="last"), ValueError, "unknown position rule 'last'"),
+        (lambda: generate(tiny_llama, "Hi", v), VectorMismatchError, "made for model"),
+        (lambda: generate(m, "Hi", None, layer=2), ValueError, r"layer 2 is out of range .*0\.\.1"),
+        (lambda: generate(m, "Hi", None, max_new_tokens=0), ValueError, "max_new_tokens must be >= 1"),
+        (lambda: steered_generate(m, ["Hi"], [nan], layer=0), ValueError, "row 0 contains NaN or inf"),
+        (lambda: steered_generate(m, ["Hi"], [torch.ones(32)], layer=0), ValueError,
+         r"row 0 has shape \(32,\); expected \[64\]"),
+        (lambda: steered_generate(m, ["Hi", "Yo"], [None], layer=0), ValueError, "1 additions for 2 prompts"),
+        (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), [nan]), ValueError, "NaN or inf"),
+        (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), layer=-1), ValueError,
+         "layer -1 is out of range"),
+    ]
+    two = SteeringVector({0: torch.ones(64), 1: torch.ones(64)}, m.name, m.fingerprint, 64, "raw", {}, "all")
+    cases.append((lambda: generate(m, "Hi", two), ValueError, r"layers \[0, 1\]: pass layer="))
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
