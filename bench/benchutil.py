@@ -45,17 +45,19 @@ class Timings:
 
 
 def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool = True,
+                warmups: dict[str, Callable[[], Any]] | None = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Timings]:
     """Time every variant ``repeats`` times, one of each per round, rotating the order.
 
     ``warmup`` runs each variant once, untimed, first (lazy initialisation,
-    allocator growth, nnsight's first compile of a trace body).
+    allocator growth, nnsight's first compile of a trace body); ``warmups``
+    gives a cheaper stand-in per variant for that untimed run.
     """
     names = list(variants)
     out = {name: Timings() for name in names}
     if warmup:
         for name in names:
-            out[name].value = variants[name]()
+            (warmups or {}).get(name, variants[name])()
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:

@@ -63,7 +63,7 @@ def _save_and_load(tmp_path_factory: pytest.TempPathFactory, name: str, config: 
     return steerlab.load_model(str(folder))
 
 
-def _special_ids() -> dict[str, int]:
+def _special_ids() -> dict[str, Any]:
     tok = _embedded_tokenizer()
     return {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
 

@@ -28,8 +28,8 @@ from steerlab.trace import residuals
 def _config(model_type: str, vocab: int) -> Any:
     import transformers as T
 
-    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2)
+    common = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                  "num_attention_heads": 4, "num_key_value_heads": 2}
     makers = {
         "gpt2": lambda: T.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=vocab, n_positions=64,
                                      bos_token_id=0, eos_token_id=0),

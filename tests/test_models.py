@@ -25,7 +25,7 @@ def test_tiny_models_load_from_local_folders(tiny_gpt2: steerlab.Model, tiny_lla
         assert not any(p.requires_grad for p in model.hf.parameters())
         assert model.device == torch.device("cpu")
         assert re.fullmatch(r"[0-9a-f]{16}", model.fingerprint)
-        assert f"n_layers=2, d_model=64" in repr(model)
+        assert "n_layers=2, d_model=64" in repr(model)
 
 
 def test_fingerprint_tells_models_and_weights_apart(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:

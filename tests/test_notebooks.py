@@ -69,3 +69,36 @@ def test_02_interpret(tmp_path: Path) -> None:
         matrix = interp["cosine_matrix"][recipe]
         assert all(abs(matrix[i][i] - 1) < 1e-4 for i in range(len(genres)))
     assert interp["heldout_count"] == 2 * len(genres)
+
+
+def test_03_steer(tmp_path: Path) -> None:
+    summary = run_notebook("03_steer.ipynb", tmp_path, examples=["additional", "love_hate"], sweep=[0.0, 1.0],
+                           coefficient=1.0, positions=["first", "all_prompt"], samples=1, max_new_tokens=6,
+                           sample_size=3, max_length=32, show_widget=False)
+    steer = summary["steer"]
+    assert set(steer["examples"]) == {"additional", "love_hate"}
+    for ex in steer["examples"].values():
+        for pos in ("first", "all_prompt"):
+            r = ex["by_position"][pos]
+            assert r["coefficients"] == [0.0, 1.0]
+            finite_list(r["vocab_rate"], 2)
+            assert all(p > 0 for p in finite_list(r["perplexity"], 2))
+            assert len(r["samples"]["0.0"]) == 1
+
+
+def test_04_compare_quick(tmp_path: Path) -> None:
+    summary = run_notebook("04_compare_methods.ipynb", tmp_path, preset="quick")
+    compare = summary["compare"]
+    rows = compare["rows"]
+    methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "random"}
+    assert {r["method"] for r in rows} == methods | {"none"}
+    for r in rows:
+        for key in ("effect", "vocab_rate", "logprob_shift", "perplexity_ratio", "kl"):
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["method"], key, r[key])
+        assert r["effect_ci"][0] <= r["effect"] + 1e-9 <= r["effect_ci"][1] + 2e-9
+        assert r["kl"] >= -1e-6
+    control = [r for r in rows if r["method"] == "none"]
+    # Coefficient zero is the unsteered model: no effect, no damage, by construction.
+    assert len(control) == 1 and control[0]["coefficient"] == 0.0
+    assert control[0]["effect"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
+    assert all(r["perplexity_ratio"] <= 1.5 for r in compare["best"])

@@ -281,7 +281,7 @@ def test_prompt_pair_vector_steers_generation(tiny_gpt2: steerlab.Model) -> None
 
 def test_sampling_with_the_same_seed_reproduces(tiny: steerlab.Model) -> None:
     vector = _vector(tiny, 1)
-    kw: dict[str, Any] = dict(coefficients=[0.0, 3.0], max_new_tokens=8, do_sample=True, top_p=0.9)
+    kw: dict[str, Any] = {"coefficients": [0.0, 3.0], "max_new_tokens": 8, "do_sample": True, "top_p": 0.9}
     first = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=7, **kw)]
     again = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=7, **kw)]
     other = [c.token_ids for c in generate(tiny, PROMPTS, vector, seed=8, **kw)]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-import steerlab.store as store
+from steerlab import store
 from steerlab.store import StoreError, atomic_write_text, load_tensors, save_tensors
 
 

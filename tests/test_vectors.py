@@ -260,7 +260,7 @@ def test_tampered_or_missing_files_are_refused(tiny_gpt2: steerlab.Model, tmp_pa
 
 def test_failed_save_leaves_nothing_under_the_final_name(tiny_gpt2: steerlab.Model, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import steerlab.store as store
+    from steerlab import store
 
     def half_write(tensors: dict[str, torch.Tensor], filename: str) -> None:
         Path(filename).write_bytes(b"\x00" * 10)

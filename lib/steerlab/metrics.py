@@ -82,7 +82,8 @@ def steered_text_scores(
     - ``logprob_shift``: mean per-token log-prob change against unsteered (``-(nll - nll_unsteered)``);
     - ``kl``: mean over positions of KL(unsteered || steered) of next-token distributions.
 
-    A ``None`` or zero addition gives ratio 1, shift 0 and KL 0 exactly.
+    A ``None`` addition gives ratio 1, shift 0 and KL 0 exactly (a zero vector,
+    which runs through the steering path, gives them up to float error).
     """
     batch = encode(model.tokenizer, texts, padding_side="right", max_length=max_length)
     base_logits = steered_logits(model, batch)
@@ -92,7 +93,7 @@ def steered_text_scores(
     base_p = base_logp.exp()
     results = []
     for add in additions:
-        if add is None or not bool(add.abs().sum() > 0):
+        if add is None:
             results.append({"nll": base_nll, "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0})
             continue
         logits = steered_logits(model, batch, [add] * len(texts), layer=layer, position=position)

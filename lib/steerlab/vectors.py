@@ -28,7 +28,7 @@ from .data import TextSet
 from .models import Model
 from .stats import ActivationStats, activation_stats, as_textset
 from .store import load_tensors, save_tensors
-from .tokens import encode
+from .tokens import Batch
 from .trace import check_layers, residuals
 
 __all__ = [
@@ -247,18 +247,16 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int]) -> S
     """
     ls = check_layers(model, layers, allow_last=False)
     tok = model.tokenizer
-    ids = [tok(p, add_special_tokens=False)["input_ids"] if p.strip() else [] for p in (plus, minus)]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] if p else [] for p in (plus, minus)]
     if not ids[0] or not ids[1]:
-        raise ValueError("prompt_pair needs two non-empty prompts")
+        raise ValueError("prompt_pair needs two non-empty prompts (a single space is allowed)")
     space = tok(" ", add_special_tokens=False)["input_ids"]
     if len(space) != 1:
         raise ValueError("the tokenizer has no single space token to pad with")
     k = max(len(ids[0]), len(ids[1]))
     padded = [row + space * (k - len(row)) for row in ids]
-    batch = encode(tok, [tok.decode(r) for r in padded], padding_side="right")
-    # Decoding and re-encoding can merge the padding spaces; use the ids directly.
-    batch.input_ids = torch.tensor(padded, dtype=torch.long)
-    batch.attention_mask = torch.ones_like(batch.input_ids)
+    ids_t = torch.tensor(padded, dtype=torch.long)
+    batch = Batch(ids_t, torch.ones_like(ids_t), "right")
     acts = residuals(model, batch, ls)
     vecs = {la: (act[0] - act[1]).float() for la, act in zip(ls, acts)}  # [k, d_model]
     return _make(model, "prompt_pair", vecs, {"plus": plus, "minus": minus}, "first")

@@ -1,0 +1,99 @@
+"""Sections 3 and 4: steered generation and the coefficient sweep.
+
+Every variant samples the way ``steerlab.generate`` does by default (seed 0,
+``top_p=0.3``, temperature 1) from the same left-padded prompts. With
+``position="all"`` steerlab forces every one of the ``max_new_tokens`` steps
+(``min_new_tokens``), and so do the baseline and the hook variant, so all
+three produce exactly the same number of tokens. With ``position="first"``
+(the prompt's first token only, steerlab's default) steerlab does not force
+the length, so times are compared per generated step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import steerlab as sl
+from steerlab.tokens import encode
+
+SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.3}
+SEED = 0
+
+
+def make_vector(model: sl.Model, layer: int) -> sl.SteeringVector:
+    """A realistic, cheap vector: "Love" - "Hate" at one layer (two one-token traces)."""
+    return sl.counterbalanced(model, "Love", "Hate", [layer], position="last", cache=False,
+                              progress=False)
+
+
+def steerlab_generate(model: sl.Model, prompts: Sequence[str], vector: sl.SteeringVector | None,
+                      coefficients: float | Sequence[float], position: str, max_new_tokens: int,
+                      layer: int | None = None) -> list[list[int]]:
+    out = sl.generate(model, list(prompts), vector, layer=layer, coefficients=coefficients,
+                      position=position, max_new_tokens=max_new_tokens, seed=SEED, **SAMPLING)
+    return [c.token_ids for c in out]
+
+
+@torch.inference_mode()
+def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
+    """The baseline: unsteered ``model.hf.generate``, every step forced."""
+    batch = encode(model.tokenizer, prompts, padding_side="left")
+    torch.manual_seed(SEED)
+    out = model.hf.generate(**batch.as_inputs(), max_new_tokens=max_new_tokens,
+                            min_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
+                            **SAMPLING)
+    return [row.tolist() for row in out[:, batch.input_ids.shape[1]:]]
+
+
+@torch.inference_mode()
+def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor, layer: int,
+                  position: str, max_new_tokens: int) -> list[list[int]]:
+    """The same addition as steerlab's, with a plain ``register_forward_pre_hook``.
+
+    ``position="all"``: every real prompt token and every generated token;
+    ``position="first"``: the first real token of each prompt only.
+    """
+    batch = encode(model.tokenizer, prompts, padding_side="left")
+    ids, attn = batch.input_ids, batch.attention_mask
+    prompt_len = ids.shape[1]
+    vec = vector.to(next(model.hf.parameters()).dtype)
+    if position == "all":
+        delta = attn[..., None].to(vec.dtype) * vec  # [batch, seq, d]
+    elif position == "first":
+        first = attn.argmax(dim=1)  # left padding: first real column
+        delta = torch.zeros(*ids.shape, vec.shape[-1], dtype=vec.dtype)
+        delta[torch.arange(ids.shape[0]), first] = vec
+    else:
+        raise ValueError(position)
+    block = model.hf.model.layers[layer]
+
+    def pre_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[1] == prompt_len:
+            hidden = hidden + delta
+        elif position == "all":
+            hidden = hidden + vec
+        else:
+            return None
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    handle = block.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        torch.manual_seed(SEED)
+        gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.tokenizer.pad_token_id}
+        if position == "all":
+            gen["min_new_tokens"] = max_new_tokens
+        out = model.hf.generate(**batch.as_inputs(), **gen, **SAMPLING)
+    finally:
+        handle.remove()
+    return [row.tolist() for row in out[:, prompt_len:]]
+
+
+def steps(rows: list[list[int]]) -> int:
+    """Generation steps a call ran (rows are padded to the longest)."""
+    return max(len(r) for r in rows)

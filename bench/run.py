@@ -1,0 +1,557 @@
+"""steerlab benchmark: steerlab against plain transformers, a plain PyTorch hook
+and peer libraries, on the embedded SmolLM2-135M-Instruct, with ratios.
+
+    .venv/bin/python bench/run.py            # full run (`make bench`)
+    .venv/bin/python bench/run.py --quick    # smoke run, a few minutes
+    .venv/bin/python bench/run.py --only stats,gen --repeats 5
+    .venv/bin/python bench/run.py --suite    # also time `make run` (long)
+
+Prints a table (measured, baseline, ratio, target, PASS/MISS) and writes
+everything, raw repeat timings included, to bench/results/<timestamp>.json.
+See bench/README.md for what each row measures and the results seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- parameters
+
+def params_for(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "stats_texts": 24,        # the 24 shortest general texts, about 1.5k tokens
+            "mem_texts": 16, "mem_factor": 10, "mem_repeats": 1, "mem_all_layers_texts": 0,
+            "gen_tokens": 16, "gen_batches": [1, 8],
+            "sweep_tokens": 16,
+            "load_repeats": 3, "gguf_repeats": 1,
+        }
+    return {
+        "stats_texts": 0,             # all 256 texts of general:train, about 26.6k tokens
+        "mem_texts": 0, "mem_factor": 10, "mem_repeats": 3, "mem_all_layers_texts": 32,
+        "gen_tokens": 64, "gen_batches": [1, 8],
+        "sweep_tokens": 64,
+        "load_repeats": 3, "gguf_repeats": 3,
+    }
+
+
+# ---------------------------------------------------------------- section 1
+
+def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved, judge, loadavg
+    from stats_bench import (TLPeer, count_tokens, hf_loop, max_abs_diff, nnsight_naive,
+                             sorted_texts, steerlab_stats)
+
+    n = model.n_layers
+    early, half = max(1, n // 10), n // 2
+    all_layers = list(range(n + 1))
+    general = sl.load_dataset("general", "train")
+    if P["stats_texts"]:
+        keep = sorted_texts(general.texts)[: P["stats_texts"]]
+        textset = sl.TextSet.from_texts(f"general:train[{len(keep)} shortest]", keep)
+    else:
+        textset = general
+    texts = textset.texts
+    n_read, n_avg = count_tokens(model, texts)
+    log(f"[stats] {textset.name}: {len(texts)} texts, {n_read} tokens read, {n_avg} averaged; "
+        f"layers all (0..{n}), early {early}, half {half}; {repeats} rounds")
+    warm_texts = sorted_texts(texts)[:4]
+    warm_set = sl.TextSet.from_texts("warm", warm_texts)
+
+    variants: dict[str, Any] = {
+        "steerlab all": lambda: steerlab_stats(model, textset, None),
+        "transformers all": lambda: hf_loop(model, texts, all_layers),
+        "transformers lean all": lambda: hf_loop(model, texts, all_layers, lean=True),
+        f"steerlab L{half}": lambda: steerlab_stats(model, textset, [half]),
+        f"steerlab L{early}": lambda: steerlab_stats(model, textset, [early]),
+        "transformers one layer": lambda: hf_loop(model, texts, [half]),
+    }
+    warmups: dict[str, Any] = {
+        "steerlab all": lambda: steerlab_stats(model, warm_set, None),
+        "transformers all": lambda: hf_loop(model, warm_texts, all_layers),
+        "transformers lean all": lambda: hf_loop(model, warm_texts, all_layers, lean=True),
+        f"steerlab L{half}": lambda: steerlab_stats(model, warm_set, [half]),
+        f"steerlab L{early}": lambda: steerlab_stats(model, warm_set, [early]),
+        "transformers one layer": lambda: hf_loop(model, warm_texts, [half]),
+    }
+    skipped: dict[str, str] = {}
+    tl = None
+    if peers:
+        variants["nnsight naive all"] = lambda: nnsight_naive(model, texts, all_layers)
+        warmups["nnsight naive all"] = lambda: nnsight_naive(model, warm_texts, all_layers)
+        tl = TLPeer()
+        log("[stats] starting TransformerLens peer (bench/.peer-venv) ...")
+        if tl.start(model, texts):
+            log(f"[stats] TransformerLens {tl.info.get('transformer_lens')} via {tl.info.get('api')}")
+            variants["TL all"] = lambda: tl.run(all_layers, n, stop=False)
+            variants[f"TL L{half}"] = lambda: tl.run([half], n, stop=True)
+            variants[f"TL L{early}"] = lambda: tl.run([early], n, stop=True)
+            for k in ("TL all", f"TL L{half}", f"TL L{early}"):
+                warmups[k] = lambda: None  # TL's load already ran a model; its first pass is timed
+        else:
+            skipped["TransformerLens"] = tl.reason
+            log(f"[stats] SKIP TransformerLens: {tl.reason}")
+            tl = None
+    else:
+        skipped["TransformerLens"] = skipped["nnsight naive"] = "peers disabled (--no-peers)"
+    try:
+        t = interleaved(variants, repeats, warmups=warmups, log=log)
+    finally:
+        if tl is not None:
+            tl.close()
+
+    ref_all = t["steerlab all"].value
+    checks = {
+        "transformers all": max_abs_diff(ref_all, t["transformers all"].value, all_layers, n),
+        "transformers lean all": max_abs_diff(ref_all, t["transformers lean all"].value, all_layers, n),
+        f"steerlab L{half}": float((ref_all[half] - t[f"steerlab L{half}"].value[0]).abs().max()),
+        f"steerlab L{early}": float((ref_all[early] - t[f"steerlab L{early}"].value[0]).abs().max()),
+    }
+    for k in ("nnsight naive all", "TL all"):
+        if k in t:
+            checks[k] = max_abs_diff(ref_all, t[k].value, all_layers, n)
+    for k in (f"TL L{half}", f"TL L{early}"):
+        if k in t:
+            layer = half if k.endswith(str(half)) else early
+            checks[k] = float((ref_all[layer] - t[k].value[0]).abs().max())
+    out["stats"] = {
+        "texts": len(texts), "tokens_read": n_read, "tokens_averaged": n_avg,
+        "layers": {"all": all_layers, "early": early, "half": half},
+        "seconds": {k: v.seconds for k, v in t.items()},
+        "max_abs_diff_of_mean_vs_steerlab": checks, "skipped": skipped, "loadavg_end": loadavg(),
+        "tl_info": tl.info if tl is not None else None,
+    }
+    log(f"[stats] mean agreement with steerlab (max |diff|, layers 0..{n - 1}): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
+
+    def tps(name: str) -> float:
+        return n_read / t[name].median
+
+    def row(name: str, subject: str, base: str, base_label: str, target: str = "",
+            at_least: float | None = None, note: str = "") -> Row:
+        ratio = t[base].median / t[subject].median
+        return Row("1 statistics throughput", name, tps(subject), "tok/s", base_label, tps(base), ratio,
+                   "x", target, judge(ratio, at_least=at_least) if target else "", note,
+                   repeats=t[subject].seconds)
+
+    rows = [
+        row(f"steerlab, all {n + 1} layers vs transformers", "steerlab all", "transformers all",
+            "transformers", ">= 0.95x", 0.95,
+            note="baseline = model.hf(..., output_hidden_states=True), full logits, same batches "
+                 "and mask; ratio = steerlab throughput / baseline throughput"),
+        row("steerlab, all layers vs transformers logits_to_keep=1", "steerlab all",
+            "transformers lean all", "transformers lean"),
+    ]
+    if "nnsight naive all" in t:
+        rows.append(row("steerlab, all layers vs nnsight naive", "steerlab all", "nnsight naive all",
+                        "nnsight naive",
+                        note="nnsight naive = one trace a batch saving every layer, no early stop"))
+    else:
+        rows.append(Row("1 statistics throughput", "steerlab, all layers vs nnsight naive", None, "tok/s",
+                        status="SKIP", note=skipped.get("nnsight naive", "")))
+    if "TL all" in t:
+        rows.append(row("steerlab, all layers vs TransformerLens", "steerlab all", "TL all",
+                        "TransformerLens", "> 1.0x", 1.0,
+                        note="TransformerLens run_with_cache (TransformerBridge, eager attention) in "
+                             "bench/.peer-venv, pre-tokenized batches, names_filter = residual hooks"))
+    else:
+        rows.append(Row("1 statistics throughput", "steerlab, all layers vs TransformerLens", None, "tok/s",
+                        target="> 1.0x", status="SKIP", note=skipped.get("TransformerLens", "")))
+    rows.append(row(f"steerlab, layer {half} (half depth) vs transformers", f"steerlab L{half}",
+                    "transformers one layer", "transformers", ">= 1.3x", 1.3,
+                    note="the transformers loop runs the whole forward whichever layer is read"))
+    rows.append(row(f"steerlab, layer {early} (early) vs transformers", f"steerlab L{early}",
+                    "transformers one layer", "transformers"))
+    for layer in (half, early):
+        if f"TL L{layer}" in t:
+            rows.append(row(f"steerlab, layer {layer} vs TransformerLens stop_at_layer",
+                            f"steerlab L{layer}", f"TL L{layer}", "TransformerLens"))
+    return rows
+
+
+# ---------------------------------------------------------------- section 2
+
+def _probe(args: list[str], timeout: float = 3600) -> tuple[dict[str, Any], float]:
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1",
+           "TQDM_DISABLE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(HERE / "probes.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=timeout)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe {args} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall
+
+
+def bench_memory(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
+    import statistics
+
+    from benchutil import Row, judge
+
+    n = model.n_layers
+    early = max(1, n // 10)
+    reps = P["mem_repeats"]
+    base = ["--texts", str(P["mem_texts"]), "--layers", str(early)]
+    big = f"{P['mem_factor']}x"
+    res: dict[str, list[dict[str, Any]]] = {"1x": [], big: []}
+    log(f"[memory] activation_stats at layer {early}, dataset x1 ({reps} runs) and "
+        f"x{P['mem_factor']} (1 run), each in a fresh process")
+    for _ in range(reps):
+        r, _ = _probe(["memory", "--factor", "1", *base])
+        res["1x"].append(r)
+        log(f"    x1: peak {r['pass_peak_mib']:.0f} MiB (+{r['pass_growth_mib']:.0f} over the loaded model), "
+            f"{r['tokens']} tokens in {r['seconds']:.0f} s")
+    r, _ = _probe(["memory", "--factor", str(P["mem_factor"]), *base])
+    res[big].append(r)
+    log(f"    x{P['mem_factor']}: peak {r['pass_peak_mib']:.0f} MiB (+{r['pass_growth_mib']:.0f}), "
+        f"{r['tokens']} tokens in {r['seconds']:.0f} s")
+    one = statistics.median(x["pass_peak_mib"] for x in res["1x"])
+    ten = statistics.median(x["pass_peak_mib"] for x in res[big])
+    g1 = statistics.median(x["pass_growth_mib"] for x in res["1x"])
+    g10 = statistics.median(x["pass_growth_mib"] for x in res[big])
+    ratio = ten / one
+    rows = [
+        Row("2 statistics memory", f"peak RSS of the pass, x{P['mem_factor']} vs x1 (layer {early})", ten, "MiB",
+            "x1", one, ratio, "x memory", "<= 1.10x (flat)", judge(ratio, at_most=1.10),
+            f"fresh process per run, peak reset after model load; growth over the loaded model "
+            f"x1 {g1:.0f} MiB, x{P['mem_factor']} {g10:.0f} MiB; "
+            f"x1 = {res['1x'][0]['tokens']} tokens, x{P['mem_factor']} = {res[big][0]['tokens']} tokens",
+            repeats=[x["pass_peak_mib"] for x in res["1x"]]),
+    ]
+    if P["mem_all_layers_texts"]:
+        k = P["mem_all_layers_texts"]
+        log(f"[memory] all {n + 1} layers, the {k} first texts: steerlab vs the transformers loop")
+        s, _ = _probe(["memory", "--texts", str(k), "--layers", "all"])
+        h, _ = _probe(["memory-hf", "--texts", str(k), "--layers", "all"])
+        res["all_layers_steerlab"] = [s]
+        res["all_layers_transformers"] = [h]
+        rows.append(Row("2 statistics memory", f"pass growth, all layers, {k} texts: steerlab vs transformers",
+                        s["pass_growth_mib"], "MiB", "transformers", h["pass_growth_mib"],
+                        h["pass_growth_mib"] / max(s["pass_growth_mib"], 1e-9), "x less", "", "",
+                        "memory the pass adds over the loaded model (one run each); the transformers "
+                        "loop materialises [batch, seq, vocab] logits and all hidden states"))
+    out["memory"] = res
+    return rows
+
+
+# ---------------------------------------------------------------- sections 3 and 4
+
+PROMPTS_N = 8
+
+
+def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved, judge, loadavg
+    from gen_bench import hf_generate, hook_generate, make_vector, steerlab_generate, steps
+
+    layer = model.n_layers // 5  # 6 on SmolLM2
+    coef = 4.0
+    v = make_vector(model, layer)
+    add = coef * v.at(layer)
+    prompts_all = sl.load_dataset("prompts", "eval").texts[:PROMPTS_N]
+    N = P["gen_tokens"]
+    rows: list = []
+    out["gen"] = {"layer": layer, "coefficient": coef, "max_new_tokens": N}
+    for bs in P["gen_batches"]:
+        prompts = prompts_all[:bs]
+        log(f"[gen] batch {bs}, {N} new tokens, steering layer {layer}, {repeats} rounds")
+        variants = {
+            "hf.generate": lambda: hf_generate(model, prompts, N),
+            "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", N),
+            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", N),
+            "steerlab first": lambda: steerlab_generate(model, prompts, v, coef, "first", N),
+            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", N),
+            "steerlab unsteered": lambda: steerlab_generate(model, prompts, None, 0.0, "first", N,
+                                                            layer=layer),
+        }
+        warm = {
+            "hf.generate": lambda: hf_generate(model, prompts, 2),
+            "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", 2),
+            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", 2),
+            "steerlab first": lambda: steerlab_generate(model, prompts, v, coef, "first", 2),
+            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", 2),
+            "steerlab unsteered": lambda: steerlab_generate(model, prompts, None, 0.0, "first", 2,
+                                                            layer=layer),
+        }
+        t = interleaved(variants, repeats, warmups=warm, log=log)
+        nsteps = {k: steps(x.value) for k, x in t.items()}
+        same_all = t["steerlab all"].value == t["hook all"].value
+        same_first = t["steerlab first"].value == t["hook first"].value
+        same_plain = t["steerlab unsteered"].value == [r[: nsteps["steerlab unsteered"]] for r in
+                                                       t["hf.generate"].value]
+        out["gen"][f"batch{bs}"] = {
+            "seconds": {k: x.seconds for k, x in t.items()}, "steps": nsteps,
+            "same_tokens": {"steerlab_vs_hook_all": same_all, "steerlab_vs_hook_first": same_first,
+                            "steerlab_unsteered_vs_hf": same_plain},
+            "loadavg_end": loadavg(),
+        }
+        log(f"[gen] steps {nsteps}; same tokens steerlab/hook: all={same_all} first={same_first}; "
+            f"unsteered steerlab/hf: {same_plain}")
+
+        def per_step(name: str) -> float:
+            return t[name].median / nsteps[name] * N  # seconds for N steps
+
+        base = per_step("hf.generate")
+        sec = f"3 steered generation (batch {bs})"
+
+        def grow(name: str, label: str, target: str = "", note: str = "") -> Row:
+            val = per_step(name)
+            ratio = val / base
+            status = judge(ratio, at_most=1.10) if target else ""
+            return Row(sec, label, val, "s", "hf.generate unsteered", base, ratio, "x time", target, status,
+                       note, repeats=t[name].seconds)
+
+        rows += [
+            grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
+                 note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); "
+                      f"tokens identical to the hook: {same_all}"),
+            grow("steerlab first", "steerlab.generate position=first (prompt)", "<= 1.10x",
+                 note=f"batch {bs}: prompt steered once; {nsteps['steerlab first']} steps, "
+                      f"time scaled to {N}; tokens identical to the hook: {same_first}"),
+            grow("steerlab unsteered", "steerlab.generate, no vector (nnsight, no edit)"),
+            grow("hook all", "plain forward-pre-hook, position=all"),
+            grow("hook first", "plain forward-pre-hook, position=first"),
+        ]
+        ratio = per_step("steerlab all") / per_step("hook all")
+        rows.append(Row(sec, "steerlab position=all vs the plain hook", per_step("steerlab all"), "s",
+                        "hook", per_step("hook all"), ratio, "x time"))
+    return rows
+
+
+def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved, judge
+    from gen_bench import make_vector, steerlab_generate
+
+    layer = model.n_layers // 5
+    v = make_vector(model, layer)
+    coefs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    prompt = sl.load_dataset("prompts", "eval").texts[0]
+    N = P["sweep_tokens"]
+    log(f"[sweep] {len(coefs)} coefficients, {N} new tokens, position=all, {repeats} rounds")
+    variants = {
+        "batched": lambda: steerlab_generate(model, [prompt], v, coefs, "all", N),
+        "sequential": lambda: [steerlab_generate(model, [prompt], v, c, "all", N)[0] for c in coefs],
+    }
+    warm = {
+        "batched": lambda: steerlab_generate(model, [prompt], v, coefs, "all", 2),
+        "sequential": lambda: steerlab_generate(model, [prompt], v, coefs[0], "all", 2),
+    }
+    t = interleaved(variants, repeats, warmups=warm, log=log)
+    same = t["batched"].value == t["sequential"].value
+    out["sweep"] = {"seconds": {k: x.seconds for k, x in t.items()}, "coefficients": coefs,
+                    "max_new_tokens": N, "same_tokens": same}
+    ratio = t["sequential"].median / t["batched"].median
+    return [Row("4 coefficient sweep", f"{len(coefs)} coefficients, one batched steerlab.generate",
+                t["batched"].median, "s", "8 sequential calls", t["sequential"].median, ratio, "x faster",
+                ">= 4x", judge(ratio, at_least=4.0),
+                f"{N} new tokens each, position=all; batched rows equal the sequential ones: {same} "
+                "(batched sampling draws from one generator across rows, so rows may differ)",
+                repeats=t["batched"].seconds)]
+
+
+# ---------------------------------------------------------------- section 5
+
+def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
+    import statistics
+
+    from benchutil import Row, judge
+
+    reps, greps = P["load_repeats"], P["gguf_repeats"]
+    res: dict[str, list[dict[str, Any]]] = {"load-cached": [], "load-folder": [], "load-gguf": [],
+                                            "first-token": [], "first-token-hf": []}
+    log(f"[load] fresh processes: cached x{reps}, plain folder x{reps}, GGUF x{greps}, "
+        f"first steered token x{reps}, first plain token x{reps} (interleaved)")
+    for i in range(max(reps, greps)):
+        kinds = ["load-cached", "load-folder", "first-token", "first-token-hf"] if i < reps else []
+        if i < greps:
+            kinds.append("load-gguf")
+        for kind in kinds:
+            r, wall = _probe([kind])
+            r["wall_s"] = wall
+            res[kind].append(r)
+            log(f"    {kind}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.items() if isinstance(v, float)))
+    out["load"] = res
+
+    def med(kind: str, key: str) -> float:
+        return statistics.median(x[key] for x in res[kind])
+
+    cached, gguf, folder = med("load-cached", "load_s"), med("load-gguf", "load_s"), med("load-folder", "load_s")
+    first, first_hf = med("first-token", "wall_s"), med("first-token-hf", "wall_s")
+    rows = [
+        Row("5 model load", "steerlab.load_model() from cache", cached, "s", "GGUF from_pretrained", gguf,
+            gguf / cached, "x faster", "<= 3 s", "PASS" if cached <= 3.0 else "MISS",
+            f"fresh process, after `import steerlab` (median {med('load-cached', 'import_s'):.2f} s, not "
+            f"included); includes nnsight/transformers lazy imports, fingerprint and the nnsight wrap; "
+            f"GGUF median of {greps}", repeats=[x["load_s"] for x in res["load-cached"]]),
+        Row("5 model load", "plain from_pretrained(cached folder)", folder, "s", "steerlab.load_model()", cached,
+            cached / folder, "x time", "", "", "transformers already imported; tokenizer + model only"),
+        Row("5 model load", "first steered token, fresh process (wall)", first, "s",
+            "plain transformers", first_hf, first / first_hf, "x time", "", "",
+            "python start -> import -> load_model -> counterbalanced vector -> generate 1 token; "
+            "baseline: start -> import transformers -> from_pretrained -> generate 1 token. In-process "
+            f"split (median): import {med('first-token', 'import_s'):.2f} s, load "
+            f"{med('first-token', 'load_s'):.2f} s, vector {med('first-token', 'vector_s'):.2f} s, "
+            f"generate {med('first-token', 'generate_s'):.2f} s",
+            repeats=[x["wall_s"] for x in res["first-token"]]),
+    ]
+    return rows
+
+
+# ---------------------------------------------------------------- section 6
+
+def _papermill_span(run_dir: Path) -> tuple[float | None, int]:
+    """Seconds from the first notebook's start to the last one's end, from the
+    executed notebooks' papermill metadata."""
+    starts, ends, durations = [], [], []
+    notebooks = sorted(run_dir.glob("*.ipynb"))
+    for nb in notebooks:
+        try:
+            meta = json.loads(nb.read_text()).get("metadata", {}).get("papermill", {})
+        except (OSError, ValueError):
+            continue
+        if meta.get("start_time") and meta.get("end_time"):
+            starts.append(datetime.fromisoformat(meta["start_time"]))
+            ends.append(datetime.fromisoformat(meta["end_time"]))
+        if meta.get("duration") is not None:
+            durations.append(float(meta["duration"]))
+    if starts and ends:
+        return (max(ends) - min(starts)).total_seconds(), len(notebooks)
+    if durations:
+        return sum(durations), len(notebooks)
+    return None, len(notebooks)
+
+
+def bench_suite(run_suite: bool, out: dict[str, Any]) -> list:
+    from benchutil import Row
+
+    if run_suite:
+        log("[suite] running `make run` (every notebook, default parameters) ...")
+        started = time.perf_counter()
+        proc = subprocess.run(["make", "run"], cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        out["suite"] = {"source": "make run (this benchmark)", "seconds": wall, "returncode": proc.returncode,
+                        "tail": proc.stdout[-2000:] + proc.stderr[-2000:]}
+        note = "measured now" + ("" if proc.returncode == 0 else f"; make run FAILED ({proc.returncode})")
+        return [Row("6 whole suite", "make run wall time", wall, "s", note=note,
+                    status="" if proc.returncode == 0 else "MISS")]
+    runs = ROOT / "runs"
+    dirs = sorted((d for d in runs.glob("*") if d.is_dir() and not d.is_symlink()),
+                  key=lambda d: d.stat().st_mtime) if runs.is_dir() else []
+    for d in reversed(dirs):
+        span, count = _papermill_span(d)
+        if span is not None:
+            out["suite"] = {"source": str(d), "seconds": span, "notebooks": count}
+            return [Row("6 whole suite", "make run (newest runs/*/, notebooks only)", span, "s",
+                        note=f"read from {d.relative_to(ROOT)} ({count} notebooks, papermill start/end "
+                             "times; setup and model provisioning not included); --suite measures it")]
+    out["suite"] = {"source": None, "seconds": None}
+    log("[suite] not measured (no runs/*/ with executed notebooks; pass --suite to run `make run`)")
+    return [Row("6 whole suite", "make run wall time: not measured", None, "s",
+                note="no runs/*/ folder with executed notebooks; pass --suite to time `make run`")]
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer tokens, a few minutes")
+    parser.add_argument("--suite", action="store_true", help="also run and time `make run` (long)")
+    parser.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (median; >= 3)")
+    parser.add_argument("--no-peers", action="store_true", help="skip nnsight-naive and TransformerLens")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON results")
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (the table reports medians)")
+    chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    import steerlab as sl
+    from benchutil import Row, env_summary, loadavg, render_table
+
+    P = params_for(args.quick)
+    started = time.perf_counter()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out: dict[str, Any] = {"timestamp": stamp, "mode": "quick" if args.quick else "full",
+                           "repeats": args.repeats, "params": P, "sections": chosen, "env": env_summary()}
+    log(f"steerlab benchmark ({out['mode']}), sections {','.join(chosen)}; torch threads "
+        f"{torch.get_num_threads()}, load average {loadavg()}")
+    model = None
+    if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load")):
+        t0 = time.perf_counter()
+        model = sl.load_model(progress=False)
+        log(f"model {model!r} loaded in {time.perf_counter() - t0:.1f} s")
+    rows: list[Row] = []
+    section_seconds: dict[str, float] = {}
+    for name in chosen:
+        s0 = time.perf_counter()
+        try:
+            if name == "stats":
+                rows += bench_stats(model, P, args.repeats, not args.no_peers, out)
+            elif name == "memory":
+                rows += bench_memory(model, P, out)
+            elif name == "gen":
+                rows += bench_gen(model, P, args.repeats, out)
+            elif name == "sweep":
+                rows += bench_sweep(model, P, args.repeats, out)
+            elif name == "load":
+                rows += bench_load(model, P, out)
+            elif name == "suite":
+                rows += bench_suite(args.suite, out)
+        except Exception as err:  # one broken section must not lose the others' results
+            import traceback
+
+            traceback.print_exc()
+            rows.append(Row(name, f"{name}: FAILED", None, "", status="MISS", note=f"{type(err).__name__}: {err}"))
+            out.setdefault("errors", {})[name] = traceback.format_exc()
+        section_seconds[name] = time.perf_counter() - s0
+        log(f"[{name}] done in {section_seconds[name]:.0f} s")
+    out["rows"] = [r.as_dict() for r in rows]
+    out["section_seconds"] = section_seconds
+    out["total_seconds"] = time.perf_counter() - started
+    out["env"]["loadavg_end"] = loadavg()
+    table = render_table(rows)
+    print()
+    print(table)
+    misses = [r.name for r in rows if r.status == "MISS"]
+    passes = [r.name for r in rows if r.status == "PASS"]
+    print(f"\ntargets: {len(passes)} PASS, {len(misses)} MISS; total {out['total_seconds']:.0f} s; "
+          f"load average at end {out['env']['loadavg_end']} on {out['env']['cpus']} cpus")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stamp}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(out, indent=2, default=str))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

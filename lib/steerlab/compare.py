@@ -1,0 +1,188 @@
+"""The systematic experiment: which vector construction steers best for the least damage.
+
+Methods (all for one target genre, built from training stories only):
+
+- ``raw``: the genre mean;  ``mean_centred``: genre mean - general-text mean;
+- ``isolated``: genre mean - mixed-stories mean;
+- ``counterbalanced``: genre mean - another genre's mean;
+- ``prompt_pair``: ActAdd-style single-prompt pair (e.g. " fantasy" - " ");
+- ``random``: a random direction (the control).
+
+Coefficients are comparable across methods: every vector is rescaled so the
+added vector has norm ``coefficient x`` the layer's typical activation norm
+(mean norm over general text, first token excluded).
+
+Per (method, layer, position, coefficient): effect (target-vocabulary rate of
+completions minus the unsteered rate, with a bootstrap CI over completions; and
+the log-probability shift on held-out target stories), damage (perplexity ratio
+and next-token KL on held-out general text), fluency (perplexity of the
+completions under the unsteered model). Everything at one layer and position
+that can share a generate call does.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import genres, load_dataset
+from .metrics import completion_perplexity, steered_text_scores
+from .models import Model
+from .stats import activation_stats, pool_stats
+from .steer import steered_generate
+from .vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, random_like, raw
+from .vocab import genre_vocabularies, vocab_rate
+from .widget import relative_addition
+
+__all__ = ["METHODS", "CompareConfig", "best_points", "bootstrap_ci", "build_methods", "config_dict", "run_compare"]
+
+METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "random")
+
+
+@dataclass
+class CompareConfig:
+    """Everything the experiment depends on (the notebook's parameters)."""
+
+    target: str = "fantasy"
+    counter: str = "sports"
+    pair: tuple[str, str] = (" fantasy", " ")
+    methods: Sequence[str] = METHODS
+    layers: Sequence[int] = (10, 15, 20)
+    coefficients: Sequence[float] = (0.5, 1.0, 2.0)
+    positions: Sequence[str] = ("all_prompt",)
+    n_prompts: int = 6
+    n_heldout: int = 6
+    n_general: int = 6
+    max_new_tokens: int = 24
+    seeds: Sequence[int] = (0,)
+    do_sample: bool = False
+    sample_size: int = 40
+    max_length: int = 128
+    eval_length: int = 64
+    damage_threshold: float = 1.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return (float("nan"), float("nan"))
+    rng = _random.Random(seed)
+    means = sorted(sum(rng.choices(vals, k=len(vals))) / len(vals) for _ in range(n))
+    lo = means[int((1 - level) / 2 * n)]
+    hi = means[min(n - 1, int((1 + level) / 2 * n))]
+    return (lo, hi)
+
+
+def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) -> dict[str, SteeringVector]:
+    """One vector per method, at every layer in ``cfg.layers``, from training splits."""
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
+    for name in (cfg.target, cfg.counter):
+        if name not in genres():
+            raise ValueError(f"{name!r} is not a genre; genres: {genres()}")
+    all_layers = list(range(model.n_layers + 1))  # shares notebook 02's cache entries
+
+    def stats(name: str) -> Any:
+        data = load_dataset(name, "train").sample(cfg.sample_size, seed=0)
+        return activation_stats(model, data, all_layers, max_length=cfg.max_length, progress=progress)
+
+    target, general = stats(cfg.target), stats("general")
+    layers = list(cfg.layers)
+    out: dict[str, SteeringVector] = {}
+    for method in cfg.methods:
+        if method == "raw":
+            out[method] = raw(model, target, layers)
+        elif method == "mean_centred":
+            out[method] = mean_centred(model, target, general, layers)
+        elif method == "isolated":
+            mixed = pool_stats([target if g == cfg.target else stats(g) for g in genres()], "mixed stories")
+            out[method] = isolated(model, target, mixed, layers)
+        elif method == "counterbalanced":
+            out[method] = counterbalanced(model, target, stats(cfg.counter), layers)
+        elif method == "prompt_pair":
+            out[method] = prompt_pair(model, cfg.pair[0], cfg.pair[1], layers)
+        elif method == "random":
+            out[method] = random_like(mean_centred(model, target, general, layers), seed=0)
+    out["_typical_norm"] = general  # type: ignore[assignment]  # popped by run_compare
+    return out
+
+
+def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Run the sweep; one result row per (method, layer, position, coefficient).
+
+    Coefficient 0 appears once per (layer, position) as method ``none`` (the
+    unsteered control; its effect is 0 and its damage 1 / 0 by construction).
+    """
+    vectors = build_methods(model, cfg, progress=progress)
+    general_stats: Any = vectors.pop("_typical_norm")
+    vocab = genre_vocabularies({g: load_dataset(g, "train").texts for g in genres()})[cfg.target]
+    prompts = load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts
+    heldout = load_dataset(cfg.target, "heldout").sample(cfg.n_heldout, seed=0).texts
+    general_eval = load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts
+    rows: list[dict[str, Any]] = []
+    combos = [(la, pos) for la in cfg.layers for pos in cfg.positions]
+    bar = tqdm(total=len(combos), desc="compare (layer, position)", disable=not progress)
+    for layer, position in combos:
+        typical = float(general_stats.mean_norm[general_stats.index(layer)])
+        conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
+        for method, vec in vectors.items():
+            unit = relative_addition(vec.at(layer), typical, 1.0)
+            for c in cfg.coefficients:
+                conditions.append((method, float(c), c * unit))
+        # Generation: every condition x prompt (x seed) in one batched call per seed.
+        rates: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
+        fluency: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
+        for seed in cfg.seeds:
+            batch_prompts = [p for _ in conditions for p in prompts]
+            additions = [add for (_, _, add) in conditions for _ in prompts]
+            ids = steered_generate(model, batch_prompts, additions, layer=layer, position=position,
+                                   max_new_tokens=cfg.max_new_tokens, seed=seed, do_sample=cfg.do_sample)
+            ppl = completion_perplexity(model, batch_prompts, ids)
+            for k, (row_ids, p) in enumerate(zip(ids, ppl)):
+                i = k // len(prompts)
+                rates[i].append(vocab_rate(model.tokenizer.decode(row_ids, skip_special_tokens=True), vocab))
+                fluency[i].append(p)
+        damage = steered_text_scores(model, general_eval, [a for (_, _, a) in conditions], layer=layer,
+                                     position=position, max_length=cfg.eval_length)
+        shift = steered_text_scores(model, heldout, [a for (_, _, a) in conditions], layer=layer,
+                                    position=position, max_length=cfg.eval_length)
+        base = rates[0]
+        for i, (method, c, _) in enumerate(conditions):
+            effects = [r - b for r, b in zip(rates[i], base)]  # paired by prompt and seed
+            lo, hi = bootstrap_ci(effects)
+            good = [f for f in fluency[i] if math.isfinite(f)]
+            rows.append({
+                "method": method, "layer": layer, "position": position, "coefficient": c,
+                "effect": sum(effects) / len(effects), "effect_ci": [lo, hi],
+                "vocab_rate": sum(rates[i]) / len(rates[i]),
+                "logprob_shift": shift[i]["logprob_shift"],
+                "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
+                "fluency_perplexity": sum(good) / len(good) if good else float("nan"),
+            })
+        bar.update()
+    bar.close()
+    return rows
+
+
+def best_points(rows: Sequence[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Per method, the row with the highest effect whose perplexity ratio stays under ``threshold``."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["method"] == "none" or not r["perplexity_ratio"] <= threshold:
+            continue
+        if r["method"] not in best or r["effect"] > best[r["method"]]["effect"]:
+            best[r["method"]] = r
+    return sorted(best.values(), key=lambda r: -r["effect"])
+
+
+def config_dict(cfg: CompareConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,72 @@
+"""Steering metrics on tiny models with planted answers, and the experiment's helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import steerlab as sl
+from steerlab.compare import best_points, bootstrap_ci
+from steerlab.metrics import completion_perplexity, steered_text_scores
+
+TEXTS = ["The river runs past the mill and into the town.", "Please send the report by Friday, thanks."]
+
+
+def test_unembedding_direction_raises_that_tokens_frequency(tiny_gpt2: sl.Model) -> None:
+    model = tiny_gpt2
+    target = 1234
+    direction = model.hf.get_output_embeddings().weight[target].detach().clone()
+    last = model.n_layers - 1  # enters the last block, so little can undo it
+    vector = 50 * direction / direction.norm() * 10
+    prompts = ["The river runs", "Please send"]
+    plain = sl.steered_generate(model, prompts, [None, None], layer=last, max_new_tokens=6, do_sample=False)
+    steered = sl.steered_generate(model, prompts, [vector, vector], layer=last, position="all",
+                                  max_new_tokens=6, do_sample=False)
+    freq = lambda rows: sum(r.count(target) for r in rows) / sum(len(r) for r in rows)  # noqa: E731
+    assert freq(steered) > freq(plain)
+    assert freq(steered) >= 0.5
+
+
+def test_zero_vector_changes_nothing(tiny_llama: sl.Model) -> None:
+    zero = torch.zeros(tiny_llama.d_model)
+    none_scores, zero_scores = steered_text_scores(tiny_llama, TEXTS, [None, zero], layer=1)
+    assert zero_scores["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert zero_scores["perplexity_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert zero_scores["logprob_shift"] == pytest.approx(0.0, abs=1e-5)
+    assert none_scores == {"nll": none_scores["nll"], "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0}
+    prompts = ["The river runs", "Please send the"]
+    plain = sl.steered_generate(tiny_llama, prompts, [None, None], layer=1, max_new_tokens=5, do_sample=False)
+    zeroed = sl.steered_generate(tiny_llama, prompts, [zero, zero], layer=1, max_new_tokens=5, do_sample=False)
+    assert plain == zeroed
+
+
+def test_damage_grows_with_the_coefficient(tiny_llama: sl.Model) -> None:
+    v = torch.randn(tiny_llama.d_model, generator=torch.Generator().manual_seed(0))
+    scores = steered_text_scores(tiny_llama, TEXTS, [0.5 * v, 5 * v, 50 * v], layer=1)
+    kls = [s["kl"] for s in scores]
+    assert kls[0] < kls[1] < kls[2]
+    assert all(s["perplexity_ratio"] > 0 for s in scores)
+
+
+def test_completion_perplexity_matches_a_direct_computation(tiny_gpt2: sl.Model) -> None:
+    tok = tiny_gpt2.tokenizer
+    prompt, completion = "The river", tok(" runs past the mill", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"] + completion])
+    logp = tiny_gpt2.hf(input_ids=ids).logits.log_softmax(-1)[0]
+    start = ids.shape[1] - len(completion)
+    nll = -torch.stack([logp[start - 1 + i, t] for i, t in enumerate(completion)]).mean()
+    (ppl,) = completion_perplexity(tiny_gpt2, [prompt], [completion])
+    assert abs(ppl - float(nll.exp())) < 1e-3 * ppl
+
+
+def test_bootstrap_and_best_points() -> None:
+    lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4])
+    assert lo <= 0.25 <= hi and lo >= 0.1 and hi <= 0.4
+    rows = [
+        {"method": "none", "effect": 0.0, "perplexity_ratio": 1.0},
+        {"method": "a", "effect": 0.5, "perplexity_ratio": 3.0},
+        {"method": "a", "effect": 0.2, "perplexity_ratio": 1.2},
+        {"method": "b", "effect": 0.3, "perplexity_ratio": 1.4},
+    ]
+    best = best_points(rows, 1.5)
+    assert [(r["method"], r["effect"]) for r in best] == [("b", 0.3), ("a", 0.2)]
