@@ -166,7 +166,9 @@ def test_prompt_pair_pads_with_spaces_to_equal_length(tiny: steerlab.Model) -> N
 
 def test_prompt_pair_rejects_empty_prompts_and_the_last_layer(tiny_gpt2: steerlab.Model) -> None:
     with pytest.raises(ValueError, match="two non-empty prompts"):
-        prompt_pair(tiny_gpt2, "Love", "  ", [0])
+        prompt_pair(tiny_gpt2, "Love", "", [0])
+    # A single space is a prompt (ActAdd's usual "minus"): padded with spaces.
+    assert prompt_pair(tiny_gpt2, "I hate you", " ", [0]).at(0).shape == (3, 64)
     with pytest.raises(ValueError, match=r"layer 2 is out of range .*expected 0\.\.1"):
         prompt_pair(tiny_gpt2, "Love", "Hate", [2])
 

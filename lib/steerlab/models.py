@@ -231,7 +231,8 @@ def _from_folder(folder: Path | str, dtype: torch.dtype, device: str, **kwargs: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs).to(device)
+    hf: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
+    hf = hf.to(device)
     return hf, tokenizer
 
 

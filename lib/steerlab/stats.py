@@ -152,11 +152,12 @@ def _load_cached(stem: Path, layers: list[int], d_model: int) -> ActivationStats
             raise StoreError("shape does not match the request")
         if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
             raise StoreError("non-finite values")
-        fields = {k: meta[k] for k in ("model_name", "model_fingerprint", "dataset", "dataset_hash",
-                                       "layers", "position", "count", "centre")}
+        fields: dict[str, Any] = {k: meta[k] for k in ("model_name", "model_fingerprint", "dataset",
+                                                       "dataset_hash", "layers", "position", "count", "centre")}
+        fields.update({k: tensors[k] for k in ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean",
+                                               "avg_pairwise_cos")})
         return ActivationStats(**fields, mean_unit=tensors.get("mean_unit"),
-                               avg_cos_to_centre=tensors.get("avg_cos_to_centre"), **{k: tensors[k] for k in (
-            "mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos")})
+                               avg_cos_to_centre=tensors.get("avg_cos_to_centre"))
     except (StoreError, KeyError, TypeError) as err:
         warnings.warn(f"ignoring damaged statistics cache entry {stem}: {err}; recomputing",
                       stacklevel=3)
@@ -277,7 +278,7 @@ def activation_stats(
 
 
 def _finish(count: int, mean: torch.Tensor, mean_norm: torch.Tensor, mean_unit: torch.Tensor,
-            ) -> dict[str, torch.Tensor]:
+            ) -> dict[str, Any]:
     """Derived statistics from the float64 running means."""
     norm_of_mean = mean.norm(dim=-1)
     avg_cos_to_mean = (mean_unit * mean).sum(-1) / norm_of_mean.clamp_min(1e-30)

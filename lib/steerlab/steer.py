@@ -137,9 +137,11 @@ def steered_generate(
     if should_stop is not None:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        stop_now = should_stop
+
         class _Superseded(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), bool(stop_now()), dtype=torch.bool)
 
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
     if seed is not None:

@@ -73,7 +73,9 @@ def build_example(model: Model, name: str, layer: int, *, sample_size: int = 40,
     else:
         t = _set_stats(model, target, layer, sample_size, max_length, seed)
         r = general if reference == "general" else _set_stats(model, reference, layer, sample_size, max_length, seed)
-        make = {"mean_centred": mean_centred, "isolated": isolated, "counterbalanced": counterbalanced}[recipe]
+        recipes: dict[str, Any] = {"mean_centred": mean_centred, "isolated": isolated,
+                                   "counterbalanced": counterbalanced}
+        make = recipes[recipe]
         vector = make(model, t, r, [layer])
     return Example(name, vector, layer, prompt, vocab_name, vocabularies()[vocab_name],
                    float(general.mean_norm[general.index(layer)]))
