@@ -38,6 +38,10 @@ class Timings:
     def median(self) -> float:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
+    @property
+    def min(self) -> float:
+        return min(self.seconds) if self.seconds else float("nan")
+
     def spread(self) -> str:
         if not self.seconds:
             return ""
@@ -93,6 +97,7 @@ class Row:
     status: str = ""  # PASS, MISS, SKIP, or "" for an informational row
     note: str = ""
     repeats: list[float] = field(default_factory=list)
+    ratio_min: float | None = None  # the same ratio from the fastest repeat of each (a noise check)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,16 +125,17 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 def render_table(rows: list[Row]) -> str:
     """A plain-text table, grouped by section."""
-    header = ("what", "measured", "baseline", "ratio", "target", "")
+    header = ("what", "measured", "baseline", "ratio", "ratio(min)", "target", "")
     lines: list[list[str]] = []
     section = None
     for row in rows:
         if row.section != section:
             section = row.section
-            lines.append([f"[{section}]", "", "", "", "", ""])
+            lines.append([f"[{section}]", "", "", "", "", "", ""])
         base = "-" if not row.baseline else f"{row.baseline}: {_fmt(row.baseline_value, row.unit)}"
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}{row.ratio_label}"
-        lines.append([f"  {row.name}", _fmt(row.value, row.unit), base, ratio, row.target, row.status])
+        rmin = "" if row.ratio_min is None else f"{row.ratio_min:.2f}"
+        lines.append([f"  {row.name}", _fmt(row.value, row.unit), base, ratio, rmin, row.target, row.status])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out.append("  ".join("-" * w for w in widths))

@@ -39,18 +39,18 @@ def log(msg: str) -> None:
 def params_for(quick: bool) -> dict[str, Any]:
     if quick:
         return {
-            "stats_texts": 24,        # the 24 shortest general texts, about 1.5k tokens
+            "stats_texts": 12,        # the 12 shortest general texts, about 900 tokens, one batch
             "mem_texts": 16, "mem_factor": 10, "mem_repeats": 1, "mem_all_layers_texts": 0,
-            "gen_tokens": 16, "gen_batches": [1, 8],
-            "sweep_tokens": 16,
-            "load_repeats": 3, "gguf_repeats": 1,
+            "gen_tokens": 8, "gen_batches": [1, 8],
+            "sweep_tokens": 8,
+            "load_repeats": 3, "gguf_repeats": 0, "load_extras": False,
         }
     return {
         "stats_texts": 0,             # all 256 texts of general:train, about 26.6k tokens
         "mem_texts": 0, "mem_factor": 10, "mem_repeats": 3, "mem_all_layers_texts": 32,
         "gen_tokens": 64, "gen_batches": [1, 8],
         "sweep_tokens": 64,
-        "load_repeats": 3, "gguf_repeats": 3,
+        "load_repeats": 3, "gguf_repeats": 3, "load_extras": True,
     }
 
 
@@ -152,7 +152,7 @@ def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: d
         ratio = t[base].median / t[subject].median
         return Row("1 statistics throughput", name, tps(subject), "tok/s", base_label, tps(base), ratio,
                    "x", target, judge(ratio, at_least=at_least) if target else "", note,
-                   repeats=t[subject].seconds)
+                   repeats=t[subject].seconds, ratio_min=t[base].min / t[subject].min)
 
     rows = [
         row(f"steerlab, all {n + 1} layers vs transformers", "steerlab all", "transformers all",
@@ -308,8 +308,9 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
         log(f"[gen] steps {nsteps}; same tokens steerlab/hook: all={same_all} first={same_first}; "
             f"unsteered steerlab/hf: {same_plain}")
 
-        def per_step(name: str) -> float:
-            return t[name].median / nsteps[name] * N  # seconds for N steps
+        def per_step(name: str, best: bool = False) -> float:
+            secs = t[name].min if best else t[name].median
+            return secs / nsteps[name] * N  # seconds for N steps
 
         base = per_step("hf.generate")
         sec = f"3 steered generation (batch {bs})"
@@ -319,7 +320,8 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
             ratio = val / base
             status = judge(ratio, at_most=1.10) if target else ""
             return Row(sec, label, val, "s", "hf.generate unsteered", base, ratio, "x time", target, status,
-                       note, repeats=t[name].seconds)
+                       note, repeats=t[name].seconds,
+                       ratio_min=per_step(name, True) / per_step("hf.generate", True))
 
         rows += [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
@@ -334,7 +336,8 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
         ]
         ratio = per_step("steerlab all") / per_step("hook all")
         rows.append(Row(sec, "steerlab position=all vs the plain hook", per_step("steerlab all"), "s",
-                        "hook", per_step("hook all"), ratio, "x time"))
+                        "hook", per_step("hook all"), ratio, "x time",
+                        ratio_min=per_step("steerlab all", True) / per_step("hook all", True)))
     return rows
 
 
@@ -365,9 +368,9 @@ def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]
     return [Row("4 coefficient sweep", f"{len(coefs)} coefficients, one batched steerlab.generate",
                 t["batched"].median, "s", "8 sequential calls", t["sequential"].median, ratio, "x faster",
                 ">= 4x", judge(ratio, at_least=4.0),
-                f"{N} new tokens each, position=all; batched rows equal the sequential ones: {same} "
-                "(batched sampling draws from one generator across rows, so rows may differ)",
-                repeats=t["batched"].seconds)]
+                f"{N} new tokens each, position=all, sampling with seed 0 (a batched call draws one "
+                f"generator across rows, so its rows need not equal the sequential ones: equal={same})",
+                repeats=t["batched"].seconds, ratio_min=t["sequential"].min / t["batched"].min)]
 
 
 # ---------------------------------------------------------------- section 5
@@ -375,46 +378,62 @@ def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]
 def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
     import statistics
 
-    from benchutil import Row, judge
+    from benchutil import Row
 
-    reps, greps = P["load_repeats"], P["gguf_repeats"]
-    res: dict[str, list[dict[str, Any]]] = {"load-cached": [], "load-folder": [], "load-gguf": [],
-                                            "first-token": [], "first-token-hf": []}
-    log(f"[load] fresh processes: cached x{reps}, plain folder x{reps}, GGUF x{greps}, "
-        f"first steered token x{reps}, first plain token x{reps} (interleaved)")
+    reps, greps, extras = P["load_repeats"], P["gguf_repeats"], P["load_extras"]
+    kinds = ["load-cached", "first-token"] + (["load-folder", "first-token-hf"] if extras else [])
+    res: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds + ["load-gguf"]}
+    log(f"[load] fresh processes, interleaved: {', '.join(kinds)} x{reps}, load-gguf x{greps}")
+    if not extras or not greps:
+        log("[load] --quick: GGUF route, plain-folder load and plain first token skipped (about 40 s)")
     for i in range(max(reps, greps)):
-        kinds = ["load-cached", "load-folder", "first-token", "first-token-hf"] if i < reps else []
+        todo = list(kinds) if i < reps else []
         if i < greps:
-            kinds.append("load-gguf")
-        for kind in kinds:
+            todo.append("load-gguf")
+        for kind in todo:
             r, wall = _probe([kind])
             r["wall_s"] = wall
             res[kind].append(r)
             log(f"    {kind}: " + ", ".join(f"{k}={v:.2f}" for k, v in r.items() if isinstance(v, float)))
     out["load"] = res
 
-    def med(kind: str, key: str) -> float:
-        return statistics.median(x[key] for x in res[kind])
+    def med(kind: str, key: str) -> float | None:
+        vals = [x[key] for x in res[kind] if key in x]
+        return statistics.median(vals) if vals else None
 
-    cached, gguf, folder = med("load-cached", "load_s"), med("load-gguf", "load_s"), med("load-folder", "load_s")
+    cached = med("load-cached", "load_s")
+    again = med("load-cached", "reload_s")
+    gguf = med("load-gguf", "load_s")
+    folder = med("load-folder", "load_s")
     first, first_hf = med("first-token", "wall_s"), med("first-token-hf", "wall_s")
+    assert cached is not None and first is not None
     rows = [
-        Row("5 model load", "steerlab.load_model() from cache", cached, "s", "GGUF from_pretrained", gguf,
-            gguf / cached, "x faster", "<= 3 s", "PASS" if cached <= 3.0 else "MISS",
-            f"fresh process, after `import steerlab` (median {med('load-cached', 'import_s'):.2f} s, not "
-            f"included); includes nnsight/transformers lazy imports, fingerprint and the nnsight wrap; "
-            f"GGUF median of {greps}", repeats=[x["load_s"] for x in res["load-cached"]]),
-        Row("5 model load", "plain from_pretrained(cached folder)", folder, "s", "steerlab.load_model()", cached,
-            cached / folder, "x time", "", "", "transformers already imported; tokenizer + model only"),
-        Row("5 model load", "first steered token, fresh process (wall)", first, "s",
-            "plain transformers", first_hf, first / first_hf, "x time", "", "",
-            "python start -> import -> load_model -> counterbalanced vector -> generate 1 token; "
-            "baseline: start -> import transformers -> from_pretrained -> generate 1 token. In-process "
-            f"split (median): import {med('first-token', 'import_s'):.2f} s, load "
-            f"{med('first-token', 'load_s'):.2f} s, vector {med('first-token', 'vector_s'):.2f} s, "
-            f"generate {med('first-token', 'generate_s'):.2f} s",
-            repeats=[x["wall_s"] for x in res["first-token"]]),
+        Row("5 model load", "steerlab.load_model() from cache, fresh process", cached, "s",
+            "GGUF from_pretrained" if gguf else "", gguf, None if gguf is None else gguf / cached,
+            "x faster", "<= 3 s", "PASS" if cached <= 3.0 else "MISS",
+            f"after `import steerlab` (median {med('load-cached', 'import_s'):.2f} s, not counted); "
+            "includes the lazy imports of transformers' Llama code and nnsight, the weights, the "
+            "fingerprint and the nnsight wrap"
+            + ("" if gguf else "; GGUF route not run (--quick)")
+            + (f"; GGUF: plain transformers from_pretrained(gguf_file=...), median of {greps}" if gguf else ""),
+            repeats=[x["load_s"] for x in res["load-cached"]]),
+        Row("5 model load", "steerlab.load_model() again, same process", again, "s", "first load", cached,
+            None if again is None else cached / again, "x faster", "", "",
+            "imports already done: what the checkpoint read, fingerprint and wrap cost"),
     ]
+    if folder is not None:
+        rows.append(Row("5 model load", "plain from_pretrained(cached folder), fresh process", folder, "s",
+                        "steerlab.load_model()", cached, cached / folder, "x time", "", "",
+                        "after `import transformers`; tokenizer + model, no nnsight, no fingerprint"))
+    rows.append(Row("5 model load", "first steered token, fresh process (wall)", first, "s",
+                    "plain transformers" if first_hf else "", first_hf,
+                    None if first_hf is None else first / first_hf, "x time", "", "",
+                    "python start -> import steerlab -> load_model -> counterbalanced vector -> generate "
+                    "1 token; baseline: start -> import transformers -> from_pretrained -> 1 unsteered "
+                    f"token. Split (median): import {med('first-token', 'import_s'):.2f} s, load "
+                    f"{med('first-token', 'load_s'):.2f} s, vector {med('first-token', 'vector_s'):.2f} s, "
+                    f"generate {med('first-token', 'generate_s'):.2f} s",
+                    repeats=[x["wall_s"] for x in res["first-token"]]))
     return rows
 
 
@@ -534,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(Row(name, f"{name}: FAILED", None, "", status="MISS", note=f"{type(err).__name__}: {err}"))
             out.setdefault("errors", {})[name] = traceback.format_exc()
         section_seconds[name] = time.perf_counter() - s0
+        out.setdefault("loadavg_after_section", {})[name] = loadavg()
         log(f"[{name}] done in {section_seconds[name]:.0f} s")
     out["rows"] = [r.as_dict() for r in rows]
     out["section_seconds"] = section_seconds

@@ -100,6 +100,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         "JUPYTERLAB_SETTINGS_DIR": str(state / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
         "PYTHONUNBUFFERED": "1",
+        # The kernel's torch on one thread: beside Chromium and the server on 2 cores,
+        # two OpenMP threads were seen to make generation many times slower.
+        "OMP_NUM_THREADS": "1",
     }
     # No "get notified about official Jupyter news?" toast over the widget.
     labconfig = state / "config" / "labconfig"
@@ -202,7 +205,8 @@ def test_slider_changes_steered_completion(lab: Lab, tmp_path: Path) -> None:
             # Go on once the kernel is idle and no dialog has shown for 2 s.
             deadline, quiet_since = time.monotonic() + PAGE_LOAD, None
             while True:
-                select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+                select = page.locator(".jp-Dialog").filter(has_text="Select Kernel").locator(
+                    ".jp-Dialog-button.jp-mod-accept")  # labelled "Select"
                 if select.count():
                     select.first.click()
                     quiet_since = None

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import torch
 
 import steerlab
 from steerlab.widget import SteeringWidget, relative_addition
@@ -37,6 +38,22 @@ def expected_steered(model: steerlab.Model, widget: SteeringWidget, s: dict[str,
 def expected_unsteered(model: steerlab.Model, s: dict[str, Any]) -> str:
     return steerlab.generate(model, s["prompt"].strip(), max_new_tokens=int(s["max_new_tokens"]),
                              seed=int(s["seed"]))[0].text
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while these tests run (restored after).
+
+    On a busy 2-core machine two OpenMP threads were seen to make an 8-token generation
+    about 30x slower (16 s against 0.6 s) as they wait on each other; the results are the
+    same either way, and the widget and the direct calls run with the same setting.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
