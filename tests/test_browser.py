@@ -40,8 +40,9 @@ CHROMIUM = "/usr/bin/chromium"
 # keeps trying to reach the network. Playwright adds its own empty --user-data-dir.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SMALL_PARAMS = dict(examples=["additional"], sweep=[0.0, 1.0], coefficient=1.0, positions=["all_prompt"],
-                    samples=1, max_new_tokens=8, sample_size=4, max_length=32)
+SMALL_PARAMS = {"examples": ["additional"], "sweep": [0.0, 1.0], "coefficient": 1.0,
+                "positions": ["all_prompt"], "samples": 1, "max_new_tokens": 8, "sample_size": 4,
+                "max_length": 32}
 
 # Time limits (seconds); the whole test stays under 4 minutes.
 SERVER_START = 60

@@ -13,18 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
-
 import steerlab
+import torch
 from steerlab.widget import SteeringWidget, relative_addition
 
 pytestmark = pytest.mark.real
 
 PROMPT = "Yesterday, my son was out kicking a football. Then, he"
-SMALL = dict(sample_size=4, max_length=32, max_new_tokens=8, seed=0)
+SMALL = {"sample_size": 4, "max_length": 32, "max_new_tokens": 8, "seed": 0}
 
 
-def expected_steered(model: steerlab.Model, widget: SteeringWidget, s: dict[str, Any] | None = None) -> str:
+def expected_steered(model: steerlab.Model, widget: SteeringWidget,
+                     s: dict[str, Any] | None = None) -> str:
     """The steered completion of a direct library call with the widget's settings."""
     s = s or widget.settings()
     layer = int(s["layer"])
@@ -141,7 +141,26 @@ def wait_ready(w: SteeringWidget, timeout: float) -> None:
 
 
 @pytest.fixture
-def background_widget(real_model: steerlab.Model) -> Iterator[SteeringWidget]:
+def generations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Every generation the widget starts: ("steered" or "unsteered", whether it was superseded)."""
+    import steerlab.widget as widget_module
+
+    calls: list[tuple[str, bool]] = []
+    real_generate = widget_module.generate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real_generate(*args, **kwargs)
+        kind = "unsteered" if len(args) < 3 and kwargs.get("vector") is None else "steered"
+        calls.append((kind, bool(kwargs["should_stop"]())))
+        return out
+
+    monkeypatch.setattr(widget_module, "generate", spy)
+    return calls
+
+
+@pytest.fixture
+def background_widget(real_model: steerlab.Model,
+                      generations: list[tuple[str, bool]]) -> Iterator[SteeringWidget]:
     w = SteeringWidget(real_model, background=True, prompt=PROMPT, recipe="counterbalanced", target="fantasy",
                        reference="sports", layer=10, coefficient=0.5, position="all_prompt", **SMALL)
     try:
@@ -151,10 +170,11 @@ def background_widget(real_model: steerlab.Model) -> Iterator[SteeringWidget]:
         w._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def test_newer_request_supersedes(real_model: steerlab.Model, widget: SteeringWidget,
-                                  background_widget: SteeringWidget) -> None:
+def test_newer_request_supersedes(real_model: steerlab.Model, background_widget: SteeringWidget,
+                                  generations: list[tuple[str, bool]]) -> None:
     w = background_widget
-    # The first request (means + generation) is in flight; two rapid changes follow it.
+    # The first request (means + generation) is in flight, or still queued; two rapid
+    # changes follow it before it can finish.
     w.controls["coefficient"].value = 1.0
     w.controls["coefficient"].value = -1.5
     assert "generating" in w.status.value
@@ -167,6 +187,8 @@ def test_newer_request_supersedes(real_model: steerlab.Model, widget: SteeringWi
     assert s["coefficient"] == -1.5
     assert "× -1.50" in w.steered.value
     assert w.last_steered == expected_steered(real_model, w, s)
-    # The synchronous widget's cached unsteered text for the same prompt, length and seed
-    # (checked against the library in the first test).
-    assert w.last_unsteered == widget._unsteered_cache[(PROMPT, 8, 0)]
+    # Only the latest settings generated to the end: the first request's generation (if it
+    # had started) was stopped, and the middle request never generated.
+    finished = [kind for kind, superseded in generations if not superseded]
+    assert finished == ["unsteered", "steered"], generations
+    assert w.last_unsteered == expected_unsteered(real_model, s)
