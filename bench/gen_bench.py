@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 import steerlab as sl
+import torch
 from steerlab.tokens import encode
 
 SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.3}
@@ -37,29 +36,48 @@ def steerlab_generate(model: sl.Model, prompts: Sequence[str], vector: sl.Steeri
     return [c.token_ids for c in out]
 
 
+def pristine_model(model: sl.Model) -> Any:
+    """A second copy of the checkpoint that nnsight never wrapped.
+
+    ``nnsight.TransformersModel`` replaces the ``forward`` of every module of
+    ``model.hf`` with its own controller, which stays in place outside traces
+    too; so ``model.hf.generate`` is not plain transformers. This copy is.
+    """
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model.source, dtype=next(model.hf.parameters()).dtype)
+    hf.eval()
+    hf.requires_grad_(False)
+    return hf
+
+
 @torch.inference_mode()
-def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
-    """The baseline: unsteered ``model.hf.generate``, every step forced."""
+def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int, hf: Any = None,
+                ) -> list[list[int]]:
+    """The baseline: unsteered ``model.hf.generate`` (or ``hf.generate``), every step forced."""
+    hf = model.hf if hf is None else hf
     batch = encode(model.tokenizer, prompts, padding_side="left")
     torch.manual_seed(SEED)
-    out = model.hf.generate(**batch.as_inputs(), max_new_tokens=max_new_tokens,
-                            min_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
-                            **SAMPLING)
+    out = hf.generate(**batch.as_inputs(), max_new_tokens=max_new_tokens,
+                      min_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
+                      **SAMPLING)
     return [row.tolist() for row in out[:, batch.input_ids.shape[1]:]]
 
 
 @torch.inference_mode()
 def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor, layer: int,
-                  position: str, max_new_tokens: int) -> list[list[int]]:
-    """The same addition as steerlab's, with a plain ``register_forward_pre_hook``.
+                  position: str, max_new_tokens: int, hf: Any = None) -> list[list[int]]:
+    """The same addition as steerlab's, with a plain ``register_forward_pre_hook``
+    on ``hf`` (the pristine copy, so no nnsight code runs at all).
 
     ``position="all"``: every real prompt token and every generated token;
     ``position="first"``: the first real token of each prompt only.
     """
+    hf = model.hf if hf is None else hf
     batch = encode(model.tokenizer, prompts, padding_side="left")
     ids, attn = batch.input_ids, batch.attention_mask
     prompt_len = ids.shape[1]
-    vec = vector.to(next(model.hf.parameters()).dtype)
+    vec = vector.to(next(hf.parameters()).dtype)
     if position == "all":
         delta = attn[..., None].to(vec.dtype) * vec  # [batch, seq, d]
     elif position == "first":
@@ -68,7 +86,7 @@ def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor,
         delta[torch.arange(ids.shape[0]), first] = vec
     else:
         raise ValueError(position)
-    block = model.hf.model.layers[layer]
+    block = hf.model.layers[layer]
 
     def pre_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -88,7 +106,7 @@ def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor,
         gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.tokenizer.pad_token_id}
         if position == "all":
             gen["min_new_tokens"] = max_new_tokens
-        out = model.hf.generate(**batch.as_inputs(), **gen, **SAMPLING)
+        out = hf.generate(**batch.as_inputs(), **gen, **SAMPLING)
     finally:
         handle.remove()
     return [row.tolist() for row in out[:, prompt_len:]]

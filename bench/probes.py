@@ -52,9 +52,8 @@ def _reset_peak() -> bool:
 def _memory(args: argparse.Namespace, hf: bool) -> dict:
     import gc
 
-    import torch
-
     import steerlab as sl
+    import torch
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
     from stats_bench import hf_loop
@@ -70,7 +69,14 @@ def _memory(args: argparse.Namespace, hf: bool) -> dict:
     reset = _reset_peak()
     started = time.perf_counter()
     if hf:
-        hf_loop(model, texts, layers or list(range(model.n_layers + 1)))
+        from gen_bench import pristine_model
+
+        plain = pristine_model(model)
+        gc.collect()
+        loaded = _vm("VmRSS")
+        reset = _reset_peak()
+        started = time.perf_counter()
+        hf_loop(model, texts, layers or list(range(model.n_layers + 1)), hf=plain)
     else:
         sl.activation_stats(model, data, layers, cache=False, progress=False)
     seconds = time.perf_counter() - started
@@ -110,9 +116,8 @@ def main() -> int:
         out.update(import_s=t1 - T0, load_s=t2 - t1, reload_s=t3 - t2, reported_load_s=again.load_seconds)
     elif args.kind == "load-folder":
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from steerlab.models import provision_embedded
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = provision_embedded(progress=False)
         t1 = time.perf_counter()
@@ -121,9 +126,8 @@ def main() -> int:
         out.update(import_s=t1 - T0, load_s=time.perf_counter() - t1)
     elif args.kind == "load-gguf":
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from steerlab.models import embedded_gguf_path
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         gguf = embedded_gguf_path()
         t1 = time.perf_counter()
@@ -146,9 +150,8 @@ def main() -> int:
                    in_process_s=t4 - T0, token=c[0].text)
     elif args.kind == "first-token-hf":
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from steerlab.models import provision_embedded
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = provision_embedded(progress=False)
         t1 = time.perf_counter()

@@ -59,8 +59,15 @@ def params_for(quick: bool) -> dict[str, Any]:
 def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: dict[str, Any]) -> list:
     import steerlab as sl
     from benchutil import Row, interleaved, judge, loadavg
-    from stats_bench import (TLPeer, count_tokens, hf_loop, max_abs_diff, nnsight_naive,
-                             sorted_texts, steerlab_stats)
+    from stats_bench import (
+        TLPeer,
+        count_tokens,
+        hf_loop,
+        max_abs_diff,
+        nnsight_naive,
+        sorted_texts,
+        steerlab_stats,
+    )
 
     n = model.n_layers
     early, half = max(1, n // 10), n // 2
@@ -382,7 +389,8 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
 
     reps, greps, extras = P["load_repeats"], P["gguf_repeats"], P["load_extras"]
     kinds = ["load-cached", "first-token"] + (["load-folder", "first-token-hf"] if extras else [])
-    res: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds + ["load-gguf"]}
+    res: dict[str, list[dict[str, Any]]] = {k: [] for k in ("load-cached", "first-token", "load-folder",
+                                                            "first-token-hf", "load-gguf")}
     log(f"[load] fresh processes, interleaved: {', '.join(kinds)} x{reps}, load-gguf x{greps}")
     if not extras or not greps:
         log("[load] --quick: GGUF route, plain-folder load and plain first token skipped (about 40 s)")

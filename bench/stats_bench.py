@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import steerlab as sl
+import torch
 from steerlab.tokens import encode, position_mask
 
 BATCH_SIZE = 16
@@ -58,14 +57,17 @@ def _accumulate(sums: torch.Tensor, hidden: Sequence[torch.Tensor], mask: torch.
 
 @torch.inference_mode()
 def hf_loop(model: sl.Model, texts: Sequence[str], layers: list[int], *, lean: bool = False,
-            ) -> torch.Tensor:
+            hf: Any = None) -> torch.Tensor:
     """The plain transformers baseline: ``output_hidden_states=True``, one forward a batch.
 
     ``lean`` adds ``logits_to_keep=1`` (no full-vocabulary logits for every
     position), what a user who knows transformers well would write. Note that
     transformers 5 returns the *final-normed* state as the last hidden state,
     so layer ``n_layers`` is not the same quantity as steerlab's (pre-norm).
+    ``hf`` is the model to run (default ``model.hf``; the benchmark passes a
+    copy nnsight never wrapped, see gen_bench.pristine_model).
     """
+    hf = model.hf if hf is None else hf
     tok = model.tokenizer
     tok.padding_side = "right"
     ordered = sorted_texts(texts)
@@ -75,7 +77,7 @@ def hf_loop(model: sl.Model, texts: Sequence[str], layers: list[int], *, lean: b
     for start in range(0, len(ordered), BATCH_SIZE):
         enc = tok(ordered[start:start + BATCH_SIZE], add_special_tokens=False, padding=True,
                   truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-        out = model.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+        out = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                        output_hidden_states=True, **extra)
         mask = enc["attention_mask"].bool().clone()
         mask[:, 0] = False  # right padding: column 0 is every text's first token

@@ -37,9 +37,8 @@ STATE: dict[str, Any] = {}
 
 def _load(msg: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(msg.get("threads", torch.get_num_threads())))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     import transformer_lens
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(msg["folder"])

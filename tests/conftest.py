@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-
 import steerlab
+import torch
 from steerlab.models import cache_root, provision_embedded
 
 

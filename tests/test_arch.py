@@ -8,10 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
-
 import steerlab
+import torch
 from steerlab.arch import (
     ARCHITECTURES,
     UnsupportedArchitectureError,
@@ -23,6 +21,7 @@ from steerlab.arch import (
 )
 from steerlab.models import _wrap
 from steerlab.trace import residuals
+from torch import nn
 
 
 def _config(model_type: str, vocab: int) -> Any:

@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 import steerlab as sl
 from steerlab.data import DataError, read_jsonl
 from steerlab.vocab import genre_vocabularies, stem, vocab_rate

@@ -4,9 +4,8 @@ the model's own logits."""
 from __future__ import annotations
 
 import pytest
-import torch
-
 import steerlab
+import torch
 from steerlab.lens import lens_logits, top_tokens, topk_table
 from steerlab.trace import residuals
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 import steerlab as sl
+import torch
 from steerlab.compare import best_points, bootstrap_ci
 from steerlab.metrics import completion_perplexity, steered_text_scores
 
@@ -22,7 +21,7 @@ def test_unembedding_direction_raises_that_tokens_frequency(tiny_gpt2: sl.Model)
     plain = sl.steered_generate(model, prompts, [None, None], layer=last, max_new_tokens=6, do_sample=False)
     steered = sl.steered_generate(model, prompts, [vector, vector], layer=last, position="all",
                                   max_new_tokens=6, do_sample=False)
-    freq = lambda rows: sum(r.count(target) for r in rows) / sum(len(r) for r in rows)  # noqa: E731
+    freq = lambda rows: sum(r.count(target) for r in rows) / sum(len(r) for r in rows)
     assert freq(steered) > freq(plain)
     assert freq(steered) >= 0.5
 

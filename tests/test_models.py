@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-
 import steerlab
 import steerlab.models as models_mod
+import torch
 from steerlab.models import ModelLoadError, _fingerprint, load_model, provision_embedded
 
 

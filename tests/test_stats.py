@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-
 import steerlab
 import steerlab.stats as stats_mod
+import torch
 from steerlab.arch import block_hidden, blocks_of, final_norm_of
 from steerlab.stats import activation_stats, per_text_means
 from steerlab.trace import residuals

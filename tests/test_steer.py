@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
-
 import steerlab
 import steerlab.steer as steer_mod
+import torch
 from steerlab.arch import blocks_of
 from steerlab.steer import addition_tensor, generate, steered_generate, steered_logits
 from steerlab.vectors import SteeringVector, VectorMismatchError

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from steerlab import store
 from steerlab.store import StoreError, atomic_write_text, load_tensors, save_tensors
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 import steerlab
+import torch
 from steerlab.tokens import STAT_POSITIONS, STEER_POSITIONS, check_position, encode, position_mask
 
 TEXTS = ["Once upon a time, a dragon slept.", "Hi", "The match ended in a draw"]

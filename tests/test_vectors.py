@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-
 import steerlab
+import torch
 from steerlab.store import StoreError
 from steerlab.vectors import (
     SteeringVector,

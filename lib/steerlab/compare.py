@@ -35,10 +35,17 @@ from .data import genres, load_dataset
 from .metrics import completion_perplexity, steered_text_scores
 from .models import Model
 from .stats import activation_stats, pool_stats
-from .steer import steered_generate
-from .vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, random_like, raw
+from .steer import relative_addition, steered_generate
+from .vectors import (
+    SteeringVector,
+    counterbalanced,
+    isolated,
+    mean_centred,
+    prompt_pair,
+    random_like,
+    raw,
+)
 from .vocab import genre_vocabularies, vocab_rate
-from .widget import relative_addition
 
 __all__ = ["METHODS", "CompareConfig", "best_points", "bootstrap_ci", "build_methods", "config_dict", "run_compare"]
 

@@ -16,7 +16,7 @@ from .models import Model
 from .steer import generate
 from .store import atomic_write_text
 
-__all__ = ["GENRE_DESCRIPTIONS", "generate_stories", "append_generated"]
+__all__ = ["GENRE_DESCRIPTIONS", "append_generated", "generate_stories"]
 
 GENRE_DESCRIPTIONS = {
     "fantasy": "a fantasy story",

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "run_notebooks", "repo_root"]
+__all__ = ["NotebookResult", "repo_root", "run_notebooks"]
 
 
 def repo_root() -> Path:

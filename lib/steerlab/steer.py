@@ -28,7 +28,14 @@ from .tokens import STEER_POSITIONS, Batch, check_position, encode, position_mas
 from .trace import check_layers
 from .vectors import SteeringVector
 
-__all__ = ["Completion", "addition_tensor", "generate", "steered_generate", "steered_logits"]
+__all__ = [
+    "Completion",
+    "addition_tensor",
+    "generate",
+    "relative_addition",
+    "steered_generate",
+    "steered_logits",
+]
 
 
 @dataclass
@@ -247,3 +254,12 @@ def steered_logits(
     return logits.float()
 
 
+def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
+    """``coefficient * typical_norm`` times the unit direction of ``vector``.
+
+    A ``[k, d_model]`` prompt-pair vector is scaled so its largest row has that norm.
+    """
+    norm = vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm()
+    if float(norm) == 0:
+        raise ValueError("cannot scale a zero vector to a norm")
+    return vector * (coefficient * typical_norm / norm)

@@ -22,30 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ipywidgets as w
-import torch
 
 from .data import genres, load_dataset
 from .lens import top_tokens
 from .models import Model
 from .stats import ActivationStats, activation_stats
-from .steer import generate
+from .steer import generate, relative_addition
 from .tokens import STEER_POSITIONS
 from .vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, raw
 
-__all__ = ["SteeringWidget", "relative_addition", "WIDGET_RECIPES"]
+__all__ = ["WIDGET_RECIPES", "SteeringWidget", "relative_addition"]
 
 WIDGET_RECIPES = ("raw", "mean_centred", "counterbalanced", "isolated", "prompt_pair")
-
-
-def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
-    """``coefficient * typical_norm`` times the unit direction of ``vector``.
-
-    A ``[k, d_model]`` prompt-pair vector is scaled so its largest row has that norm.
-    """
-    norm = vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm()
-    if float(norm) == 0:
-        raise ValueError("cannot scale a zero vector to a norm")
-    return vector * (coefficient * typical_norm / norm)
 
 
 class SteeringWidget:
@@ -183,7 +171,7 @@ class SteeringWidget:
             v = vec.at(s["layer"])
             lens_vec = v if v.dim() == 1 else v.sum(0)
             lens = top_tokens(self.model, lens_vec, k=10)
-            stop = lambda: self._stale(request)  # noqa: E731
+            stop = lambda: self._stale(request)
             if key not in self._unsteered_cache:
                 plain = generate(self.model, prompt, max_new_tokens=key[1], seed=key[2], should_stop=stop)[0].text
                 if self._stale(request):
@@ -194,14 +182,17 @@ class SteeringWidget:
                                          vec.d_model, vec.recipe, vec.sources, vec.position)
             steered = generate(self.model, prompt, steered_vec, coefficients=1.0, position=s["position"],
                                max_new_tokens=key[1], seed=key[2], should_stop=stop)[0].text
-            if self._stale(request):
-                return
-            self.last_unsteered, self.last_steered, self.last_error = self._unsteered_cache[key], steered, None
-            self.unsteered.value = _panel("unsteered", prompt, self.last_unsteered)
-            self.steered.value = _panel(f"steered: {vec.describe()} × {s['coefficient']:+.2f}", prompt, steered)
-            self.lens.value = "<b>lens, top tokens of the vector:</b> " + " ".join(
-                f"<code>{html.escape(repr(t))}</code>" for t, _ in lens)
-            self.status.value = "ready"
+            header = (f"steered: {vec.describe()} × {s['coefficient']:+.2f}, "
+                      f"added at position rule {s['position']}")
+            with self._lock:  # a newer request may not slip in between the check and the update
+                if self._stale(request):
+                    return
+                self.last_unsteered, self.last_steered, self.last_error = self._unsteered_cache[key], steered, None
+                self.unsteered.value = _panel("unsteered", prompt, self.last_unsteered)
+                self.steered.value = _panel(header, prompt, steered)
+                self.lens.value = "<b>lens, top tokens of the vector:</b> " + " ".join(
+                    f"<code>{html.escape(repr(t))}</code>" for t, _ in lens)
+                self.status.value = "ready"
         except Exception as err:  # shown in the widget, never raised into the kernel
             if not self._stale(request):
                 self.last_error = f"{type(err).__name__}: {err}"
