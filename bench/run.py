@@ -56,7 +56,8 @@ def params_for(quick: bool) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- section 1
 
-def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: dict[str, Any]) -> list:
+def bench_stats(model: Any, plain: Any, P: dict[str, Any], repeats: int, peers: bool,
+                out: dict[str, Any]) -> list:
     import steerlab as sl
     from benchutil import Row, interleaved, judge, loadavg
     from stats_bench import (
@@ -87,19 +88,19 @@ def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: d
 
     variants: dict[str, Any] = {
         "steerlab all": lambda: steerlab_stats(model, textset, None),
-        "transformers all": lambda: hf_loop(model, texts, all_layers),
-        "transformers lean all": lambda: hf_loop(model, texts, all_layers, lean=True),
+        "transformers all": lambda: hf_loop(model, texts, all_layers, hf=plain),
+        "transformers lean all": lambda: hf_loop(model, texts, all_layers, lean=True, hf=plain),
         f"steerlab L{half}": lambda: steerlab_stats(model, textset, [half]),
         f"steerlab L{early}": lambda: steerlab_stats(model, textset, [early]),
-        "transformers one layer": lambda: hf_loop(model, texts, [half]),
+        "transformers one layer": lambda: hf_loop(model, texts, [half], hf=plain),
     }
     warmups: dict[str, Any] = {
         "steerlab all": lambda: steerlab_stats(model, warm_set, None),
-        "transformers all": lambda: hf_loop(model, warm_texts, all_layers),
-        "transformers lean all": lambda: hf_loop(model, warm_texts, all_layers, lean=True),
+        "transformers all": lambda: hf_loop(model, warm_texts, all_layers, hf=plain),
+        "transformers lean all": lambda: hf_loop(model, warm_texts, all_layers, lean=True, hf=plain),
         f"steerlab L{half}": lambda: steerlab_stats(model, warm_set, [half]),
         f"steerlab L{early}": lambda: steerlab_stats(model, warm_set, [early]),
-        "transformers one layer": lambda: hf_loop(model, warm_texts, [half]),
+        "transformers one layer": lambda: hf_loop(model, warm_texts, [half], hf=plain),
     }
     skipped: dict[str, str] = {}
     tl = None
@@ -113,8 +114,9 @@ def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: d
             variants["TL all"] = lambda: tl.run(all_layers, n, stop=False)
             variants[f"TL L{half}"] = lambda: tl.run([half], n, stop=True)
             variants[f"TL L{early}"] = lambda: tl.run([early], n, stop=True)
-            for k in ("TL all", f"TL L{half}", f"TL L{early}"):
-                warmups[k] = lambda: None  # TL's load already ran a model; its first pass is timed
+            warmups["TL all"] = lambda: tl.run(all_layers, n, stop=False, limit=1)
+            warmups[f"TL L{half}"] = lambda: tl.run([half], n, stop=True, limit=1)
+            warmups[f"TL L{early}"] = lambda: tl.run([early], n, stop=True, limit=1)
         else:
             skipped["TransformerLens"] = tl.reason
             log(f"[stats] SKIP TransformerLens: {tl.reason}")
@@ -164,8 +166,10 @@ def bench_stats(model: Any, P: dict[str, Any], repeats: int, peers: bool, out: d
     rows = [
         row(f"steerlab, all {n + 1} layers vs transformers", "steerlab all", "transformers all",
             "transformers", ">= 0.95x", 0.95,
-            note="baseline = model.hf(..., output_hidden_states=True), full logits, same batches "
-                 "and mask; ratio = steerlab throughput / baseline throughput"),
+            note="baseline = a transformers copy of the checkpoint that nnsight never wrapped, "
+                 "hf(..., output_hidden_states=True) with full logits, same batches and mask; "
+                 "ratio = steerlab throughput / baseline throughput; ratio(min) uses each one's "
+                 "fastest repeat"),
         row("steerlab, all layers vs transformers logits_to_keep=1", "steerlab all",
             "transformers lean all", "transformers lean"),
     ]
@@ -266,7 +270,7 @@ def bench_memory(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
 PROMPTS_N = 8
 
 
-def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
     import steerlab as sl
     from benchutil import Row, interleaved, judge, loadavg
     from gen_bench import hf_generate, hook_generate, make_vector, steerlab_generate, steps
@@ -284,19 +288,21 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
         log(f"[gen] batch {bs}, {N} new tokens, steering layer {layer}, {repeats} rounds")
         variants = {
             "hf.generate": lambda: hf_generate(model, prompts, N),
+            "pristine generate": lambda: hf_generate(model, prompts, N, hf=plain),
             "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", N),
-            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", N),
+            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", N, hf=plain),
             "steerlab first": lambda: steerlab_generate(model, prompts, v, coef, "first", N),
-            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", N),
+            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", N, hf=plain),
             "steerlab unsteered": lambda: steerlab_generate(model, prompts, None, 0.0, "first", N,
                                                             layer=layer),
         }
         warm = {
             "hf.generate": lambda: hf_generate(model, prompts, 2),
+            "pristine generate": lambda: hf_generate(model, prompts, 2, hf=plain),
             "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", 2),
-            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", 2),
+            "hook all": lambda: hook_generate(model, prompts, add, layer, "all", 2, hf=plain),
             "steerlab first": lambda: steerlab_generate(model, prompts, v, coef, "first", 2),
-            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", 2),
+            "hook first": lambda: hook_generate(model, prompts, add, layer, "first", 2, hf=plain),
             "steerlab unsteered": lambda: steerlab_generate(model, prompts, None, 0.0, "first", 2,
                                                             layer=layer),
         }
@@ -306,10 +312,11 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
         same_first = t["steerlab first"].value == t["hook first"].value
         same_plain = t["steerlab unsteered"].value == [r[: nsteps["steerlab unsteered"]] for r in
                                                        t["hf.generate"].value]
+        same_pristine = t["pristine generate"].value == t["hf.generate"].value
         out["gen"][f"batch{bs}"] = {
             "seconds": {k: x.seconds for k, x in t.items()}, "steps": nsteps,
             "same_tokens": {"steerlab_vs_hook_all": same_all, "steerlab_vs_hook_first": same_first,
-                            "steerlab_unsteered_vs_hf": same_plain},
+                            "steerlab_unsteered_vs_hf": same_plain, "pristine_vs_hf": same_pristine},
             "loadavg_end": loadavg(),
         }
         log(f"[gen] steps {nsteps}; same tokens steerlab/hook: all={same_all} first={same_first}; "
@@ -322,24 +329,31 @@ def bench_gen(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) 
         base = per_step("hf.generate")
         sec = f"3 steered generation (batch {bs})"
 
-        def grow(name: str, label: str, target: str = "", note: str = "") -> Row:
+        def grow(name: str, label: str, target: str = "", note: str = "",
+                 against: str = "hf.generate") -> Row:
             val = per_step(name)
-            ratio = val / base
+            ratio = val / per_step(against)
             status = judge(ratio, at_most=1.10) if target else ""
-            return Row(sec, label, val, "s", "hf.generate unsteered", base, ratio, "x time", target, status,
+            label_base = "model.hf.generate" if against == "hf.generate" else "pristine generate"
+            return Row(sec, label, val, "s", label_base, per_step(against), ratio, "x time", target, status,
                        note, repeats=t[name].seconds,
-                       ratio_min=per_step(name, True) / per_step("hf.generate", True))
+                       ratio_min=per_step(name, True) / per_step(against, True))
 
         rows += [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
-                 note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); "
-                      f"tokens identical to the hook: {same_all}"),
+                 note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); baseline = "
+                      f"unsteered model.hf.generate, same sampling, {N} tokens forced; tokens identical "
+                      f"to the plain hook's: {same_all}"),
             grow("steerlab first", "steerlab.generate position=first (prompt)", "<= 1.10x",
                  note=f"batch {bs}: prompt steered once; {nsteps['steerlab first']} steps, "
-                      f"time scaled to {N}; tokens identical to the hook: {same_first}"),
+                      f"time scaled to {N}; tokens identical to the plain hook's: {same_first}"),
             grow("steerlab unsteered", "steerlab.generate, no vector (nnsight, no edit)"),
-            grow("hook all", "plain forward-pre-hook, position=all"),
-            grow("hook first", "plain forward-pre-hook, position=first"),
+            grow("pristine generate", "generate on a model nnsight never wrapped",
+                 note="model.hf carries nnsight's per-module controllers even outside a trace; this "
+                      f"is the same checkpoint loaded apart. Same tokens as model.hf: {same_pristine}"),
+            grow("steerlab all", "steerlab position=all vs pristine transformers", against="pristine generate"),
+            grow("hook all", "plain pre-hook (pristine model), position=all", against="pristine generate"),
+            grow("hook first", "plain pre-hook (pristine model), position=first", against="pristine generate"),
         ]
         ratio = per_step("steerlab all") / per_step("hook all")
         rows.append(Row(sec, "steerlab position=all vs the plain hook", per_step("steerlab all"), "s",
@@ -506,11 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="store_true", help="also run and time `make run` (long)")
     parser.add_argument("--only", default="", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per variant (median; >= 3)")
+    parser.add_argument("--gen-repeats", type=int, default=0,
+                        help="rounds for generation and the sweep (default 5 in a full run, else --repeats)")
     parser.add_argument("--no-peers", action="store_true", help="skip nnsight-naive and TransformerLens")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON results")
     args = parser.parse_args(argv)
-    if args.repeats < 3:
-        parser.error("--repeats must be at least 3 (the table reports medians)")
+    if args.repeats < 3 or (args.gen_repeats and args.gen_repeats < 3):
+        parser.error("repeats must be at least 3 (the table reports medians)")
+    if not args.gen_repeats:
+        # Generation calls are short, so more rounds are cheap and steady the medians.
+        args.gen_repeats = args.repeats if args.quick else max(5, args.repeats)
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
@@ -529,27 +548,31 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out: dict[str, Any] = {"timestamp": stamp, "mode": "quick" if args.quick else "full",
-                           "repeats": args.repeats, "params": P, "sections": chosen, "env": env_summary()}
+                           "repeats": args.repeats, "gen_repeats": args.gen_repeats, "params": P, "sections": chosen, "env": env_summary()}
     log(f"steerlab benchmark ({out['mode']}), sections {','.join(chosen)}; torch threads "
         f"{torch.get_num_threads()}, load average {loadavg()}")
-    model = None
+    model = plain = None
     if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load")):
         t0 = time.perf_counter()
         model = sl.load_model(progress=False)
         log(f"model {model!r} loaded in {time.perf_counter() - t0:.1f} s")
+    if any(s in chosen for s in ("stats", "gen")):
+        from gen_bench import pristine_model
+
+        plain = pristine_model(model)  # the plain-transformers baselines run on this copy
     rows: list[Row] = []
     section_seconds: dict[str, float] = {}
     for name in chosen:
         s0 = time.perf_counter()
         try:
             if name == "stats":
-                rows += bench_stats(model, P, args.repeats, not args.no_peers, out)
+                rows += bench_stats(model, plain, P, args.repeats, not args.no_peers, out)
             elif name == "memory":
                 rows += bench_memory(model, P, out)
             elif name == "gen":
-                rows += bench_gen(model, P, args.repeats, out)
+                rows += bench_gen(model, plain, P, args.gen_repeats, out)
             elif name == "sweep":
-                rows += bench_sweep(model, P, args.repeats, out)
+                rows += bench_sweep(model, P, args.gen_repeats, out)
             elif name == "load":
                 rows += bench_load(model, P, out)
             elif name == "suite":

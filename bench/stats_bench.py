@@ -181,10 +181,10 @@ class TLPeer:
             return ""
         return " | ".join(text.strip().splitlines()[-3:])
 
-    def run(self, layers: list[int], n_layers: int, stop: bool) -> torch.Tensor:
+    def run(self, layers: list[int], n_layers: int, stop: bool, limit: int | None = None) -> torch.Tensor:
         out = Path(self._tmp.name) / "mean.pt"
         reply = self._ask({"cmd": "run", "layers": layers, "n_layers": n_layers, "stop": stop,
-                           "out": str(out)})
+                           "out": str(out), "limit": limit})
         if not reply.get("ok"):
             raise RuntimeError(f"TransformerLens pass failed: {reply.get('error')}")
         return torch.load(out)

@@ -6,8 +6,9 @@ Protocol: one JSON object a line on stdin, one JSON reply a line on stdout.
 - ``{"cmd": "load", "folder": DIR, "batches": FILE, "threads": N}``: load the
   checkpoint folder with transformers (offline), wrap it in TransformerLens and
   read the pre-tokenized batches (``input_ids`` and the mask of averaged tokens).
-- ``{"cmd": "run", "layers": [...], "n_layers": N, "stop": bool, "out": FILE}``:
-  one pass with ``run_with_cache`` caching only the residual hooks needed;
+- ``{"cmd": "run", "layers": [...], "n_layers": N, "stop": bool, "out": FILE, "limit": K}``:
+  one pass (over the first K batches if ``limit`` is set: the untimed warm-up)
+  with ``run_with_cache`` caching only the residual hooks needed;
   ``stop`` passes ``stop_at_layer`` so the forward ends at the deepest layer.
   Writes the ``[layers, d_model]`` mean to ``out``.
 - ``{"cmd": "quit"}``.
@@ -92,7 +93,10 @@ def _run(msg: dict[str, Any]) -> dict[str, Any]:
     sums = torch.zeros(len(layers), model.cfg.d_model, dtype=torch.float64)
     count = 0
     started = time.perf_counter()
-    for batch in STATE["batches"]:
+    batches = STATE["batches"]
+    if msg.get("limit"):
+        batches = batches[: int(msg["limit"])]
+    for batch in batches:
         _, cache = model.run_with_cache(batch["input_ids"], names_filter=names, **kwargs)
         mask = batch["mask"]
         for i, name in enumerate(names):

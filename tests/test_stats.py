@@ -13,7 +13,7 @@ import steerlab
 import steerlab.stats as stats_mod
 import torch
 from steerlab.arch import block_hidden, blocks_of, final_norm_of
-from steerlab.stats import activation_stats, per_text_means
+from steerlab.stats import activation_stats, per_text_means, pool_stats
 from steerlab.trace import residuals
 
 TEXTS = [
@@ -367,7 +367,7 @@ def test_pooled_statistics_equal_those_of_the_union(tiny: steerlab.Model) -> Non
 def test_pooling_refuses_mismatched_parts(tiny_gpt2: steerlab.Model) -> None:
     one = activation_stats(tiny_gpt2, TEXTS, layers=[0], cache=False, progress=False)
     other = activation_stats(tiny_gpt2, TEXTS, layers=[1], cache=False, progress=False)
-    with pytest.raises(ValueError, match="one model, layers and position rule"):
+    with pytest.raises(ValueError, match="one model and the same layers"):
         stats_mod.pool_stats([one, other], "x")
     with pytest.raises(ValueError, match="nothing to pool"):
         stats_mod.pool_stats([], "x")
@@ -392,3 +392,16 @@ def test_avg_cos_to_centre_equals_brute_force(tiny_llama: steerlab.Model) -> Non
         want.append(((y @ c) / (y.norm(dim=1) * c.norm())).mean())
     torch.testing.assert_close(centred.avg_cos_to_centre, torch.stack(want).float(), atol=1e-5, rtol=1e-4)
     assert activation_stats(tiny_llama, TEXTS, cache=False, progress=False).avg_cos_to_centre is None
+
+
+def test_pooling_first_and_the_rest_gives_all_tokens(tiny_llama: steerlab.Model) -> None:
+    texts = ["The river runs past the mill.", "Send it by Friday", "A dog barked twice at night."]
+    first = steerlab.activation_stats(tiny_llama, texts, position="first", cache=False, progress=False)
+    rest = steerlab.activation_stats(tiny_llama, texts, position="all_but_first", cache=False, progress=False)
+    every = steerlab.activation_stats(tiny_llama, texts, position="all", cache=False, progress=False)
+    with pytest.raises(ValueError, match="different position rules"):
+        pool_stats([first, rest], "x")
+    pooled = pool_stats([first, rest], "x", position="all")
+    assert pooled.count == every.count and pooled.position == "all"
+    for key in ("mean", "mean_norm", "avg_cos_to_mean", "avg_pairwise_cos"):
+        torch.testing.assert_close(getattr(pooled, key), getattr(every, key), rtol=1e-4, atol=1e-4)

@@ -61,7 +61,7 @@ class CompareConfig:
     pair: tuple[str, str] = (" fantasy", " ")
     methods: Sequence[str] = METHODS
     layers: Sequence[int] = (10, 15, 20)
-    coefficients: Sequence[float] = (0.5, 1.0, 2.0)
+    coefficients: Sequence[float] = (0.0625, 0.125, 0.25)
     positions: Sequence[str] = ("all_prompt",)
     n_prompts: int = 6
     n_heldout: int = 6
@@ -69,7 +69,7 @@ class CompareConfig:
     max_new_tokens: int = 24
     seeds: Sequence[int] = (0,)
     do_sample: bool = False
-    sample_size: int = 40
+    sample_size: int = 32
     max_length: int = 128
     eval_length: int = 64
     damage_threshold: float = 1.5

@@ -291,21 +291,26 @@ def _finish(count: int, mean: torch.Tensor, mean_norm: torch.Tensor, mean_unit: 
             "mean_unit": mean_unit.float()}
 
 
-def pool_stats(parts: Sequence[ActivationStats], name: str) -> ActivationStats:
-    """Exact statistics of the union of several text sets, from their statistics.
+def pool_stats(parts: Sequence[ActivationStats], name: str, *, position: str | None = None) -> ActivationStats:
+    """Exact statistics of the union of disjoint token sets, from their statistics.
 
     The mixed-stories reference is the pool of every genre's statistics, so it
-    costs no extra forward pass.
+    costs no extra forward pass. Parts with different position rules may be
+    pooled when they cover disjoint tokens of the same texts; ``position`` then
+    names the result (``first`` + ``all_but_first`` -> ``all``).
 
     Example:
         >>> mixed = pool_stats([stats[g] for g in genres], "mixed")
+        >>> everything = pool_stats([first, rest], "general", position="all")
     """
     if not parts:
         raise ValueError("nothing to pool")
     first = parts[0]
     for p in parts:
-        if p.layers != first.layers or p.position != first.position or p.model_fingerprint != first.model_fingerprint:
-            raise ValueError("can only pool statistics of one model, layers and position rule")
+        if p.layers != first.layers or p.model_fingerprint != first.model_fingerprint:
+            raise ValueError("can only pool statistics of one model and the same layers")
+        if position is None and p.position != first.position:
+            raise ValueError("parts have different position rules: pass position= to name the pooled rule")
         if p.mean_unit is None or p.centre != first.centre:
             raise ValueError(f"statistics of {p.dataset!r} cannot be pooled (no mean_unit, or another centre)")
     total = sum(p.count for p in parts)
@@ -315,7 +320,7 @@ def pool_stats(parts: Sequence[ActivationStats], name: str) -> ActivationStats:
     digest = hashlib.sha1("".join(p.dataset_hash for p in parts).encode()).hexdigest()[:16]
     return ActivationStats(model_name=first.model_name, model_fingerprint=first.model_fingerprint,
                            dataset=name, dataset_hash=digest, layers=list(first.layers),
-                           position=first.position, count=total, centre=first.centre, **derived)
+                           position=position or first.position, count=total, centre=first.centre, **derived)
 
 
 @torch.inference_mode()

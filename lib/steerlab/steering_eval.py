@@ -60,7 +60,7 @@ def _set_stats(model: Model, name: str, layer: int, sample_size: int, max_length
     return activation_stats(model, data, None, max_length=max_length, progress=False)
 
 
-def build_example(model: Model, name: str, layer: int, *, sample_size: int = 40, max_length: int = 128,
+def build_example(model: Model, name: str, layer: int, *, sample_size: int = 32, max_length: int = 128,
                   seed: int = 0) -> Example:
     """Build one of :data:`EXAMPLES` at ``layer``."""
     if name not in EXAMPLES:

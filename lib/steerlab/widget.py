@@ -53,7 +53,7 @@ class SteeringWidget:
     def __init__(self, model: Model, *, prompt: str = "Yesterday, my son was out kicking a football. Then, he",
                  recipe: str = "counterbalanced", target: str = "fantasy", reference: str = "sports",
                  layer: int | None = None, coefficient: float = 0.5, position: str = "all_prompt",
-                 max_new_tokens: int = 30, seed: int = 0, sample_size: int = 40, max_length: int = 128,
+                 max_new_tokens: int = 30, seed: int = 0, sample_size: int = 32, max_length: int = 128,
                  background: bool = True) -> None:
         self.model = model
         self.sample_size = sample_size
