@@ -34,10 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _cpu_time(fn: Any, repeats: int) -> list[float]:
+def _cpu_time(fn: Any, repeats: int, warm: bool = True) -> list[float]:
     """CPU seconds of this process per call (one torch thread: CPU time then
     counts only while the call actually runs, so other load barely moves it)."""
-    fn()
+    if warm:
+        fn()
     out = []
     for _ in range(repeats):
         t = time.process_time()
@@ -81,8 +82,15 @@ def tiny_overhead(batch: int, tokens: int, repeats: int) -> None:
           f"CPU time with 1 torch thread; transformers {transformers.__version__}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    res: dict[str, list[float]] = {k: [] for k in variants}
     try:
-        res = {k: _cpu_time(f, repeats) for k, f in variants.items()}
+        for f in variants.values():
+            f()
+        for r in range(repeats):  # interleaved rounds, rotating order, as in run.py
+            names = list(variants)
+            names = names[r % len(names):] + names[:r % len(names)]
+            for k in names:
+                res[k] += _cpu_time(variants[k], 1, warm=False)
     finally:
         torch.set_num_threads(threads)
     base_med = statistics.median(res["pristine transformers generate"])
