@@ -10,6 +10,7 @@ rounds is reported.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import statistics
 import time
@@ -104,7 +105,7 @@ class Row:
 
 
 def judge(ratio: float | None, *, at_least: float | None = None, at_most: float | None = None) -> str:
-    if ratio is None or ratio != ratio:  # None or NaN
+    if ratio is None or math.isnan(ratio):
         return "SKIP"
     if at_least is not None and ratio < at_least:
         return "MISS"
@@ -164,6 +165,6 @@ def env_summary() -> dict[str, Any]:
     for pkg in ("transformers", "nnsight"):
         try:
             info[pkg] = __import__(pkg).__version__
-        except Exception as err:  # pragma: no cover - informational only
+        except Exception as err:  # noqa: BLE001 - informational only
             info[pkg] = f"unavailable: {err}"
     return info

@@ -48,12 +48,11 @@ def _cpu_time(fn: Any, repeats: int, warm: bool = True) -> list[float]:
 
 
 def tiny_overhead(batch: int, tokens: int, repeats: int) -> None:
-    import transformers
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import steerlab as sl
-    from steerlab.models import _wrap
+    import transformers
     from gen_bench import hf_generate, hook_generate, steerlab_generate
+    from steerlab.models import _wrap
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     real_tok = sl.load_model(progress=False).tokenizer
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=30, num_attention_heads=4,

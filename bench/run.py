@@ -207,7 +207,7 @@ def _probe(args: list[str], timeout: float = 3600) -> tuple[dict[str, Any], floa
            "TQDM_DISABLE": "1"}
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, str(HERE / "probes.py"), *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
+                          text=True, env=env, cwd=ROOT, timeout=timeout, check=False)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"probe {args} failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
@@ -283,7 +283,8 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
     N = P["gen_tokens"]
     rows: list = []
     out["gen"] = {"layer": layer, "coefficient": coef, "max_new_tokens": N}
-    for bs in P["gen_batches"]:
+
+    def one_batch(bs: int) -> list:
         prompts = prompts_all[:bs]
         log(f"[gen] batch {bs}, {N} new tokens, steering layer {layer}, {repeats} rounds")
         variants = {
@@ -326,7 +327,6 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
             secs = t[name].min if best else t[name].median
             return secs / nsteps[name] * N  # seconds for N steps
 
-        base = per_step("hf.generate")
         sec = f"3 steered generation (batch {bs})"
 
         def grow(name: str, label: str, target: str = "", note: str = "",
@@ -339,7 +339,7 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
                        note, repeats=t[name].seconds,
                        ratio_min=per_step(name, True) / per_step(against, True))
 
-        rows += [
+        rows = [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
                  note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); baseline = "
                       f"unsteered model.hf.generate, same sampling, {N} tokens forced; tokens identical "
@@ -359,6 +359,10 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         rows.append(Row(sec, "steerlab position=all vs the plain hook", per_step("steerlab all"), "s",
                         "hook", per_step("hook all"), ratio, "x time",
                         ratio_min=per_step("steerlab all", True) / per_step("hook all", True)))
+        return rows
+
+    for bs in P["gen_batches"]:
+        rows += one_batch(bs)
     return rows
 
 
@@ -532,7 +536,7 @@ def bench_suite(run_suite: bool, out: dict[str, Any]) -> list:
     if run_suite:
         log("[suite] running `make run` (every notebook, default parameters) ...")
         started = time.perf_counter()
-        proc = subprocess.run(["make", "run"], cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(["make", "run"], cwd=ROOT, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - started
         out["suite"] = {"source": "make run (this benchmark)", "seconds": wall, "returncode": proc.returncode,
                         "tail": proc.stdout[-2000:] + proc.stderr[-2000:]}
@@ -620,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_load(model, P, out)
             elif name == "suite":
                 rows += bench_suite(args.suite, out)
-        except Exception as err:  # one broken section must not lose the others' results
+        except Exception as err:  # noqa: BLE001 - one broken section must not lose the others' results
             import traceback
 
             traceback.print_exc()

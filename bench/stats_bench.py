@@ -150,9 +150,9 @@ class TLPeer:
         torch.save(batches, path)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        log = open(Path(self._tmp.name) / "stderr.log", "w")
-        self.proc = subprocess.Popen([str(PEER_PYTHON), str(HERE / "tl_peer.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        with open(Path(self._tmp.name) / "stderr.log", "w") as log:  # the child keeps its own handle
+            self.proc = subprocess.Popen([str(PEER_PYTHON), str(HERE / "tl_peer.py")], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         reply = self._ask({"cmd": "load", "folder": model.source, "batches": str(path),
                            "threads": torch.get_num_threads()})
         if not reply.get("ok"):
@@ -193,7 +193,7 @@ class TLPeer:
         if self.proc is not None:
             try:
                 self._ask({"cmd": "quit"})
-            except Exception:
+            except (OSError, ValueError):  # already gone: nothing to ask
                 pass
             try:
                 self.proc.wait(timeout=30)
