@@ -1,7 +1,10 @@
 """Sections 3 and 4: steered generation and the coefficient sweep.
 
 Every variant samples the way ``steerlab.generate`` does by default (seed 0,
-``top_p=0.3``, temperature 1) from the same left-padded prompts. With
+``top_p=0.3``, ``top_k=50``, temperature 1) from the same left-padded prompts, and
+by default with the same filter, ``steerlab.steer.SamplingFilter`` (transformers'
+own warpers off), so the rows compare steering, not samplers; one extra baseline
+uses transformers' own warpers (``sampler="transformers"``). With
 ``position="all"`` steerlab forces every one of the ``max_new_tokens`` steps
 (``min_new_tokens``), and so do the baseline and the hook variant, so all
 three produce exactly the same number of tokens. With ``position="first"``
@@ -18,8 +21,20 @@ import steerlab as sl
 import torch
 from steerlab.tokens import encode
 
-SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.3}
+SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.3, "top_k": 50}
 SEED = 0
+
+
+def sampling(sampler: str = "steerlab") -> dict[str, Any]:
+    """``generate`` kwargs for steerlab's default sampling with either filter implementation."""
+    if sampler == "transformers":
+        return dict(SAMPLING)
+    from steerlab.steer import SamplingFilter
+    from transformers import LogitsProcessorList
+
+    filt = SamplingFilter(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
+    return {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+            "logits_processor": LogitsProcessorList([filt])}
 
 
 def make_vector(model: sl.Model, layer: int) -> sl.SteeringVector:
@@ -53,14 +68,14 @@ def pristine_model(model: sl.Model) -> Any:
 
 @torch.inference_mode()
 def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int, hf: Any = None,
-                ) -> list[list[int]]:
+                sampler: str = "steerlab") -> list[list[int]]:
     """The baseline: unsteered ``model.hf.generate`` (or ``hf.generate``), every step forced."""
     hf = model.hf if hf is None else hf
     batch = encode(model.tokenizer, prompts, padding_side="left")
     torch.manual_seed(SEED)
     out = hf.generate(**batch.as_inputs(), max_new_tokens=max_new_tokens,
                       min_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
-                      **SAMPLING)
+                      **sampling(sampler))
     return [row.tolist() for row in out[:, batch.input_ids.shape[1]:]]
 
 
@@ -106,7 +121,7 @@ def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor,
         gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.tokenizer.pad_token_id}
         if position == "all":
             gen["min_new_tokens"] = max_new_tokens
-        out = hf.generate(**batch.as_inputs(), **gen, **SAMPLING)
+        out = hf.generate(**batch.as_inputs(), **gen, **sampling())
     finally:
         handle.remove()
     return [row.tolist() for row in out[:, prompt_len:]]

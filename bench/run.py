@@ -289,6 +289,7 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         log(f"[gen] batch {bs}, {N} new tokens, steering layer {layer}, {repeats} rounds")
         variants = {
             "hf.generate": lambda: hf_generate(model, prompts, N),
+            "hf.generate tf-sampler": lambda: hf_generate(model, prompts, N, sampler="transformers"),
             "pristine generate": lambda: hf_generate(model, prompts, N, hf=plain),
             "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", N),
             "hook all": lambda: hook_generate(model, prompts, add, layer, "all", N, hf=plain),
@@ -299,6 +300,7 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         }
         warm = {
             "hf.generate": lambda: hf_generate(model, prompts, 2),
+            "hf.generate tf-sampler": lambda: hf_generate(model, prompts, 2, sampler="transformers"),
             "pristine generate": lambda: hf_generate(model, prompts, 2, hf=plain),
             "steerlab all": lambda: steerlab_generate(model, prompts, v, coef, "all", 2),
             "hook all": lambda: hook_generate(model, prompts, add, layer, "all", 2, hf=plain),
@@ -314,10 +316,12 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         same_plain = t["steerlab unsteered"].value == [r[: nsteps["steerlab unsteered"]] for r in
                                                        t["hf.generate"].value]
         same_pristine = t["pristine generate"].value == t["hf.generate"].value
+        same_sampler = t["hf.generate tf-sampler"].value == t["hf.generate"].value
         out["gen"][f"batch{bs}"] = {
             "seconds": {k: x.seconds for k, x in t.items()}, "steps": nsteps,
             "same_tokens": {"steerlab_vs_hook_all": same_all, "steerlab_vs_hook_first": same_first,
-                            "steerlab_unsteered_vs_hf": same_plain, "pristine_vs_hf": same_pristine},
+                            "steerlab_unsteered_vs_hf": same_plain, "pristine_vs_hf": same_pristine,
+                            "steerlab_sampler_vs_transformers_sampler": same_sampler},
             "loadavg_end": loadavg(),
         }
         log(f"[gen] steps {nsteps}; same tokens steerlab/hook: all={same_all} first={same_first}; "
@@ -334,7 +338,8 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
             val = per_step(name)
             ratio = val / per_step(against)
             status = judge(ratio, at_most=1.10) if target else ""
-            label_base = "model.hf.generate" if against == "hf.generate" else "pristine generate"
+            label_base = {"hf.generate": "model.hf.generate", "pristine generate": "pristine generate",
+                          "hf.generate tf-sampler": "hf.generate, tf sampler"}[against]
             return Row(sec, label, val, "s", label_base, per_step(against), ratio, "x time", target, status,
                        note, repeats=t[name].seconds,
                        ratio_min=per_step(name, True) / per_step(against, True))
@@ -342,12 +347,15 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         rows = [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
                  note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); baseline = "
-                      f"unsteered model.hf.generate, same sampling, {N} tokens forced; tokens identical "
-                      f"to the plain hook's: {same_all}"),
+                      f"unsteered model.hf.generate, same sampling (steerlab's SamplingFilter), {N} tokens "
+                      f"forced; tokens identical to the plain hook's: {same_all}"),
             grow("steerlab first", "steerlab.generate position=first (prompt)", "<= 1.10x",
                  note=f"batch {bs}: prompt steered once; {nsteps['steerlab first']} steps, "
                       f"time scaled to {N}; tokens identical to the plain hook's: {same_first}"),
             grow("steerlab unsteered", "steerlab.generate, no vector (nnsight, no edit)"),
+            grow("steerlab all", "steerlab position=all vs transformers' own sampler", against="hf.generate tf-sampler",
+                 note="the baseline is unsteered model.hf.generate with transformers' TopK/TopP warpers "
+                      f"(a full-vocabulary sort a step); same tokens as with SamplingFilter: {same_sampler}"),
             grow("pristine generate", "generate on a model nnsight never wrapped",
                  note="model.hf carries nnsight's per-module controllers even outside a trace; this "
                       f"is the same checkpoint loaded apart. Same tokens as model.hf: {same_pristine}"),
@@ -412,8 +420,8 @@ def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]
             Row("4 coefficient sweep", "the same, greedy decoding (do_sample=False)",
                 t["batched greedy"].median, "s", "8 sequential calls", t["sequential greedy"].median, ratio_g,
                 "x faster", "", "",
-                f"top-p sampling sorts the whole 49k vocabulary for every row at every step (transformers' "
-                f"TopPLogitsWarper), which batching does not amortise; greedy rows equal the sequential "
+                f"greedy decoding has no sampling cost (a multinomial draw over the 49k vocabulary per "
+                f"row and step, which batching does not amortise); greedy rows equal the sequential "
                 f"ones: {same_greedy}",
                 repeats=t["batched greedy"].seconds,
                 ratio_min=t["sequential greedy"].min / t["batched greedy"].min)]

@@ -11,7 +11,7 @@ import steerlab
 import steerlab.steer as steer_mod
 import torch
 from steerlab.arch import blocks_of
-from steerlab.steer import addition_tensor, generate, steered_generate, steered_logits
+from steerlab.steer import SamplingFilter, addition_tensor, generate, steered_generate, steered_logits
 from steerlab.vectors import SteeringVector, VectorMismatchError
 
 # Different token lengths, so a batch of them is left-padded.
@@ -289,6 +289,59 @@ def test_sampling_with_the_same_seed_reproduces(tiny: steerlab.Model) -> None:
     assert first[0] != _greedy(tiny, PROMPTS[0], max_new_tokens=8)[0]  # it really sampled
 
 
+def _transformers_filter(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return scores
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"),
+                         [(1.0, 50, 0.3), (1.0, 50, 0.95), (0.7, 5, 0.5), (1.3, 0, 0.3), (1.0, 0, 1.0), (1.0, 20, 1.0)])
+def test_sampling_filter_keeps_the_tokens_transformers_keeps(temperature: float, top_k: int, top_p: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(16, 3000, generator=gen) * 3
+    scores[0, :] = 0.0  # all tied
+    scores[1, :10] = 9.0  # a tie at the k-th value
+    scores[2, 7] = 80.0  # one certain token
+    ours = SamplingFilter(temperature, top_k, top_p)(None, scores.clone())
+    theirs = _transformers_filter(scores.clone(), temperature, top_k, top_p)
+    for row in range(3, 16):  # ties are broken arbitrarily by either sort; the kept set is exact elsewhere
+        assert torch.equal(torch.isfinite(ours[row]), torch.isfinite(theirs[row])), row
+        kept = torch.isfinite(ours[row])
+        assert torch.allclose(ours[row][kept], theirs[row][kept])
+    if top_p < 1.0:  # the nucleus of a certain token is that token
+        assert int(torch.isfinite(ours[2]).sum()) == 1
+    for row in (0, 1):  # with ties, which tied tokens stay may differ, but not how many
+        assert int(torch.isfinite(ours[row]).sum()) == int(torch.isfinite(theirs[row]).sum()), row
+    for row in range(16):
+        assert bool(torch.isfinite(ours[row]).any())
+
+
+def test_sampled_generation_equals_transformers_sampling(tiny: steerlab.Model) -> None:
+    """Unsteered sampling through steerlab (nnsight + SamplingFilter) draws the same tokens as
+    plain transformers with the same seed and settings."""
+    prompt = PROMPTS[0]
+    ours = generate(tiny, prompt, None, max_new_tokens=8, seed=3, do_sample=True, top_p=0.9, top_k=20,
+                    temperature=0.8)[0].token_ids
+    ids = steerlab.encode(tiny.tokenizer, [prompt]).as_inputs()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        hf = tiny.hf.generate(**ids, max_new_tokens=8, do_sample=True, top_p=0.9, top_k=20, temperature=0.8,
+                              pad_token_id=tiny.tokenizer.pad_token_id)
+    assert hf[0, ids["input_ids"].shape[1]:].tolist() == ours
+
+
+def test_top_k_one_is_greedy(tiny: steerlab.Model) -> None:
+    sampled = generate(tiny, PROMPTS, None, max_new_tokens=6, seed=5, do_sample=True, top_k=1, top_p=1.0)
+    assert [c.token_ids for c in sampled] == _greedy(tiny, PROMPTS)
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -315,6 +368,11 @@ def test_bad_input_gets_a_clear_error(tiny_gpt2: steerlab.Model, tiny_llama: ste
         (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), [nan]), ValueError, "NaN or inf"),
         (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), layer=-1), ValueError,
          "layer -1 is out of range"),
+    ]
+    cases += [
+        (lambda: generate(m, "Hi", v, top_p=0.0), ValueError, r"top_p must be in \(0, 1\]"),
+        (lambda: generate(m, "Hi", v, top_k=-1), ValueError, "top_k must be an integer >= 0"),
+        (lambda: generate(m, "Hi", v, temperature=0.0), ValueError, "temperature must be > 0"),
     ]
     two = SteeringVector({0: torch.ones(64), 1: torch.ones(64)}, m.name, m.fingerprint, 64, "raw", {}, "all")
     cases.append((lambda: generate(m, "Hi", two), ValueError, r"layers \[0, 1\]: pass layer="))

@@ -269,12 +269,12 @@ def load_model(
         folder = provision_embedded(progress=progress)
         try:
             hf, tok = _from_folder(folder, dtype, device)
-        except Exception as err:  # a damaged cache is ours to rebuild, not the user's to debug
+        except Exception as err:  # noqa: BLE001 - a damaged cache is ours to rebuild, not the user's to debug
             shutil.rmtree(folder, ignore_errors=True)
             folder = provision_embedded(progress=progress)
             try:
                 hf, tok = _from_folder(folder, dtype, device)
-            except Exception as err2:
+            except Exception as err2:  # noqa: BLE001 - re-raised as ModelLoadError
                 raise ModelLoadError(f"could not load the embedded checkpoint {folder}: {err2}") from err
         return _wrap(hf, tok, EMBEDDED_MODEL, str(folder), started)
 

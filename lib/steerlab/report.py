@@ -41,7 +41,7 @@ def check_param(name: str, value: Any, ok: Callable[[Any], bool], expected: str)
     """
     try:
         good = bool(ok(value))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a predicate that raises means the value is not allowed
         good = False
     if not good:
         raise ParameterError(f"parameter {name}={value!r} is not allowed: expected {expected}")

@@ -115,14 +115,14 @@ def run_notebooks(
                 cwd=str(path.parent), progress_bar=progress,
             )
             result = NotebookResult(path.name, True, time.perf_counter() - started)
-        except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+        except Exception as err:  # noqa: BLE001 - papermill raises PapermillExecutionError with the cell's traceback
             message = str(err) if str(err) else traceback.format_exc()
             result = NotebookResult(path.name, False, time.perf_counter() - started, message)
             print(f"    FAILED: {path.name}\n{message}", flush=True)
         if executed.exists():
             try:
                 _export_html(executed)
-            except Exception as err:  # an export problem must not hide the run's results
+            except Exception as err:  # noqa: BLE001 - an export problem must not hide the run's results
                 print(f"    (HTML export of {executed.name} failed: {err})", flush=True)
         results.append(result)
         print(f"    {'ok' if result.ok else 'FAILED'} in {result.seconds:.0f} s", flush=True)

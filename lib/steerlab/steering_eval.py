@@ -104,7 +104,7 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
 
     Rows with coefficient 0 are the unsteered control of the same call.
     """
-    coefs = sorted(set(float(c) for c in sweep))
+    coefs = sorted({float(c) for c in sweep})
     v = example.vector.at(example.layer)
     unit = relative_addition(v, example.typical_norm, 1.0)
     scaled = SteeringVector({example.layer: unit}, example.vector.model_name, example.vector.model_fingerprint,

@@ -56,7 +56,7 @@ def genre_vocabularies(
         raise ValueError("min_doc_freq must exceed max_other_doc_freq for disjoint vocabularies")
     doc_freq: dict[str, dict[str, float]] = {}
     for genre, texts in texts_by_genre.items():
-        docs = [set(stem(w) for w in words(t) if w not in STOPWORDS) for t in texts]
+        docs = [{stem(w) for w in words(t) if w not in STOPWORDS} for t in texts]
         if not docs:
             raise ValueError(f"genre {genre!r} has no texts")
         counts = Counter(s for doc in docs for s in doc)

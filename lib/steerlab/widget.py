@@ -193,7 +193,7 @@ class SteeringWidget:
                 self.lens.value = "<b>lens, top tokens of the vector:</b> " + " ".join(
                     f"<code>{html.escape(repr(t))}</code>" for t, _ in lens)
                 self.status.value = "ready"
-        except Exception as err:  # shown in the widget, never raised into the kernel
+        except Exception as err:  # noqa: BLE001 - shown in the widget, never raised into the kernel
             if not self._stale(request):
                 self.last_error = f"{type(err).__name__}: {err}"
                 self.status.value = f"<span style='color:#b00'>error: {html.escape(self.last_error)}</span>"
