@@ -69,3 +69,7 @@ def test_bootstrap_and_best_points() -> None:
     ]
     best = best_points(rows, 1.5)
     assert [(r["method"], r["effect"]) for r in best] == [("b", 0.3), ("a", 0.2)]
+    for r, sel in zip(rows, [0.0, 9.0, 0.4, 0.1]):
+        r["selectivity"] = sel
+    by_sel = best_points(rows, 1.5, key="selectivity")
+    assert [(r["method"], r["selectivity"]) for r in by_sel] == [("a", 0.4), ("b", 0.1)]  # 9.0 is over the threshold

@@ -96,7 +96,7 @@ def test_04_compare_quick(tmp_path: Path) -> None:
     methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "random"}
     assert {r["method"] for r in rows} == methods | {"none"}
     for r in rows:
-        for key in ("effect", "vocab_rate", "logprob_shift", "perplexity_ratio", "kl"):
+        for key in ("effect", "vocab_rate", "logprob_shift", "selectivity", "perplexity_ratio", "kl"):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["method"], key, r[key])
         assert r["effect_ci"][0] <= r["effect"] + 1e-9 <= r["effect_ci"][1] + 2e-9
         assert r["kl"] >= -1e-6
@@ -104,4 +104,5 @@ def test_04_compare_quick(tmp_path: Path) -> None:
     # Coefficient zero is the unsteered model: no effect, no damage, by construction.
     assert len(control) == 1 and control[0]["coefficient"] == 0.0
     assert control[0]["effect"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
+    assert control[0]["selectivity"] == 0.0 and control[0]["logprob_shift"] == 0.0
     assert all(r["perplexity_ratio"] <= 1.5 for r in compare["best"])

@@ -14,9 +14,11 @@ added vector has norm ``coefficient x`` the layer's typical activation norm
 
 Per (method, layer, position, coefficient): effect (target-vocabulary rate of
 completions minus the unsteered rate, with a bootstrap CI over completions; and
-the log-probability shift on held-out target stories), damage (perplexity ratio
-and next-token KL on held-out general text), fluency (perplexity of the
-completions under the unsteered model). Everything at one layer and position
+the log-probability shift on held-out target stories), selectivity (that shift
+minus the same shift on general text: how much more the vector helps, or less it
+hurts, target text than text in general), damage (perplexity ratio and
+next-token KL on held-out general text), fluency (perplexity of the completions
+under the unsteered model). Everything at one layer and position
 that can share a generate call does.
 """
 
@@ -172,6 +174,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
                 "effect": sum(effects) / len(effects), "effect_ci": [lo, hi],
                 "vocab_rate": sum(rates[i]) / len(rates[i]),
                 "logprob_shift": shift[i]["logprob_shift"],
+                # Target text gains against general text: a vector that only damages scores ~0 here.
+                "selectivity": shift[i]["logprob_shift"] - damage[i]["logprob_shift"],
                 "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
                 "fluency_perplexity": sum(good) / len(good) if good else float("nan"),
             })
@@ -180,15 +184,15 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
     return rows
 
 
-def best_points(rows: Sequence[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
-    """Per method, the row with the highest effect whose perplexity ratio stays under ``threshold``."""
+def best_points(rows: Sequence[dict[str, Any]], threshold: float, key: str = "effect") -> list[dict[str, Any]]:
+    """Per method, the row with the highest ``key`` whose perplexity ratio stays under ``threshold``."""
     best: dict[str, dict[str, Any]] = {}
     for r in rows:
         if r["method"] == "none" or not r["perplexity_ratio"] <= threshold:
             continue
-        if r["method"] not in best or r["effect"] > best[r["method"]]["effect"]:
+        if r["method"] not in best or r[key] > best[r["method"]][key]:
             best[r["method"]] = r
-    return sorted(best.values(), key=lambda r: -r["effect"])
+    return sorted(best.values(), key=lambda r: -r[key])
 
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
