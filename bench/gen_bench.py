@@ -2,9 +2,10 @@
 
 Every variant samples the way ``steerlab.generate`` does by default (seed 0,
 ``top_p=0.3``, ``top_k=50``, temperature 1) from the same left-padded prompts, and
-by default with the same filter, ``steerlab.steer.SamplingFilter`` (transformers'
-own warpers off), so the rows compare steering, not samplers; one extra baseline
-uses transformers' own warpers (``sampler="transformers"``). With
+by default with the same sampler, ``steerlab.steer.NucleusSampler`` (a greedy
+``generate`` over the token it draws among the top-k), so the rows compare
+steering, not samplers; one extra baseline uses transformers' own sampling
+(``sampler="transformers"``: warpers, softmax and multinomial over the vocabulary). With
 ``position="all"`` steerlab forces every one of the ``max_new_tokens`` steps
 (``min_new_tokens``), and so do the baseline and the hook variant, so all
 three produce exactly the same number of tokens. With ``position="first"``
@@ -29,12 +30,11 @@ def sampling(sampler: str = "steerlab") -> dict[str, Any]:
     """``generate`` kwargs for steerlab's default sampling with either filter implementation."""
     if sampler == "transformers":
         return dict(SAMPLING)
-    from steerlab.steer import SamplingFilter
+    from steerlab.steer import NucleusSampler
     from transformers import LogitsProcessorList
 
-    filt = SamplingFilter(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
-    return {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-            "logits_processor": LogitsProcessorList([filt])}
+    sampler = NucleusSampler(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
 
 
 def make_vector(model: sl.Model, layer: int) -> sl.SteeringVector:

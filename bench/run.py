@@ -316,12 +316,10 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         same_plain = t["steerlab unsteered"].value == [r[: nsteps["steerlab unsteered"]] for r in
                                                        t["hf.generate"].value]
         same_pristine = t["pristine generate"].value == t["hf.generate"].value
-        same_sampler = t["hf.generate tf-sampler"].value == t["hf.generate"].value
         out["gen"][f"batch{bs}"] = {
             "seconds": {k: x.seconds for k, x in t.items()}, "steps": nsteps,
             "same_tokens": {"steerlab_vs_hook_all": same_all, "steerlab_vs_hook_first": same_first,
-                            "steerlab_unsteered_vs_hf": same_plain, "pristine_vs_hf": same_pristine,
-                            "steerlab_sampler_vs_transformers_sampler": same_sampler},
+                            "steerlab_unsteered_vs_hf": same_plain, "pristine_vs_hf": same_pristine},
             "loadavg_end": loadavg(),
         }
         log(f"[gen] steps {nsteps}; same tokens steerlab/hook: all={same_all} first={same_first}; "
@@ -347,15 +345,15 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         rows = [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
                  note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); baseline = "
-                      f"unsteered model.hf.generate, same sampling (steerlab's SamplingFilter), {N} tokens "
+                      f"unsteered model.hf.generate, same sampling (steerlab's NucleusSampler), {N} tokens "
                       f"forced; tokens identical to the plain hook's: {same_all}"),
             grow("steerlab first", "steerlab.generate position=first (prompt)", "<= 1.10x",
                  note=f"batch {bs}: prompt steered once; {nsteps['steerlab first']} steps, "
                       f"time scaled to {N}; tokens identical to the plain hook's: {same_first}"),
             grow("steerlab unsteered", "steerlab.generate, no vector (nnsight, no edit)"),
             grow("steerlab all", "steerlab position=all vs transformers' own sampler", against="hf.generate tf-sampler",
-                 note="the baseline is unsteered model.hf.generate with transformers' TopK/TopP warpers "
-                      f"(a full-vocabulary sort a step); same tokens as with SamplingFilter: {same_sampler}"),
+                 note="the baseline is unsteered model.hf.generate with transformers' own sampling (TopK/TopP "
+                      "warpers, softmax and multinomial over the whole vocabulary each step)"),
             grow("pristine generate", "generate on a model nnsight never wrapped",
                  note="model.hf carries nnsight's per-module controllers even outside a trace; this "
                       f"is the same checkpoint loaded apart. Same tokens as model.hf: {same_pristine}"),

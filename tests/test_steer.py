@@ -11,7 +11,7 @@ import steerlab
 import steerlab.steer as steer_mod
 import torch
 from steerlab.arch import blocks_of
-from steerlab.steer import SamplingFilter, addition_tensor, generate, steered_generate, steered_logits
+from steerlab.steer import NucleusSampler, addition_tensor, generate, steered_generate, steered_logits
 from steerlab.vectors import SteeringVector, VectorMismatchError
 
 # Different token lengths, so a batch of them is left-padded.
@@ -309,7 +309,7 @@ def test_sampling_filter_keeps_the_tokens_transformers_keeps(temperature: float,
     scores[0, :] = 0.0  # all tied
     scores[1, :10] = 9.0  # a tie at the k-th value
     scores[2, 7] = 80.0  # one certain token
-    ours = SamplingFilter(temperature, top_k, top_p)(None, scores.clone())
+    ours = NucleusSampler(temperature, top_k, top_p).filter(scores.clone())
     theirs = _transformers_filter(scores.clone(), temperature, top_k, top_p)
     for row in range(3, 16):  # ties are broken arbitrarily by either sort; the kept set is exact elsewhere
         assert torch.equal(torch.isfinite(ours[row]), torch.isfinite(theirs[row])), row
@@ -323,17 +323,33 @@ def test_sampling_filter_keeps_the_tokens_transformers_keeps(temperature: float,
         assert bool(torch.isfinite(ours[row]).any())
 
 
-def test_sampled_generation_equals_transformers_sampling(tiny: steerlab.Model) -> None:
-    """Unsteered sampling through steerlab (nnsight + SamplingFilter) draws the same tokens as
-    plain transformers with the same seed and settings."""
+def test_nucleus_sampler_draws_from_the_filtered_distribution() -> None:
+    """Many draws of one row: each token's frequency matches its probability after filtering."""
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 500, generator=gen) * 2
+    sampler = NucleusSampler(0.9, 20, 0.8)
+    probs = sampler.filter(logits).softmax(dim=-1)[0]
+    torch.manual_seed(0)
+    out = sampler(None, logits.expand(40_000, -1).clone())
+    assert bool((torch.isfinite(out).sum(dim=-1) == 1).all())  # one token left per row, for greedy to take
+    counts = torch.bincount(out.argmax(dim=-1), minlength=500).float() / out.shape[0]
+    assert set(counts.nonzero().flatten().tolist()) <= set(probs.nonzero().flatten().tolist())
+    assert float((counts - probs).abs().max()) < 0.01  # 40k draws: sd of a frequency is at most 0.0025
+
+
+def test_sampled_generation_is_transformers_generate_with_the_sampler(tiny: steerlab.Model) -> None:
+    """Unsteered sampling through steerlab (nnsight, one batched call) draws the same tokens as
+    plain transformers given the same sampler and seed."""
+    from transformers import LogitsProcessorList
+
     prompt = PROMPTS[0]
     ours = generate(tiny, prompt, None, max_new_tokens=8, seed=3, do_sample=True, top_p=0.9, top_k=20,
                     temperature=0.8)[0].token_ids
     ids = steerlab.encode(tiny.tokenizer, [prompt]).as_inputs()
     torch.manual_seed(3)
     with torch.no_grad():
-        hf = tiny.hf.generate(**ids, max_new_tokens=8, do_sample=True, top_p=0.9, top_k=20, temperature=0.8,
-                              pad_token_id=tiny.tokenizer.pad_token_id)
+        hf = tiny.hf.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id,
+                              logits_processor=LogitsProcessorList([NucleusSampler(0.8, 20, 0.9)]))
     assert hf[0, ids["input_ids"].shape[1]:].tolist() == ours
 
 

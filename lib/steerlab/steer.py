@@ -30,7 +30,7 @@ from .vectors import SteeringVector
 
 __all__ = [
     "Completion",
-    "SamplingFilter",
+    "NucleusSampler",
     "addition_tensor",
     "generate",
     "relative_addition",
@@ -90,14 +90,19 @@ def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor
     return delta
 
 
-class SamplingFilter:
-    """Temperature, then top-k, then top-p (nucleus) filtering of next-token logits, in one step.
+class NucleusSampler:
+    """Sampling with temperature, top-k and top-p (nucleus), drawn among the top-k tokens only.
 
-    The same filter as transformers' ``TemperatureLogitsWarper -> TopKLogitsWarper ->
-    TopPLogitsWarper`` chain (the kept tokens are equal up to float rounding; see
-    ``tests/test_steer.py``), but the nucleus is found among the top-k survivors with
-    ``torch.topk`` instead of sorting the whole vocabulary: with a 49k vocabulary that sort is
-    ~20 ms of a ~110 ms batch-8 step on 2 CPU cores (``bench/README.md``). ``top_k=0`` keeps
+    ``filter`` keeps the same tokens as transformers' ``TemperatureLogitsWarper ->
+    TopKLogitsWarper -> TopPLogitsWarper`` chain (equal up to float rounding; see
+    ``tests/test_steer.py``). Called as a logits processor inside a *greedy* ``generate``,
+    it draws the next token from the filtered distribution itself and leaves only that
+    token finite, so greedy decoding picks it. The distribution is the one transformers'
+    sampler draws from, but neither the nucleus search nor the draw touches the whole
+    vocabulary: on 2 CPU cores with SmolLM2's 49k vocabulary, transformers' filter plus its
+    softmax and multinomial over the vocabulary cost ~19 ms of a ~90 ms batch-8 step, this
+    ~1 ms (``bench/README.md``). The draws use torch's global generator, so a seed
+    reproduces them (but not transformers' draws for the same seed). ``top_k=0`` keeps
     every token before top-p, as in transformers.
     """
 
@@ -110,22 +115,35 @@ class SamplingFilter:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.temperature, self.top_k, self.top_p = float(temperature), top_k, float(top_p)
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def _candidates(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and vocabulary indices of the tokens that survive, ascending, ``-inf`` where dropped."""
         if self.temperature != 1.0:
             scores = scores / self.temperature
-        if self.top_k:
-            kth = torch.topk(scores, min(self.top_k, scores.shape[-1])).values[..., -1:]
-            scores = scores.masked_fill(scores < kth, -float("inf"))
+        vocab = scores.shape[-1]
+        k = min(self.top_k, vocab) if self.top_k else vocab
+        values, index = torch.topk(scores, k)  # descending
+        if k < vocab:
+            # transformers keeps every token tied with the k-th score: widen to include them.
+            n = int((scores >= values[..., -1:]).sum(dim=-1).max())
+            if n > k:
+                values, index = torch.topk(scores, n)
+                values = values.masked_fill(values < values[..., k - 1:k], -float("inf"))
+        values, index = values.flip(-1), index.flip(-1)  # ascending, as transformers sorts
         if self.top_p < 1.0:
-            # Only finite scores can be in the nucleus: rank just those (ties at the k-th value included).
-            n = max(1, int(torch.isfinite(scores).sum(dim=-1).max()))
-            values, index = torch.topk(scores, n)
-            values, index = values.flip(-1), index.flip(-1)  # ascending, as transformers sorts
             drop = values.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p
             drop[..., -1] = False  # the most likely token always stays
-            keep = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, index, ~drop)
-            scores = scores.masked_fill(~keep, -float("inf"))
-        return scores
+            values = values.masked_fill(drop, -float("inf"))
+        return values, index
+
+    def filter(self, scores: torch.Tensor) -> torch.Tensor:
+        """The filtered scores over the whole vocabulary (``-inf`` where a token cannot be drawn)."""
+        values, index = self._candidates(scores)
+        return torch.full_like(scores, -float("inf")).scatter(-1, index, values)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        values, index = self._candidates(scores)
+        drawn = index.gather(-1, torch.multinomial(values.softmax(dim=-1), 1))
+        return torch.full_like(scores, -float("inf")).scatter(-1, drawn, 0.0)
 
 
 def _to_model(model: Model, t: torch.Tensor) -> torch.Tensor:
@@ -155,8 +173,8 @@ def steered_generate(
     ``generate`` call. Returns the new token ids of each row. ``should_stop`` is
     polled after every step; when it returns True generation ends early (the
     widget uses this to drop a generation that a newer request superseded).
-    Sampling (``do_sample``) filters with :class:`SamplingFilter` (temperature,
-    top-k, top-p), the same tokens transformers' own warpers keep.
+    Sampling (``do_sample``) draws with :class:`NucleusSampler` (temperature, top-k,
+    top-p): the distribution transformers' sampler draws from, drawn faster.
     """
     check_position(position, STEER_POSITIONS)
     check_layers(model, [layer], allow_last=False)
@@ -181,9 +199,8 @@ def steered_generate(
     if do_sample:
         from transformers import LogitsProcessorList
 
-        # transformers' own warpers off; SamplingFilter does the same filtering faster.
-        gen_kwargs.update(temperature=1.0, top_k=0, top_p=1.0,
-                          logits_processor=LogitsProcessorList([SamplingFilter(temperature, top_k, top_p)]))
+        # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
+        gen_kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([NucleusSampler(temperature, top_k, top_p)]))
     if steer_generated:
         # Every step must run so each one can be steered; no early stop at EOS.
         gen_kwargs["min_new_tokens"] = max_new_tokens
