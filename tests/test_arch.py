@@ -92,6 +92,40 @@ def test_paths_resolve_and_residuals_match_hidden_states(tiny_gpt2: steerlab.Mod
         assert cap is None
 
 
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_shortcuts_equal_plain_passes_on_every_family(tiny_gpt2: steerlab.Model, model_type: str) -> None:
+    """The two shortcuts that call blocks or the cache directly, on each family's real
+    module code: replaying the blocks from the steered layer equals a full steered
+    forward, and scoring completions on a shared prompt cache equals scoring each
+    prompt + completion on its own."""
+    from steerlab.metrics import completion_perplexity
+    from steerlab.steer import steered_logits, steered_logits_each
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_gpt2.tokenizer
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_config(model_type, len(tokenizer)))
+    model = _wrap(hf, tokenizer, model_type, "config", time.perf_counter())
+    batch = steerlab.encode(tokenizer, ["Hello world how are you", "Hi"])
+    adds = [torch.randn(32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    for layer in (0, 1):
+        each = list(steered_logits_each(model, batch, [adds[0], None, adds[1]], layer=layer))
+        torch.testing.assert_close(each[1], steered_logits(model, batch))
+        for add, got in zip([adds[0], adds[1]], [each[0], each[2]]):
+            torch.testing.assert_close(got, steered_logits(model, batch, [add, add], layer=layer), atol=1e-5, rtol=1e-4)
+    completions = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in (" and you", " there, my old friend")]
+    prompt = "Hello world how are you"
+    shared = completion_perplexity(model, [prompt, prompt], completions)
+    for ppl, completion in zip(shared, completions):
+        (alone,) = completion_perplexity(model, [prompt], [completion])
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"] + completion])
+        with torch.no_grad():
+            logp = hf(input_ids=ids).logits.log_softmax(-1)[0]
+        start = ids.shape[1] - len(completion)
+        want = float((-torch.stack([logp[start - 1 + i, t] for i, t in enumerate(completion)]).mean()).exp())
+        assert ppl == pytest.approx(want, rel=1e-4) and alone == pytest.approx(want, rel=1e-4)
+
+
 def test_unknown_architecture_names_type_and_supported_ones() -> None:
     fake = SimpleNamespace(config=SimpleNamespace(model_type="bert"))
     with pytest.raises(UnsupportedArchitectureError, match=r"unsupported architecture 'bert'.*gpt2.*llama"):

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import steerlab as sl
+import steerlab.compare as compare_mod
 import torch
-from steerlab.compare import best_points, bootstrap_ci
+from steerlab.compare import (
+    METHODS,
+    CompareConfig,
+    best_points,
+    bootstrap_ci,
+    evaluation_prompts,
+    genre_word,
+    run_compare,
+)
 from steerlab.metrics import completion_perplexity, steered_text_scores
 
 TEXTS = ["The river runs past the mill and into the town.", "Please send the report by Friday, thanks."]
@@ -47,15 +58,28 @@ def test_damage_grows_with_the_coefficient(tiny_llama: sl.Model) -> None:
     assert all(s["perplexity_ratio"] > 0 for s in scores)
 
 
-def test_completion_perplexity_matches_a_direct_computation(tiny_gpt2: sl.Model) -> None:
-    tok = tiny_gpt2.tokenizer
-    prompt, completion = "The river", tok(" runs past the mill", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"] + completion])
-    logp = tiny_gpt2.hf(input_ids=ids).logits.log_softmax(-1)[0]
-    start = ids.shape[1] - len(completion)
-    nll = -torch.stack([logp[start - 1 + i, t] for i, t in enumerate(completion)]).mean()
-    (ppl,) = completion_perplexity(tiny_gpt2, [prompt], [completion])
-    assert abs(ppl - float(nll.exp())) < 1e-3 * ppl
+@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])
+def test_completion_perplexity_matches_a_direct_computation(name: str, request: pytest.FixtureRequest) -> None:
+    """Batched rows of different prompt and completion lengths (so padded, and scored
+    from the last positions only) against one unpadded forward per row."""
+    model: sl.Model = request.getfixturevalue(name)
+    tok = model.tokenizer
+    prompts = ["The river", "Once upon a time, in a town by the sea,", "A"]
+    completions = [tok(c, add_special_tokens=False)["input_ids"]
+                   for c in (" runs past the mill", " a", " dog barked at the moon all night long")]
+
+    def direct(prompt: str, completion: list[int]) -> float:
+        ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"] + completion])
+        logp = model.hf(input_ids=ids).logits.log_softmax(-1)[0]
+        start = ids.shape[1] - len(completion)
+        nll = -torch.stack([logp[start - 1 + i, t] for i, t in enumerate(completion)]).mean()
+        return float(nll.exp())
+
+    got = completion_perplexity(model, prompts, completions, batch_size=3)
+    for ppl, prompt, completion in zip(got, prompts, completions):
+        want = direct(prompt, completion)
+        assert abs(ppl - want) < 1e-3 * want, (prompt, ppl, want)
+    assert math.isnan(completion_perplexity(model, ["The river"], [[]])[0])
 
 
 def test_bootstrap_and_best_points() -> None:
@@ -73,3 +97,31 @@ def test_bootstrap_and_best_points() -> None:
         r["selectivity"] = sel
     by_sel = best_points(rows, 1.5, key="selectivity")
     assert [(r["method"], r["selectivity"]) for r in by_sel] == [("a", 0.4), ("b", 0.1)]  # 9.0 is over the threshold
+
+
+def test_story_half_prompts_are_first_halves_of_other_genres_stories() -> None:
+    sets = evaluation_prompts(CompareConfig(target="fantasy", n_prompts=3, n_story_prompts=5))
+    assert len(sets["opening"]) == 3 and len(sets["story_half"]) == 5
+    heldout = sl.load_dataset("mixed", "heldout").records
+    for half in sets["story_half"]:
+        words = half.split()
+        sources = [r for r in heldout if r.text.split()[: len(words)] == words]
+        assert len(sources) == 1 and sources[0].genre != "fantasy"
+        assert len(words) == len(sources[0].text.split()) // 2
+    assert genre_word("science_fiction") == " science fiction"
+
+
+@pytest.mark.parametrize("do_sample, calls", [(False, 2), (True, 6)])
+def test_greedy_decoding_runs_once_whatever_the_seeds(tiny_gpt2: sl.Model, monkeypatch: pytest.MonkeyPatch,
+                                                      do_sample: bool, calls: int) -> None:
+    """Greedy completions do not depend on the seed: repeating them would only shrink the
+    confidence interval. Sampled ones run once per seed and prompt kind."""
+    real = compare_mod.steered_generate
+    seen: list[int] = []
+    monkeypatch.setattr(compare_mod, "steered_generate", lambda *a, **k: seen.append(k["seed"]) or real(*a, **k))
+    cfg = CompareConfig(layers=[1], coefficients=[1.0], n_prompts=1, n_story_prompts=1, n_heldout=1, n_general=1,
+                        max_new_tokens=2, seeds=[0, 1, 2], do_sample=do_sample, sample_size=2, max_length=16,
+                        eval_length=16)
+    rows = run_compare(tiny_gpt2, cfg, progress=False)
+    assert len(seen) == calls
+    assert {r["method"] for r in rows} == set(METHODS) | {"none"}

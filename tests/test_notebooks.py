@@ -93,13 +93,18 @@ def test_04_compare_quick(tmp_path: Path) -> None:
     summary = run_notebook("04_compare_methods.ipynb", tmp_path, preset="quick")
     compare = summary["compare"]
     rows = compare["rows"]
-    methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "random"}
+    methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random"}
     assert {r["method"] for r in rows} == methods | {"none"}
     for r in rows:
         for key in ("effect", "vocab_rate", "logprob_shift", "selectivity", "perplexity_ratio", "kl"):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["method"], key, r[key])
         assert r["effect_ci"][0] <= r["effect"] + 1e-9 <= r["effect_ci"][1] + 2e-9
         assert r["kl"] >= -1e-6
+        # The quick preset continues 2 neutral openings and 1 story half (greedy, one seed):
+        # the effect is the mean over those 3 completions.
+        kinds = r["effect_by_prompt_kind"]
+        assert set(kinds) == {"opening", "story_half"}
+        assert abs(r["effect"] - (2 * kinds["opening"] + kinds["story_half"]) / 3) < 1e-9
     control = [r for r in rows if r["method"] == "none"]
     # Coefficient zero is the unsteered model: no effect, no damage, by construction.
     assert len(control) == 1 and control[0]["coefficient"] == 0.0

@@ -221,6 +221,70 @@ def test_plain_steered_logits_equal_the_model(tiny_gpt2: steerlab.Model) -> None
     torch.testing.assert_close(steered_logits(tiny_gpt2, batch, [None, None], layer=1), want)
 
 
+# --- the hook against an independent implementation: an nnsight intervention ------------
+
+
+def _nnsight_steered_logits(model: steerlab.Model, batch: steerlab.tokens.Batch, delta: torch.Tensor,
+                            layer: int) -> torch.Tensor:
+    block = model.envoy(model.arch.blocks)[layer]
+    with model.lm.trace(batch.as_inputs()):
+        hidden = block.input
+        hidden += delta
+        logits = model.lm.output.logits.save()
+    return logits
+
+
+def _nnsight_steered_greedy(model: steerlab.Model, prompts: list[str], prompt_delta: torch.Tensor,
+                            step_delta: torch.Tensor, layer: int, n: int) -> list[list[int]]:
+    batch = steerlab.encode(model.tokenizer, prompts, padding_side="left")
+    block = model.envoy(model.arch.blocks)[layer]
+    with model.lm.generate(batch.as_inputs(), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           pad_token_id=model.tokenizer.pad_token_id) as tracer:
+        for step in tracer.iter[:n]:
+            hidden = block.input
+            if hidden.shape[1] == batch.input_ids.shape[1]:
+                hidden += prompt_delta
+            else:
+                hidden += step_delta
+        out = tracer.result.save()
+    return [row.tolist() for row in out[:, batch.input_ids.shape[1]:]]
+
+
+@pytest.mark.parametrize("position", ["first", "all_prompt", "last_prompt"])
+def test_steered_logits_equal_an_nnsight_intervention(tiny: steerlab.Model, position: str) -> None:
+    batch = steerlab.encode(tiny.tokenizer, PROMPTS)
+    additions = [_vector(tiny, 1, norm=20.0).at(1), None]
+    delta = addition_tensor(tiny, batch, additions, position)
+    want = _nnsight_steered_logits(tiny, batch, delta, 1)
+    torch.testing.assert_close(steered_logits(tiny, batch, additions, layer=1, position=position), want)
+
+
+def test_steered_generation_equals_an_nnsight_intervention(tiny: steerlab.Model) -> None:
+    vector = _vector(tiny, 1, norm=20.0).at(1)
+    rows = steered_generate(tiny, PROMPTS, [vector, None], layer=1, position="all", max_new_tokens=N_NEW,
+                            do_sample=False)
+    batch = steerlab.encode(tiny.tokenizer, PROMPTS, padding_side="left")
+    prompt_delta = addition_tensor(tiny, batch, [vector, None], "all")
+    step_delta = torch.stack([vector, torch.zeros_like(vector)])[:, None, :]  # [batch, 1, d_model]
+    assert rows == _nnsight_steered_greedy(tiny, PROMPTS, prompt_delta, step_delta, 1, N_NEW)
+    assert rows != _greedy(tiny, PROMPTS)
+
+
+def test_a_one_token_prompt_is_steered_once_at_first(tiny: steerlab.Model) -> None:
+    """With a one-token prompt, every forward call has one position: only the first
+    call (the prompt) may receive a ``first`` addition, not the generated tokens."""
+    _, add = _planted_token(tiny)
+    prompt = next(t for t in ("The", " The", "A", "Hi") if len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) == 1)
+    norms: list[float] = []  # largest norm of block 0's input (after any pre-hook) per forward call
+    handle = blocks_of(tiny.hf)[0].register_forward_hook(
+        lambda module, args, out: norms.append(float(args[0].norm(dim=-1).max())))
+    try:
+        steered_generate(tiny, [prompt], [add], layer=0, position="first", max_new_tokens=4, do_sample=False)
+    finally:
+        handle.remove()
+    assert len(norms) >= 2
+    assert norms[0] > 100 and all(n < 100 for n in norms[1:]), norms  # the addition has norm 200
+
 # --- which positions receive the addition ------------------------------------------------
 
 

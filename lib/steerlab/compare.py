@@ -5,14 +5,17 @@ Methods (all for one target genre, built from training stories only):
 - ``raw``: the genre mean;  ``mean_centred``: genre mean - general-text mean;
 - ``isolated``: genre mean - mixed-stories mean;
 - ``counterbalanced``: genre mean - another genre's mean;
-- ``prompt_pair``: ActAdd-style single-prompt pair (e.g. " fantasy" - " ");
+- ``prompt_pair``: ActAdd-style single-prompt pair, the genre's name - a space
+  (" fantasy" - " ");  ``word_pair``: the genre's name - the other genre's
+  (" fantasy" - " sports");
 - ``random``: a random direction (the control).
 
 Coefficients are comparable across methods: every vector is rescaled so the
 added vector has norm ``coefficient x`` the layer's typical activation norm
 (mean norm over general text, first token excluded).
 
-Per (method, layer, position, coefficient): effect (target-vocabulary rate of
+Completions continue neutral story openings and, optionally, first halves of
+held-out stories of the other genres. Per (method, layer, position, coefficient): effect (target-vocabulary rate of
 completions minus the unsteered rate, with a bootstrap CI over completions; and
 the log-probability shift on held-out target stories), selectivity (that shift
 minus the same shift on general text: how much more the vector helps, or less it
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import genres, load_dataset
+from .data import TextSet, genres, load_dataset
 from .metrics import completion_perplexity, steered_text_scores
 from .models import Model
 from .stats import activation_stats, pool_stats
@@ -49,9 +52,10 @@ from .vectors import (
 )
 from .vocab import genre_vocabularies, vocab_rate
 
-__all__ = ["METHODS", "CompareConfig", "best_points", "bootstrap_ci", "build_methods", "config_dict", "run_compare"]
+__all__ = ["METHODS", "CompareConfig", "best_points", "bootstrap_ci", "build_methods", "config_dict",
+           "evaluation_prompts", "first_half", "genre_word", "run_compare"]
 
-METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "random")
+METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random")
 
 
 @dataclass
@@ -60,12 +64,12 @@ class CompareConfig:
 
     target: str = "fantasy"
     counter: str = "sports"
-    pair: tuple[str, str] = (" fantasy", " ")
     methods: Sequence[str] = METHODS
     layers: Sequence[int] = (10, 15, 20)
     coefficients: Sequence[float] = (0.0625, 0.125, 0.25)
     positions: Sequence[str] = ("all_prompt",)
     n_prompts: int = 6
+    n_story_prompts: int = 0
     n_heldout: int = 6
     n_general: int = 6
     max_new_tokens: int = 24
@@ -88,6 +92,34 @@ def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level
     lo = means[int((1 - level) / 2 * n)]
     hi = means[min(n - 1, int((1 + level) / 2 * n))]
     return (lo, hi)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def genre_word(genre: str) -> str:
+    """A genre's name as prompt text: ``science_fiction`` -> ``" science fiction"``."""
+    return " " + genre.replace("_", " ")
+
+
+def first_half(text: str) -> str:
+    """The first half of a story, by words: a prompt the model continues (as the
+    follow-up paper cut held-out stories in half)."""
+    words = text.split()
+    return " ".join(words[: max(1, len(words) // 2)])
+
+
+def evaluation_prompts(cfg: CompareConfig) -> dict[str, list[str]]:
+    """The prompts completions are generated from, by kind: ``opening`` (neutral story
+    openings) and ``story_half`` (first halves of held-out stories of the other genres,
+    so moving towards the target is a change of genre)."""
+    sets = {"opening": load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts}
+    if cfg.n_story_prompts:
+        mixed = load_dataset("mixed", "heldout")
+        others = TextSet("other genres:heldout", tuple(r for r in mixed.records if r.genre != cfg.target))
+        sets["story_half"] = [first_half(t) for t in others.sample(cfg.n_story_prompts, seed=0).texts]
+    return {kind: prompts for kind, prompts in sets.items() if prompts}
 
 
 def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) -> dict[str, SteeringVector]:
@@ -118,7 +150,9 @@ def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) ->
         elif method == "counterbalanced":
             out[method] = counterbalanced(model, target, stats(cfg.counter), layers)
         elif method == "prompt_pair":
-            out[method] = prompt_pair(model, cfg.pair[0], cfg.pair[1], layers)
+            out[method] = prompt_pair(model, genre_word(cfg.target), " ", layers)
+        elif method == "word_pair":
+            out[method] = prompt_pair(model, genre_word(cfg.target), genre_word(cfg.counter), layers)
         elif method == "random":
             out[method] = random_like(mean_centred(model, target, general, layers), seed=0)
     out["_typical_norm"] = general  # type: ignore[assignment]  # popped by run_compare
@@ -134,12 +168,18 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
     vectors = build_methods(model, cfg, progress=progress)
     general_stats: Any = vectors.pop("_typical_norm")
     vocab = genre_vocabularies({g: load_dataset(g, "train").texts for g in genres()})[cfg.target]
-    prompts = load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts
+    prompt_sets = evaluation_prompts(cfg)
+    if not prompt_sets:
+        raise ValueError("no prompts: set n_prompts or n_story_prompts to at least 1")
+    n_rows = sum(len(ps) for ps in prompt_sets.values())
     heldout = load_dataset(cfg.target, "heldout").sample(cfg.n_heldout, seed=0).texts
     general_eval = load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts
+    # Greedy decoding ignores the seed: one run, not copies of it that would shrink the CI.
+    seeds = list(cfg.seeds) if cfg.do_sample else list(cfg.seeds)[:1]
     rows: list[dict[str, Any]] = []
     combos = [(la, pos) for la in cfg.layers for pos in cfg.positions]
-    bar = tqdm(total=len(combos), desc="compare (layer, position)", disable=not progress)
+    bar = tqdm(total=len(combos) * len(seeds) * len(prompt_sets), desc="compare generations",
+               disable=not progress)
     for layer, position in combos:
         typical = float(general_stats.mean_norm[general_stats.index(layer)])
         conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
@@ -147,19 +187,24 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
             unit = relative_addition(vec.at(layer), typical, 1.0)
             for c in cfg.coefficients:
                 conditions.append((method, float(c), c * unit))
-        # Generation: every condition x prompt (x seed) in one batched call per seed.
+        # Generation: every condition x prompt in one batched call per seed and prompt kind
+        # (kinds apart, so short openings are not padded to the length of story halves).
         rates: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
+        kinds: list[str] = []  # the prompt kind of each entry of rates[i]
         fluency: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
-        for seed in cfg.seeds:
-            batch_prompts = [p for _ in conditions for p in prompts]
-            additions = [add for (_, _, add) in conditions for _ in prompts]
-            ids = steered_generate(model, batch_prompts, additions, layer=layer, position=position,
-                                   max_new_tokens=cfg.max_new_tokens, seed=seed, do_sample=cfg.do_sample)
-            ppl = completion_perplexity(model, batch_prompts, ids)
-            for k, (row_ids, p) in enumerate(zip(ids, ppl)):
-                i = k // len(prompts)
-                rates[i].append(vocab_rate(model.tokenizer.decode(row_ids, skip_special_tokens=True), vocab))
-                fluency[i].append(p)
+        for seed in seeds:
+            for kind, prompts in prompt_sets.items():
+                batch_prompts = [p for _ in conditions for p in prompts]
+                additions = [add for (_, _, add) in conditions for _ in prompts]
+                ids = steered_generate(model, batch_prompts, additions, layer=layer, position=position,
+                                       max_new_tokens=cfg.max_new_tokens, seed=seed, do_sample=cfg.do_sample)
+                ppl = completion_perplexity(model, batch_prompts, ids)
+                for k, (row_ids, p) in enumerate(zip(ids, ppl)):
+                    i = k // len(prompts)
+                    rates[i].append(vocab_rate(model.tokenizer.decode(row_ids, skip_special_tokens=True), vocab))
+                    fluency[i].append(p)
+                kinds.extend([kind] * len(prompts))
+                bar.update()
         damage = steered_text_scores(model, general_eval, [a for (_, _, a) in conditions], layer=layer,
                                      position=position, max_length=cfg.eval_length)
         shift = steered_text_scores(model, heldout, [a for (_, _, a) in conditions], layer=layer,
@@ -168,10 +213,11 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
         for i, (method, c, _) in enumerate(conditions):
             effects = [r - b for r, b in zip(rates[i], base)]  # paired by prompt and seed
             lo, hi = bootstrap_ci(effects)
+            by_kind = {kind: _mean([e for e, k in zip(effects, kinds) if k == kind]) for kind in prompt_sets}
             good = [f for f in fluency[i] if math.isfinite(f)]
             rows.append({
                 "method": method, "layer": layer, "position": position, "coefficient": c,
-                "effect": sum(effects) / len(effects), "effect_ci": [lo, hi],
+                "effect": sum(effects) / len(effects), "effect_ci": [lo, hi], "effect_by_prompt_kind": by_kind,
                 "vocab_rate": sum(rates[i]) / len(rates[i]),
                 "logprob_shift": shift[i]["logprob_shift"],
                 # Target text gains against general text: a vector that only damages scores ~0 here.
@@ -179,8 +225,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
                 "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
                 "fluency_perplexity": sum(good) / len(good) if good else float("nan"),
             })
-        bar.update()
     bar.close()
+    assert all(len(r) == n_rows * len(seeds) for r in rates.values())
     return rows
 
 

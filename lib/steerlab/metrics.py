@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .models import Model
-from .steer import steered_logits
+from .steer import steered_logits_each
 from .tokens import Batch, encode
 
 __all__ = ["completion_perplexity", "steered_text_scores"]
@@ -22,10 +22,13 @@ __all__ = ["completion_perplexity", "steered_text_scores"]
 
 @torch.inference_mode()
 def completion_perplexity(model: Model, prompts: Sequence[str], completions: Sequence[Sequence[int]],
-                          *, batch_size: int = 16) -> list[float]:
+                          *, batch_size: int = 32) -> list[float]:
     """Perplexity of each completion's tokens given its prompt, under the unsteered model.
 
-    A completion with no tokens gets ``nan``.
+    A completion with no tokens (or a prompt with none) gets ``nan``. Completions of
+    one prompt share its forward pass: a sweep's rows (one prompt, many
+    coefficients or methods) run the prompt once per ``batch_size`` completions and
+    repeat its key-value cache for them, so only completion tokens are recomputed.
 
     Example:
         >>> completion_perplexity(model, ["Hi"], [model.tokenizer(" there")["input_ids"]])
@@ -33,27 +36,36 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     tok = model.tokenizer
-    out: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        rows, spans = [], []
-        for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size]):
-            pid = tok(p, add_special_tokens=False)["input_ids"]
-            rows.append(list(pid) + list(c))
-            spans.append((len(pid), len(pid) + len(c)))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tok.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        logp = model.hf(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)  # [b, t, vocab]
-        for i, (a, b) in enumerate(spans):
-            if b == a or a == 0:
-                out.append(float("nan"))
-                continue
-            targets = ids[i, a:b]
-            nll = -logp[i, a - 1:b - 1].gather(-1, targets[:, None]).mean()
-            out.append(float(nll.exp()))
+    out = [float("nan")] * len(prompts)
+    by_prompt: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if len(completions[i]):
+            by_prompt.setdefault(p, []).append(i)
+    for prompt, rows in by_prompt.items():
+        pid = tok(prompt, add_special_tokens=False)["input_ids"]
+        if not pid:
+            continue
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            head = model.hf(input_ids=torch.tensor([pid]), use_cache=True)
+            first = head.logits[0, -1].float().log_softmax(-1)  # [vocab], predicts each first token
+            cache = head.cache
+            cache.batch_repeat_interleave(len(chunk))
+            width = max(len(completions[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), tok.pad_token_id or 0, dtype=torch.long)
+            real = torch.zeros_like(ids, dtype=torch.bool)
+            for j, i in enumerate(chunk):  # right padding: pads follow every real token
+                ids[j, :len(completions[i])] = torch.tensor(list(completions[i]))
+                real[j, :len(completions[i])] = True
+            mask = torch.cat([torch.ones(len(chunk), len(pid), dtype=torch.long), real.long()], dim=1)
+            position_ids = (len(pid) + torch.arange(width)).expand(len(chunk), width)
+            logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                              cache=cache, use_cache=True).logits.float()  # [chunk, width, vocab]
+            logp = torch.cat([first.expand(len(chunk), 1, -1), logits[:, :-1].log_softmax(-1)], dim=1)
+            token_logp = logp.gather(-1, ids[..., None])[..., 0].masked_fill(~real, 0.0)  # [chunk, width]
+            nll = -token_logp.sum(1) / real.sum(1)
+            for j, i in enumerate(chunk):
+                out[i] = float(nll[j].exp())
     return out
 
 
@@ -86,17 +98,17 @@ def steered_text_scores(
     which runs through the steering path, gives them up to float error).
     """
     batch = encode(model.tokenizer, texts, padding_side="right", max_length=max_length)
-    base_logits = steered_logits(model, batch)
-    base_logp, base_tok, mask = _token_logprobs(base_logits, batch)
+    # The plain pass comes first from steered_logits_each, with None or without.
+    each = steered_logits_each(model, batch, [None, *additions], layer=layer, position=position)
+    base_logp, base_tok, mask = _token_logprobs(next(each), batch)
     n_tok = mask.sum()
     base_nll = float(-base_tok.sum() / n_tok)
     base_p = base_logp.exp()
     results = []
-    for add in additions:
+    for add, logits in zip(additions, each):
         if add is None:
             results.append({"nll": base_nll, "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0})
             continue
-        logits = steered_logits(model, batch, [add] * len(texts), layer=layer, position=position)
         logp, tok_lp, _ = _token_logprobs(logits, batch)
         nll = float(-tok_lp.sum() / n_tok)
         kl = float(((base_p * (base_logp - logp)).sum(-1) * mask).sum() / n_tok)

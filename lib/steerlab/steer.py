@@ -1,9 +1,17 @@
 """Steered generation and steered forward passes.
 
 A steering vector is added to the residual stream *entering* block ``layer``
-(the write-up's "before residual stream layer L") for the length of one call:
-nnsight applies the edit inside its trace and removes it when the trace ends,
-also when an exception interrupts it, so the model is never left steered.
+(the write-up's "before residual stream layer L") for the length of one call,
+by :func:`residual_addition`: a forward pre-hook on that block, removed when the
+call ends, also when an exception interrupts it, so the model is never left
+steered.
+
+Why a hook and not an nnsight intervention: nnsight reads activations
+(:mod:`steerlab.trace`), but while a ``generate`` trace is open every module call
+of every step passes through its interleaver, edited or not (~2-3 ms a step on
+2 CPU cores, 5-7% of a batch-1 step of SmolLM2; ``bench/README.md``). The hook
+costs one Python call a step. ``tests/test_steer.py`` checks that both give the
+same logits and the same tokens.
 
 Rows of one batch may carry different prompts, vectors and coefficients (a
 coefficient sweep is one generate call). Position rules:
@@ -18,11 +26,15 @@ A ``[k, d_model]`` prompt-pair vector is added to the first ``k`` prompt tokens.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .arch import block_hidden, blocks_of
+from .lens import lens_logits
 from .models import Model
 from .tokens import STEER_POSITIONS, Batch, check_position, encode, position_mask
 from .trace import check_layers
@@ -34,8 +46,10 @@ __all__ = [
     "addition_tensor",
     "generate",
     "relative_addition",
+    "residual_addition",
     "steered_generate",
     "steered_logits",
+    "steered_logits_each",
 ]
 
 
@@ -146,6 +160,46 @@ class NucleusSampler:
         return torch.full_like(scores, -float("inf")).scatter(-1, drawn, 0.0)
 
 
+@contextmanager
+def residual_addition(model: Model, layer: int, prompt: torch.Tensor,
+                      step: torch.Tensor | None = None) -> Iterator[None]:
+    """Add to the residual stream entering block ``layer`` for the length of a ``with`` block.
+
+    The model's first forward call inside the block (the prompt) gets ``prompt``
+    (``[batch, seq, d_model]``) added; every later call (one generated token each)
+    gets ``step`` (``[batch, 1, d_model]``), or nothing if ``step`` is ``None``.
+
+    Raises:
+        ValueError: a forward call whose hidden state does not have the shape of
+            the addition meant for it (the hook is removed all the same).
+
+    Example:
+        >>> with residual_addition(model, 6, delta):
+        ...     logits = model.hf(**batch.as_inputs()).logits
+    """
+    block = blocks_of(model.hf)[layer]
+    calls = 0
+
+    def add(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        nonlocal calls
+        delta = prompt if calls == 0 else step
+        calls += 1
+        if delta is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]  # [batch, seq, d_model]
+        if hidden.shape != delta.shape:
+            raise ValueError(f"forward call {calls} at layer {layer} has hidden state {tuple(hidden.shape)}; "
+                             f"the addition for it is {tuple(delta.shape)}")
+        hidden = hidden + delta
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    handle = block.register_forward_pre_hook(add, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _to_model(model: Model, t: torch.Tensor) -> torch.Tensor:
     return t.to(model.device, next(model.hf.parameters()).dtype)
 
@@ -201,9 +255,6 @@ def steered_generate(
 
         # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
         gen_kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([NucleusSampler(temperature, top_k, top_p)]))
-    if steer_generated:
-        # Every step must run so each one can be steered; no early stop at EOS.
-        gen_kwargs["min_new_tokens"] = max_new_tokens
     if should_stop is not None:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -216,20 +267,9 @@ def steered_generate(
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
     if seed is not None:
         torch.manual_seed(seed)
-    block = model.envoy(model.arch.blocks)[layer]
     prompt_len = batch.input_ids.shape[1]
-    with model.lm.generate(batch.as_inputs(), **gen_kwargs) as tracer:
-        if steer_generated:
-            for _ in tracer.iter[:max_new_tokens]:
-                hidden = block.input
-                if hidden.shape[1] == prompt_len:
-                    hidden += delta
-                else:
-                    hidden += every
-        else:
-            hidden = block.input
-            hidden += delta
-        output = tracer.result.save()
+    with residual_addition(model, layer, delta, every if steer_generated else None):
+        output = model.hf.generate(**batch.as_inputs(), **gen_kwargs)
     ids = output[:, prompt_len:]
     return [row.tolist() for row in ids]
 
@@ -310,12 +350,62 @@ def steered_logits(
         out = model.hf(**batch.as_inputs())
         return out.logits.float()
     delta = _to_model(model, addition_tensor(model, batch, additions, position))
-    block = model.envoy(model.arch.blocks)[layer]
-    with model.lm.trace(batch.as_inputs()):
-        hidden = block.input
-        hidden += delta
-        logits = model.lm.output.logits.save()
+    with residual_addition(model, layer, delta):
+        logits = model.hf(**batch.as_inputs()).logits
     return logits.float()
+
+
+@torch.inference_mode()
+def steered_logits_each(
+    model: Model,
+    batch: Batch,
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "all_prompt",
+) -> Iterator[torch.Tensor]:
+    """For each addition in turn, the logits ``[batch, seq, vocab]`` with it added to every row.
+
+    Equal to ``steered_logits(model, batch, [add] * n_rows, layer=layer, ...)`` for each
+    ``add``, but the blocks before ``layer`` see no addition, so they run once for all
+    of them: one plain forward records what each block from ``layer`` on was called
+    with, and each addition replays only those blocks on the edited residual, then
+    the final norm and unembedding (the logit lens of the last layer, which the tests
+    check equals the model's logits). ``None`` yields the plain logits.
+
+    Example:
+        >>> for add, logits in zip(adds, steered_logits_each(model, batch, adds, layer=8)):
+        ...     ...
+    """
+    check_layers(model, [layer], allow_last=False)
+    deltas = [None if add is None else addition_tensor(model, batch, [add] * batch.input_ids.shape[0], position)
+              for add in additions]  # validated before any forward pass
+    blocks = blocks_of(model.hf)
+    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def recorder(i: int) -> Callable[..., None]:
+        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            calls[i] = (args, kwargs)
+        return record
+
+    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
+               for i in range(layer, len(blocks))]
+    try:
+        plain = model.hf(**batch.as_inputs(), use_cache=False).logits.float()
+    finally:
+        for handle in handles:
+            handle.remove()
+    for delta in deltas:
+        if delta is None:
+            yield plain
+            continue
+        args, kwargs = calls[layer]
+        hidden = (args[0] if args else kwargs["hidden_states"]) + _to_model(model, delta)  # [batch, seq, d_model]
+        for i in range(layer, len(blocks)):
+            args, kwargs = calls[i]
+            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
+            hidden = block_hidden(out)
+        yield lens_logits(model, hidden)
 
 
 def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
