@@ -5,12 +5,10 @@ Every variant samples the way ``steerlab.generate`` does by default (seed 0,
 by default with the same sampler, ``steerlab.steer.NucleusSampler`` (a greedy
 ``generate`` over the token it draws among the top-k), so the rows compare
 steering, not samplers; one extra baseline uses transformers' own sampling
-(``sampler="transformers"``: warpers, softmax and multinomial over the vocabulary). With
-``position="all"`` steerlab forces every one of the ``max_new_tokens`` steps
-(``min_new_tokens``), and so do the baseline and the hook variant, so all
-three produce exactly the same number of tokens. With ``position="first"``
-(the prompt's first token only, steerlab's default) steerlab does not force
-the length, so times are compared per generated step.
+(``sampler="transformers"``: warpers, softmax and multinomial over the vocabulary). The
+baseline forces every one of the ``max_new_tokens`` steps (``min_new_tokens``); steerlab
+and the hook variant stop at EOS like plain ``generate``, so times are compared per
+generated step.
 """
 
 from __future__ import annotations
@@ -82,8 +80,9 @@ def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int, hf
 @torch.inference_mode()
 def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor, layer: int,
                   position: str, max_new_tokens: int, hf: Any = None) -> list[list[int]]:
-    """The same addition as steerlab's, with a plain ``register_forward_pre_hook``
-    on ``hf`` (the pristine copy, so no nnsight code runs at all).
+    """The same addition as steerlab's, written out here with a plain
+    ``register_forward_pre_hook`` on ``hf`` (the pristine copy, so no nnsight code runs
+    at all): steerlab's own hook, on the nnsight-wrapped model, against this one.
 
     ``position="all"``: every real prompt token and every generated token;
     ``position="first"``: the first real token of each prompt only.
@@ -119,8 +118,6 @@ def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor,
     try:
         torch.manual_seed(SEED)
         gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.tokenizer.pad_token_id}
-        if position == "all":
-            gen["min_new_tokens"] = max_new_tokens
         out = hf.generate(**batch.as_inputs(), **gen, **sampling())
     finally:
         handle.remove()

@@ -344,13 +344,13 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
 
         rows = [
             grow("steerlab all", "steerlab.generate position=all (every step)", "<= 1.10x",
-                 note=f"batch {bs}: {N} new tokens, every step steered (tracer.iter); baseline = "
-                      f"unsteered model.hf.generate, same sampling (steerlab's NucleusSampler), {N} tokens "
-                      f"forced; tokens identical to the plain hook's: {same_all}"),
+                 note=f"batch {bs}: {nsteps['steerlab all']} steps, every one steered, time scaled to {N}; "
+                      f"baseline = unsteered model.hf.generate, same sampling (steerlab's NucleusSampler), {N} "
+                      f"tokens forced; tokens identical to the plain hook's: {same_all}"),
             grow("steerlab first", "steerlab.generate position=first (prompt)", "<= 1.10x",
                  note=f"batch {bs}: prompt steered once; {nsteps['steerlab first']} steps, "
                       f"time scaled to {N}; tokens identical to the plain hook's: {same_first}"),
-            grow("steerlab unsteered", "steerlab.generate, no vector (nnsight, no edit)"),
+            grow("steerlab unsteered", "steerlab.generate, no vector (no hook)"),
             grow("steerlab all", "steerlab position=all vs transformers' own sampler", against="hf.generate tf-sampler",
                  note="the baseline is unsteered model.hf.generate with transformers' own sampling (TopK/TopP "
                       "warpers, softmax and multinomial over the whole vocabulary each step)"),

@@ -163,6 +163,19 @@ def test_prompt_pair_pads_with_spaces_to_equal_length(tiny: steerlab.Model) -> N
         torch.testing.assert_close(v.at(layer), hs[layer][0] - hs[layer][1], atol=1e-5, rtol=1e-4)
 
 
+def test_prompt_pair_after_bos_reads_the_words_at_positions_1_to_k(tiny: steerlab.Model) -> None:
+    tok = tiny.tokenizer
+    v = prompt_pair(tiny, " fantasy", " ", [1], after_bos=True)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in (" fantasy", " ")]
+    assert len(ids[0]) == len(ids[1]) == 1
+    rows = torch.tensor([[tok.bos_token_id, *ids[0]], [tok.bos_token_id, *ids[1]]])
+    with torch.no_grad():
+        hs = tiny.hf(input_ids=rows, output_hidden_states=True).hidden_states
+    assert v.at(1).shape == (1, tiny.d_model)
+    torch.testing.assert_close(v.at(1)[0], hs[1][0, 1] - hs[1][1, 1], atol=1e-5, rtol=1e-4)
+    assert v.sources["after"] == "bos"
+
+
 def test_prompt_pair_rejects_empty_prompts_and_the_last_layer(tiny_gpt2: steerlab.Model) -> None:
     with pytest.raises(ValueError, match="two non-empty prompts"):
         prompt_pair(tiny_gpt2, "Love", "", [0])

@@ -7,7 +7,9 @@ Methods (all for one target genre, built from training stories only):
 - ``counterbalanced``: genre mean - another genre's mean;
 - ``prompt_pair``: ActAdd-style single-prompt pair, the genre's name - a space
   (" fantasy" - " ");  ``word_pair``: the genre's name - the other genre's
-  (" fantasy" - " sports");
+  (" fantasy" - " sports"); both read after the BOS token (as ActAdd's
+  TransformerLens code does, so not at SmolLM2's attention-sink position 0), at
+  the pair's last position;
 - ``random``: a random direction (the control).
 
 Coefficients are comparable across methods: every vector is rescaled so the
@@ -122,6 +124,14 @@ def evaluation_prompts(cfg: CompareConfig) -> dict[str, list[str]]:
     return {kind: prompts for kind, prompts in sets.items() if prompts}
 
 
+def _last_position(pair: SteeringVector) -> SteeringVector:
+    """A prompt pair's difference at its last position, as one ``[d_model]`` vector, so it
+    is added by the same position rule as every other method (the comparison is of
+    constructions, not of where ActAdd adds them)."""
+    return SteeringVector({la: v[-1] for la, v in pair.vectors.items()}, pair.model_name, pair.model_fingerprint,
+                          pair.d_model, pair.recipe, {**pair.sources, "row": "last"}, pair.position)
+
+
 def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) -> dict[str, SteeringVector]:
     """One vector per method, at every layer in ``cfg.layers``, from training splits."""
     unknown = [m for m in cfg.methods if m not in METHODS]
@@ -150,9 +160,10 @@ def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) ->
         elif method == "counterbalanced":
             out[method] = counterbalanced(model, target, stats(cfg.counter), layers)
         elif method == "prompt_pair":
-            out[method] = prompt_pair(model, genre_word(cfg.target), " ", layers)
+            out[method] = _last_position(prompt_pair(model, genre_word(cfg.target), " ", layers, after_bos=True))
         elif method == "word_pair":
-            out[method] = prompt_pair(model, genre_word(cfg.target), genre_word(cfg.counter), layers)
+            out[method] = _last_position(prompt_pair(model, genre_word(cfg.target), genre_word(cfg.counter), layers,
+                                                     after_bos=True))
         elif method == "random":
             out[method] = random_like(mean_centred(model, target, general, layers), seed=0)
     out["_typical_norm"] = general  # type: ignore[assignment]  # popped by run_compare

@@ -234,12 +234,20 @@ def isolated(model: Model, target: Source, reference: Source, layers: Sequence[i
 
 
 @torch.inference_mode()
-def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int]) -> SteeringVector:
+def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
+                after_bos: bool = False) -> SteeringVector:
     """ActAdd's vector: per-position activations of ``plus`` minus those of ``minus``.
 
     The shorter prompt is padded at the end with space tokens to equal length, as
     ActAdd does; the result at each layer is ``[k, d_model]``, added to the first
     ``k`` tokens of the steered prompt.
+
+    Args:
+        after_bos: read the pair after the tokenizer's BOS token (or EOS, if it has
+            no BOS), as TransformerLens's ``to_tokens`` does in ActAdd's own code. Then
+            the words do not sit at position 0, which on SmolLM2 is an attention sink
+            with a residual norm in the thousands: a difference read there is mostly
+            the sink's, not the words'.
 
     Example:
         >>> prompt_pair(model, "Love", "Hate", [6]).at(6).shape
@@ -254,12 +262,19 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int]) -> S
     if len(space) != 1:
         raise ValueError("the tokenizer has no single space token to pad with")
     k = max(len(ids[0]), len(ids[1]))
-    padded = [row + space * (k - len(row)) for row in ids]
+    prefix: list[int] = []
+    if after_bos:
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if bos is None:
+            raise ValueError("after_bos=True but the tokenizer has neither a BOS nor an EOS token")
+        prefix = [int(bos)]
+    padded = [prefix + row + space * (k - len(row)) for row in ids]
     ids_t = torch.tensor(padded, dtype=torch.long)
     batch = Batch(ids_t, torch.ones_like(ids_t), "right")
     acts = residuals(model, batch, ls)
-    vecs = {la: (act[0] - act[1]).float() for la, act in zip(ls, acts)}  # [k, d_model]
-    return _make(model, "prompt_pair", vecs, {"plus": plus, "minus": minus}, "first")
+    vecs = {la: (act[0, len(prefix):] - act[1, len(prefix):]).float() for la, act in zip(ls, acts)}  # [k, d_model]
+    sources: dict[str, Any] = {"plus": plus, "minus": minus, **({"after": "bos"} if after_bos else {})}
+    return _make(model, "prompt_pair", vecs, sources, "first")
 
 
 def random_like(vector: SteeringVector, seed: int = 0) -> SteeringVector:
