@@ -10,6 +10,7 @@ from pathlib import Path
 
 import papermill
 import pytest
+from steerlab.cli import main
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_LAYERS = 30  # SmolLM2-135M
@@ -89,7 +90,7 @@ def test_03_steer(tmp_path: Path) -> None:
             assert len(r["samples"]["0.0"]) == 1
 
 
-def test_04_compare_quick(tmp_path: Path) -> None:
+def test_04_compare_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary = run_notebook("04_compare_methods.ipynb", tmp_path, preset="quick")
     compare = summary["compare"]
     rows = compare["rows"]
@@ -111,3 +112,8 @@ def test_04_compare_quick(tmp_path: Path) -> None:
     assert control[0]["effect"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
     assert control[0]["selectivity"] == 0.0 and control[0]["logprob_shift"] == 0.0
     assert all(r["perplexity_ratio"] <= 1.5 for r in compare["best"])
+    # The README's table comes from the same numbers, by the command line.
+    assert main(["compare-table", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("| ") for line in lines) == 1 + len(compare["best"])
+    assert any("preset `quick`" in line for line in lines)

@@ -1,4 +1,4 @@
-"""Command line for the Makefile: ``python -m steerlab.cli provision | run-notebooks``."""
+"""Command line for the Makefile: ``python -m steerlab.cli provision | run-notebooks | compare-table``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--params", type=Path, help="YAML file of parameters for the notebooks")
     run.add_argument("--model", help="model name or path for every notebook (model_name parameter)")
     run.add_argument("--runs-root", type=Path, help="where run folders go (default runs/)")
+    table = sub.add_parser("compare-table", help="print a run's best operating points (notebook 04) as Markdown")
+    table.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     args = parser.parse_args(argv)
+    if args.command == "compare-table":
+        return _compare_table(args.run_dir)
     if args.command == "provision":
         from .models import provision_embedded
 
@@ -39,6 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     only = [p for p in (args.only or []) if str(p)] or None
     _, results = run_notebooks(only, runs_root=args.runs_root, parameters=params)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _compare_table(run_dir: Path) -> int:
+    from .compare import best_table
+    from .report import load_summary, markdown_table
+
+    compare = load_summary(run_dir).get("compare")
+    if not isinstance(compare, dict):
+        print(f"{run_dir}/summary.json has no 'compare' results: run notebooks/04_compare_methods.ipynb first",
+              file=sys.stderr)
+        return 1
+    cfg = compare["config"]
+    print(f"Model `{compare['model']}`, {compare['date']}, preset `{compare['preset']}`: target {cfg['target']}, "
+          f"layers {cfg['layers']}, coefficients {cfg['coefficients']} x typical norm, positions {cfg['positions']}, "
+          f"{'sampled, seeds ' + str(cfg['seeds']) if cfg['do_sample'] else 'greedy'}; highest effect with perplexity "
+          f"ratio <= {cfg['damage_threshold']}:\n")
+    print(markdown_table(best_table(compare["best"])))
+    return 0
 
 
 if __name__ == "__main__":

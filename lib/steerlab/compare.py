@@ -54,8 +54,21 @@ from .vectors import (
 )
 from .vocab import genre_vocabularies, vocab_rate
 
-__all__ = ["METHODS", "CompareConfig", "best_points", "bootstrap_ci", "build_methods", "config_dict",
-           "evaluation_prompts", "first_half", "genre_word", "run_compare"]
+__all__ = [
+    "METHODS",
+    "TABLE_COLUMNS",
+    "CompareConfig",
+    "best_points",
+    "best_table",
+    "bootstrap_ci",
+    "build_methods",
+    "config_dict",
+    "evaluation_prompts",
+    "first_half",
+    "format_cell",
+    "genre_word",
+    "run_compare",
+]
 
 METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random")
 
@@ -250,6 +263,26 @@ def best_points(rows: Sequence[dict[str, Any]], threshold: float, key: str = "ef
         if r["method"] not in best or r[key] > best[r["method"]][key]:
             best[r["method"]] = r
     return sorted(best.values(), key=lambda r: -r[key])
+
+
+TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "effect", "effect_ci", "effect_by_prompt_kind",
+                 "logprob_shift", "selectivity", "perplexity_ratio", "kl", "fluency_perplexity")
+
+
+def format_cell(value: Any) -> str:
+    """A result-row value as table text: 3 decimals, CIs as ``[lo, hi]``, dicts as ``k v, ...``."""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"[{value[0]:.3f}, {value[1]:.3f}]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {format_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def best_table(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """Columns of a best-operating-point table (:func:`best_points` rows), formatted."""
+    return {c: [f"{r[c]:g}" if c == "coefficient" else format_cell(r[c]) for r in rows] for c in TABLE_COLUMNS}
 
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "check_param",
     "html_table",
     "load_summary",
+    "markdown_table",
     "record",
     "save_figure",
     "to_jsonable",
@@ -101,18 +102,38 @@ def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     return path
 
 
-def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None) -> str:
-    """A small HTML table with one column per key (the write-up's top-k layout)."""
+def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None, quote_strings: bool = True) -> str:
+    """A small HTML table with one column per key (the write-up's top-k layout).
+
+    Strings are shown as ``repr`` (so a token's leading space is visible) unless
+    ``quote_strings`` is False.
+    """
     names = list(columns)
     depth = max((len(columns[n]) for n in names), default=0)
     head = "".join(f"<th>{html.escape(str(n))}</th>" for n in names)
+
+    def cell(value: Any) -> str:
+        text = repr(value) if quote_strings and isinstance(value, str) else str(value)
+        return f"<td><code>{html.escape(text)}</code></td>"
+
     rows = []
     for i in range(depth):
-        cells = "".join(
-            f"<td><code>{html.escape(repr(columns[n][i]) if isinstance(columns[n][i], str) else str(columns[n][i]))}</code></td>"
-            if i < len(columns[n]) else "<td></td>"
-            for n in names
-        )
+        cells = "".join(cell(columns[n][i]) if i < len(columns[n]) else "<td></td>" for n in names)
         rows.append(f"<tr>{cells}</tr>")
     caption = f"<caption>{html.escape(title)}</caption>" if title else ""
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def markdown_table(columns: Mapping[str, Sequence[Any]]) -> str:
+    """A Markdown table with one column per key (for READMEs and notes).
+
+    Example:
+        >>> print(markdown_table({"method": ["raw", "mean_centred"], "effect": ["0.01", "0.02"]}))
+    """
+    names = list(columns)
+    depth = max((len(columns[n]) for n in names), default=0)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for i in range(depth):
+        cells = [str(columns[n][i]).replace("|", "\\|") if i < len(columns[n]) else "" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
