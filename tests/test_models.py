@@ -3,8 +3,11 @@ no half-written checkpoint left behind."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,34 @@ def test_fingerprint_tells_models_and_weights_apart(tiny_gpt2: steerlab.Model, t
     with torch.no_grad():
         again.hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
     assert _fingerprint(again.hf, again.name) != tiny_gpt2.fingerprint
+
+
+def test_a_hub_id_loads_by_name_from_a_hub_cache(tiny_gpt2: steerlab.Model, tmp_path: Path) -> None:
+    """The route users with a hub take (``load_model("gpt2")``), without a network: a
+    checkpoint saved into the Hugging Face cache layout under a hub id, loaded by that
+    id in a fresh process with the hub offline; an id not in the cache is a clear error."""
+    snapshot = tmp_path / "hub" / "models--steerlab-test--tiny-gpt2" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_gpt2.source, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    code = (
+        "import steerlab\n"
+        "m = steerlab.load_model('steerlab-test/tiny-gpt2', progress=False)\n"
+        "print('loaded', m.name, m.hf.config.model_type, m.n_layers, m.d_model, m.fingerprint)\n"
+        "try:\n"
+        "    steerlab.load_model('steerlab-test/not-cached', progress=False)\n"
+        "except steerlab.ModelLoadError as err:\n"
+        "    print('error', err)\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "STEERLAB_CACHE": str(tmp_path / "steerlab-cache")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = next(line for line in out.stdout.splitlines() if line.startswith("loaded")).split()
+    assert loaded[1:5] == ["steerlab-test/tiny-gpt2", "gpt2", "2", "64"]
+    assert loaded[5] != tiny_gpt2.fingerprint  # the name is part of the fingerprint; the weights are the same
+    error = next(line for line in out.stdout.splitlines() if line.startswith("error"))
+    assert "'steerlab-test/not-cached' as a hub id" in error and "smollm2-135m-instruct" in error
 
 
 def test_truncated_safetensors_checkpoint_is_a_load_error(tiny_llama: steerlab.Model, tmp_path: Path) -> None:
