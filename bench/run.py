@@ -313,8 +313,15 @@ def bench_gen(model: Any, plain: Any, P: dict[str, Any], repeats: int, out: dict
         nsteps = {k: steps(x.value) for k, x in t.items()}
         same_all = t["steerlab all"].value == t["hook all"].value
         same_first = t["steerlab first"].value == t["hook first"].value
-        same_plain = t["steerlab unsteered"].value == [r[: nsteps["steerlab unsteered"]] for r in
-                                                       t["hf.generate"].value]
+        # The baseline forces every step (min_new_tokens suppresses EOS, so it draws another
+        # token there); steerlab stops a row at EOS. Rows are compared up to steerlab's EOS.
+        eos = model.tokenizer.eos_token_id
+
+        def until_eos(row: list[int]) -> int:
+            return row.index(eos) if eos in row else len(row)
+
+        same_plain = all(mine[: until_eos(mine)] == theirs[: until_eos(mine)]
+                         for mine, theirs in zip(t["steerlab unsteered"].value, t["hf.generate"].value))
         same_pristine = t["pristine generate"].value == t["hf.generate"].value
         out["gen"][f"batch{bs}"] = {
             "seconds": {k: x.seconds for k, x in t.items()}, "steps": nsteps,

@@ -63,7 +63,7 @@ def test_a_hub_id_loads_by_name_from_a_hub_cache(tiny_gpt2: steerlab.Model, tmp_
     loaded = next(line for line in out.stdout.splitlines() if line.startswith("loaded")).split()
     assert loaded[1:5] == ["steerlab-test/tiny-gpt2", "gpt2", "2", "64"]
     assert loaded[5] != tiny_gpt2.fingerprint  # the name is part of the fingerprint; the weights are the same
-    error = next(line for line in out.stdout.splitlines() if line.startswith("error"))
+    error = out.stdout[out.stdout.index("\nerror "):]  # the message spans lines
     assert "'steerlab-test/not-cached' as a hub id" in error and "smollm2-135m-instruct" in error
 
 
