@@ -117,3 +117,16 @@ def test_04_compare_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("| ") for line in lines) == 1 + len(compare["best"])
     assert any("preset `quick`" in line for line in lines)
+
+
+@pytest.mark.parametrize("params_file", sorted((NOTEBOOKS / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_params_files_name_real_parameters(params_file: Path) -> None:
+    """A documented params YAML (e.g. the full sweep) only sets parameters the notebook has."""
+    import yaml
+
+    notebook = NOTEBOOKS / "04_compare_methods.ipynb"
+    params = yaml.safe_load(params_file.read_text())
+    declared = papermill.inspect_notebook(str(notebook))
+    assert params and set(params) <= set(declared), f"unknown parameters: {set(params) - set(declared)}"
+    if "preset" in params:  # a key of the notebook's PRESETS table
+        assert f'\\"{params["preset"]}\\": ' in notebook.read_text()
