@@ -61,12 +61,16 @@ def test_damage_grows_with_the_coefficient(tiny_llama: sl.Model) -> None:
 @pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])
 def test_completion_perplexity_matches_a_direct_computation(name: str, request: pytest.FixtureRequest) -> None:
     """Batched rows of different prompt and completion lengths (so padded, and scored
-    from the last positions only) against one unpadded forward per row."""
+    from the last positions only), some repeated, against one unpadded forward per row."""
     model: sl.Model = request.getfixturevalue(name)
     tok = model.tokenizer
     prompts = ["The river", "Once upon a time, in a town by the sea,", "A"]
     completions = [tok(c, add_special_tokens=False)["input_ids"]
                    for c in (" runs past the mill", " a", " dog barked at the moon all night long")]
+    # Repeats: the same completion of the same prompt (scored once, given to both rows),
+    # and the same completion after another prompt (a different score).
+    prompts += ["The river", "A", "The river"]
+    completions += [completions[0], completions[0], completions[2]]
 
     def direct(prompt: str, completion: list[int]) -> float:
         ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"] + completion])

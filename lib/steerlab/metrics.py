@@ -28,7 +28,8 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
     A completion with no tokens (or a prompt with none) gets ``nan``. Completions of
     one prompt share its forward pass: a sweep's rows (one prompt, many
     coefficients or methods) run the prompt once per ``batch_size`` completions and
-    repeat its key-value cache for them, so only completion tokens are recomputed.
+    repeat its key-value cache for them, so only completion tokens are recomputed;
+    identical completions of one prompt are scored once.
 
     Example:
         >>> completion_perplexity(model, ["Hi"], [model.tokenizer(" there")["input_ids"]])
@@ -37,11 +38,14 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     tok = model.tokenizer
     out = [float("nan")] * len(prompts)
-    by_prompt: dict[str, list[int]] = {}
+    # prompt -> distinct completion -> the rows that have it: a sweep's weak conditions
+    # often reproduce the unsteered completion, which is scored once.
+    by_prompt: dict[str, dict[tuple[int, ...], list[int]]] = {}
     for i, p in enumerate(prompts):
         if len(completions[i]):
-            by_prompt.setdefault(p, []).append(i)
-    for prompt, rows in by_prompt.items():
+            by_prompt.setdefault(p, {}).setdefault(tuple(int(t) for t in completions[i]), []).append(i)
+    for prompt, distinct in by_prompt.items():
+        rows = [same[0] for same in distinct.values()]
         pid = tok(prompt, add_special_tokens=False)["input_ids"]
         if not pid:
             continue
@@ -65,7 +69,8 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
             token_logp = logp.gather(-1, ids[..., None])[..., 0].masked_fill(~real, 0.0)  # [chunk, width]
             nll = -token_logp.sum(1) / real.sum(1)
             for j, i in enumerate(chunk):
-                out[i] = float(nll[j].exp())
+                for k in distinct[tuple(int(t) for t in completions[i])]:
+                    out[k] = float(nll[j].exp())
     return out
 
 
