@@ -13,6 +13,8 @@ from steerlab.compare import (
     CompareConfig,
     best_points,
     bootstrap_ci,
+    conclusion,
+    config_dict,
     evaluation_prompts,
     genre_word,
     run_compare,
@@ -129,3 +131,24 @@ def test_greedy_decoding_runs_once_whatever_the_seeds(tiny_gpt2: sl.Model, monke
     rows = run_compare(tiny_gpt2, cfg, progress=False)
     assert len(seen) == calls
     assert {r["method"] for r in rows} == set(METHODS) | {"none"}
+
+
+def test_conclusion_says_what_the_numbers_say() -> None:
+    """The generated conclusion: overlap of intervals, methods never under the damage
+    threshold, the random control, and selectivity, from the rows alone."""
+    def row(method: str, effect: float, ci: tuple[float, float], ppl: float, sel: float) -> dict:
+        return {"method": method, "layer": 8, "position": "all_prompt", "coefficient": 0.25, "effect": effect,
+                "effect_ci": list(ci), "perplexity_ratio": ppl, "selectivity": sel}
+
+    config = {**config_dict(CompareConfig(methods=("mean_centred", "counterbalanced", "random"))), "n_story_prompts": 1}
+    rows = [row("none", 0.0, (0.0, 0.0), 1.0, 0.0), row("mean_centred", 0.05, (0.03, 0.07), 1.2, 0.2),
+            row("counterbalanced", 0.02, (0.01, 0.04), 1.1, 0.1), row("random", 0.04, (0.0, 0.08), 9.0, 0.0)]
+    text = "\n".join(conclusion("m", config, rows))
+    assert "Best within the damage threshold: mean_centred (layer 8, ×0.25, all_prompt): effect 0.050" in text
+    assert "overlaps those of counterbalanced" in text
+    assert "Never under the damage threshold: random." in text
+    assert "The random control's largest effect was 0.040." in text
+    assert "the best within the threshold was mean_centred (layer 8, ×0.25): +0.200 nats/token; counterbalanced +0.100." in text
+    rows[2]["effect_ci"] = [0.0, 0.02]  # apart from the best's interval now
+    assert "overlaps" not in "\n".join(conclusion("m", config, rows))
+    assert "No method stayed under" in "\n".join(conclusion("m", config, rows[:1] + [row("random", 0.1, (0, 1), 5.0, 0)]))

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare_table(run_dir: Path) -> int:
-    from .compare import best_table
+    from .compare import best_table, describe
     from .report import load_summary, markdown_table
 
     compare = load_summary(run_dir).get("compare")
@@ -55,10 +55,8 @@ def _compare_table(run_dir: Path) -> int:
               file=sys.stderr)
         return 1
     cfg = compare["config"]
-    print(f"Model `{compare['model']}`, {compare['date']}, preset `{compare['preset']}`: target {cfg['target']}, "
-          f"layers {cfg['layers']}, coefficients {cfg['coefficients']} x typical norm, positions {cfg['positions']}, "
-          f"{'sampled, seeds ' + str(cfg['seeds']) if cfg['do_sample'] else 'greedy'}; highest effect with perplexity "
-          f"ratio <= {cfg['damage_threshold']}:\n")
+    print(f"Model `{compare['model']}`, {compare['date']}, preset `{compare['preset']}`: {describe(cfg)}; "
+          f"highest effect with perplexity ratio <= {cfg['damage_threshold']}:\n")
     print(markdown_table(best_table(compare["best"])))
     return 0
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random as _random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,7 +62,9 @@ __all__ = [
     "best_table",
     "bootstrap_ci",
     "build_methods",
+    "conclusion",
     "config_dict",
+    "describe",
     "evaluation_prompts",
     "first_half",
     "format_cell",
@@ -241,13 +243,13 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
             good = [f for f in fluency[i] if math.isfinite(f)]
             rows.append({
                 "method": method, "layer": layer, "position": position, "coefficient": c,
-                "effect": sum(effects) / len(effects), "effect_ci": [lo, hi], "effect_by_prompt_kind": by_kind,
-                "vocab_rate": sum(rates[i]) / len(rates[i]),
+                "effect": _mean(effects), "effect_ci": [lo, hi], "effect_by_prompt_kind": by_kind,
+                "vocab_rate": _mean(rates[i]),
                 "logprob_shift": shift[i]["logprob_shift"],
                 # Target text gains against general text: a vector that only damages scores ~0 here.
                 "selectivity": shift[i]["logprob_shift"] - damage[i]["logprob_shift"],
                 "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
-                "fluency_perplexity": sum(good) / len(good) if good else float("nan"),
+                "fluency_perplexity": _mean(good),
             })
     bar.close()
     assert all(len(r) == n_rows * len(seeds) for r in rates.values())
@@ -287,3 +289,49 @@ def best_table(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
     return asdict(cfg)
+
+
+def describe(config: Mapping[str, Any]) -> str:
+    """What a run swept, in one line, from :func:`config_dict` (or ``summary.json``'s copy)."""
+    c = config
+    decoding = f"sampled decoding, seeds {list(c['seeds'])}" if c["do_sample"] else "greedy decoding"
+    return (f"target {c['target']}, layers {list(c['layers'])}, coefficients {list(c['coefficients'])} x typical norm, "
+            f"positions {list(c['positions'])}, {c['n_prompts']} story openings and {c['n_story_prompts']} story halves "
+            f"as prompts, {decoding}")
+
+
+def conclusion(model_name: str, config: Mapping[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The plain-language conclusion of a run, sentence by sentence, from its numbers only."""
+    threshold, target = config["damage_threshold"], config["target"]
+    best = best_points(rows, threshold)
+    best_sel = best_points(rows, threshold, key="selectivity")
+    lines = [f"Model {model_name}, {describe(config)}, damage threshold {threshold}."]
+    if best:
+        b = best[0]
+        lines.append(f"Best within the damage threshold: {b['method']} (layer {b['layer']}, ×{b['coefficient']}, "
+                     f"{b['position']}): effect {b['effect']:.3f} [{b['effect_ci'][0]:.3f}, {b['effect_ci'][1]:.3f}], "
+                     f"perplexity ratio {b['perplexity_ratio']:.2f}.")
+        overlap = [r["method"] for r in best[1:] if r["effect_ci"][1] >= b["effect_ci"][0]]
+        if overlap:
+            lines.append(f"Its confidence interval overlaps those of {', '.join(overlap)}: with this sample size the "
+                         "ranking among them is not settled.")
+        mc = next((r for r in best if r["method"] == "mean_centred"), None)
+        cb = next((r for r in best if r["method"] == "counterbalanced"), None)
+        if mc and cb:
+            lines.append(f"Mean-centred against counterbalanced: effect {mc['effect']:.3f} vs {cb['effect']:.3f} at "
+                         f"perplexity ratios {mc['perplexity_ratio']:.2f} vs {cb['perplexity_ratio']:.2f}.")
+    else:
+        lines.append("No method stayed under the damage threshold at any swept setting.")
+    missing = [m for m in config["methods"] if m not in {r["method"] for r in best}]
+    if missing:
+        lines.append(f"Never under the damage threshold: {', '.join(missing)}.")
+    rnd = [r["effect"] for r in rows if r["method"] == "random"]
+    if rnd:
+        lines.append(f"The random control's largest effect was {max(rnd):.3f}.")
+    if best_sel:
+        top = best_sel[0]
+        lines.append(f"By selectivity (held-out {target} log-prob shift minus general-text shift, no CI), the best "
+                     f"within the threshold was {top['method']} (layer {top['layer']}, ×{top['coefficient']}): "
+                     f"{top['selectivity']:+.3f} nats/token; "
+                     + "; ".join(f"{r['method']} {r['selectivity']:+.3f}" for r in best_sel[1:]) + ".")
+    return lines
