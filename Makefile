@@ -11,7 +11,7 @@ MODEL_STAMP := $(VENV)/.steerlab-model
 PARAMS      ?=
 NOTEBOOK    ?=
 
-.PHONY: setup run test lab bench notebook typecheck clean-runs
+.PHONY: setup run test lab bench notebook typecheck browser clean-runs
 
 setup: $(STAMP) $(MODEL_STAMP)
 
@@ -46,7 +46,19 @@ notebook: setup
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: setup typecheck
+# Debian's Chromium for the real-browser test (Playwright drives it; no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the browser test needs /usr/bin/chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: setup typecheck browser
 	$(BIN)/python -m pytest -q
 
 lab: setup
