@@ -32,16 +32,16 @@ $(STAMP): pyproject.toml
 
 # De-quantize the embedded SmolLM2 GGUF once into the safetensors cache.
 $(MODEL_STAMP): $(STAMP)
-	$(BIN)/python -m steerlab.cli provision
+	$(BIN)/python -m steerlab.lab.cli provision
 	@touch $@
 
 # The main job: every notebook in notebooks/, in order, with papermill.
 run: setup
-	$(BIN)/python -m steerlab.cli run-notebooks
+	$(BIN)/python -m steerlab.lab.cli run-notebooks
 
 # One notebook with a params YAML: make notebook NOTEBOOK=notebooks/03_steer.ipynb PARAMS=params.yaml
 notebook: setup
-	$(BIN)/python -m steerlab.cli run-notebooks --only "$(NOTEBOOK)" $(if $(PARAMS),--params "$(PARAMS)")
+	$(BIN)/python -m steerlab.lab.cli run-notebooks --only "$(NOTEBOOK)" $(if $(PARAMS),--params "$(PARAMS)")
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -6,7 +6,7 @@
 import argparse
 
 import steerlab as sl
-from steerlab.datagen import append_generated, generate_stories
+from steerlab.study.datagen import append_generated, generate_stories
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("genre")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import steerlab as sl
 from steerlab.data import DataError, read_jsonl
-from steerlab.vocab import genre_vocabularies, stem, vocab_rate
+from steerlab.study.vocab import genre_vocabularies, stem, vocab_rate
 
 GENRES = sl.genres()
 
@@ -94,7 +94,7 @@ def test_unknown_dataset_and_split() -> None:
 
 def test_generated_rows_are_kept_apart(tmp_path: Path) -> None:
     from steerlab.data import Record
-    from steerlab.datagen import append_generated
+    from steerlab.study.datagen import append_generated
 
     root = tmp_path / "data"
     (root / "stories").mkdir(parents=True)

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import steerlab as sl
-import steerlab.compare as compare_mod
+import steerlab.study.compare as compare_mod
 import torch
-from steerlab.compare import (
+from steerlab.study.compare import (
     METHODS,
     CompareConfig,
     best_points,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import papermill
 import pytest
-from steerlab.cli import main
+from steerlab.lab.cli import main
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_LAYERS = 30  # SmolLM2-135M

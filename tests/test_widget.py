@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import steerlab
 import torch
-from steerlab.widget import SteeringWidget, relative_addition
+from steerlab.lab.widget import SteeringWidget, relative_addition
 
 pytestmark = pytest.mark.real
 
@@ -143,7 +143,7 @@ def wait_ready(w: SteeringWidget, timeout: float) -> None:
 @pytest.fixture
 def generations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     """Every generation the widget starts: ("steered" or "unsteered", whether it was superseded)."""
-    import steerlab.widget as widget_module
+    import steerlab.lab.widget as widget_module
 
     calls: list[tuple[str, bool]] = []
     real_generate = widget_module.generate

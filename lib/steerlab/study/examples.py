@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import genres, load_dataset
-from .metrics import completion_perplexity
-from .models import Model
-from .stats import ActivationStats, activation_stats, pool_stats
-from .steer import Completion, relative_addition, steered_generate
-from .vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair
+from ..data import genres, load_dataset
+from ..metrics import completion_perplexity
+from ..models import Model
+from ..stats import ActivationStats, activation_stats, pool_stats
+from ..steer import Completion, relative_addition, steered_generate
+from ..vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair
 from .vocab import genre_vocabularies, vocab_rate
 
 __all__ = ["EXAMPLES", "Example", "SweepResult", "build_example", "run_sweep", "vocabularies"]

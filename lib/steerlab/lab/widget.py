@@ -23,13 +23,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from .data import genres, load_dataset
-from .lens import top_tokens
-from .models import Model
-from .stats import ActivationStats, activation_stats
-from .steer import generate, relative_addition
-from .tokens import STEER_POSITIONS
-from .vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, raw
+from ..data import genres, load_dataset
+from ..lens import top_tokens
+from ..models import Model
+from ..stats import ActivationStats, activation_stats
+from ..steer import generate, relative_addition
+from ..tokens import STEER_POSITIONS
+from ..vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, raw
 
 __all__ = ["WIDGET_RECIPES", "SteeringWidget", "relative_addition"]
 

@@ -22,7 +22,7 @@ __all__ = ["NotebookResult", "repo_root", "run_notebooks"]
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Command line for the Makefile: ``python -m steerlab.cli provision | run-notebooks | compare-table``."""
+"""Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | compare-table``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare-table":
         return _compare_table(args.run_dir)
     if args.command == "provision":
-        from .models import provision_embedded
+        from ..models import provision_embedded
 
         print(f"embedded model checkpoint: {provision_embedded()}")
         return 0
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare_table(run_dir: Path) -> int:
-    from .compare import best_table, describe
+    from ..study.compare import best_table, describe
     from .report import load_summary, markdown_table
 
     compare = load_summary(run_dir).get("compare")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .store import atomic_write_text
+from ..store import atomic_write_text
 
 __all__ = [
     "ParameterError",

@@ -38,12 +38,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import TextSet, genres, load_dataset
-from .metrics import completion_perplexity, steered_text_scores
-from .models import Model
-from .stats import activation_stats, pool_stats
-from .steer import relative_addition, steered_generate
-from .vectors import (
+from ..data import TextSet, genres, load_dataset
+from ..metrics import completion_perplexity, steered_text_scores
+from ..models import Model
+from ..stats import activation_stats, pool_stats
+from ..steer import relative_addition, steered_generate
+from ..vectors import (
     SteeringVector,
     counterbalanced,
     isolated,

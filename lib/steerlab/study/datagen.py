@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import Record, data_dir, read_jsonl
-from .models import Model
-from .steer import generate
-from .store import atomic_write_text
+from ..data import Record, data_dir, read_jsonl
+from ..models import Model
+from ..steer import generate
+from ..store import atomic_write_text
 
 __all__ = ["GENRE_DESCRIPTIONS", "append_generated", "generate_stories"]
 
