@@ -8,6 +8,8 @@ import pytest
 import steerlab as sl
 import steerlab.study.compare as compare_mod
 import torch
+from steerlab.constructions import set_word
+from steerlab.metrics import completion_perplexity, steered_text_scores
 from steerlab.study.compare import (
     METHODS,
     CompareConfig,
@@ -16,10 +18,8 @@ from steerlab.study.compare import (
     conclusion,
     config_dict,
     evaluation_prompts,
-    genre_word,
     run_compare,
 )
-from steerlab.metrics import completion_perplexity, steered_text_scores
 
 TEXTS = ["The river runs past the mill and into the town.", "Please send the report by Friday, thanks."]
 
@@ -114,7 +114,7 @@ def test_story_half_prompts_are_first_halves_of_other_genres_stories() -> None:
         sources = [r for r in heldout if r.text.split()[: len(words)] == words]
         assert len(sources) == 1 and sources[0].genre != "fantasy"
         assert len(words) == len(sources[0].text.split()) // 2
-    assert genre_word("science_fiction") == " science fiction"
+    assert set_word("science_fiction") == " science fiction"
 
 
 @pytest.mark.parametrize("do_sample, calls", [(False, 2), (True, 6)])

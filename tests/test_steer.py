@@ -11,7 +11,8 @@ import steerlab
 import steerlab.steer as steer_mod
 import torch
 from steerlab.arch import blocks_of
-from steerlab.steer import NucleusSampler, addition_tensor, generate, steered_generate, steered_logits
+from steerlab.sampling import NucleusSampler, row_generators
+from steerlab.steer import addition_tensor, generate, steered_generate, steered_logits
 from steerlab.vectors import SteeringVector, VectorMismatchError
 
 # Different token lengths, so a batch of them is left-padded.
@@ -34,6 +35,7 @@ def _vector(model: steerlab.Model, layer: int, norm: float = 5.0, seed: int = 0)
 def _greedy(model: steerlab.Model, prompts: Any, vector: SteeringVector | None = None,
             **kw: Any) -> list[list[int]]:
     kw.setdefault("max_new_tokens", N_NEW)
+    kw.setdefault("scale", "raw")
     return [c.token_ids for c in generate(model, prompts, vector, do_sample=False, **kw)]
 
 
@@ -81,13 +83,13 @@ def test_exception_during_steering_leaves_the_model_untouched(
     before = _state(tiny)
     handle = None
     if failure == "bad_addition_inside_trace":
-        real = steer_mod.addition_tensor
+        real = steer_mod.Intervention.apply
 
-        def one_token_too_long(*args: Any, **kwargs: Any) -> torch.Tensor:
-            delta = real(*args, **kwargs)
-            return torch.cat([delta, delta[:, :1]], dim=1)  # [batch, seq + 1, d_model]
+        def one_token_too_long(self: Any, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            edited = real(self, hidden, *args, **kwargs)
+            return torch.cat([edited, edited[:, :1]], dim=1)  # [batch, seq + 1, d_model]
 
-        monkeypatch.setattr(steer_mod, "addition_tensor", one_token_too_long)
+        monkeypatch.setattr(steer_mod.Intervention, "apply", one_token_too_long)
         expected: type[BaseException] = Exception
     else:
         calls = {"n": 0}
@@ -128,7 +130,7 @@ def test_zero_coefficient_equals_unsteered(tiny: steerlab.Model) -> None:
 def test_batched_coefficient_sweep_equals_single_runs(tiny: steerlab.Model, position: str) -> None:
     vector = _vector(tiny, 1, norm=4.0, seed=1)
     coefficients = [0.0, 2.0, 6.0]
-    batched = generate(tiny, PROMPTS, vector, coefficients=coefficients, position=position,
+    batched = generate(tiny, PROMPTS, vector, coefficients=coefficients, position=position, scale="raw",
                        do_sample=False, max_new_tokens=N_NEW)
     assert [(c.prompt, c.coefficient) for c in batched] == [(p, c) for p in PROMPTS for c in coefficients]
     for c in batched:
@@ -323,19 +325,19 @@ def test_addition_tensor_places_a_prompt_pair_from_the_first_real_token(tiny_lla
     assert torch.equal(delta[1, start:start + 2], pair)
     assert not delta[1, :start].any() and not delta[1, start + 2:].any()
     too_long = torch.ones(short + 1, 64)
-    with pytest.raises(ValueError, match=f"a {short + 1}-token prompt-pair vector does not fit prompt 1"):
+    with pytest.raises(ValueError, match=f"a {short + 1}-token prompt-pair vector does not fit row 1"):
         addition_tensor(tiny_llama, batch, [None, too_long], "first")
 
 
 def test_prompt_pair_vector_steers_generation(tiny_gpt2: steerlab.Model) -> None:
     pair = steerlab.prompt_pair(tiny_gpt2, "Love", "I hate you", [1])
     assert pair.at(1).shape[0] == 3
-    rows = _greedy(tiny_gpt2, PROMPTS[0], pair, coefficients=[0.0, 50.0])
+    rows = _greedy(tiny_gpt2, PROMPTS[0], pair, coefficients=[0.0, 50.0], position="first")
     assert rows[0] == _greedy(tiny_gpt2, PROMPTS[0])[0]
     assert rows[1] != rows[0]
-    with pytest.raises(ValueError, match="3-token prompt-pair vector does not fit prompt 0"):
-        _greedy(tiny_gpt2, PROMPTS[1], pair, coefficients=1.0)  # "The dog" has two tokens
-    with pytest.raises(ValueError, match="position 'all' needs a \\[d_model\\] vector"):
+    with pytest.raises(ValueError, match="3-token prompt-pair vector does not fit row 0"):
+        _greedy(tiny_gpt2, PROMPTS[1], pair, coefficients=1.0, position="first")  # "The dog" has two tokens
+    with pytest.raises(ValueError, match="position 'all' needs \\[d_model\\] vectors"):
         _greedy(tiny_gpt2, PROMPTS[0], pair, coefficients=1.0, position="all")
 
 
@@ -410,11 +412,32 @@ def test_sampled_generation_is_transformers_generate_with_the_sampler(tiny: stee
     ours = generate(tiny, prompt, None, max_new_tokens=8, seed=3, do_sample=True, top_p=0.9, top_k=20,
                     temperature=0.8)[0].token_ids
     ids = steerlab.encode(tiny.tokenizer, [prompt]).as_inputs()
-    torch.manual_seed(3)
+    generators = row_generators(3, steer_mod._row_keys([prompt], [None]))
     with torch.no_grad():
         hf = tiny.hf.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id,
-                              logits_processor=LogitsProcessorList([NucleusSampler(0.8, 20, 0.9)]))
+                              logits_processor=LogitsProcessorList([NucleusSampler(0.8, 20, 0.9, generators)]))
     assert hf[0, ids["input_ids"].shape[1]:].tolist() == ours
+
+
+def test_a_rows_sample_does_not_depend_on_the_rest_of_the_batch(tiny: steerlab.Model) -> None:
+    """Adding rows (another method, another prompt) to a sampled batch leaves each row's tokens as
+    they were, and torch's global generator is never touched."""
+    vector = _vector(tiny, 1)
+    kw: dict[str, Any] = {"max_new_tokens": 8, "do_sample": True, "top_p": 0.95, "seed": 11, "scale": "raw"}
+    alone = generate(tiny, PROMPTS[0], vector, coefficients=[3.0], **kw)[0].token_ids
+    state = torch.get_rng_state()
+    crowd = generate(tiny, [PROMPTS[1], PROMPTS[0]], vector, coefficients=[0.0, 1.0, 3.0], **kw)
+    assert torch.equal(state, torch.get_rng_state()), "sampling moved the global generator"
+    mine = [c for c in crowd if c.prompt == PROMPTS[0] and c.coefficient == 3.0]
+    assert mine[0].token_ids == alone
+    other = _vector(tiny, 1, seed=5)
+    mixed = steered_generate(tiny, [PROMPTS[0]] * 3, [None, 3.0 * other.at(1), 3.0 * vector.at(1)], layer=1,
+                             position="all", max_new_tokens=8, do_sample=True, top_p=0.95, seed=11)
+    assert mixed[2] == alone
+    # Two samples of one row in one batch are distinct draws, not copies.
+    twice = steered_generate(tiny, [PROMPTS[0]] * 2, [None, None], layer=1, max_new_tokens=8, do_sample=True,
+                             top_p=1.0, top_k=0, seed=11)
+    assert twice[0] != twice[1]
 
 
 def test_top_k_one_is_greedy(tiny: steerlab.Model) -> None:
@@ -440,7 +463,10 @@ def test_bad_input_gets_a_clear_error(tiny_gpt2: steerlab.Model, tiny_llama: ste
         (lambda: generate(m, "Hi", v, position="last"), ValueError, "unknown position rule 'last'"),
         (lambda: generate(tiny_llama, "Hi", v), VectorMismatchError, "made for model"),
         (lambda: generate(m, "Hi", None, layer=2), ValueError, r"layer 2 is out of range .*0\.\.1"),
-        (lambda: generate(m, "Hi", None, max_new_tokens=0), ValueError, "max_new_tokens must be >= 1"),
+        (lambda: generate(m, "Hi", None, max_new_tokens=0), ValueError, "max_new_tokens must be an integer >= 1"),
+        (lambda: generate(m, "Hi", v, coefficients="48"), TypeError, "coefficients must be numbers, got '48'"),
+        (lambda: generate(m, "Hi", v, operator="scale"), ValueError, "unknown operator 'scale'"),
+        (lambda: generate(m, "Hi", v, scale="percent"), ValueError, "unknown scale 'percent'"),
         (lambda: steered_generate(m, ["Hi"], [nan], layer=0), ValueError, "row 0 contains NaN or inf"),
         (lambda: steered_generate(m, ["Hi"], [torch.ones(32)], layer=0), ValueError,
          r"row 0 has shape \(32,\); expected \[64\]"),
@@ -459,3 +485,113 @@ def test_bad_input_gets_a_clear_error(tiny_gpt2: steerlab.Model, tiny_llama: ste
     for call, error, match in cases:
         with pytest.raises(error, match=match):
             call()
+
+
+# --- the public steering scope ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("position", ["all", "all_prompt", "first", "last_prompt"])
+def test_plain_hf_generate_inside_the_scope_equals_sl_generate(tiny: steerlab.Model, position: str) -> None:
+    """Left-padded batch, one of whose prompts is a single token."""
+    vector = _vector(tiny, 1, norm=20.0)
+    prompts = [PROMPTS[0], "Hello"]
+    ours = _greedy(tiny, prompts, vector, coefficients=1.0, position=position)
+    batch = steerlab.encode(tiny.tokenizer, prompts, padding_side="left")
+    assert int(batch.lengths[1]) == 1 and batch.input_ids.shape[1] > 1
+    before = _state(tiny)
+    with steerlab.steering(tiny, vector, coefficient=1.0, position=position, scale="raw"), torch.no_grad():
+        out = tiny.hf.generate(**batch.as_inputs(), max_new_tokens=N_NEW, do_sample=False,
+                               pad_token_id=tiny.tokenizer.pad_token_id)
+    theirs = [steer_mod._until_eos(row.tolist(), steer_mod._eos_ids(tiny)) for row in out[:, batch.input_ids.shape[1]:]]
+    assert theirs == ours
+    _assert_untouched(tiny, before)
+
+
+def test_a_hand_written_sampling_loop_is_steered_at_every_step(tiny_llama: steerlab.Model) -> None:
+    """A third-party loop (no cache: the whole sequence each step) under position 'all' equals
+    sl.generate's greedy tokens, which use a cache: the scope reads each call's own mask."""
+    m = tiny_llama
+    vector = _vector(m, 1, norm=20.0)
+    ours = _greedy(m, PROMPTS[0], vector, coefficients=1.0, position="all")[0]
+    ids = steerlab.encode(m.tokenizer, [PROMPTS[0]]).input_ids
+    with steerlab.steering(m, vector, coefficient=1.0, position="all", scale="raw"), torch.no_grad():
+        for _ in range(N_NEW):
+            nxt = m.hf(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+    assert ids[0, -N_NEW:].tolist() == ours
+
+
+def test_the_scope_restores_the_model_after_an_exception(tiny_gpt2: steerlab.Model) -> None:
+    before = _state(tiny_gpt2)
+    batch = steerlab.encode(tiny_gpt2.tokenizer, PROMPTS)
+    with pytest.raises(_Boom), steerlab.steering(tiny_gpt2, _vector(tiny_gpt2, 1), coefficient=3.0, scale="raw"):
+        tiny_gpt2.hf(**batch.as_inputs())
+        raise _Boom("user code failed inside the scope")
+    _assert_untouched(tiny_gpt2, before)
+
+
+def test_a_batch_size_that_does_not_match_the_rows_is_an_error(tiny_gpt2: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_gpt2.tokenizer, PROMPTS + ["third"])
+    before = _state(tiny_gpt2)
+    with pytest.raises(ValueError, match="has 2 rows but a forward call has batch size 3"), \
+            steerlab.steering(tiny_gpt2, _vector(tiny_gpt2, 1), coefficient=[1.0, 2.0], scale="raw"):
+        tiny_gpt2.hf(**batch.as_inputs())
+    _assert_untouched(tiny_gpt2, before)
+
+
+def test_ablation_projects_the_direction_out_at_the_selected_positions(tiny_llama: steerlab.Model) -> None:
+    """At the steered layer, 'ablate' leaves h - (h.u)u, 'ablate_then_add' adds c v on top, and
+    unselected positions stay as they were."""
+    from steerlab.trace import residuals
+
+    m = tiny_llama
+    vector = _vector(m, 1, norm=7.0)
+    u = vector.at(1) / vector.at(1).norm()
+    batch = steerlab.encode(m.tokenizer, PROMPTS, padding_side="left")
+    plain = residuals(m, batch, [1])[0]
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(name: str) -> Any:
+        def hook(module: Any, args: Any, kwargs: Any) -> None:
+            seen[name] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        return hook
+
+    block = blocks_of(m.hf)[1]
+    for op in ("ablate", "ablate_then_add"):
+        with steerlab.steering(m, vector, coefficient=2.0, operator=op, position="last_prompt", scale="raw"):
+            handle = block.register_forward_pre_hook(grab(op), with_kwargs=True)  # runs after the scope's edit
+            try:
+                with torch.no_grad():
+                    m.hf(**batch.as_inputs())
+            finally:
+                handle.remove()
+    last = batch.input_ids.shape[1] - 1
+    ablated = plain[:, last] - (plain[:, last] @ u)[:, None] * u
+    torch.testing.assert_close(seen["ablate"][:, last], ablated, atol=1e-4, rtol=1e-4)
+    assert float((seen["ablate"][:, last] @ u).abs().max()) < 1e-4
+    torch.testing.assert_close(seen["ablate_then_add"][:, last], ablated + 2.0 * vector.at(1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(seen["ablate"][:, :last], plain[:, :last], atol=1e-5, rtol=1e-5)
+
+
+def test_replay_applies_the_same_operators_as_the_scope(tiny: steerlab.Model) -> None:
+    from steerlab.replay import steered_logits_each
+
+    vector = _vector(tiny, 1, norm=9.0)
+    batch = steerlab.encode(tiny.tokenizer, PROMPTS)
+    add = 2.0 * vector.at(1)
+    for op in ("add", "ablate", "ablate_then_add"):
+        (replayed,) = list(steered_logits_each(tiny, batch, [add], layer=1, position="all_prompt", operator=op,
+                                               directions=[vector.at(1)]))
+        direct = steered_logits(tiny, batch, [add, add], layer=1, position="all_prompt", operator=op,
+                                directions=[vector.at(1)] * 2)
+        torch.testing.assert_close(replayed, direct, atol=1e-4, rtol=1e-4)
+
+
+def test_typical_scale_sets_the_added_norm(tiny_gpt2: steerlab.Model) -> None:
+    """coefficient c with scale 'typical' adds a vector of norm c x the layer's typical norm."""
+    vector = _vector(tiny_gpt2, 1, norm=3.0)
+    intervention = steer_mod._rows_for(tiny_gpt2, vector, None, [0.5, 0.0], "typical", "add", "all")
+    typical = steerlab.typical_norm(tiny_gpt2, 1)
+    assert intervention.adds[1] is None
+    assert intervention.adds[0] is not None
+    assert abs(float(intervention.adds[0].norm()) - 0.5 * typical) < 1e-3 * typical

@@ -4,19 +4,20 @@ read them through a logit lens and steer generation, on nnsight.
 Example:
     >>> import steerlab as sl
     >>> model = sl.load_model()                       # embedded SmolLM2-135M-Instruct
-    >>> general = sl.load_dataset("general", "train")
-    >>> fantasy = sl.load_dataset("fantasy", "train")
-    >>> v = sl.mean_centred(model, fantasy, general, layers=[18])
-    >>> sl.top_tokens(model, v.at(18), k=8)
-    >>> sl.generate(model, "Here is a story:", v, coefficients=[0, 4])
+    >>> v = sl.build("mean_centred", model, layers=[15], target="fantasy")
+    >>> sl.top_tokens(model, v.at(15), k=8)
+    >>> sl.generate(model, "Here is a story:", v, coefficients=[0, 0.5])
+    >>> with sl.steering(model, v, coefficient=0.5):  # any call of model.hf inside is steered
+    ...     out = model.hf.generate(**inputs)
 """
 
 from .arch import ARCHITECTURES, UnsupportedArchitectureError
+from .constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm
 from .data import DataError, TextSet, genres, load_dataset
 from .lens import lens_logits, top_tokens, topk_table
 from .models import EMBEDDED_MODEL, Model, ModelLoadError, load_model
 from .stats import ActivationStats, activation_stats, per_text_means
-from .steer import Completion, generate, steered_generate, steered_logits
+from .steer import OPERATORS, Completion, generate, steered_generate, steered_logits, steering, steering_rows
 from .tokens import STAT_POSITIONS, STEER_POSITIONS, encode
 from .vectors import (
     RECIPES,
@@ -33,7 +34,9 @@ from .vectors import (
 
 __all__ = [
     "ARCHITECTURES",
+    "CONSTRUCTIONS",
     "EMBEDDED_MODEL",
+    "OPERATORS",
     "RECIPES",
     "STAT_POSITIONS",
     "STEER_POSITIONS",
@@ -47,6 +50,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VectorMismatchError",
     "activation_stats",
+    "build",
     "counterbalanced",
     "encode",
     "generate",
@@ -57,12 +61,17 @@ __all__ = [
     "load_model",
     "load_vector",
     "mean_centred",
+    "named_sets",
     "per_text_means",
     "prompt_pair",
     "random_like",
     "raw",
+    "set_stats",
     "steered_generate",
     "steered_logits",
+    "steering",
+    "steering_rows",
     "top_tokens",
     "topk_table",
+    "typical_norm",
 ]

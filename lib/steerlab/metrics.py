@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .models import Model
-from .steer import steered_logits_each
+from .replay import steered_logits_each
 from .tokens import Batch, encode
 
 __all__ = ["completion_perplexity", "steered_text_scores"]

@@ -1,31 +1,48 @@
-"""Steered generation and steered forward passes.
+"""The steering scope, and steered generation and forward passes built on it.
 
-A steering vector is added to the residual stream *entering* block ``layer``
-(the write-up's "before residual stream layer L") for the length of one call,
-by :func:`residual_addition`: a forward pre-hook on that block, removed when the
-call ends, also when an exception interrupts it, so the model is never left
-steered.
+``with steering(model, vector, layer=L, coefficient=c):`` edits the residual stream
+*entering* block ``L`` (the write-up's "before residual stream layer L") on every call of
+``model.hf`` inside the block: ``forward``, ``generate``, an evaluation harness, your own
+sampling loop. It is a pair of forward pre-hooks (one on the model, which reads each
+call's ``attention_mask`` and cache length, one on the block, which edits), removed when
+the block ends, also when an exception interrupts it, so the model is never left steered.
+
+Why a function of the model and not ``vector.apply(model)``: the scope is a temporary
+edit *of the model*, and it also steers with plain tensors and with a different vector
+per batch row (a coefficient sweep in one ``generate`` call), which a method on one
+vector cannot express. ``SteeringVector`` stays a value; the model is what is edited.
 
 Why a hook and not an nnsight intervention: nnsight reads activations
-(:mod:`steerlab.trace`), but while a ``generate`` trace is open every module call
-of every step passes through its interleaver, edited or not (~2-3 ms a step on
-2 CPU cores, 5-7% of a batch-1 step of SmolLM2; ``bench/README.md``). The hook
-costs one Python call a step. ``tests/test_steer.py`` checks that both give the
-same logits and the same tokens.
+(:mod:`steerlab.trace`), but while a ``generate`` trace is open every module call of
+every step passes through its interleaver (~2-3 ms a step on 2 CPU cores, 5-7% of a
+batch-1 step of SmolLM2; ``bench/README.md``). The hook costs one Python call a step.
+``tests/test_steer.py`` checks both give the same logits and tokens.
 
-Rows of one batch may carry different prompts, vectors and coefficients (a
-coefficient sweep is one generate call). Position rules:
+Positions (:data:`steerlab.tokens.STEER_POSITIONS`), from each call's own attention mask:
 
-- ``first``: the first prompt token (SmolLM2's attention-sink position);
+- ``all`` (default): every prompt token and every generated token (CAA, AxBench);
 - ``all_prompt``: every prompt token; ``last_prompt``: the last one;
-- ``all``: every prompt token and every generated token.
+- ``first``: the first prompt token (the write-up's; SmolLM2's attention sink, where
+  steering is inert);
 
-A ``[k, d_model]`` prompt-pair vector is added to the first ``k`` prompt tokens.
+A call with no cached tokens is a prompt; a call that continues a cache (one generated
+token each in ``generate``) is steered only under ``all``. A ``[k, d_model]`` prompt-pair
+vector is added to the first ``k`` prompt tokens.
+
+Operators: ``add`` (``h + c v``), ``ablate`` (project the direction of ``v`` out of
+``h``), ``ablate_then_add`` (both: ``h - (h.u)u + c v``).
+
+Coefficients: with ``scale="typical"`` (default) the added vector has norm
+``coefficient x`` the layer's typical activation norm (mean norm over general text,
+first token excluded; :func:`steerlab.constructions.typical_norm`), so a coefficient means
+the same for every construction; ``scale="raw"`` multiplies the vector as it is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,29 +50,37 @@ from typing import Any
 
 import torch
 
-from .arch import block_hidden, blocks_of
-from .lens import lens_logits
+from .arch import blocks_of
 from .models import Model
+from .sampling import NucleusSampler, row_generators
 from .tokens import STEER_POSITIONS, Batch, check_position, encode, position_mask
 from .trace import check_layers
 from .vectors import SteeringVector
 
 __all__ = [
+    "OPERATORS",
+    "SCALES",
     "Completion",
-    "NucleusSampler",
+    "Intervention",
     "addition_tensor",
     "generate",
     "relative_addition",
-    "residual_addition",
     "steered_generate",
     "steered_logits",
-    "steered_logits_each",
+    "steering",
+    "steering_rows",
 ]
+
+OPERATORS = ("add", "ablate", "ablate_then_add")
+SCALES = ("typical", "raw")
 
 
 @dataclass
 class Completion:
-    """One generated continuation and the settings that produced it."""
+    """One generated continuation and the settings that produced it.
+
+    ``token_ids`` are the new tokens up to (not including) the first end-of-sequence token.
+    """
 
     prompt: str
     text: str
@@ -64,144 +89,329 @@ class Completion:
     label: str = ""
 
 
-def _check_addition(model: Model, add: torch.Tensor, row: int) -> None:
-    if add.shape[-1] != model.d_model or add.dim() not in (1, 2):
-        raise ValueError(
-            f"addition for row {row} has shape {tuple(add.shape)}; expected [{model.d_model}] "
-            f"or [k, {model.d_model}]"
-        )
-    if not bool(torch.isfinite(add).all()):
-        raise ValueError(f"addition for row {row} contains NaN or inf")
+def _check_row(model: Model, t: torch.Tensor, row: int, what: str) -> None:
+    if t.dim() not in (1, 2) or t.shape[-1] != model.d_model:
+        raise ValueError(f"{what} for row {row} has shape {tuple(t.shape)}; expected [{model.d_model}] "
+                         f"or [k, {model.d_model}]")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} for row {row} contains NaN or inf")
+
+
+@dataclass
+class Intervention:
+    """What one steering scope does to the residual stream at one layer, row by row.
+
+    ``adds[i]`` (already scaled; ``[d_model]``, a ``[k, d_model]`` prompt pair, or ``None``)
+    is added to row ``i``; ``directions[i]`` (a unit ``[d_model]`` or ``None``) is projected
+    out first where the operator ablates. A single row broadcasts to any batch size.
+    """
+
+    layer: int
+    adds: list[torch.Tensor | None]
+    directions: list[torch.Tensor | None]
+    operator: str
+    position: str
+
+    def __post_init__(self) -> None:
+        check_position(self.position, STEER_POSITIONS)
+        if self.operator not in OPERATORS:
+            raise ValueError(f"unknown operator {self.operator!r}; expected one of {', '.join(OPERATORS)}")
+        if len(self.adds) != len(self.directions):
+            raise ValueError(f"{len(self.adds)} additions but {len(self.directions)} directions")
+        if self.position == "all" and any(a is not None and a.dim() == 2 for a in self.adds):
+            raise ValueError("position 'all' needs [d_model] vectors, not a [k, d_model] prompt pair")
+        self._dense: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def _rows(self, batch: int) -> int:
+        if len(self.adds) not in (1, batch):
+            raise ValueError(f"this steering scope has {len(self.adds)} rows but a forward call has "
+                             f"batch size {batch}")
+        return batch
+
+    def _tensors(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dense ``[rows, d]`` additions (prompt pairs excluded) and unit directions, on ``hidden``'s device."""
+        key = (hidden.device, hidden.dtype)
+        if key not in self._dense:
+            d = hidden.shape[-1]
+            add = torch.stack([a.float() if a is not None and a.dim() == 1 else torch.zeros(d) for a in
+                               (x.detach().cpu() if x is not None else None for x in self.adds)])
+            direction = None
+            if self.operator != "add":
+                direction = torch.stack([u.detach().float().cpu() if u is not None else torch.zeros(d)
+                                         for u in self.directions]).to(hidden.device, hidden.dtype)
+            self._dense[key] = (add.to(hidden.device, hidden.dtype), direction)
+        return self._dense[key]
+
+    def apply(self, hidden: torch.Tensor, real: torch.Tensor, *, continuing: bool) -> torch.Tensor:
+        """The edited ``hidden`` (``[batch, seq, d_model]``), a new tensor.
+
+        Args:
+            real: ``[batch, seq]`` mask of the call's real (unpadded) tokens.
+            continuing: the call continues a cache (its tokens are generated ones).
+        """
+        b = self._rows(hidden.shape[0])
+        if continuing:
+            mask = real.bool() if self.position == "all" else torch.zeros_like(real, dtype=torch.bool)
+        else:
+            mask = position_mask(real.long(), self.position)
+        mask = mask.to(hidden.device)
+        add, direction = self._tensors(hidden)
+        m = mask[..., None].to(hidden.dtype)  # [batch, seq, 1]
+        out = hidden
+        if direction is not None:
+            u = direction.expand(b, -1)[:, None, :]  # [batch, 1, d]
+            out = out - m * (out * u).sum(-1, keepdim=True) * u
+        if self.operator != "ablate":
+            out = out + m * add.expand(b, -1)[:, None, :]
+            if not continuing and any(a is not None and a.dim() == 2 for a in self.adds):
+                out = out + self._prompt_pairs(hidden, real, b)
+        return out
+
+    def _prompt_pairs(self, hidden: torch.Tensor, real: torch.Tensor, b: int) -> torch.Tensor:
+        delta = torch.zeros_like(hidden)
+        first = position_mask(real.long(), "first").float().argmax(dim=1)
+        for i in range(b):
+            a = self.adds[i if len(self.adds) > 1 else 0]
+            if a is None or a.dim() != 2:
+                continue
+            k, start, n = a.shape[0], int(first[i]), int(real[i].sum())
+            if k > n:
+                raise ValueError(f"a {k}-token prompt-pair vector does not fit row {i}, which has {n} tokens")
+            delta[i, start:start + k] = a.detach().to(hidden.device, hidden.dtype)
+        return delta
+
+
+def _call_tokens(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, bool]:
+    """The real-token mask ``[batch, seq]`` of one call of the model, and whether it continues a cache."""
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+    if ids is None:
+        raise ValueError("a steered call of the model needs input_ids or inputs_embeds")
+    batch, seq = ids.shape[0], ids.shape[1]
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        past = mask.shape[1] - seq
+        return mask[:, -seq:].bool(), past > 0
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+    return torch.ones(batch, seq, dtype=torch.bool, device=ids.device), past > 0
+
+
+@contextmanager
+def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
+    check_layers(model, [intervention.layer], allow_last=False)
+    block = blocks_of(model.hf)[intervention.layer]
+    calls: list[tuple[torch.Tensor, bool]] = []
+
+    def on_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        calls.append(_call_tokens(args, kwargs))
+
+    def on_block(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not calls:
+            raise RuntimeError(f"block {intervention.layer} ran inside a steering scope outside a call of the "
+                               "model; steer through model.hf(...) or model.hf.generate(...)")
+        real, continuing = calls[-1]
+        hidden = args[0] if args else kwargs["hidden_states"]  # [batch, seq, d_model]
+        if hidden.shape[:2] != real.shape:
+            raise ValueError(f"block {intervention.layer} got hidden state {tuple(hidden.shape)} for a call with "
+                             f"{tuple(real.shape)} tokens")
+        hidden = intervention.apply(hidden, real, continuing=continuing)
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    handles = [model.hf.register_forward_pre_hook(on_call, with_kwargs=True)]
+    try:
+        handles.append(block.register_forward_pre_hook(on_block, with_kwargs=True))
+        yield intervention
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _typical_norm(model: Model, layer: int) -> float:
+    from .constructions import typical_norm
+
+    return typical_norm(model, layer)
+
+
+def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
+    """``coefficient * typical_norm`` times the unit direction of ``vector``.
+
+    A ``[k, d_model]`` prompt-pair vector is scaled so its largest row has that norm.
+
+    Example:
+        >>> relative_addition(torch.ones(4), 10.0, 0.5).norm()
+        tensor(5.)
+    """
+    norm = vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm()
+    if float(norm) == 0:
+        raise ValueError("cannot scale a zero vector to a norm")
+    return vector * (coefficient * typical_norm / norm)
+
+
+def _coefficients(coefficient: float | Sequence[float]) -> list[float]:
+    if isinstance(coefficient, (str, bool)):
+        raise TypeError(f"coefficients must be numbers, got {coefficient!r}")
+    values = [coefficient] if isinstance(coefficient, (int, float)) else list(coefficient)
+    if not values:
+        raise ValueError("no coefficients given")
+    out = []
+    for c in values:
+        if isinstance(c, (str, bool)) or not isinstance(c, (int, float)):
+            raise TypeError(f"coefficients must be numbers, got {c!r}")
+        if not torch.isfinite(torch.tensor(float(c))):
+            raise ValueError(f"coefficient {c} is not finite")
+        out.append(float(c))
+    return out
+
+
+def _resolve(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None) -> tuple[torch.Tensor, int]:
+    if isinstance(vector, SteeringVector):
+        vector.check_for(model)
+        if layer is None:
+            if len(vector.layers) != 1:
+                raise ValueError(f"vector has layers {vector.layers}: pass layer=")
+            layer = vector.layers[0]
+        return vector.at(layer), layer
+    if not isinstance(vector, torch.Tensor):
+        raise TypeError(f"vector must be a SteeringVector or a tensor, got {type(vector).__name__}")
+    if layer is None:
+        raise ValueError("a plain tensor needs layer=")
+    _check_row(model, vector, 0, "vector")
+    return vector, layer
+
+
+def _rows_for(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None,
+              coefficients: list[float], scale: str, operator: str, position: str) -> Intervention:
+    """The per-row intervention for one vector and a list of coefficients (one row each)."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    v, la = _resolve(model, vector, layer)
+    check_layers(model, [la], allow_last=False)
+    unit = relative_addition(v, 1.0, 1.0)
+    size = _typical_norm(model, la) if scale == "typical" else None
+    adds: list[torch.Tensor | None] = []
+    for c in coefficients:
+        if c == 0:
+            adds.append(None)
+        else:
+            adds.append(c * size * unit if size is not None else c * v)
+    direction = unit if unit.dim() == 1 else None
+    if operator != "add" and direction is None:
+        raise ValueError("ablation needs a [d_model] direction, not a [k, d_model] prompt pair")
+    return Intervention(la, adds, [direction] * len(adds), operator, position)
+
+
+def steering(
+    model: Model,
+    vector: SteeringVector | torch.Tensor,
+    *,
+    layer: int | None = None,
+    coefficient: float | Sequence[float] = 1.0,
+    position: str = "all",
+    operator: str = "add",
+    scale: str = "typical",
+) -> Any:
+    """Steer every call of ``model.hf`` inside a ``with`` block; the model is restored on exit.
+
+    Args:
+        vector: a :class:`SteeringVector` (``layer`` defaults to its only layer) or a
+            ``[d_model]`` tensor (``layer`` required).
+        coefficient: one number, or one per batch row (a sweep in one call).
+        position: which tokens are steered (module docstring); ``all`` by default.
+        operator: ``add``, ``ablate`` or ``ablate_then_add``.
+        scale: ``typical`` (coefficient in units of the layer's typical activation norm) or ``raw``.
+
+    Raises:
+        ValueError: bad layer, position, operator, scale or coefficient, a vector of the wrong
+            width, or (inside the block) a call whose batch size does not match the rows.
+
+    Example:
+        >>> with sl.steering(model, v, layer=15, coefficient=0.5):
+        ...     out = model.hf.generate(**inputs, max_new_tokens=20)
+    """
+    return _scope(model, _rows_for(model, vector, layer, _coefficients(coefficient), scale, operator, position))
+
+
+def steering_rows(
+    model: Model,
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "all",
+    operator: str = "add",
+    directions: Sequence[torch.Tensor | None] | None = None,
+) -> Any:
+    """Like :func:`steering`, with row ``i`` of every call edited by ``additions[i]`` (already
+    scaled) and, for the ablating operators, ``directions[i]`` (normalised here).
+
+    Example:
+        >>> with steering_rows(model, [None, 2 * v, 4 * v], layer=6):
+        ...     logits = model.hf(**batch.as_inputs()).logits
+    """
+    adds = list(additions)
+    for i, a in enumerate(adds):
+        if a is not None:
+            _check_row(model, a, i, "addition")
+    if directions is None:
+        dirs: list[torch.Tensor | None] = [None] * len(adds)
+        if operator != "add":
+            raise ValueError(f"operator {operator!r} needs directions=")
+    else:
+        dirs = []
+        for i, u in enumerate(directions):
+            if u is not None:
+                _check_row(model, u, i, "direction")
+                if u.dim() != 1 or float(u.norm()) == 0:
+                    raise ValueError(f"direction for row {i} must be a non-zero [d_model] vector")
+                u = u / u.norm()
+            dirs.append(u)
+    return _scope(model, Intervention(layer, adds, dirs, operator, position))
 
 
 def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor | None],
                     position: str) -> torch.Tensor:
-    """The ``[batch, seq, d_model]`` tensor added to the prompt's residual stream.
+    """The ``[batch, seq, d_model]`` tensor a prompt's forward call gets added (``add`` operator).
 
-    Zeros wherever a row is unsteered, padded, or not selected by ``position``.
+    Zeros wherever a row is unsteered, padded, or not selected by ``position``. This is
+    the edit the steering scope makes, applied to zeros.
     """
-    check_position(position, STEER_POSITIONS)
     if len(additions) != batch.input_ids.shape[0]:
         raise ValueError(f"{len(additions)} additions for {batch.input_ids.shape[0]} prompts")
-    mask = position_mask(batch.attention_mask, position)  # [batch, seq]
-    first = position_mask(batch.attention_mask, "first").float().argmax(dim=1)
-    delta = torch.zeros(*batch.input_ids.shape, model.d_model)
-    for i, add in enumerate(additions):
-        if add is None:
-            continue
-        _check_addition(model, add, i)
-        add = add.detach().float().cpu()
-        if add.dim() == 2:  # prompt pair: from the first token on
-            k, start = add.shape[0], int(first[i])
-            if k > int(batch.lengths[i]):
-                raise ValueError(
-                    f"a {k}-token prompt-pair vector does not fit prompt {i}, which has "
-                    f"{int(batch.lengths[i])} tokens"
-                )
-            delta[i, start:start + k] = add
-        else:
-            delta[i, mask[i]] = add
-    return delta
+    for i, a in enumerate(additions):
+        if a is not None:
+            _check_row(model, a, i, "addition")
+    intervention = Intervention(0, list(additions), [None] * len(additions), "add", position)
+    zeros = torch.zeros(*batch.input_ids.shape, model.d_model)
+    return intervention.apply(zeros, batch.attention_mask.bool(), continuing=False)
 
 
-class NucleusSampler:
-    """Sampling with temperature, top-k and top-p (nucleus), drawn among the top-k tokens only.
-
-    ``filter`` keeps the same tokens as transformers' ``TemperatureLogitsWarper ->
-    TopKLogitsWarper -> TopPLogitsWarper`` chain (equal up to float rounding; see
-    ``tests/test_steer.py``). Called as a logits processor inside a *greedy* ``generate``,
-    it draws the next token from the filtered distribution itself and leaves only that
-    token finite, so greedy decoding picks it. The distribution is the one transformers'
-    sampler draws from, but neither the nucleus search nor the draw touches the whole
-    vocabulary: on 2 CPU cores with SmolLM2's 49k vocabulary, transformers' filter plus its
-    softmax and multinomial over the vocabulary cost ~19 ms of a ~90 ms batch-8 step, this
-    ~1 ms (``bench/README.md``). The draws use torch's global generator, so a seed
-    reproduces them (but not transformers' draws for the same seed). ``top_k=0`` keeps
-    every token before top-p, as in transformers.
-    """
-
-    def __init__(self, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0):
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not (isinstance(top_k, int) and top_k >= 0):
-            raise ValueError(f"top_k must be an integer >= 0 (0: no top-k), got {top_k!r}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        self.temperature, self.top_k, self.top_p = float(temperature), top_k, float(top_p)
-
-    def _candidates(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and vocabulary indices of the tokens that survive, ascending, ``-inf`` where dropped."""
-        if self.temperature != 1.0:
-            scores = scores / self.temperature
-        vocab = scores.shape[-1]
-        k = min(self.top_k, vocab) if self.top_k else vocab
-        values, index = torch.topk(scores, k)  # descending
-        if k < vocab:
-            # transformers keeps every token tied with the k-th score: widen to include them.
-            n = int((scores >= values[..., -1:]).sum(dim=-1).max())
-            if n > k:
-                values, index = torch.topk(scores, n)
-                values = values.masked_fill(values < values[..., k - 1:k], -float("inf"))
-        values, index = values.flip(-1), index.flip(-1)  # ascending, as transformers sorts
-        if self.top_p < 1.0:
-            drop = values.softmax(dim=-1).cumsum(dim=-1) <= 1 - self.top_p
-            drop[..., -1] = False  # the most likely token always stays
-            values = values.masked_fill(drop, -float("inf"))
-        return values, index
-
-    def filter(self, scores: torch.Tensor) -> torch.Tensor:
-        """The filtered scores over the whole vocabulary (``-inf`` where a token cannot be drawn)."""
-        values, index = self._candidates(scores)
-        return torch.full_like(scores, -float("inf")).scatter(-1, index, values)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        values, index = self._candidates(scores)
-        drawn = index.gather(-1, torch.multinomial(values.softmax(dim=-1), 1))
-        return torch.full_like(scores, -float("inf")).scatter(-1, drawn, 0.0)
+def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) -> list[str]:
+    """A key per row from its prompt and its addition's bytes, plus its index among equal rows:
+    what makes a row's sample independent of the rest of the batch."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for p, a in zip(prompts, additions):
+        digest = "none" if a is None else hashlib.blake2b(
+            a.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=8).hexdigest()
+        base = f"{p}\x1f{digest}"
+        keys.append(f"{base}\x1f{seen[base]}")
+        seen[base] += 1
+    return keys
 
 
-@contextmanager
-def residual_addition(model: Model, layer: int, prompt: torch.Tensor,
-                      step: torch.Tensor | None = None) -> Iterator[None]:
-    """Add to the residual stream entering block ``layer`` for the length of a ``with`` block.
-
-    The model's first forward call inside the block (the prompt) gets ``prompt``
-    (``[batch, seq, d_model]``) added; every later call (one generated token each)
-    gets ``step`` (``[batch, 1, d_model]``), or nothing if ``step`` is ``None``.
-
-    Raises:
-        ValueError: a forward call whose hidden state does not have the shape of
-            the addition meant for it (the hook is removed all the same).
-
-    Example:
-        >>> with residual_addition(model, 6, delta):
-        ...     logits = model.hf(**batch.as_inputs()).logits
-    """
-    block = blocks_of(model.hf)[layer]
-    calls = 0
-
-    def add(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        nonlocal calls
-        delta = prompt if calls == 0 else step
-        calls += 1
-        if delta is None:
-            return None
-        hidden = args[0] if args else kwargs["hidden_states"]  # [batch, seq, d_model]
-        if hidden.shape != delta.shape:
-            raise ValueError(f"forward call {calls} at layer {layer} has hidden state {tuple(hidden.shape)}; "
-                             f"the addition for it is {tuple(delta.shape)}")
-        hidden = hidden + delta
-        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
-
-    handle = block.register_forward_pre_hook(add, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+def _until_eos(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i]
+    return row
 
 
-def _to_model(model: Model, t: torch.Tensor) -> torch.Tensor:
-    return t.to(model.device, next(model.hf.parameters()).dtype)
+def _eos_ids(model: Model) -> set[int]:
+    eos = model.hf.generation_config.eos_token_id if model.hf.generation_config is not None else None
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else ({int(eos)} if eos is not None else set())
 
 
 @torch.inference_mode()
@@ -211,7 +421,9 @@ def steered_generate(
     additions: Sequence[torch.Tensor | None],
     *,
     layer: int,
-    position: str = "first",
+    position: str = "all",
+    operator: str = "add",
+    directions: Sequence[torch.Tensor | None] | None = None,
     max_new_tokens: int = 40,
     seed: int | None = 0,
     do_sample: bool = True,
@@ -219,42 +431,43 @@ def steered_generate(
     top_p: float = 0.3,
     top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
+    row_keys: Sequence[str] | None = None,
 ) -> list[list[int]]:
-    """Generate one continuation per row, row ``i`` steered by ``additions[i]``.
+    """Generate one continuation per row, row ``i`` steered by ``additions[i]``, in one batched call.
 
-    ``additions[i]`` is already scaled (``coefficient * vector``), ``[d_model]`` or
-    ``[k, d_model]``, or ``None`` for an unsteered row. All rows run as one batched
-    ``generate`` call. Returns the new token ids of each row. ``should_stop`` is
-    polled after every step; when it returns True generation ends early (the
-    widget uses this to drop a generation that a newer request superseded).
-    Sampling (``do_sample``) draws with :class:`NucleusSampler` (temperature, top-k,
-    top-p): the distribution transformers' sampler draws from, drawn faster.
+    ``additions[i]`` is already scaled (``[d_model]``, ``[k, d_model]`` or ``None``).
+    Returns each row's new token ids up to the first end-of-sequence token.
+    ``should_stop`` is polled after every step; True ends generation early (the widget
+    drops a generation that a newer request superseded). Sampling draws with
+    :class:`steerlab.sampling.NucleusSampler`, one generator per row seeded from ``seed``
+    and the row's key (default: its prompt, its addition and its index among equal rows).
+
+    Example:
+        >>> ids = steered_generate(model, ["Hi", "Hi"], [None, 8 * v], layer=6, do_sample=False)
     """
-    check_position(position, STEER_POSITIONS)
     check_layers(model, [layer], allow_last=False)
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if len(additions) != len(prompts):
+        raise ValueError(f"{len(additions)} additions for {len(prompts)} prompts")
     batch = encode(model.tokenizer, prompts, padding_side="left")
-    delta = _to_model(model, addition_tensor(model, batch, additions, position))
-    steer_generated = position == "all"
-    every = torch.zeros(len(prompts), model.d_model)
-    if steer_generated:
-        for i, add in enumerate(additions):
-            if add is not None:
-                if add.dim() != 1:
-                    raise ValueError("position 'all' needs a [d_model] vector, not a prompt pair")
-                every[i] = add.detach().float().cpu()
-    every = _to_model(model, every)[:, None, :]  # [batch, 1, d_model]
     gen_kwargs: dict[str, object] = {
         "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
+        "do_sample": False,
         "pad_token_id": model.tokenizer.pad_token_id,
     }
+    processors: list[Any] = []
     if do_sample:
+        keys = list(row_keys) if row_keys is not None else _row_keys(prompts, additions)
+        if len(keys) != len(prompts):
+            raise ValueError(f"{len(keys)} row keys for {len(prompts)} prompts")
+        generators = row_generators(0 if seed is None else seed, keys) if seed is not None else None
+        # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
+        processors.append(NucleusSampler(temperature, top_k, top_p, generators=generators))
+    if processors:
         from transformers import LogitsProcessorList
 
-        # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
-        gen_kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([NucleusSampler(temperature, top_k, top_p)]))
+        gen_kwargs["logits_processor"] = LogitsProcessorList(processors)
     if should_stop is not None:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -265,23 +478,28 @@ def steered_generate(
                 return torch.full((input_ids.shape[0],), bool(stop_now()), dtype=torch.bool)
 
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
-    if seed is not None:
-        torch.manual_seed(seed)
+    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
     prompt_len = batch.input_ids.shape[1]
-    with residual_addition(model, layer, delta, every if steer_generated else None):
-        output = model.hf.generate(**batch.as_inputs(), **gen_kwargs)
-    ids = output[:, prompt_len:]
-    return [row.tolist() for row in ids]
+    if all(a is None for a in additions) and operator == "add":
+        output = model.hf.generate(**inputs, **gen_kwargs)
+    else:
+        with steering_rows(model, additions, layer=layer, position=position, operator=operator,
+                           directions=directions):
+            output = model.hf.generate(**inputs, **gen_kwargs)
+    eos = _eos_ids(model)
+    return [_until_eos(row.tolist(), eos) for row in output[:, prompt_len:]]
 
 
 def generate(
     model: Model,
     prompts: str | Sequence[str],
-    vector: SteeringVector | None = None,
+    vector: SteeringVector | torch.Tensor | None = None,
     *,
     layer: int | None = None,
-    coefficients: float | Sequence[float] = 1.0,
-    position: str = "first",
+    coefficients: float | Sequence[float] = 0.5,
+    position: str = "all",
+    operator: str = "add",
+    scale: str = "typical",
     max_new_tokens: int = 40,
     seed: int | None = 0,
     do_sample: bool = True,
@@ -290,40 +508,37 @@ def generate(
     top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Completion]:
-    """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient.
+    """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient, one batched call.
 
-    All combinations run as one batched generate call. ``layer`` defaults to the
-    vector's only layer.
+    Coefficients are in units of the layer's typical activation norm (``scale="typical"``;
+    ``scale="raw"`` multiplies the vector as it is); coefficient 0 is the unsteered row.
+    ``layer`` defaults to the vector's only layer; ``position`` to every token.
 
     Example:
-        >>> v = counterbalanced(model, "Love", "Hate", [6], position="last")
-        >>> for c in generate(model, "I hate you because", v, coefficients=[0, 5, 10]):
+        >>> v = sl.build("mean_centred", model, layers=[15], target="fantasy")
+        >>> for c in sl.generate(model, "Here is a story:", v, coefficients=[0, 0.5]):
         ...     print(c.coefficient, c.text)
     """
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-    coefs = [float(coefficients)] if isinstance(coefficients, (int, float)) else [float(c) for c in coefficients]
-    if not coefs:
-        raise ValueError("no coefficients given")
+    coefs = _coefficients(coefficients)
     rows = list(itertools.product(prompt_list, coefs))
-    additions: list[torch.Tensor | None]
     if vector is None:
-        layer = 0 if layer is None else layer
-        additions = [None] * len(rows)
+        if layer is not None:
+            check_layers(model, [layer], allow_last=False)
+        check_position(position, STEER_POSITIONS)
+        ids = steered_generate(model, [p for p, _ in rows], [None] * len(rows), layer=0, position=position,
+                               max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
+                               temperature=temperature, top_p=top_p, top_k=top_k, should_stop=should_stop)
+        label = "unsteered"
     else:
-        vector.check_for(model)
-        if layer is None:
-            if len(vector.layers) != 1:
-                raise ValueError(f"vector has layers {vector.layers}: pass layer=")
-            layer = vector.layers[0]
-        v = vector.at(layer)
-        additions = [None if c == 0 else c * v for _, c in rows]
-    ids = steered_generate(
-        model, [p for p, _ in rows], additions, layer=layer, position=position,
-        max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, top_k=top_k, should_stop=should_stop,
-    )
+        intervention = _rows_for(model, vector, layer, [c for _, c in rows], scale, operator, position)
+        ids = steered_generate(
+            model, [p for p, _ in rows], intervention.adds, layer=intervention.layer, position=position,
+            operator=operator, directions=intervention.directions if operator != "add" else None,
+            max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample, temperature=temperature,
+            top_p=top_p, top_k=top_k, should_stop=should_stop)
+        label = vector.describe() if isinstance(vector, SteeringVector) else "tensor"
     tok = model.tokenizer
-    label = "unsteered" if vector is None else vector.describe()
     return [
         Completion(prompt=p, text=tok.decode(row, skip_special_tokens=True), coefficient=c,
                    token_ids=row, label=label)
@@ -339,81 +554,21 @@ def steered_logits(
     *,
     layer: int = 0,
     position: str = "all_prompt",
+    operator: str = "add",
+    directions: Sequence[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by ``additions[i]``.
 
-    With ``additions=None`` this is the plain forward. Used to measure how much a
-    vector damages the model's predictions on other text.
-    """
-    check_layers(model, [layer], allow_last=False)
-    if additions is None or all(a is None for a in additions):
-        out = model.hf(**batch.as_inputs())
-        return out.logits.float()
-    delta = _to_model(model, addition_tensor(model, batch, additions, position))
-    with residual_addition(model, layer, delta):
-        logits = model.hf(**batch.as_inputs()).logits
-    return logits.float()
-
-
-@torch.inference_mode()
-def steered_logits_each(
-    model: Model,
-    batch: Batch,
-    additions: Sequence[torch.Tensor | None],
-    *,
-    layer: int,
-    position: str = "all_prompt",
-) -> Iterator[torch.Tensor]:
-    """For each addition in turn, the logits ``[batch, seq, vocab]`` with it added to every row.
-
-    Equal to ``steered_logits(model, batch, [add] * n_rows, layer=layer, ...)`` for each
-    ``add``, but the blocks before ``layer`` see no addition, so they run once for all
-    of them: one plain forward records what each block from ``layer`` on was called
-    with, and each addition replays only those blocks on the edited residual, then
-    the final norm and unembedding (the logit lens of the last layer, which the tests
-    check equals the model's logits). ``None`` yields the plain logits.
+    With ``additions=None`` this is the plain forward.
 
     Example:
-        >>> for add, logits in zip(adds, steered_logits_each(model, batch, adds, layer=8)):
-        ...     ...
+        >>> logits = steered_logits(model, encode(model.tokenizer, ["Hi there"]), [4 * v], layer=6)
     """
     check_layers(model, [layer], allow_last=False)
-    deltas = [None if add is None else addition_tensor(model, batch, [add] * batch.input_ids.shape[0], position)
-              for add in additions]  # validated before any forward pass
-    blocks = blocks_of(model.hf)
-    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-
-    def recorder(i: int) -> Callable[..., None]:
-        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls[i] = (args, kwargs)
-        return record
-
-    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
-               for i in range(layer, len(blocks))]
-    try:
-        plain = model.hf(**batch.as_inputs(), use_cache=False).logits.float()
-    finally:
-        for handle in handles:
-            handle.remove()
-    for delta in deltas:
-        if delta is None:
-            yield plain
-            continue
-        args, kwargs = calls[layer]
-        hidden = (args[0] if args else kwargs["hidden_states"]) + _to_model(model, delta)  # [batch, seq, d_model]
-        for i in range(layer, len(blocks)):
-            args, kwargs = calls[i]
-            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
-            hidden = block_hidden(out)
-        yield lens_logits(model, hidden)
-
-
-def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
-    """``coefficient * typical_norm`` times the unit direction of ``vector``.
-
-    A ``[k, d_model]`` prompt-pair vector is scaled so its largest row has that norm.
-    """
-    norm = vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm()
-    if float(norm) == 0:
-        raise ValueError("cannot scale a zero vector to a norm")
-    return vector * (coefficient * typical_norm / norm)
+    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
+    if additions is None or (all(a is None for a in additions) and operator == "add"):
+        return model.hf(**inputs).logits.float()
+    with steering_rows(model, additions, layer=layer, position=position, operator=operator,
+                       directions=directions):
+        logits = model.hf(**inputs).logits
+    return logits.float()

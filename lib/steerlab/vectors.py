@@ -32,6 +32,7 @@ from .tokens import Batch
 from .trace import check_layers, residuals
 
 __all__ = [
+    "ADDED_AT",
     "RECIPES",
     "SteeringVector",
     "VectorMismatchError",
@@ -44,7 +45,16 @@ __all__ = [
     "raw",
 ]
 
-RECIPES = ("raw", "mean_centred", "counterbalanced", "isolated", "prompt_pair", "random")
+# Every recipe a saved vector may carry: the constructions of
+# :data:`steerlab.constructions.CONSTRUCTIONS`, plus ``imported`` (a llama.cpp control
+# vector written elsewhere, with no steerlab provenance).
+RECIPES = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random", "bias",
+           "imported")
+
+# Where a vector is added: the residual stream entering block L (Hugging Face's
+# ``hidden_states[L]``). steering-vectors, nnterp and llama.cpp add at block *outputs*:
+# their layer L is steerlab's L + 1 (llama.cpp's ``direction.N`` is steerlab's layer N + 1).
+ADDED_AT = "block_input"
 
 Source = TextSet | Sequence[str] | str | ActivationStats
 
@@ -117,8 +127,16 @@ class SteeringVector:
         return f"{self.recipe}({src}) @ layers {self.layers}, position {self.position}"
 
     def save(self, path: str | Path) -> None:
-        """Write ``path.safetensors`` and ``path.json`` (no pickle)."""
+        """Write ``path.safetensors`` and ``path.json`` (no pickle).
+
+        The JSON records ``"added_at": "block_input"``: layer L is the residual stream
+        entering block L (peers that add at block outputs call it L - 1).
+        """
+        for layer, vec in self.vectors.items():
+            if not bool(torch.isfinite(vec).all()):
+                raise ValueError(f"vector at layer {layer} contains NaN or inf: refusing to save it")
         meta = {
+            "added_at": ADDED_AT,
             "model_name": self.model_name,
             "model_fingerprint": self.model_fingerprint,
             "d_model": self.d_model,
@@ -130,16 +148,32 @@ class SteeringVector:
         }
         save_tensors(Path(path), {f"layer_{k}": v for k, v in self.vectors.items()}, meta)
 
+    def save_gguf(self, path: str | Path, *, coefficient: float = 1.0) -> Path:
+        """Write a llama.cpp control vector (``--control-vector``); see :mod:`steerlab.llamacpp`."""
+        from .llamacpp import save_gguf
+
+        return save_gguf(self, path, coefficient=coefficient)
+
 
 def load_vector(path: str | Path, model: Model | None = None) -> SteeringVector:
-    """Load a vector saved with :meth:`SteeringVector.save`; check it fits ``model``.
+    """Load a vector saved with :meth:`SteeringVector.save` (or a llama.cpp ``.gguf`` control
+    vector); check it fits ``model``.
 
     Raises:
         steerlab.store.StoreError: missing, truncated or altered files.
         VectorMismatchError: made for another model or width.
     """
+    if str(path).endswith(".gguf"):
+        from .llamacpp import load_gguf
+
+        return load_gguf(path, model)
     tensors, meta = load_tensors(Path(path))
     vectors = {int(k.removeprefix("layer_")): v for k, v in tensors.items()}
+    if sorted(vectors) != sorted(int(la) for la in meta.get("layers", vectors)):
+        raise VectorMismatchError(f"{path}: its metadata lists layers {meta.get('layers')} but it holds "
+                                  f"{sorted(vectors)}")
+    if meta.get("added_at", ADDED_AT) != ADDED_AT:
+        raise VectorMismatchError(f"{path} was saved for {meta['added_at']!r}; steerlab adds at {ADDED_AT!r}")
     vec = SteeringVector(
         vectors=vectors,
         model_name=meta["model_name"],
@@ -270,7 +304,7 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
         prefix = [int(bos)]
     padded = [prefix + row + space * (k - len(row)) for row in ids]
     ids_t = torch.tensor(padded, dtype=torch.long)
-    batch = Batch(ids_t, torch.ones_like(ids_t), "right")
+    batch = Batch(ids_t, torch.ones_like(ids_t))
     acts = residuals(model, batch, ls)
     vecs = {la: (act[0, len(prefix):] - act[1, len(prefix):]).float() for la, act in zip(ls, acts)}  # [k, d_model]
     sources: dict[str, Any] = {"plus": plus, "minus": minus, **({"after": "bos"} if after_bos else {})}

@@ -23,17 +23,20 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..data import genres, load_dataset
+from ..constructions import CONSTRUCTIONS, build, named_sets, typical_norm
 from ..lens import top_tokens
 from ..models import Model
-from ..stats import ActivationStats, activation_stats
-from ..steer import generate, relative_addition
+from ..steer import generate
 from ..tokens import STEER_POSITIONS
-from ..vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair, raw
+from ..vectors import SteeringVector
 
-__all__ = ["WIDGET_RECIPES", "SteeringWidget", "relative_addition"]
+__all__ = ["SteeringWidget", "second_input"]
 
-WIDGET_RECIPES = ("raw", "mean_centred", "counterbalanced", "isolated", "prompt_pair")
+
+def second_input(construction: str) -> str | None:
+    """The role of the widget's second box for a construction (``None``: the box is unused)."""
+    roles = [r for r in CONSTRUCTIONS[construction].inputs if r not in ("target", "plus")]
+    return roles[0] if roles else None
 
 
 class SteeringWidget:
@@ -59,11 +62,11 @@ class SteeringWidget:
         self.sample_size = sample_size
         self.max_length = max_length
         self.background = background
-        sets = [*genres(), "shakespeare", "general", "mixed"]
+        sets = named_sets()
         layer = model.n_layers // 2 if layer is None else layer
         self.controls: dict[str, Any] = {
             "prompt": w.Textarea(value=prompt, description="prompt", layout=w.Layout(width="95%")),
-            "recipe": w.Dropdown(options=list(WIDGET_RECIPES), value=recipe, description="recipe"),
+            "recipe": w.Dropdown(options=list(CONSTRUCTIONS), value=recipe, description="recipe"),
             "target": w.Combobox(value=target, options=sets, description="target",
                                  placeholder="a set name or a prompt", ensure_option=False),
             "reference": w.Combobox(value=reference, options=sets, description="reference",
@@ -91,7 +94,6 @@ class SteeringWidget:
             w.HBox([self.controls["max_new_tokens"], self.controls["seed"]]),
             self.controls["prompt"], self.status, w.HBox([self.unsteered, self.steered]), self.lens,
         ])
-        self._stats: dict[str, ActivationStats] = {}
         self._unsteered_cache: dict[tuple[str, int, int], str] = {}
         self._request_id = 0
         self._lock = threading.Lock()
@@ -107,41 +109,30 @@ class SteeringWidget:
     def settings(self) -> dict[str, Any]:
         return {name: control.value for name, control in self.controls.items()}
 
-    def _set_stats(self, name: str) -> ActivationStats:
-        if name not in self._stats:
-            split = "train" if name in (*genres(), "shakespeare", "general", "mixed") else None
-            source: Any = load_dataset(name, split).sample(self.sample_size) if split else name
-            position = "all_but_first" if split else "last"
-            self._stats[name] = activation_stats(
-                self.model, source, None, position=position, max_length=self.max_length, progress=False)
-        return self._stats[name]
-
     def typical_norm(self, layer: int) -> float:
         """Mean activation norm at ``layer`` over general text (the coefficient's unit)."""
-        general = self._set_stats("general")
-        return float(general.mean_norm[general.index(layer)])
+        return typical_norm(self.model, layer, sample_size=self.sample_size, max_length=self.max_length)
 
     def vector(self, s: dict[str, Any] | None = None) -> SteeringVector:
-        """The steering vector the controls describe (all layers but prompt pairs)."""
+        """The steering vector the controls describe, built by :func:`steerlab.constructions.build`.
+
+        For ``prompt_pair`` the boxes hold the plus and minus texts; for the other
+        constructions, named sets; the second box is the construction's second input
+        (reference, counter, minus) and is unused by ``raw``, ``mean_centred``, ``random``, ``bias``.
+        """
         s = s or self.settings()
-        m, recipe, layer = self.model, s["recipe"], s["layer"]
-        target, reference = s["target"].strip(), s["reference"].strip()
-        if not target:
-            raise ValueError("target is empty: choose a set or type a prompt")
-        if recipe == "prompt_pair":
-            return prompt_pair(m, target, reference or " ", [layer])
-        t = self._set_stats(target)
-        layers = [layer]
-        if recipe == "raw":
-            return raw(m, t, layers)
-        if recipe == "mean_centred":
-            return mean_centred(m, t, self._set_stats("general"), layers)
-        if not reference:
-            raise ValueError(f"recipe {recipe} needs a reference set or prompt")
-        ref = self._set_stats(reference)
-        if recipe == "isolated":
-            return isolated(m, t, ref, layers)
-        return counterbalanced(m, t, ref, layers)
+        name, layer = s["recipe"], s["layer"]
+        first, second = s["target"].strip(), s["reference"].strip()
+        spec: dict[str, Any] = {"sample_size": self.sample_size, "max_length": self.max_length,
+                                "seed": int(s["seed"]) if name == "random" else 0}
+        if name == "prompt_pair":
+            spec.update(plus=first, minus=second or " ")
+        else:
+            spec["target"] = first or None
+            role = second_input(name)
+            if role is not None and second:
+                spec[role] = second
+        return build(name, self.model, [layer], **spec)
 
     # -- updating ---------------------------------------------------------------
     def refresh(self) -> None:
@@ -169,7 +160,7 @@ class SteeringWidget:
             key = (prompt, int(s["max_new_tokens"]), int(s["seed"]))
             vec = self.vector(s)
             v = vec.at(s["layer"])
-            lens_vec = v if v.dim() == 1 else v.sum(0)
+            lens_vec = (v if v.dim() == 1 else v.sum(0)) * (-1.0 if float(s["coefficient"]) < 0 else 1.0)
             lens = top_tokens(self.model, lens_vec, k=10)
             stop = lambda: self._stale(request)
             if key not in self._unsteered_cache:
@@ -177,13 +168,12 @@ class SteeringWidget:
                 if self._stale(request):
                     return
                 self._unsteered_cache[key] = plain
-            addition = relative_addition(v, self.typical_norm(s["layer"]), float(s["coefficient"]))
-            steered_vec = SteeringVector({s["layer"]: addition}, vec.model_name, vec.model_fingerprint,
-                                         vec.d_model, vec.recipe, vec.sources, vec.position)
-            steered = generate(self.model, prompt, steered_vec, coefficients=1.0, position=s["position"],
-                               max_new_tokens=key[1], seed=key[2], should_stop=stop)[0].text
-            header = (f"steered: {vec.describe()} × {s['coefficient']:+.2f}, "
-                      f"added at position rule {s['position']}")
+            steered = generate(self.model, prompt, vec, layer=s["layer"], coefficients=float(s["coefficient"]),
+                               position=s["position"], max_new_tokens=key[1], seed=key[2],
+                               should_stop=stop)[0].text
+            role = second_input(s["recipe"])
+            header = (f"steered: {vec.describe()} × {s['coefficient']:+.2f} typical norm, added at "
+                      f"{s['position']} tokens" + ("" if role else " (second box unused)"))
             with self._lock:  # a newer request may not slip in between the check and the update
                 if self._stale(request):
                     return

@@ -32,27 +32,19 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from ..constructions import build, set_stats, typical_norm
 from ..data import TextSet, genres, load_dataset
 from ..metrics import completion_perplexity, steered_text_scores
 from ..models import Model
-from ..stats import activation_stats, pool_stats
 from ..steer import relative_addition, steered_generate
-from ..vectors import (
-    SteeringVector,
-    counterbalanced,
-    isolated,
-    mean_centred,
-    prompt_pair,
-    random_like,
-    raw,
-)
-from .vocab import genre_vocabularies, vocab_rate
+from ..vectors import SteeringVector
+from .vocab import evaluation_vocabulary, vocab_rate
 
 __all__ = [
     "METHODS",
@@ -68,7 +60,6 @@ __all__ = [
     "evaluation_prompts",
     "first_half",
     "format_cell",
-    "genre_word",
     "run_compare",
 ]
 
@@ -96,7 +87,6 @@ class CompareConfig:
     max_length: int = 128
     eval_length: int = 64
     damage_threshold: float = 1.5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -114,10 +104,6 @@ def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
-
-def genre_word(genre: str) -> str:
-    """A genre's name as prompt text: ``science_fiction`` -> ``" science fiction"``."""
-    return " " + genre.replace("_", " ")
 
 
 def first_half(text: str) -> str:
@@ -139,50 +125,22 @@ def evaluation_prompts(cfg: CompareConfig) -> dict[str, list[str]]:
     return {kind: prompts for kind, prompts in sets.items() if prompts}
 
 
-def _last_position(pair: SteeringVector) -> SteeringVector:
-    """A prompt pair's difference at its last position, as one ``[d_model]`` vector, so it
-    is added by the same position rule as every other method (the comparison is of
-    constructions, not of where ActAdd adds them)."""
-    return SteeringVector({la: v[-1] for la, v in pair.vectors.items()}, pair.model_name, pair.model_fingerprint,
-                          pair.d_model, pair.recipe, {**pair.sources, "row": "last"}, pair.position)
-
-
 def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) -> dict[str, SteeringVector]:
-    """One vector per method, at every layer in ``cfg.layers``, from training splits."""
+    """One vector per method, at every layer in ``cfg.layers``, from training splits, through the
+    construction registry (:func:`steerlab.constructions.build`): the counter set is the
+    counterbalanced and word-pair methods' minus side; prompt pairs are the target's name
+    against a space."""
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
     for name in (cfg.target, cfg.counter):
         if name not in genres():
             raise ValueError(f"{name!r} is not a genre; genres: {genres()}")
-    all_layers = list(range(model.n_layers + 1))  # shares notebook 02's cache entries
-
-    def stats(name: str) -> Any:
-        data = load_dataset(name, "train").sample(cfg.sample_size, seed=0)
-        return activation_stats(model, data, all_layers, max_length=cfg.max_length, progress=progress)
-
-    target, general = stats(cfg.target), stats("general")
-    layers = list(cfg.layers)
-    out: dict[str, SteeringVector] = {}
-    for method in cfg.methods:
-        if method == "raw":
-            out[method] = raw(model, target, layers)
-        elif method == "mean_centred":
-            out[method] = mean_centred(model, target, general, layers)
-        elif method == "isolated":
-            mixed = pool_stats([target if g == cfg.target else stats(g) for g in genres()], "mixed stories")
-            out[method] = isolated(model, target, mixed, layers)
-        elif method == "counterbalanced":
-            out[method] = counterbalanced(model, target, stats(cfg.counter), layers)
-        elif method == "prompt_pair":
-            out[method] = _last_position(prompt_pair(model, genre_word(cfg.target), " ", layers, after_bos=True))
-        elif method == "word_pair":
-            out[method] = _last_position(prompt_pair(model, genre_word(cfg.target), genre_word(cfg.counter), layers,
-                                                     after_bos=True))
-        elif method == "random":
-            out[method] = random_like(mean_centred(model, target, general, layers), seed=0)
-    out["_typical_norm"] = general  # type: ignore[assignment]  # popped by run_compare
-    return out
+    spec: dict[str, Any] = {"target": cfg.target, "counter": cfg.counter, "sample_size": cfg.sample_size,
+                            "max_length": cfg.max_length}
+    for name in (cfg.target, "general"):  # shows the progress of the slow first pass
+        set_stats(model, name, sample_size=cfg.sample_size, max_length=cfg.max_length, progress=progress)
+    return {method: build(method, model, list(cfg.layers), **spec) for method in cfg.methods}
 
 
 def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> list[dict[str, Any]]:
@@ -192,8 +150,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
     unsteered control; its effect is 0 and its damage 1 / 0 by construction).
     """
     vectors = build_methods(model, cfg, progress=progress)
-    general_stats: Any = vectors.pop("_typical_norm")
-    vocab = genre_vocabularies({g: load_dataset(g, "train").texts for g in genres()})[cfg.target]
+    vocab = evaluation_vocabulary(cfg.target)
     prompt_sets = evaluation_prompts(cfg)
     if not prompt_sets:
         raise ValueError("no prompts: set n_prompts or n_story_prompts to at least 1")
@@ -207,7 +164,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> l
     bar = tqdm(total=len(combos) * len(seeds) * len(prompt_sets), desc="compare generations",
                disable=not progress)
     for layer, position in combos:
-        typical = float(general_stats.mean_norm[general_stats.index(layer)])
+        typical = typical_norm(model, layer, sample_size=cfg.sample_size, max_length=cfg.max_length)
         conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
         for method, vec in vectors.items():
             unit = relative_addition(vec.at(layer), typical, 1.0)

@@ -1,8 +1,9 @@
 """The write-up's steering examples and a scored coefficient sweep.
 
-An example is a recipe on named sets or prompts, a prompt, and the genre
-vocabulary used to score how far completions moved towards the target. A
-sweep runs every coefficient x sample as one batched generate call.
+An example is a construction of :mod:`steerlab.constructions` on named sets or prompts,
+a prompt, and the vocabulary used to score how far completions moved towards the target
+(:func:`steerlab.study.vocab.evaluation_vocabulary`). A sweep runs every coefficient x
+sample as one batched generate call.
 """
 
 from __future__ import annotations
@@ -11,33 +12,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data import genres, load_dataset
+from ..constructions import build, typical_norm
 from ..metrics import completion_perplexity
 from ..models import Model
-from ..stats import ActivationStats, activation_stats, pool_stats
 from ..steer import Completion, relative_addition, steered_generate
-from ..vectors import SteeringVector, counterbalanced, isolated, mean_centred, prompt_pair
-from .vocab import genre_vocabularies, vocab_rate
+from ..vectors import SteeringVector
+from .vocab import evaluation_vocabulary, vocab_rate
 
-__all__ = ["EXAMPLES", "Example", "SweepResult", "build_example", "run_sweep", "vocabularies"]
+__all__ = ["EXAMPLES", "Example", "SweepResult", "build_example", "run_sweep"]
 
-# name -> (recipe, target, reference, prompt, vocabulary scored)
-EXAMPLES: dict[str, tuple[str, str, str, str, str]] = {
-    "centring": ("mean_centred", "shakespeare", "general", "A girl once had a goose egg. She", "shakespeare"),
-    "isolating": ("isolated", "science_fiction", "mixed", "Here is a story:", "science_fiction"),
-    "additional": ("counterbalanced", "fantasy", "sports", "Yesterday, my son was out kicking a football. Then, he", "fantasy"),
-    "love_hate": ("prompt_pair", "Love", "Hate", "I hate you because", "romance"),
+# name -> construction inputs for steerlab.constructions.build, the prompt, the vocabulary scored
+EXAMPLES: dict[str, dict[str, str]] = {
+    "centring": {"construction": "mean_centred", "target": "shakespeare",
+                 "prompt": "A girl once had a goose egg. She", "vocab": "shakespeare"},
+    "isolating": {"construction": "isolated", "target": "science_fiction", "reference": "mixed",
+                  "prompt": "Here is a story:", "vocab": "science_fiction"},
+    "additional": {"construction": "counterbalanced", "target": "fantasy", "counter": "sports",
+                   "prompt": "Yesterday, my son was out kicking a football. Then, he", "vocab": "fantasy"},
+    "love_hate": {"construction": "prompt_pair", "plus": "Love", "minus": "Hate",
+                  "prompt": "I hate you because", "vocab": "romance"},
 }
-
-_VOCAB: dict[str, list[str]] = {}
-
-
-def vocabularies() -> dict[str, list[str]]:
-    """Vocabularies of every genre and the Shakespeare-style set, from the training split."""
-    if not _VOCAB:
-        names = [*genres(), "shakespeare"]
-        _VOCAB.update(genre_vocabularies({n: load_dataset(n, "train").texts for n in names}))
-    return _VOCAB
 
 
 @dataclass
@@ -51,33 +45,21 @@ class Example:
     typical_norm: float
 
 
-def _set_stats(model: Model, name: str, layer: int, sample_size: int, max_length: int, seed: int) -> ActivationStats:
-    if name == "mixed":
-        parts = [_set_stats(model, g, layer, sample_size, max_length, seed) for g in genres()]
-        return pool_stats(parts, "mixed")
-    data = load_dataset(name, "train").sample(sample_size, seed=seed)
-    # All layers: one pass costs the same, and the entry is shared with notebook 02's cache.
-    return activation_stats(model, data, None, max_length=max_length, progress=False)
-
-
 def build_example(model: Model, name: str, layer: int, *, sample_size: int = 32, max_length: int = 128,
                   seed: int = 0) -> Example:
-    """Build one of :data:`EXAMPLES` at ``layer``."""
+    """Build one of :data:`EXAMPLES` at ``layer``.
+
+    Example:
+        >>> ex = build_example(model, "isolating", 15)
+    """
     if name not in EXAMPLES:
         raise KeyError(f"unknown example {name!r}; expected one of {list(EXAMPLES)}")
-    recipe, target, reference, prompt, vocab_name = EXAMPLES[name]
-    general = _set_stats(model, "general", layer, sample_size, max_length, seed)
-    if recipe == "prompt_pair":
-        vector = prompt_pair(model, target, reference, [layer])
-    else:
-        t = _set_stats(model, target, layer, sample_size, max_length, seed)
-        r = general if reference == "general" else _set_stats(model, reference, layer, sample_size, max_length, seed)
-        recipes: dict[str, Any] = {"mean_centred": mean_centred, "isolated": isolated,
-                                   "counterbalanced": counterbalanced}
-        make = recipes[recipe]
-        vector = make(model, t, r, [layer])
-    return Example(name, vector, layer, prompt, vocab_name, vocabularies()[vocab_name],
-                   float(general.mean_norm[general.index(layer)]))
+    spec: dict[str, Any] = dict(EXAMPLES[name])
+    construction, prompt, vocab_name = spec.pop("construction"), spec.pop("prompt"), spec.pop("vocab")
+    spec_kw: dict[str, Any] = {"sample_size": sample_size, "max_length": max_length, "seed": seed}
+    vector = build(construction, model, [layer], **spec, **spec_kw)
+    return Example(name, vector, layer, prompt, vocab_name, evaluation_vocabulary(vocab_name),
+                   typical_norm(model, layer, **spec_kw))
 
 
 @dataclass
@@ -100,23 +82,20 @@ def _mean(xs: list[float]) -> float:
 
 def run_sweep(model: Model, example: Example, *, sweep: list[float], position: str, samples: int = 3,
               max_new_tokens: int = 40, seed: int = 0) -> SweepResult:
-    """Every coefficient x sample in one batched generate call, scored.
+    """Every coefficient (x typical norm) x sample in one batched generate call, scored.
 
     Rows with coefficient 0 are the unsteered control of the same call.
     """
     coefs = sorted({float(c) for c in sweep})
-    v = example.vector.at(example.layer)
-    unit = relative_addition(v, example.typical_norm, 1.0)
-    scaled = SteeringVector({example.layer: unit}, example.vector.model_name, example.vector.model_fingerprint,
-                            example.vector.d_model, example.vector.recipe, example.vector.sources, example.vector.position)
+    unit = relative_addition(example.vector.at(example.layer), example.typical_norm, 1.0)
     rows = [c for c in coefs for _ in range(samples)]
     ids = steered_generate(model, [example.prompt] * len(rows), [None if c == 0 else c * unit for c in rows],
                            layer=example.layer, position=position, max_new_tokens=max_new_tokens, seed=seed)
     tok = model.tokenizer
+    label = example.vector.describe()
     completions: dict[float, list[Completion]] = {c: [] for c in coefs}
     for c, row in zip(rows, ids):
-        completions[c].append(Completion(example.prompt, tok.decode(row, skip_special_tokens=True), c, row,
-                                         scaled.describe()))
+        completions[c].append(Completion(example.prompt, tok.decode(row, skip_special_tokens=True), c, row, label))
     ppl = completion_perplexity(model, [example.prompt] * len(rows), ids)
     by_c = {c: [p for cc, p in zip(rows, ppl) if cc == c] for c in coefs}
     rate = [_mean([vocab_rate(x.text, example.vocab) for x in completions[c]]) for c in coefs]

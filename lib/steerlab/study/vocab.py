@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-__all__ = ["STOPWORDS", "genre_vocabularies", "stem", "vocab_rate", "words"]
+__all__ = ["STOPWORDS", "evaluation_vocabulary", "genre_vocabularies", "stem", "vocab_rate", "vocabularies", "words"]
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 STOPWORDS = frozenset(
@@ -81,3 +81,29 @@ def vocab_rate(text: str, vocab: Iterable[str]) -> float:
     if not ws:
         return 0.0
     return sum(stem(w) in vocab_set for w in ws) / len(ws)
+
+
+_VOCAB: dict[str, list[str]] = {}
+
+
+def vocabularies() -> dict[str, list[str]]:
+    """The evaluation vocabularies: every genre and the Shakespeare-style set against each other,
+    from the training split. The one set of lists notebooks 03, 04 and the widget score with."""
+    if not _VOCAB:
+        from ..data import genres, load_dataset
+
+        names = [*genres(), "shakespeare"]
+        _VOCAB.update(genre_vocabularies({n: load_dataset(n, "train").texts for n in names}))
+    return _VOCAB
+
+
+def evaluation_vocabulary(target: str) -> list[str]:
+    """The vocabulary a completion steered towards ``target`` is scored against.
+
+    Example:
+        >>> evaluation_vocabulary("fantasy")[:3]
+    """
+    vocab = vocabularies()
+    if target not in vocab:
+        raise ValueError(f"no vocabulary for {target!r}; known: {', '.join(vocab)}")
+    return vocab[target]

@@ -1,0 +1,92 @@
+"""Many steering conditions on one batch, paying only for the blocks from the steered layer up.
+
+The blocks before the steered layer see no edit, so they run once for every condition:
+one plain forward records what each block from ``layer`` on was called with, and each
+condition replays only those blocks on the residual edited by the same
+:class:`steerlab.steer.Intervention` the steering scope applies, then the final norm and
+unembedding (the logit lens of the last layer, which the tests check equals the
+model's logits). Replay is local-only: it calls the blocks directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .arch import block_hidden, blocks_of
+from .lens import lens_logits
+from .models import Model
+from .steer import Intervention
+from .tokens import Batch
+from .trace import check_layers
+
+__all__ = ["steered_logits_each"]
+
+
+@torch.inference_mode()
+def steered_logits_each(
+    model: Model,
+    batch: Batch,
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "all_prompt",
+    operator: str = "add",
+    directions: Sequence[torch.Tensor | None] | None = None,
+) -> Iterator[torch.Tensor]:
+    """For each condition in turn, the logits ``[batch, seq, vocab]`` with it applied to every row.
+
+    Condition ``j`` adds ``additions[j]`` (and, for the ablating operators, projects out
+    ``directions[j]``). Equal to ``steered_logits(model, batch, [add] * n_rows, layer=layer, ...)``
+    for each condition. ``None`` (with the ``add`` operator) yields the plain logits.
+
+    Example:
+        >>> for add, logits in zip(adds, steered_logits_each(model, batch, adds, layer=8)):
+        ...     ...
+    """
+    check_layers(model, [layer], allow_last=False)
+    dirs = list(directions) if directions is not None else [None] * len(additions)
+    if len(dirs) != len(additions):
+        raise ValueError(f"{len(additions)} additions but {len(dirs)} directions")
+    if operator != "add" and any(d is None for d in dirs):
+        raise ValueError(f"operator {operator!r} needs a direction for every condition")
+    conditions: list[Intervention | None] = []  # validated before any forward pass
+    for add, u in zip(additions, dirs):
+        if add is None and operator == "add":
+            conditions.append(None)
+            continue
+        if add is not None and (add.shape[-1] != model.d_model or not bool(torch.isfinite(add).all())):
+            raise ValueError(f"addition of shape {tuple(add.shape)} does not fit d_model {model.d_model} "
+                             "or is not finite")
+        unit = None if u is None else u / u.norm()
+        conditions.append(Intervention(layer, [add], [unit], operator, position))
+    blocks = blocks_of(model.hf)
+    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def recorder(i: int) -> Callable[..., None]:
+        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            calls[i] = (args, kwargs)
+        return record
+
+    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
+               for i in range(layer, len(blocks))]
+    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
+    try:
+        plain = model.hf(**inputs, use_cache=False).logits.float()
+    finally:
+        for handle in handles:
+            handle.remove()
+    real = batch.attention_mask.bool()
+    for condition in conditions:
+        if condition is None:
+            yield plain
+            continue
+        args, kwargs = calls[layer]
+        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False)
+        for i in range(layer, len(blocks)):
+            args, kwargs = calls[i]
+            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
+            hidden = block_hidden(out)
+        yield lens_logits(model, hidden)
