@@ -125,8 +125,8 @@ class SteeringWidget:
         first, second = s["target"].strip(), s["reference"].strip()
         spec: dict[str, Any] = {"sample_size": self.sample_size, "max_length": self.max_length,
                                 "seed": int(s["seed"]) if name == "random" else 0}
-        if name == "prompt_pair":
-            spec.update(plus=first, minus=second or " ")
+        if name == "prompt_pair":  # texts as typed: a leading space is part of the prompt's tokens
+            spec.update(plus=s["target"] if first else "", minus=s["reference"] if second else " ")
         else:
             spec["target"] = first or None
             role = second_input(name)
