@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,9 @@ def test_round_trip(tmp_path: Path) -> None:
     assert back.keys() == tensors.keys()
     for k in tensors:
         assert torch.equal(back[k], tensors[k])
-    assert {k: v for k, v in back_meta.items() if k != "tensor_sha256"} == meta
-    assert len(back_meta["tensor_sha256"]) == 64
+    assert back_meta == meta  # the checksums stay in the file
+    on_disk = json.loads((tmp_path / "x.json").read_text())
+    assert len(on_disk["tensor_sha256"]) == 64 and len(on_disk["meta_sha256"]) == 64
 
 
 def test_saving_does_not_touch_the_callers_tensor(tmp_path: Path) -> None:
@@ -124,3 +129,101 @@ def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.undo()
     assert target.read_text() == "first"
     assert [p.name for p in target.parent.iterdir()] == ["note.txt"]
+
+
+def test_a_dotted_stem_keeps_its_dots(tmp_path: Path) -> None:
+    """``x_c0.5`` and ``x_c0.7`` are two pairs, not both ``x_c0``."""
+    save_tensors(tmp_path / "x_c0.5", {"v": torch.ones(2)}, {"c": 0.5})
+    save_tensors(tmp_path / "x_c0.7", {"v": torch.zeros(2)}, {"c": 0.7})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "x_c0.5.json", "x_c0.5.safetensors", "x_c0.7.json", "x_c0.7.safetensors"]
+    assert load_tensors(tmp_path / "x_c0.5")[1] == {"c": 0.5}
+    assert torch.equal(load_tensors(tmp_path / "x_c0.7")[0]["v"], torch.zeros(2))
+    # A stem given with one of the two suffixes means the same pair.
+    assert load_tensors(tmp_path / "x_c0.5.safetensors")[1] == {"c": 0.5}
+    assert store.paths_of(tmp_path / "x_c0.5.json") == store.paths_of(tmp_path / "x_c0.5")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(layers=[1, 3]),
+    lambda m: m.update(recipe="mean_centred"),
+    lambda m: m.update(extra_field=1),
+    lambda m: m.pop("recipe"),
+])
+def test_an_edited_metadata_field_is_detected(tmp_path: Path, edit: Any) -> None:
+    save_tensors(tmp_path / "x", *_pair())
+    path = tmp_path / "x.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta, indent=1))
+    with pytest.raises(StoreError, match="x.json was altered"):
+        load_tensors(tmp_path / "x")
+
+
+def test_metadata_checksum_ignores_formatting_and_key_order(tmp_path: Path) -> None:
+    save_tensors(tmp_path / "x", _pair()[0], {"b": {"2": 1, "10": 2}, "a": [1.5, None, "é"], "n": float("nan")})
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(dict(reversed(list(json.loads(path.read_text()).items())))))
+    meta = load_tensors(tmp_path / "x")[1]
+    assert meta["b"] == {"2": 1, "10": 2} and meta["a"] == [1.5, None, "é"]
+
+
+def test_a_pair_written_before_metadata_checksums_still_loads(tmp_path: Path) -> None:
+    save_tensors(tmp_path / "x", *_pair())
+    path = tmp_path / "x.json"
+    meta = json.loads(path.read_text())
+    del meta["meta_sha256"]
+    path.write_text(json.dumps(meta))
+    assert load_tensors(tmp_path / "x")[1] == _pair()[1]
+
+
+def test_reserved_metadata_keys_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="reserved"):
+        save_tensors(tmp_path / "x", _pair()[0], {"tensor_sha256": "0" * 64})
+
+
+def test_nan_and_inf_save_and_load_alike(tmp_path: Path) -> None:
+    """Statistics may hold NaN (one token has no pairwise cosine): what saves, loads."""
+    odd = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0])
+    save_tensors(tmp_path / "x", {"v": odd}, {})
+    back = load_tensors(tmp_path / "x")[0]["v"]
+    assert torch.equal(torch.isnan(back), torch.isnan(odd))
+    assert back[1:].tolist() == odd[1:].tolist()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_umasks_usual_mode(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        save_tensors(tmp_path / "x", *_pair())
+        atomic_write_text(tmp_path / "note.txt", "hi")
+    finally:
+        os.umask(old)
+    for name in ("x.safetensors", "x.json", "note.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temporary_files_of_dead_writers_are_cleaned(tmp_path: Path) -> None:
+    old = time.time() - store.STALE_SECONDS - 60
+    dead, alive = _dead_pid(), os.getppid()
+    files = {
+        "dead_old": tmp_path / f".x.safetensors.{dead}.0badc0de.tmp",
+        "mkstemp_old": tmp_path / ".x.json.k2j3h4l5.tmp",  # the name tempfile.mkstemp gave before
+        "dead_recent": tmp_path / f".y.json.{dead}.0badc0de.tmp",
+        "alive_old": tmp_path / f".z.json.{alive}.0badc0de.tmp",
+        "not_ours": tmp_path / ".editor-swap.tmp",
+    }
+    for key, path in files.items():
+        path.write_bytes(b"half")
+        if key != "dead_recent":
+            os.utime(path, (old, old))
+    save_tensors(tmp_path / "w", *_pair())
+    left = {key for key, path in files.items() if path.exists()}
+    assert left == {"dead_recent", "alive_old", "not_ours"}
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"w.json", "w.safetensors"}
