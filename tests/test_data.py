@@ -50,12 +50,27 @@ def test_no_exact_or_near_duplicates() -> None:
         assert worst < 0.3, f"{name}: near-duplicate stories (5-shingle Jaccard {worst:.2f})"
 
 
-def test_genre_vocabularies_non_empty_and_disjoint() -> None:
+def test_genre_vocabularies_generalise_to_heldout_stories() -> None:
+    """Vocabularies from the train split pick out their genre in stories they never saw.
+
+    (Replaces a check that the lists are disjoint, which holds by construction.)
+    Measured: own-genre rate 1.4x (fantasy) to 5.9x (sports) the highest other genre's;
+    nearest-vocabulary genre right for 50 of 91 held-out stories (chance 1 in 7).
+    """
     vocab = genre_vocabularies({g: sl.load_dataset(g, "train").texts for g in GENRES})
-    for g, words in vocab.items():
-        assert len(words) >= 10, f"{g}: only {words}"
-    for a, b in itertools.combinations(GENRES, 2):
-        assert not set(vocab[a]) & set(vocab[b]), (a, b)
+    held = {g: sl.load_dataset(g, "heldout").texts for g in GENRES}
+
+    def rate(texts: list[str], words: list[str]) -> float:
+        return sum(vocab_rate(t, words) for t in texts) / len(texts)
+
+    for g in GENRES:
+        assert len(vocab[g]) >= 10, f"{g}: only {vocab[g]}"
+        own = rate(held[g], vocab[g])
+        other = max(rate(held[h], vocab[g]) for h in GENRES if h != g)
+        assert own > 1.2 * other, f"{g}: held-out rate {own:.4f} vs {other:.4f} in another genre"
+    stories = [(g, t) for g in GENRES for t in held[g]]
+    right = sum(max(GENRES, key=lambda h: vocab_rate(t, vocab[h])) == g for g, t in stories)
+    assert right / len(stories) >= 3 / len(GENRES), f"{right} of {len(stories)}"
 
 
 def test_vocab_rate_counts_stems() -> None:
@@ -105,3 +120,31 @@ def test_generated_rows_are_kept_apart(tmp_path: Path) -> None:
     assert [r.source for r in both.records] == ["written", "generated:m:t=1"]
     with pytest.raises(ValueError, match="ids already"):
         append_generated([Record("fantasy-gen-0-0000", "fantasy", "train", "Again.", "generated:m")], root)
+
+
+def test_data_dir_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerlab.data import data_dir
+
+    monkeypatch.delenv("STEERLAB_DATA", raising=False)
+    found = data_dir()
+    assert (found / "stories").is_dir()
+    # In a checkout the shipped folder is a link to the repository's data/: one copy.
+    assert found.resolve() == (Path(__file__).resolve().parents[1] / "data").resolve()
+    (tmp_path / "stories").mkdir()
+    (tmp_path / "stories" / "fantasy.jsonl").write_text(json.dumps({**GOOD, "genre": "fantasy"}) + "\n")
+    monkeypatch.setenv("STEERLAB_DATA", str(tmp_path))
+    assert data_dir() == tmp_path
+    assert sl.load_dataset("fantasy").texts == ["Some text."]
+    monkeypatch.setenv("STEERLAB_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="STEERLAB_DATA=.*nowhere' is not a folder"):
+        data_dir()
+
+
+def test_inline_texts_must_be_strings() -> None:
+    from steerlab.data import TextSet
+
+    assert TextSet.from_texts("mine", ["One.", "Two."]).texts == ["One.", "Two."]
+    with pytest.raises(ValueError, match="text 1 of 'mine' is None of type NoneType, not a string"):
+        TextSet.from_texts("mine", ["One.", None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="got a single string"):
+        TextSet.from_texts("mine", "One.")

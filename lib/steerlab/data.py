@@ -88,16 +88,57 @@ class TextSet:
 
     @classmethod
     def from_texts(cls, name: str, texts: Sequence[str]) -> TextSet:
+        """A set of inline texts; each must be a string.
+
+        Raises:
+            ValueError: a text that is not a string (``None``), naming its index.
+
+        Example:
+            >>> len(TextSet.from_texts("mine", ["One.", "Two."]))
+            2
+        """
+        if isinstance(texts, str):
+            raise ValueError("expected a list of texts, got a single string: wrap it in a list")  # noqa: TRY004
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(  # noqa: TRY004 - bad text input is a ValueError throughout
+                    f"text {i} of {name!r} is {text!r} of type {type(text).__name__}, not a string")
         recs = tuple(Record(f"{name}-{i}", name, "train", t, "inline") for i, t in enumerate(texts))
         return cls(name, recs)
 
 
 def data_dir() -> Path:
-    """``$STEERLAB_DATA`` or the repository's ``data/`` folder."""
+    """The folder holding the corpora, looked up in this order.
+
+    1. ``$STEERLAB_DATA``, if set (it must be a folder);
+    2. ``steerlab/corpora`` beside this module: the corpora shipped as package
+       data by ``pip install .`` (in a checkout, a symlink to the repository's
+       ``data/``, the one source of truth);
+    3. the checkout's ``data/`` (``lib/steerlab/../../data``), for a checkout
+       whose file system dropped the symlink.
+
+    Raises:
+        DataError: ``$STEERLAB_DATA`` is not a folder, or no candidate holds ``stories/``.
+
+    Example:
+        >>> (data_dir() / "prompts.jsonl").is_file()
+        True
+    """
     env = os.environ.get("STEERLAB_DATA")
     if env:
+        if not Path(env).is_dir():
+            raise DataError(f"STEERLAB_DATA={env!r} is not a folder")
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "data"
+    here = Path(__file__).resolve().parent
+    candidates = [here / "corpora", here.parents[1] / "data"]
+    for folder in candidates:
+        if (folder / "stories").is_dir():
+            return folder
+    raise DataError(
+        f"no data folder found (looked in {', '.join(str(c) for c in candidates)}); "
+        "set STEERLAB_DATA to the folder holding stories/, general/ and prompts.jsonl"
+    )
 
 
 def read_jsonl(path: Path) -> list[Record]:
