@@ -3,8 +3,11 @@ early stopping, streaming memory, the disk cache and centring."""
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 import weakref
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import steerlab
 import steerlab.stats as stats_mod
 import torch
 from steerlab.arch import block_hidden, blocks_of, final_norm_of
+from steerlab.data import TextSet
 from steerlab.stats import activation_stats, per_text_means, pool_stats
 from steerlab.trace import residuals
 
@@ -256,7 +260,6 @@ def test_damaged_cache_entry_is_recomputed_with_a_warning(tiny_gpt2: steerlab.Mo
 
         tensors, meta = load_tensors(tensor_file.with_suffix(""))
         tensors["mean"] = torch.full_like(tensors["mean"], float("nan"))
-        meta.pop("tensor_sha256")
         save_tensors(tensor_file.with_suffix(""), tensors, meta)
     calls = []
     monkeypatch.setattr(stats_mod, "residuals", lambda *a: calls.append(1) or residuals(*a))
@@ -269,19 +272,120 @@ def test_damaged_cache_entry_is_recomputed_with_a_warning(tiny_gpt2: steerlab.Mo
     _assert_same(activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False), first)
 
 
-def test_cache_keys_differ_by_layers_position_data_centre_and_model(
+def test_cache_keys_differ_by_position_data_centre_and_model(
         tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model, cache_dir: Path) -> None:
     base = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
     variants = [
-        activation_stats(tiny_gpt2, TEXTS, layers=[0, 2], progress=False),
         activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], position="all", progress=False),
         activation_stats(tiny_gpt2, TEXTS[:-1], layers=[0, 1], progress=False),
         activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], centre=base, progress=False),
+        activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], max_length=3, progress=False),
         activation_stats(tiny_llama, TEXTS, layers=[0, 1], progress=False),
     ]
     assert len(list(cache_dir.glob("*.json"))) == 1 + len(variants)
     for v in variants:
         assert not torch.equal(v.mean, base.mean)
+    # Other layers of the same computation join its entry instead of making a new one.
+    activation_stats(tiny_gpt2, TEXTS, layers=[2], progress=False)
+    assert len(list(cache_dir.glob("*.json"))) == 1 + len(variants)
+
+
+class _CountingResiduals:
+    """Stands in for ``stats.residuals``, recording the layers of every forward pass."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[int]] = []
+
+    def __call__(self, model: steerlab.Model, batch: Any, layers: Any) -> list[torch.Tensor]:
+        self.passes.append(list(layers))
+        return residuals(model, batch, layers)
+
+
+def test_a_cached_superset_of_layers_serves_a_subset(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = _CountingResiduals()
+    monkeypatch.setattr(stats_mod, "residuals", counter)
+    every = activation_stats(tiny_gpt2, TEXTS, progress=False)
+    assert counter.passes and every.layers == [0, 1, 2]
+    counter.passes.clear()
+    one = activation_stats(tiny_gpt2, TEXTS, layers=[1], progress=False)
+    assert counter.passes == []  # no forward pass at all
+    _assert_same(one, every._subset([1]))
+    two = activation_stats(tiny_gpt2, TEXTS, layers=[2, 0], progress=False)
+    assert counter.passes == [] and two.layers == [0, 2]
+    torch.testing.assert_close(two.mean_unit, every.mean_unit[[0, 2]], atol=0, rtol=0)
+
+
+def test_new_layers_are_computed_alone_and_join_the_entry(tiny_llama: steerlab.Model, cache_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = _CountingResiduals()
+    monkeypatch.setattr(stats_mod, "residuals", counter)
+    first = activation_stats(tiny_llama, TEXTS, layers=[1], batch_size=8, progress=False)
+    both = activation_stats(tiny_llama, TEXTS, layers=[0, 1, 2], batch_size=8, progress=False)
+    assert counter.passes == [[1], [0, 2]]  # layer 1 came from the cache
+    fresh = activation_stats(tiny_llama, TEXTS, layers=[0, 1, 2], cache=False, progress=False)
+    for key in ("mean", "mean_norm", "avg_pairwise_cos", "mean_unit"):
+        torch.testing.assert_close(getattr(both, key), getattr(fresh, key), atol=1e-6, rtol=1e-5, msg=key)
+    _assert_same(both._subset([1]), first)
+    counter.passes.clear()
+    activation_stats(tiny_llama, TEXTS, layers=[0, 2], progress=False)
+    assert counter.passes == []
+    assert len(list(cache_dir.glob("*.json"))) == 1
+
+
+def test_a_centred_entry_serves_a_sliced_centre_but_not_another_centre(
+        tiny_gpt2: steerlab.Model, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    general = activation_stats(tiny_gpt2, TEXTS[:2], progress=False)
+    centred = activation_stats(tiny_gpt2, TEXTS, centre=general, progress=False)
+    counter = _CountingResiduals()
+    monkeypatch.setattr(stats_mod, "residuals", counter)
+    sliced = activation_stats(tiny_gpt2, TEXTS[:2], layers=[1], progress=False)  # from the cache
+    again = activation_stats(tiny_gpt2, TEXTS, layers=[1], centre=sliced, progress=False)
+    assert counter.passes == []
+    _assert_same(again, centred._subset([1]))
+    # Same provenance, other values at layer 1 (a tampered centre): layer 1 is recomputed.
+    shifted = replace(sliced, mean=sliced.mean + 1.0)
+    moved = activation_stats(tiny_gpt2, TEXTS, layers=[1], centre=shifted, progress=False)
+    assert counter.passes == [[1]]
+    torch.testing.assert_close(moved.mean, centred._subset([1]).mean - 1.0, atol=1e-5, rtol=1e-5)
+
+
+def test_a_one_token_entry_is_valid_although_its_pairwise_cosine_is_nan(
+        tiny_gpt2: steerlab.Model, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = activation_stats(tiny_gpt2, ["Rain."], layers=[0, 1], position="first", progress=False)
+    assert one.count == 1 and bool(torch.isnan(one.avg_pairwise_cos).all())
+    monkeypatch.setattr(stats_mod, "residuals", _no_forward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "damaged entry" warning either
+        again = activation_stats(tiny_gpt2, ["Rain."], layers=[0, 1], position="first", progress=False)
+    assert again.count == 1 and bool(torch.isnan(again.avg_pairwise_cos).all())
+    torch.testing.assert_close(again.mean, one.mean, atol=0, rtol=0)
+
+
+def test_a_cache_hit_carries_the_callers_dataset_name(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    activation_stats(tiny_gpt2, TextSet.from_texts("first name", TEXTS), layers=[0], progress=False)
+    monkeypatch.setattr(stats_mod, "residuals", _no_forward)
+    hit = activation_stats(tiny_gpt2, TextSet.from_texts("second name", TEXTS), layers=[0], progress=False)
+    assert hit.dataset == "second name"
+
+
+@pytest.mark.parametrize("edit", ["count", "layers", "position", "dataset_hash"])
+def test_edited_cache_metadata_is_damage_not_data(tiny_gpt2: steerlab.Model, cache_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch, edit: str) -> None:
+    """A hand-edited ``count`` would reweight pooled statistics: it must not be trusted."""
+    first = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    (json_file,) = cache_dir.glob("*.json")
+    meta = json.loads(json_file.read_text())
+    meta[edit] = {"count": meta["count"] * 10, "layers": [0, 2], "position": "all",
+                  "dataset_hash": "0" * 16}[edit]
+    json_file.write_text(json.dumps(meta))
+    counter = _CountingResiduals()
+    monkeypatch.setattr(stats_mod, "residuals", counter)
+    with pytest.warns(UserWarning, match="damaged statistics cache entry.*altered"):
+        again = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
+    assert counter.passes, "the edited entry was trusted"
+    _assert_same(again, first)
 
 
 def test_unwritable_cache_warns_and_still_returns(tiny_gpt2: steerlab.Model, cache_dir: Path,
@@ -326,7 +430,13 @@ def test_centring_with_another_set_subtracts_its_mean(tiny_llama: steerlab.Model
     ({"layers": []}, ValueError, "no layers given"),
     ({"position": "middle"}, ValueError, "unknown position rule 'middle'"),
     ({"position": "all_prompt"}, ValueError, "unknown position rule 'all_prompt'"),
-    ({"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+    ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1, got 0"),
+    ({"layers": [2.7]}, ValueError, r"layer 2.7 is not an integer layer index: expected an int in 0\.\.2"),
+    ({"layers": [True]}, ValueError, "layer True is not an integer"),
+    ({"layers": ["1"]}, ValueError, "layer '1' is not an integer"),
+    ({"layers": 1}, ValueError, r"layers must be a list of ints in 0\.\.2 or None, got 1"),
+    ({"max_length": -1}, ValueError, "max_length must be an int >= 1 or None, got -1"),
+    ({"max_length": 0}, ValueError, "max_length must be an int >= 1"),
 ])
 def test_bad_arguments_are_named(tiny_gpt2: steerlab.Model, kwargs: dict[str, Any],
                                  error: type[Exception], match: str) -> None:
@@ -341,6 +451,53 @@ def test_empty_dataset_and_empty_text_are_rejected(tiny_gpt2: steerlab.Model) ->
         activation_stats(tiny_gpt2, ["fine", "  "], batch_size=4, cache=False, progress=False)
     with pytest.raises(ValueError, match="is empty"):
         per_text_means(tiny_gpt2, [], progress=False)
+    with pytest.raises(ValueError, match="text 1 of '2 texts' is None of type NoneType, not a string"):
+        activation_stats(tiny_gpt2, ["fine", None], cache=False, progress=False)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="text 2 of '3 texts' is None"):
+        per_text_means(tiny_gpt2, ["fine", "also", None], progress=False)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"max_length must be an int >= 1 or None, got -1"):
+        per_text_means(tiny_gpt2, ["fine"], max_length=-1, progress=False)
+
+
+def test_numpy_integer_layers_are_accepted(tiny_gpt2: steerlab.Model) -> None:
+    import numpy as np
+
+    s = activation_stats(tiny_gpt2, TEXTS, layers=[np.int64(1)], cache=False, progress=False)
+    assert s.layers == [1] and type(s.layers[0]) is int
+
+
+# --- the model's position limit -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_gpt2(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
+    """A tiny GPT-2 that takes at most 64 positions."""
+    from conftest import _embedded_tokenizer, _save_and_load, _special_ids
+    from transformers import GPT2Config
+
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(_embedded_tokenizer()),
+                        n_positions=64, **_special_ids())
+    return _save_and_load(tmp_path_factory, "short-gpt2", config)
+
+
+LONG = " ".join(["The river ran past the old mill and under the stone bridge."] * 12)  # ~150 tokens
+
+
+def test_texts_longer_than_the_position_limit_are_cut_with_a_warning(short_gpt2: steerlab.Model) -> None:
+    texts = [LONG, TEXTS[0]]
+    assert len(short_gpt2.tokenizer(LONG)["input_ids"]) > 64
+    with pytest.warns(UserWarning, match=r"1 of 2 texts of '2 texts' are longer than .*limit of 64 positions"):
+        got = activation_stats(short_gpt2, texts, cache=False, progress=False)  # max_length=256 by default
+    want = activation_stats(short_gpt2, texts, max_length=64, cache=False, progress=False)
+    _assert_same(got, want)
+    assert got.count == 63 + len(short_gpt2.tokenizer(TEXTS[0])["input_ids"]) - 1
+    with pytest.warns(UserWarning, match="limit of 64 positions"):
+        means = per_text_means(short_gpt2, texts, layers=[1], max_length=None, progress=False)
+    torch.testing.assert_close(means, per_text_means(short_gpt2, texts, layers=[1], max_length=64,
+                                                     progress=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # short texts: nothing cut, nothing said
+        activation_stats(short_gpt2, TEXTS, cache=False, progress=False)
 
 
 def test_centre_lacking_layers_is_rejected(tiny_gpt2: steerlab.Model) -> None:

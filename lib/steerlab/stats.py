@@ -9,8 +9,15 @@ unit vectors gives two averages exactly, in O(n):
 - average pairwise cosine over distinct pairs: ``(n |mean(u)|^2 - 1) / (n - 1)``.
 
 Memory is one batch plus a few ``[layers, d_model]`` sums, whatever the dataset
-size. Results are cached on disk, keyed by model fingerprint, text content,
-layers, position rule and centre; a damaged cache entry is recomputed.
+size. Results are cached on disk, one entry per model fingerprint, text content,
+position rule, token limit, centre and the tokenizer's added BOS; the layer set
+is not part of the key: an entry holds every layer computed so far, serves any
+subset of them without a forward pass, and a request for new layers computes
+only those and adds them to the entry. A damaged or altered entry is recomputed
+with a warning.
+
+Texts longer than the model's position limit (GPT-2's ``n_positions``) are cut
+to it, with a warning, instead of failing inside the model.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +35,15 @@ from tqdm.auto import tqdm
 
 from .data import TextSet
 from .models import Model, cache_root
-from .store import StoreError, load_tensors, save_tensors
-from .tokens import STAT_POSITIONS, check_position, encode, position_mask
+from .store import StoreError, load_tensors, paths_of, save_tensors
+from .tokens import STAT_POSITIONS, added_bos_id, check_position, encode, position_limit
 from .trace import check_layers, residuals
 
 __all__ = ["ActivationStats", "activation_stats", "as_textset", "per_text_means", "pool_stats"]
 
-_CACHE_VERSION = 1
+# 2: tokens get the tokenizer's own special tokens; entries hold any layer set;
+# metadata inside the store's checksum.
+_CACHE_VERSION = 2
 
 
 @dataclass
@@ -60,12 +69,17 @@ class ActivationStats:
     mean_unit: torch.Tensor | None = None  # [n_layers_requested, d_model], mean of unit vectors
     # With a centre: average cosine of the centred activations to the centre's direction.
     avg_cos_to_centre: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def index(self, layer: int) -> int:
         if layer not in self.layers:
             raise KeyError(f"layer {layer} was not computed; layers: {self.layers}")
         return self.layers.index(layer)
+
+    def _subset(self, layers: Sequence[int]) -> ActivationStats:
+        """The same statistics at ``layers`` only (each must have been computed)."""
+        rows = torch.tensor([self.index(layer) for layer in layers], dtype=torch.long)
+        pick: dict[str, Any] = {k: v.index_select(0, rows) for k, v in self._tensors().items()}
+        return replace(self, layers=list(layers), **pick)
 
     def mean_at(self, layer: int) -> torch.Tensor:
         """The mean activation ``[d_model]`` at a residual layer."""
@@ -116,52 +130,122 @@ class ActivationStats:
 
 
 def as_textset(source: TextSet | Sequence[str] | str, name: str | None = None) -> TextSet:
-    """Accept a :class:`TextSet`, a list of strings or one string."""
+    """Accept a :class:`TextSet`, a list of strings or one string.
+
+    Raises:
+        ValueError: an item that is not a string (``None``), naming its index.
+
+    Example:
+        >>> as_textset(["One.", "Two."]).name
+        '2 texts'
+    """
     if isinstance(source, TextSet):
         return source
     texts = [source] if isinstance(source, str) else list(source)
-    label = name or (texts[0][:40] if len(texts) == 1 else f"{len(texts)} texts")
+    one = len(texts) == 1 and isinstance(texts[0], str)
+    label = name or (texts[0][:40] if one else f"{len(texts)} texts")
     return TextSet.from_texts(label, texts)
 
 
-def _cache_key(model: Model, data: TextSet, layers: list[int], position: str,
-               max_length: int, centre: ActivationStats | None) -> str:
+def _cache_key(model: Model, data: TextSet, position: str, keep: int | None,
+               centre: ActivationStats | None) -> str:
     key = {
         "v": _CACHE_VERSION,
         "model": model.fingerprint,
         "data": data.content_hash,
-        "layers": layers,
         "position": position,
-        "max_length": max_length,
-        "centre": None if centre is None else _centre_key(centre),
+        "max_length": keep,
+        # Which computation the centre came from; its values are checked per layer.
+        "centre": None if centre is None else [centre.model_fingerprint, centre.dataset_hash,
+                                               centre.position, centre.count, centre.centre],
+        "bos": added_bos_id(model.tokenizer),
         "dtype": str(next(model.hf.parameters()).dtype),
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _centre_key(centre: ActivationStats) -> str:
-    return hashlib.sha1(centre.mean.numpy().tobytes()).hexdigest()[:16]
+def _centre_hashes(centre: ActivationStats, layers: Sequence[int]) -> dict[str, str]:
+    """Per layer, a hash of the centre's mean there (JSON keys are strings)."""
+    return {str(layer): hashlib.sha1(centre.mean_at(layer).contiguous().numpy().tobytes()).hexdigest()[:16]
+            for layer in layers}
 
 
-def _load_cached(stem: Path, layers: list[int], d_model: int) -> ActivationStats | None:
-    if not stem.with_suffix(".json").exists():
+_PER_LAYER = ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean", "avg_pairwise_cos", "mean_unit")
+
+
+def _load_cached(stem: Path, position: str, d_model: int, centre: ActivationStats | None,
+                 ) -> tuple[ActivationStats, dict[str, str]] | None:
+    """The cache entry at ``stem`` and its per-layer centre hashes; ``None`` if absent or damaged."""
+    if not paths_of(stem)[1].exists():
         return None
     try:
         tensors, meta = load_tensors(stem)
-        if meta.get("layers") != layers or tuple(tensors["mean"].shape) != (len(layers), d_model):
-            raise StoreError("shape does not match the request")
-        if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
-            raise StoreError("non-finite values")
+        layers, count = meta["layers"], meta["count"]
+        if (meta.get("version") != _CACHE_VERSION or not isinstance(layers, list) or not layers
+                or not all(isinstance(la, int) and not isinstance(la, bool) for la in layers)
+                or layers != sorted(set(layers)) or not isinstance(count, int) or count < 1
+                or meta["position"] != position):
+            raise StoreError(f"metadata does not describe a version-{_CACHE_VERSION} entry for {position!r}")
+        wanted = [*_PER_LAYER, *(["avg_cos_to_centre"] if centre is not None else [])]
+        if sorted(tensors) != sorted(wanted):
+            raise StoreError(f"holds tensors {sorted(tensors)}, expected {sorted(wanted)}")
+        for key, t in tensors.items():
+            shape = (len(layers), d_model) if key in ("mean", "mean_unit") else (len(layers),)
+            if tuple(t.shape) != shape:
+                raise StoreError(f"{key} has shape {tuple(t.shape)}, expected {shape}")
+            finite = torch.isfinite(t)
+            # One token has no pairs: its average pairwise cosine is NaN by construction.
+            if key == "avg_pairwise_cos" and count == 1:
+                finite = torch.isnan(t)
+            if not bool(finite.all()):
+                raise StoreError(f"{key} holds unexpected NaN or inf values")
+        hashes = meta.get("centre_hashes") or {}
+        if centre is not None and sorted(hashes) != sorted(str(la) for la in layers):
+            raise StoreError("centre hashes do not cover the layers")
         fields: dict[str, Any] = {k: meta[k] for k in ("model_name", "model_fingerprint", "dataset",
-                                                       "dataset_hash", "layers", "position", "count", "centre")}
-        fields.update({k: tensors[k] for k in ("mean", "mean_norm", "norm_of_mean", "avg_cos_to_mean",
-                                               "avg_pairwise_cos")})
-        return ActivationStats(**fields, mean_unit=tensors.get("mean_unit"),
-                               avg_cos_to_centre=tensors.get("avg_cos_to_centre"))
+                                                       "dataset_hash", "position", "centre")}
+        fields.update({k: tensors[k] for k in _PER_LAYER})
+        stats = ActivationStats(**fields, layers=layers, count=count,
+                                avg_cos_to_centre=tensors.get("avg_cos_to_centre"))
+        return stats, hashes
     except (StoreError, KeyError, TypeError) as err:
         warnings.warn(f"ignoring damaged statistics cache entry {stem}: {err}; recomputing",
                       stacklevel=3)
         return None
+
+
+def _merge(old: ActivationStats, new: ActivationStats) -> ActivationStats:
+    """One entry with the layers of both (``new`` wins where both have a layer)."""
+    layers = sorted(set(old.layers) | set(new.layers))
+    source = [new if layer in new.layers else old for layer in layers]
+    merged: dict[str, Any] = {}
+    for key in new._tensors():
+        merged[key] = torch.stack([getattr(s, key)[s.index(layer)] for s, layer in zip(source, layers)])
+    return replace(new, layers=layers, **merged)
+
+
+def _check_count(name: str, value: int | None, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _token_budget(model: Model, max_length: int | None) -> tuple[int | None, int | None]:
+    """``(tokens kept per text, the model's limit if it is what cuts)``."""
+    limit = position_limit(model.hf.config)
+    if limit is not None and (max_length is None or max_length > limit):
+        return limit, limit
+    return max_length, None
+
+
+def _warn_cut(model: Model, textset: TextSet, cut: int, limit: int | None, max_length: int | None) -> None:
+    if limit is not None and cut:
+        warnings.warn(
+            f"{cut} of {len(textset)} texts of {textset.name!r} are longer than {model.name}'s limit of "
+            f"{limit} positions: their statistics use the first {limit} tokens (max_length={max_length})",
+            stacklevel=3,
+        )
 
 
 def activation_stats(
@@ -171,7 +255,7 @@ def activation_stats(
     *,
     position: str = "all_but_first",
     batch_size: int = 16,
-    max_length: int = 256,
+    max_length: int | None = 256,
     centre: ActivationStats | None = None,
     cache: bool = True,
     progress: bool = True,
@@ -185,16 +269,25 @@ def activation_stats(
         position: which tokens count: ``all``, ``all_but_first``, ``first``, ``last``.
             On SmolLM2 the first token is an attention-sink outlier with a norm in
             the hundreds; ``all_but_first`` (the default) leaves it out.
+            Tokens are the tokenizer's own (Gemma's ``<bos>`` included); ``all_but_first``
+            leaves position 0 out whether it is a BOS or the first word, ``first`` is
+            that position.
         batch_size: texts per forward pass.
-        max_length: tokens kept per text.
+        max_length: tokens kept per text (special tokens included); ``None`` for all.
+            Never more than the model's position limit: longer texts are cut to it,
+            with a warning.
         centre: subtract this set's mean at each layer before accumulating
             (statistics of mean-centred activations).
-        cache: read and write the on-disk cache.
+        cache: read and write the on-disk cache. An entry computed for more layers
+            answers a request for fewer without a forward pass; new layers are
+            computed alone and added to the entry. The result carries the
+            caller's dataset name.
         progress: show a progress bar.
 
     Raises:
-        ValueError: empty data, a layer out of range, an unknown position rule,
-            or a rule that selects no token.
+        ValueError: empty data, a text that is not a string, a layer that is not an
+            integer or is out of range, an unknown position rule, ``batch_size`` or
+            ``max_length`` below 1, or a rule that selects no token.
 
     Example:
         >>> s = activation_stats(model, load_dataset("general", "train"), layers=[0, 10])
@@ -210,23 +303,62 @@ def activation_stats(
     if empty:
         raise ValueError(f"text {empty[0]} of {textset.name!r} is empty: every text needs a token")
     layers = check_layers(model, layers)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_count("batch_size", batch_size, allow_none=False)
+    _check_count("max_length", max_length, allow_none=True)
     if centre is not None:
         missing = [layer for layer in layers if layer not in centre.layers]
         if missing:
             raise ValueError(f"centre statistics lack layers {missing}")
-    stem = cache_root() / "stats" / _cache_key(model, textset, layers, position, max_length, centre)
-    if cache:
-        hit = _load_cached(stem, layers, model.d_model)
-        if hit is not None:
-            return hit
+    # A causal model's first token sees only itself: one token per text suffices.
+    keep, limit = (1, None) if position == "first" else _token_budget(model, max_length)
+    stem = cache_root() / "stats" / _cache_key(model, textset, position, keep, centre)
+    cached = _load_cached(stem, position, model.d_model, centre) if cache else None
+    have: list[int] = []
+    if cached is not None:
+        hit, hashes = cached
+        if centre is not None:  # a layer counts only if it was centred on these very values
+            current = _centre_hashes(centre, [la for la in hit.layers if la in centre.layers])
+            have = [la for la in hit.layers if hashes.get(str(la)) == current.get(str(la))]
+        else:
+            have = list(hit.layers)
+    todo = [layer for layer in layers if layer not in have]
+    label = None if centre is None else f"{centre.dataset} mean"
+    if not todo:
+        assert cached is not None
+        return replace(cached[0]._subset(layers), dataset=textset.name, centre=label)
 
+    fresh, cut = _compute(model, textset, todo, position, batch_size, keep, centre, progress)
+    entry = fresh
+    if cached is not None and have:
+        old = cached[0]._subset(have)
+        if old.count == fresh.count:
+            entry = _merge(old, fresh)
+        else:  # the entry counted other tokens: trust neither it nor a mix of the two
+            warnings.warn(f"statistics cache entry {stem} counted {old.count} tokens where this pass counts "
+                          f"{fresh.count}; recomputing every requested layer", stacklevel=2)
+            fresh, cut = _compute(model, textset, layers, position, batch_size, keep, centre, progress)
+            entry = fresh
+    _warn_cut(model, textset, cut, limit, max_length)
+    if cache:
+        meta = entry._meta()
+        if centre is not None:
+            meta["centre_hashes"] = _centre_hashes(centre, entry.layers)
+        try:
+            save_tensors(stem, entry._tensors(), meta)
+        except OSError as err:
+            warnings.warn(f"could not write statistics cache {stem}: {err}", stacklevel=2)
+    return replace(entry._subset(layers), dataset=textset.name, centre=label)
+
+
+def _compute(model: Model, textset: TextSet, layers: list[int], position: str, batch_size: int,
+             keep: int | None, centre: ActivationStats | None, progress: bool) -> tuple[ActivationStats, int]:
+    """One streaming pass over ``textset``: the statistics and how many texts ``keep`` cut."""
     d = model.d_model
     sum_x = torch.zeros(len(layers), d, dtype=torch.float64)
     sum_unit = torch.zeros(len(layers), d, dtype=torch.float64)
     sum_norm = torch.zeros(len(layers), dtype=torch.float64)
     count = 0
+    cut = 0
     centres = None if centre is None else torch.stack([centre.mean_at(layer) for layer in layers])
     texts = textset.texts
     # Sorting by length packs similar lengths together: less padding, same sums.
@@ -235,10 +367,9 @@ def activation_stats(
     bar = tqdm(total=len(texts), desc=f"stats {textset.name}", unit="text", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = [texts[i] for i in order[start:start + batch_size]]
-        # A causal model's first token sees only itself: one token per text suffices.
-        keep = 1 if position == "first" else max_length
         batch = encode(model.tokenizer, chunk, padding_side="right", max_length=keep)
-        mask = position_mask(batch.attention_mask, position)  # [batch, seq]
+        cut += int(batch.truncated.sum())
+        mask = batch.select(position)  # [batch, seq]
         acts = residuals(model, batch, layers)
         count += int(mask.sum())
         for i, act in enumerate(acts):
@@ -269,12 +400,7 @@ def activation_stats(
         ).sum(-1).float(),
         **derived,
     )
-    if cache:
-        try:
-            save_tensors(stem, stats._tensors(), stats._meta())
-        except OSError as err:
-            warnings.warn(f"could not write statistics cache {stem}: {err}", stacklevel=2)
-    return stats
+    return stats, cut
 
 
 def _finish(count: int, mean: torch.Tensor, mean_norm: torch.Tensor, mean_unit: torch.Tensor,
@@ -331,25 +457,38 @@ def per_text_means(
     *,
     position: str = "all_but_first",
     batch_size: int = 16,
-    max_length: int = 256,
+    max_length: int | None = 256,
     progress: bool = True,
 ) -> torch.Tensor:
     """Mean activation of each text separately: ``[n_texts, n_layers_requested, d_model]``.
 
-    Used to classify held-out texts by their nearest genre vector.
+    Used to classify held-out texts by their nearest genre vector. Texts and
+    positions as in :func:`activation_stats` (no cache).
+
+    Example:
+        >>> per_text_means(model, load_dataset("fantasy", "heldout"), layers=[15]).shape
+        torch.Size([13, 1, 576])
     """
     check_position(position, STAT_POSITIONS)
     textset = as_textset(data)
     if len(textset) == 0:
         raise ValueError(f"dataset {textset.name!r} is empty")
     layers = check_layers(model, layers)
+    _check_count("batch_size", batch_size, allow_none=False)
+    _check_count("max_length", max_length, allow_none=True)
+    keep, limit = (1, None) if position == "first" else _token_budget(model, max_length)
     texts = textset.texts
     out = torch.zeros(len(texts), len(layers), model.d_model)
+    cut = 0
     bar = tqdm(total=len(texts), desc=f"per-text {textset.name}", unit="text", disable=not progress)
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
-        batch = encode(model.tokenizer, chunk, padding_side="right", max_length=max_length)
-        mask = position_mask(batch.attention_mask, position).float()  # [batch, seq]
+        try:
+            batch = encode(model.tokenizer, chunk, padding_side="right", max_length=keep)
+        except ValueError as err:  # name the text by its index in the dataset, not in the batch
+            raise ValueError(f"{textset.name!r}, batch from text {start}: {err}") from err
+        cut += int(batch.truncated.sum())
+        mask = batch.select(position).float()  # [batch, seq]
         if bool((mask.sum(1) == 0).any()):
             raise ValueError(f"position rule {position!r} selects no token in some text")
         acts = residuals(model, batch, layers)
@@ -357,4 +496,5 @@ def per_text_means(
             out[start:start + len(chunk), i] = (act * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         bar.update(len(chunk))
     bar.close()
+    _warn_cut(model, textset, cut, limit, max_length)
     return out

@@ -7,7 +7,8 @@ the traces live here, in functions, and nowhere else reads activations.
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -23,18 +24,35 @@ def check_layers(model: Model, layers: Sequence[int] | None, *, allow_last: bool
 
     Valid layers run from 0 (the embeddings, entering block 0) to ``n_layers``
     (leaving the last block), or to ``n_layers - 1`` where a vector is added
-    *before* a block (``allow_last=False``).
+    *before* a block (``allow_last=False``). Returns them sorted, without repeats.
+
+    Raises:
+        ValueError: no layers, a layer that is not an integer (``2.7``, ``"2"``,
+            ``True``), or one out of range; the message gives the valid range.
+
+    Example:
+        >>> check_layers(model, [6, 2])
+        [2, 6]
     """
     top = model.n_layers if allow_last else model.n_layers - 1
     if layers is None:
         return list(range(top + 1))
-    out = sorted({int(layer) for layer in layers})
-    if not out:
-        raise ValueError("no layers given: expected at least one layer index")
-    for layer in out:
-        if not 0 <= layer <= top:
-            raise ValueError(f"layer {layer} is out of range for {model.name}: expected 0..{top}")
-    return out
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise ValueError(f"layers must be a list of ints in 0..{top} or None, got {layers!r}")  # noqa: TRY004
+    checked: set[int] = set()
+    for layer in layers:
+        try:
+            if isinstance(layer, bool):
+                raise TypeError("a bool")
+            index = operator.index(layer)  # int, numpy or 0-d torch integers; not 2.7, "2"
+        except TypeError:
+            raise ValueError(f"layer {layer!r} is not an integer layer index: expected an int in 0..{top}") from None
+        if not 0 <= index <= top:
+            raise ValueError(f"layer {index} is out of range for {model.name}: expected 0..{top}")
+        checked.add(index)
+    if not checked:
+        raise ValueError(f"no layers given: expected at least one layer index in 0..{top}")
+    return sorted(checked)
 
 
 @torch.inference_mode()
