@@ -2,22 +2,67 @@
 
 - effect: target-vocabulary rate of completions (see :mod:`steerlab.vocab`), and
   the log-probability shift of held-out target text under steering;
+- steerability (Tan et al. 2024): the per-sample slope of a target-vs-other propensity
+  against the coefficient, from forward passes only (:func:`steerability`);
 - damage: perplexity ratio and next-token KL divergence on general text with
   the vector applied, against the unsteered model;
-- fluency: perplexity of completions under the unsteered model.
+- fluency: perplexity of completions under the unsteered model, and repetition
+  (:func:`distinct_n`);
+- relevance: how much the steered model still expects the unsteered completion of a
+  prompt (:func:`relevance`).
+
+Judge-free stand-ins for AxBench's three LLM ratings (concept, instruction relevance,
+fluency; Wu et al. 2025). The concept rating lives in :mod:`steerlab.study.judge`.
+
+- **fluency**: perplexity of a completion under the unsteered model says whether the text
+  is language the model finds ordinary; it is blind to loops (a repeated phrase becomes
+  very predictable), which :func:`distinct_n` catches: the share of distinct n-grams drops
+  towards ``1/k`` for a phrase repeated ``k`` times. Both are needed; neither alone is
+  the judge's "is it fluent".
+- **relevance**: the judge asks whether the response still addresses the instruction.
+  The unsteered completion is the model's own answer to the prompt; its mean log-prob
+  per token under the *steered* model measures how much of that prompt-following the
+  steered model keeps. It is 0 change at coefficient 0 by construction, falls as steering
+  pulls the model off the prompt, and needs no text to be generated per condition. Its
+  limit: it also falls for the intended change of topic, so it is read against the
+  unsteered value and beside the concept score, as AxBench's harmonic mean does.
+
+Positions in the forward-pass metrics (:func:`continuation_logprobs`, :func:`relevance`,
+:func:`steerability`) mean what they mean in steered generation, with the opening (the
+prompt) followed by the continuation (the tokens the model would generate): ``all`` steers
+every token, ``all_prompt`` every opening token, ``last_prompt`` the opening's last,
+``first`` / ``after_bos`` its first (after an added BOS); continuation tokens are
+steered only under ``all``. So a forward-pass score and a generation at one position
+measure the same intervention.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 from .models import Model
 from .replay import steered_logits_each
-from .tokens import Batch, encode
+from .steer import relative_addition
+from .tokens import STEER_POSITIONS, Batch, check_position, encode
 
-__all__ = ["completion_perplexity", "steered_text_scores"]
+__all__ = [
+    "SteerabilityResult",
+    "bootstrap_mean_ci",
+    "completion_perplexity",
+    "continuation_logprobs",
+    "distinct_n",
+    "relevance",
+    "split_story",
+    "steerability",
+    "steered_text_scores",
+]
 
 
 @torch.inference_mode()
@@ -37,6 +82,7 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     tok = model.tokenizer
+    device = model.device
     out = [float("nan")] * len(prompts)
     # prompt -> distinct completion -> the rows that have it: a sweep's weak conditions
     # often reproduce the unsteered completion, which is scored once.
@@ -51,7 +97,7 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
             continue
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
-            head = model.hf(input_ids=torch.tensor([pid]), use_cache=True)
+            head = model.hf(input_ids=torch.tensor([pid], device=device), use_cache=True)
             first = head.logits[0, -1].float().log_softmax(-1)  # [vocab], predicts each first token
             cache = head.cache
             cache.batch_repeat_interleave(len(chunk))
@@ -61,8 +107,9 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
             for j, i in enumerate(chunk):  # right padding: pads follow every real token
                 ids[j, :len(completions[i])] = torch.tensor(list(completions[i]))
                 real[j, :len(completions[i])] = True
-            mask = torch.cat([torch.ones(len(chunk), len(pid), dtype=torch.long), real.long()], dim=1)
-            position_ids = (len(pid) + torch.arange(width)).expand(len(chunk), width)
+            ids, real = ids.to(device), real.to(device)
+            mask = torch.cat([torch.ones(len(chunk), len(pid), dtype=torch.long, device=device), real.long()], dim=1)
+            position_ids = (len(pid) + torch.arange(width, device=device)).expand(len(chunk), width)
             logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                               cache=cache, use_cache=True).logits.float()  # [chunk, width, vocab]
             logp = torch.cat([first.expand(len(chunk), 1, -1), logits[:, :-1].log_softmax(-1)], dim=1)
@@ -77,8 +124,9 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
 def _token_logprobs(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs of each next token and the mask of positions that have one."""
     logp = logits.log_softmax(-1)[:, :-1]  # [b, t-1, vocab]
-    targets = batch.input_ids[:, 1:]
-    mask = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+    targets = batch.input_ids[:, 1:].to(logits.device)
+    attention = batch.attention_mask.to(logits.device)
+    mask = (attention[:, 1:] * attention[:, :-1]).bool()
     return logp, logp.gather(-1, targets[..., None])[..., 0].masked_fill(~mask, 0.0), mask
 
 
@@ -120,3 +168,324 @@ def steered_text_scores(
         results.append({"nll": nll, "perplexity_ratio": float(torch.tensor(nll - base_nll).exp()),
                         "logprob_shift": base_nll - nll, "kl": kl})
     return results
+
+
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Non-finite values are an error (drop them knowingly first); one value gives ``(v, v)``.
+
+    Example:
+        >>> bootstrap_mean_ci([0.1, 0.2, 0.3, 0.4])
+        (0.15, 0.35)
+    """
+    vals = np.asarray(values, dtype=float).ravel()
+    if vals.size == 0:
+        raise ValueError("no values to bootstrap")
+    if not np.isfinite(vals).all():
+        raise ValueError(f"values contain NaN or inf at indices {np.flatnonzero(~np.isfinite(vals)).tolist()}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    means = vals[rng.integers(0, vals.size, size=(n_boot, vals.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def distinct_n(tokens: str | Sequence[int] | Sequence[str], n: int = 2) -> float:
+    """Share of distinct n-grams among a text's n-grams: 1 for no repeat, low for loops.
+
+    A string is split into lower-cased words and punctuation marks (``\\w+|[^\\w\\s]``);
+    a sequence of token ids or of words is used as it is. A phrase of ``m`` tokens repeated
+    ``k`` times has ``m`` distinct n-grams among ``k*m - n + 1``. Fewer than ``n`` tokens
+    (an empty completion) give ``nan``: no n-gram, no rate.
+
+    Example:
+        >>> distinct_n("a maid, a maid, a maid", 2)  # 3 distinct of 7 bigrams
+        0.42857142857142855
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    items: list[Any] = _WORD.findall(tokens.lower()) if isinstance(tokens, str) else list(tokens)
+    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def _position_addition(add: torch.Tensor, opening_length: int, bos: bool, position: str) -> torch.Tensor:
+    """The ``[k, d_model]`` addition that steers a row's opening of ``k`` tokens by generation's rule."""
+    rows = torch.zeros(opening_length, add.shape[-1], dtype=add.dtype)
+    if position == "all_prompt":
+        rows[:] = add
+    elif position == "last_prompt":
+        rows[-1] = add
+    elif position == "first":
+        rows[0] = add
+    elif position == "after_bos" and opening_length > int(bos):
+        rows[int(bos)] = add
+    return rows
+
+
+@torch.inference_mode()
+def continuation_logprobs(
+    model: Model,
+    openings: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "all",
+    bos: Sequence[bool] | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Mean log-prob per token of each continuation after its opening, under each addition.
+
+    Row ``i`` is ``openings[i] + continuations[i]`` (token ids; the opening with the special
+    tokens the tokenizer adds, as :func:`steerlab.tokens.encode` gives them). Only the
+    continuation's tokens are scored, each with everything before it as context. ``position``
+    follows generation (module docstring); ``bos[i]`` says the opening starts with an added
+    BOS (``after_bos`` needs it). All additions share one plain pass of the blocks below
+    ``layer`` per chunk of ``batch_size`` rows (:func:`steerlab.replay.steered_logits_each`).
+    ``None`` is the unsteered model; an empty continuation gives ``nan``.
+
+    Returns:
+        ``[len(additions), len(openings)]`` array.
+
+    Example:
+        >>> continuation_logprobs(model, [[1, 2]], [[3, 4]], [None, 4 * v], layer=6).shape
+        (2, 1)
+    """
+    check_position(position, STEER_POSITIONS)
+    if len(openings) != len(continuations):
+        raise ValueError(f"{len(openings)} openings but {len(continuations)} continuations")
+    flags = [False] * len(openings) if bos is None else [bool(b) for b in bos]
+    if len(flags) != len(openings):
+        raise ValueError(f"{len(flags)} bos flags for {len(openings)} openings")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for i, o in enumerate(openings):
+        if not len(o):
+            raise ValueError(f"opening {i} has no tokens: a continuation needs at least one token before it")
+    for j, a in enumerate(additions):
+        if a is not None and (a.dim() != 1 or a.shape[0] != model.d_model):
+            raise ValueError(f"addition {j} has shape {tuple(a.shape)}; expected [{model.d_model}]")
+    out = np.full((len(additions), len(openings)), np.nan)
+    # Generation's prompt-only rules put the addition on some opening tokens only: rows whose
+    # openings have one length (and BOS flag) share one [k, d_model] addition, so they batch.
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i in range(len(openings)):
+        if len(continuations[i]):
+            key = (0, False) if position == "all" else (len(openings[i]), flags[i])
+            groups.setdefault(key, []).append(i)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    for (k, flag), members in groups.items():
+        members = sorted(members, key=lambda i: len(openings[i]) + len(continuations[i]))
+        if position == "all":
+            adds, replay_position = list(additions), "all_prompt"  # a forward pass's tokens are all prompt
+        else:
+            adds = [None if a is None else _position_addition(a, k, flag, position) for a in additions]
+            replay_position = "first"  # [k, d_model] rows are added from the first token, whatever the rule
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            seqs = [[int(t) for t in openings[i]] + [int(t) for t in continuations[i]] for i in chunk]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, s in enumerate(seqs):
+                ids[r, :len(s)] = torch.tensor(s)
+                mask[r, :len(s)] = 1
+            batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in chunk], dtype=torch.bool))
+            each = steered_logits_each(model, batch, adds, layer=layer, position=replay_position)
+            for j, logits in enumerate(each):  # [chunk, width, vocab]
+                for r, i in enumerate(chunk):
+                    ko, m = len(openings[i]), len(continuations[i])
+                    logp = logits[r, ko - 1:ko + m - 1].float().log_softmax(-1)  # predicts each continuation token
+                    out[j, i] = float(logp.gather(-1, ids[r, ko:ko + m, None].to(logp.device)).mean())
+    return out
+
+
+def relevance(
+    model: Model,
+    prompts: Sequence[str],
+    unsteered_completions: Sequence[Sequence[int]],
+    additions: Sequence[torch.Tensor | None],
+    *,
+    layer: int,
+    position: str = "all",
+    batch_size: int = 8,
+) -> list[list[float]]:
+    """For each addition, the mean log-prob per token of each prompt's unsteered completion
+    under the steered model: how much the steered model still expects the ordinary answer.
+
+    ``unsteered_completions[i]`` are the token ids :func:`steerlab.steer.steered_generate`
+    gave for ``prompts[i]`` with no addition; prompts are encoded as it encodes them. A
+    ``None`` addition gives the unsteered log-prob; compare a condition with it (the
+    difference is a per-token log probability ratio). ``position`` follows generation
+    (module docstring). Empty completions give ``nan``.
+
+    Returns:
+        ``[len(additions)][len(prompts)]`` floats (nats per token, <= 0).
+
+    Example:
+        >>> plain = steered_generate(model, prompts, [None] * len(prompts), layer=6, do_sample=False)
+        >>> unsteered, steered = relevance(model, prompts, plain, [None, 4 * v], layer=6)
+    """
+    if len(prompts) != len(unsteered_completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(unsteered_completions)} completions")
+    batch = encode(model.tokenizer, prompts)
+    openings = [batch.input_ids[i, :int(n)].tolist() for i, n in enumerate(batch.lengths)]
+    scores = continuation_logprobs(model, openings, unsteered_completions, additions, layer=layer,
+                                   position=position, bos=batch.bos.tolist(), batch_size=batch_size)
+    return [[float(x) for x in row] for row in scores]
+
+
+def split_story(text: str, split_fraction: float = 0.5, max_words: int | None = 60) -> tuple[str, str]:
+    """A text cut into an opening and a continuation, by words.
+
+    The text's first ``max_words`` words (all with ``None``) are cut after
+    ``round(split_fraction * n)`` words (at least one on each side); the continuation
+    keeps its leading space, so tokenizing it alone gives the tokens it has in the text.
+
+    Example:
+        >>> split_story("one two three four", 0.5)
+        ('one two', ' three four')
+    """
+    if not 0 < split_fraction < 1:
+        raise ValueError(f"split_fraction must be in (0, 1), got {split_fraction!r}")
+    if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 2):
+        raise ValueError(f"max_words must be an integer >= 2 or None, got {max_words!r}")
+    words = text.split()[:max_words]
+    if len(words) < 2:
+        raise ValueError(f"text {text[:40]!r} has {len(words)} word(s); an opening and a continuation need 2")
+    cut = min(max(round(split_fraction * len(words)), 1), len(words) - 1)
+    return " ".join(words[:cut]), " " + " ".join(words[cut:])
+
+
+@dataclass
+class SteerabilityResult:
+    """Per-sample propensities and slopes of one vector at one layer and position.
+
+    Attributes:
+        coefficients: the grid, in the order of ``propensity``'s columns.
+        propensity: ``[n_samples, n_coefficients]`` target-minus-other log-prob per token.
+        slopes: ``[n_samples]`` least-squares slope of each row against the coefficients.
+        mean: mean slope (nats per token per unit coefficient); ``ci`` its bootstrap interval.
+        anti_steerable_fraction: share of samples with a negative slope.
+        other_index: the other text each sample is paired with (index into ``other_texts``).
+    """
+
+    coefficients: list[float]
+    propensity: np.ndarray
+    slopes: np.ndarray
+    mean: float
+    ci: tuple[float, float]
+    anti_steerable_fraction: float
+    other_index: list[int] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.slopes.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers for a results row: ``steerability``, its CI, the anti-steerable share,
+        the mean propensity at each coefficient."""
+        return {"steerability": self.mean, "steerability_ci": list(self.ci),
+                "anti_steerable_fraction": self.anti_steerable_fraction, "n_samples": self.n_samples,
+                "propensity_by_coefficient": dict(zip(self.coefficients, self.propensity.mean(0).tolist()))}
+
+
+def _least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Slope of each row of ``y`` ``[n, k]`` against ``x`` ``[k]``."""
+    xc = x - x.mean()
+    return ((y - y.mean(axis=1, keepdims=True)) @ xc) / float(xc @ xc)
+
+
+def steerability(
+    model: Model,
+    vector_direction: torch.Tensor,
+    *,
+    layer: int,
+    target_texts: Sequence[str],
+    other_texts: Sequence[str],
+    coefficients: Sequence[float],
+    position: str = "all_prompt",
+    split_fraction: float = 0.5,
+    typical_norm: float | None = None,
+    max_words: int | None = 60,
+    batch_size: int = 8,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> SteerabilityResult:
+    """Forward-pass steerability (Tan et al. 2024): per-sample slope of propensity against coefficient.
+
+    Each text is cut into an opening and a continuation (:func:`split_story`: by words,
+    ``split_fraction`` of its first ``max_words``). Sample ``i`` pairs target text ``i`` with
+    other text ``j(i)`` (spread evenly over ``other_texts``: ``j = i * n_other // n_target``,
+    cycling when there are fewer others) and crosses them: both continuations are scored
+    after both openings, so neither gains from following its own opening::
+
+        propensity_i(c) = 1/2 [ (lp(T_cont | T_open) - lp(O_cont | T_open))
+                              + (lp(T_cont | O_open) - lp(O_cont | O_open)) ]
+
+    where ``lp`` is the mean log-prob per continuation token under the addition for
+    coefficient ``c``: ``relative_addition(vector_direction, typical_norm, c)`` when
+    ``typical_norm`` is given (``c`` in units of the layer's typical norm), else
+    ``c * vector_direction``. The steerability of sample ``i`` is the least-squares slope of
+    ``propensity_i`` against ``c``; the grid must hold 0, a negative and a positive value.
+    ``position`` follows generation (module docstring): under the default ``all_prompt``
+    the openings are steered and the continuations read them, as generated tokens read a
+    steered prompt. All coefficients share the blocks below ``layer``.
+
+    Example:
+        >>> r = steerability(model, v, layer=15, target_texts=fantasy, other_texts=others,
+        ...                  coefficients=[-0.5, -0.25, 0, 0.25, 0.5], typical_norm=typical_norm(model, 15))
+        >>> r.mean, r.ci, r.anti_steerable_fraction
+    """
+    check_position(position, STEER_POSITIONS)
+    if not isinstance(vector_direction, torch.Tensor) or vector_direction.shape != (model.d_model,):
+        raise ValueError(f"vector_direction must be a [{model.d_model}] tensor, got "
+                         f"{getattr(vector_direction, 'shape', type(vector_direction).__name__)}")
+    if not bool(torch.isfinite(vector_direction).all()) or float(vector_direction.norm()) == 0:
+        raise ValueError("vector_direction must be finite and non-zero")
+    coefs = [float(c) for c in coefficients]
+    if not all(math.isfinite(c) for c in coefs) or 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
+        raise ValueError(f"coefficients {coefs} must be finite and include 0, a negative and a positive value "
+                         "(a slope through the unsteered point, both ways)")
+    if typical_norm is not None and not (math.isfinite(typical_norm) and typical_norm > 0):
+        raise ValueError(f"typical_norm must be a positive number or None, got {typical_norm!r}")
+    targets, others = list(target_texts), list(other_texts)
+    if not targets or not others:
+        raise ValueError(f"need target and other texts, got {len(targets)} and {len(others)}")
+    tok = model.tokenizer
+    n = len(targets)
+    other_index = [i * len(others) // n if len(others) >= n else i % len(others) for i in range(n)]
+
+    def pieces(texts: list[str]) -> tuple[list[list[int]], list[bool], list[list[int]]]:
+        cuts = [split_story(t, split_fraction, max_words) for t in texts]
+        enc = encode(tok, [o for o, _ in cuts])
+        opens = [enc.input_ids[i, :int(k)].tolist() for i, k in enumerate(enc.lengths)]
+        conts = [[int(x) for x in tok(c, add_special_tokens=False)["input_ids"]] for _, c in cuts]
+        return opens, enc.bos.tolist(), conts
+
+    t_open, t_bos, t_cont = pieces(targets)
+    o_open, o_bos, o_cont = pieces([others[j] for j in other_index])
+    # Rows per sample: (T_open, T_cont), (T_open, O_cont), (O_open, T_cont), (O_open, O_cont).
+    openings = [o for i in range(n) for o in (t_open[i], t_open[i], o_open[i], o_open[i])]
+    conts = [c for i in range(n) for c in (t_cont[i], o_cont[i], t_cont[i], o_cont[i])]
+    bos = [b for i in range(n) for b in (t_bos[i], t_bos[i], o_bos[i], o_bos[i])]
+    direction = vector_direction.detach().float().cpu()
+    adds: list[torch.Tensor | None] = [
+        None if c == 0 else (relative_addition(direction, typical_norm, c) if typical_norm is not None
+                             else c * direction) for c in coefs]
+    lp = continuation_logprobs(model, openings, conts, adds, layer=layer, position=position, bos=bos,
+                               batch_size=batch_size).reshape(len(coefs), n, 4)  # [coef, sample, row]
+    propensity = 0.5 * ((lp[..., 0] - lp[..., 1]) + (lp[..., 2] - lp[..., 3])).T  # [sample, coef]
+    slopes = _least_squares_slopes(np.array(coefs), propensity)
+    return SteerabilityResult(coefficients=coefs, propensity=propensity, slopes=slopes, mean=float(slopes.mean()),
+                              ci=bootstrap_mean_ci(slopes, n_boot=n_boot, seed=seed),
+                              anti_steerable_fraction=float(np.mean(slopes < 0)), other_index=other_index)
