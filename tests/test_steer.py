@@ -595,3 +595,33 @@ def test_typical_scale_sets_the_added_norm(tiny_gpt2: steerlab.Model) -> None:
     assert intervention.adds[1] is None
     assert intervention.adds[0] is not None
     assert abs(float(intervention.adds[0].norm()) - 0.5 * typical) < 1e-3 * typical
+
+
+# --- a tokenizer that adds a BOS (Gemma) ----------------------------------------------------------
+
+
+def test_after_bos_steers_the_first_word_not_the_bos(tiny_gemma: steerlab.Model) -> None:
+    """With a BOS-adding tokenizer the scope reads the BOS from each call's own ids: 'after_bos'
+    edits the first word, 'first' the BOS; left padding included; a [k, d] pair starts after the BOS."""
+    m = tiny_gemma
+    batch = steerlab.encode(m.tokenizer, PROMPTS, padding_side="left")
+    assert bool(batch.bos.all())
+    v = torch.randn(m.d_model)
+    delta = addition_tensor(m, batch, [v, v], "after_bos")
+    start = (batch.input_ids.shape[1] - batch.lengths).tolist()  # the BOS of each row
+    for row, s0 in enumerate(start):
+        assert torch.equal(delta[row, s0 + 1], v)
+        assert int((delta[row].abs().sum(-1) > 0).sum()) == 1
+    pair = torch.randn(2, m.d_model)
+    delta = addition_tensor(m, batch, [pair, pair], "first")
+    for row, s0 in enumerate(start):
+        assert not delta[row, s0].any() and torch.equal(delta[row, s0 + 1:s0 + 3], pair)
+    vector = _vector(m, 1, norm=20.0)
+    for position in ("after_bos", "all"):
+        ours = _greedy(m, PROMPTS, vector, coefficients=1.0, position=position)
+        with steerlab.steering(m, vector, coefficient=1.0, position=position, scale="raw"), torch.no_grad():
+            out = m.hf.generate(**batch.as_inputs(), max_new_tokens=N_NEW, do_sample=False,
+                                pad_token_id=m.tokenizer.pad_token_id)
+        assert [steer_mod._until_eos(r.tolist(), steer_mod._eos_ids(m)) for r in out[:, batch.input_ids.shape[1]:]] \
+            == ours
+    assert _greedy(m, PROMPTS, vector, coefficients=1.0, position="after_bos") != _greedy(m, PROMPTS)

@@ -3,14 +3,12 @@ tokenizer that adds a BOS (a tiny Gemma 3 with the embedded tokenizer set to add
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import steerlab
 import torch
 from steerlab.arch import block_hidden, blocks_of
-from steerlab.models import provision_embedded
 from steerlab.tokens import (
     STAT_POSITIONS,
     STEER_POSITIONS,
@@ -28,24 +26,6 @@ TEXTS = ["Once upon a time, a dragon slept.", "Hi", "The match ended in a draw"]
 
 def _ids(model: steerlab.Model, text: str) -> list[int]:
     return model.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
-    """A 2-layer Gemma 3 with random weights whose tokenizer adds a BOS, as Gemma's does."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(provision_embedded(progress=False), add_bos_token=True)
-    config = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=16, vocab_size=len(tokenizer),
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(config)
-    folder = tmp_path_factory.mktemp("tiny-gemma")
-    hf.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return steerlab.load_model(str(folder))
 
 
 # --- encode ----------------------------------------------------------------------

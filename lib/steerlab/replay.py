@@ -50,8 +50,7 @@ def steered_logits_each(
     dirs = list(directions) if directions is not None else [None] * len(additions)
     if len(dirs) != len(additions):
         raise ValueError(f"{len(additions)} additions but {len(dirs)} directions")
-    if operator != "add" and any(d is None for d in dirs):
-        raise ValueError(f"operator {operator!r} needs a direction for every condition")
+    # A condition without a direction is not ablated (a sweep may mix plain additions with ablations).
     conditions: list[Intervention | None] = []  # validated before any forward pass
     for add, u in zip(additions, dirs):
         if add is None and operator == "add":
@@ -84,7 +83,7 @@ def steered_logits_each(
             yield plain
             continue
         args, kwargs = calls[layer]
-        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False)
+        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False, bos=batch.bos)
         for i in range(layer, len(blocks)):
             args, kwargs = calls[i]
             out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
