@@ -178,7 +178,7 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 200
 
     Example:
         >>> bootstrap_mean_ci([0.1, 0.2, 0.3, 0.4])
-        (0.15, 0.35)
+        (0.15, 0.35000000000000003)
     """
     vals = np.asarray(values, dtype=float).ravel()
     if vals.size == 0:
