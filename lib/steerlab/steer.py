@@ -52,8 +52,9 @@ import torch
 
 from .arch import blocks_of
 from .models import Model
+from .nnsight_steer import Remote, check_backend, nnsight_generate, nnsight_logits
 from .sampling import NucleusSampler, row_generators
-from .tokens import STEER_POSITIONS, Batch, check_position, encode, position_mask
+from .tokens import STEER_POSITIONS, Batch, check_position, encode, leading_bos, position_limit, position_mask
 from .trace import check_layers
 from .vectors import SteeringVector
 
@@ -142,18 +143,23 @@ class Intervention:
             self._dense[key] = (add.to(hidden.device, hidden.dtype), direction)
         return self._dense[key]
 
-    def apply(self, hidden: torch.Tensor, real: torch.Tensor, *, continuing: bool) -> torch.Tensor:
+    def apply(self, hidden: torch.Tensor, real: torch.Tensor, *, continuing: bool,
+              bos: torch.Tensor | None = None) -> torch.Tensor:
         """The edited ``hidden`` (``[batch, seq, d_model]``), a new tensor.
 
         Args:
             real: ``[batch, seq]`` mask of the call's real (unpadded) tokens.
             continuing: the call continues a cache (its tokens are generated ones).
+            bos: ``[batch]`` bool, rows that start with a BOS the tokenizer added
+                (:func:`steerlab.tokens.leading_bos`); needed by ``after_bos``.
         """
         b = self._rows(hidden.shape[0])
+        if bos is None:
+            bos = torch.zeros(real.shape[0], dtype=torch.bool)
         if continuing:
             mask = real.bool() if self.position == "all" else torch.zeros_like(real, dtype=torch.bool)
         else:
-            mask = position_mask(real.long(), self.position)
+            mask = position_mask(real.long(), self.position, bos)
         mask = mask.to(hidden.device)
         add, direction = self._tensors(hidden)
         m = mask[..., None].to(hidden.dtype)  # [batch, seq, 1]
@@ -164,12 +170,13 @@ class Intervention:
         if self.operator != "ablate":
             out = out + m * add.expand(b, -1)[:, None, :]
             if not continuing and any(a is not None and a.dim() == 2 for a in self.adds):
-                out = out + self._prompt_pairs(hidden, real, b)
+                out = out + self._prompt_pairs(hidden, real, b, bos)
         return out
 
-    def _prompt_pairs(self, hidden: torch.Tensor, real: torch.Tensor, b: int) -> torch.Tensor:
+    def _prompt_pairs(self, hidden: torch.Tensor, real: torch.Tensor, b: int, bos: torch.Tensor) -> torch.Tensor:
+        """A ``[k, d]`` pair is added from the first token after a tokenizer-added BOS."""
         delta = torch.zeros_like(hidden)
-        first = position_mask(real.long(), "first").float().argmax(dim=1)
+        first = position_mask(real.long(), "after_bos", bos).float().argmax(dim=1)
         for i in range(b):
             a = self.adds[i if len(self.adds) > 1 else 0]
             if a is None or a.dim() != 2:
@@ -181,9 +188,12 @@ class Intervention:
         return delta
 
 
-def _call_tokens(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, bool]:
-    """The real-token mask ``[batch, seq]`` of one call of the model, and whether it continues a cache."""
+def _call_tokens(tokenizer: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """Of one call of the model: the real-token mask ``[batch, seq]``, whether it continues a
+    cache, and (for a prompt given as token ids) which rows start with a tokenizer-added BOS."""
     ids = kwargs.get("input_ids", args[0] if args else None)
+    tokens = ids
     if ids is None:
         ids = kwargs.get("inputs_embeds")
     if ids is None:
@@ -191,32 +201,34 @@ def _call_tokens(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.T
     batch, seq = ids.shape[0], ids.shape[1]
     mask = kwargs.get("attention_mask")
     if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-        past = mask.shape[1] - seq
-        return mask[:, -seq:].bool(), past > 0
-    cache = kwargs.get("past_key_values", kwargs.get("cache"))
-    past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
-    return torch.ones(batch, seq, dtype=torch.bool, device=ids.device), past > 0
+        real, continuing = mask[:, -seq:].bool(), mask.shape[1] - seq > 0
+    else:
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        real, continuing = torch.ones(batch, seq, dtype=torch.bool, device=ids.device), past > 0
+    bos = None if continuing or tokens is None else leading_bos(tokenizer, tokens, real)
+    return real, continuing, bos
 
 
 @contextmanager
 def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
     check_layers(model, [intervention.layer], allow_last=False)
     block = blocks_of(model.hf)[intervention.layer]
-    calls: list[tuple[torch.Tensor, bool]] = []
+    calls: list[tuple[torch.Tensor, bool, torch.Tensor | None]] = []
 
     def on_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append(_call_tokens(args, kwargs))
+        calls.append(_call_tokens(model.tokenizer, args, kwargs))
 
     def on_block(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not calls:
             raise RuntimeError(f"block {intervention.layer} ran inside a steering scope outside a call of the "
                                "model; steer through model.hf(...) or model.hf.generate(...)")
-        real, continuing = calls[-1]
+        real, continuing, bos = calls[-1]
         hidden = args[0] if args else kwargs["hidden_states"]  # [batch, seq, d_model]
         if hidden.shape[:2] != real.shape:
             raise ValueError(f"block {intervention.layer} got hidden state {tuple(hidden.shape)} for a call with "
                              f"{tuple(real.shape)} tokens")
-        hidden = intervention.apply(hidden, real, continuing=continuing)
+        hidden = intervention.apply(hidden, real, continuing=continuing, bos=bos)
         return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
     handles = [model.hf.register_forward_pre_hook(on_call, with_kwargs=True)]
@@ -349,6 +361,12 @@ def steering_rows(
         >>> with steering_rows(model, [None, 2 * v, 4 * v], layer=6):
         ...     logits = model.hf(**batch.as_inputs()).logits
     """
+    return _scope(model, _row_intervention(model, additions, layer, position, operator, directions))
+
+
+def _row_intervention(model: Model, additions: Sequence[torch.Tensor | None], layer: int, position: str,
+                      operator: str, directions: Sequence[torch.Tensor | None] | None) -> Intervention:
+    """The checked :class:`Intervention` of :func:`steering_rows` (shared by both backends)."""
     adds = list(additions)
     for i, a in enumerate(adds):
         if a is not None:
@@ -366,7 +384,7 @@ def steering_rows(
                     raise ValueError(f"direction for row {i} must be a non-zero [d_model] vector")
                 u = u / u.norm()
             dirs.append(u)
-    return _scope(model, Intervention(layer, adds, dirs, operator, position))
+    return Intervention(layer, adds, dirs, operator, position)
 
 
 def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor | None],
@@ -383,7 +401,7 @@ def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor
             _check_row(model, a, i, "addition")
     intervention = Intervention(0, list(additions), [None] * len(additions), "add", position)
     zeros = torch.zeros(*batch.input_ids.shape, model.d_model)
-    return intervention.apply(zeros, batch.attention_mask.bool(), continuing=False)
+    return intervention.apply(zeros, batch.attention_mask.bool(), continuing=False, bos=batch.bos)
 
 
 def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) -> list[str]:
@@ -432,6 +450,8 @@ def steered_generate(
     top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
     row_keys: Sequence[str] | None = None,
+    backend: str = "hook",
+    remote: Remote = False,
 ) -> list[list[int]]:
     """Generate one continuation per row, row ``i`` steered by ``additions[i]``, in one batched call.
 
@@ -442,15 +462,26 @@ def steered_generate(
     :class:`steerlab.sampling.NucleusSampler`, one generator per row seeded from ``seed``
     and the row's key (default: its prompt, its addition and its index among equal rows).
 
+    ``backend="nnsight"`` makes the same edits in an nnsight trace
+    (:func:`steerlab.nnsight_steer.nnsight_generate`); ``remote=True`` runs that trace
+    on NDIF (a model from ``load_model(hub_id, remote=True)``; ``should_stop`` is
+    refused there), ``remote="local"`` is nnsight's serialized dry run of it.
+
     Example:
         >>> ids = steered_generate(model, ["Hi", "Hi"], [None, 8 * v], layer=6, do_sample=False)
     """
+    check_backend(backend, remote, model, "steered_generate")
+    if remote is True and should_stop is not None:
+        raise ValueError("steered_generate(remote=True) cannot poll should_stop: the server generates without "
+                         "calling back; pass should_stop=None (or generate locally)")
     check_layers(model, [layer], allow_last=False)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if len(additions) != len(prompts):
         raise ValueError(f"{len(additions)} additions for {len(prompts)} prompts")
-    batch = encode(model.tokenizer, prompts, padding_side="left")
+    limit = position_limit(model.hf.config)
+    batch = encode(model.tokenizer, prompts, padding_side="left",
+                   max_positions=None if limit is None else max(1, limit - max_new_tokens))
     gen_kwargs: dict[str, object] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
@@ -478,6 +509,14 @@ def steered_generate(
                 return torch.full((input_ids.shape[0],), bool(stop_now()), dtype=torch.bool)
 
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
+    eos = _eos_ids(model)
+    if backend == "nnsight":
+        plain = all(a is None for a in additions) and operator == "add"
+        intervention = None if plain else _row_intervention(model, additions, layer, position, operator, directions)
+        new = nnsight_generate(model, batch, intervention, max_new_tokens=max_new_tokens,
+                               generate_kwargs={k: v for k, v in gen_kwargs.items() if k != "max_new_tokens"},
+                               remote=remote)
+        return [_until_eos(row.tolist(), eos) for row in new]
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
     prompt_len = batch.input_ids.shape[1]
     if all(a is None for a in additions) and operator == "add":
@@ -486,7 +525,6 @@ def steered_generate(
         with steering_rows(model, additions, layer=layer, position=position, operator=operator,
                            directions=directions):
             output = model.hf.generate(**inputs, **gen_kwargs)
-    eos = _eos_ids(model)
     return [_until_eos(row.tolist(), eos) for row in output[:, prompt_len:]]
 
 
@@ -507,18 +545,26 @@ def generate(
     top_p: float = 0.3,
     top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
+    backend: str = "hook",
+    remote: Remote = False,
 ) -> list[Completion]:
     """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient, one batched call.
 
     Coefficients are in units of the layer's typical activation norm (``scale="typical"``;
     ``scale="raw"`` multiplies the vector as it is); coefficient 0 is the unsteered row.
     ``layer`` defaults to the vector's only layer; ``position`` to every token.
+    ``backend`` / ``remote``: as in :func:`steered_generate` (a remote model needs
+    ``scale="raw"``: the typical norm comes from local statistics).
 
     Example:
         >>> v = sl.build("mean_centred", model, layers=[15], target="fantasy")
         >>> for c in sl.generate(model, "Here is a story:", v, coefficients=[0, 0.5]):
         ...     print(c.coefficient, c.text)
     """
+    check_backend(backend, remote, model, "generate")
+    if remote is True and vector is not None and scale == "typical":
+        raise ValueError("generate(remote=True) needs scale='raw': scale='typical' reads the layer's typical norm "
+                         "from statistics computed in this process")
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     coefs = _coefficients(coefficients)
     rows = list(itertools.product(prompt_list, coefs))
@@ -528,7 +574,8 @@ def generate(
         check_position(position, STEER_POSITIONS)
         ids = steered_generate(model, [p for p, _ in rows], [None] * len(rows), layer=0, position=position,
                                max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
-                               temperature=temperature, top_p=top_p, top_k=top_k, should_stop=should_stop)
+                               temperature=temperature, top_p=top_p, top_k=top_k, should_stop=should_stop,
+                               backend=backend, remote=remote)
         label = "unsteered"
     else:
         intervention = _rows_for(model, vector, layer, [c for _, c in rows], scale, operator, position)
@@ -536,7 +583,7 @@ def generate(
             model, [p for p, _ in rows], intervention.adds, layer=intervention.layer, position=position,
             operator=operator, directions=intervention.directions if operator != "add" else None,
             max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample, temperature=temperature,
-            top_p=top_p, top_k=top_k, should_stop=should_stop)
+            top_p=top_p, top_k=top_k, should_stop=should_stop, backend=backend, remote=remote)
         label = vector.describe() if isinstance(vector, SteeringVector) else "tensor"
     tok = model.tokenizer
     return [
@@ -556,18 +603,29 @@ def steered_logits(
     position: str = "all_prompt",
     operator: str = "add",
     directions: Sequence[torch.Tensor | None] | None = None,
+    backend: str = "hook",
+    remote: Remote = False,
 ) -> torch.Tensor:
     """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by ``additions[i]``.
 
-    With ``additions=None`` this is the plain forward.
+    With ``additions=None`` this is the plain forward. ``backend="nnsight"`` makes the
+    same edit in an nnsight trace (:func:`steerlab.nnsight_steer.nnsight_logits`);
+    ``remote=True`` runs it on NDIF, ``remote="local"`` is nnsight's serialized dry run.
 
     Example:
         >>> logits = steered_logits(model, encode(model.tokenizer, ["Hi there"]), [4 * v], layer=6)
     """
+    check_backend(backend, remote, model, "steered_logits")
     check_layers(model, [layer], allow_last=False)
+    plain = additions is None or (all(a is None for a in additions) and operator == "add")
+    if backend == "nnsight":
+        intervention = None if plain or additions is None else _row_intervention(
+            model, additions, layer, position, operator, directions)
+        return nnsight_logits(model, batch, intervention, remote=remote)
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
-    if additions is None or (all(a is None for a in additions) and operator == "add"):
+    if plain:
         return model.hf(**inputs).logits.float()
+    assert additions is not None
     with steering_rows(model, additions, layer=layer, position=position, operator=operator,
                        directions=directions):
         logits = model.hf(**inputs).logits

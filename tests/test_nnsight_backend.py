@@ -1,0 +1,411 @@
+"""The nnsight steering backend (steerlab.nnsight_steer): the same logits, tokens and
+per-step residuals as the hook backend on every supported family and on the real model;
+the model untouched afterwards; remote requests that serialize (nnsight's ``remote="local"``
+dry run, steerlab hidden) and a remote call that fails fast and clearly without NDIF;
+a model loaded for NDIF from config and tokenizer alone, no weights."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import steerlab
+import torch
+from steerlab.arch import ARCHITECTURES, final_norm_of
+from steerlab.models import _wrap
+from steerlab.nnsight_steer import NdifUnavailableError, RemoteModel, load_remote_model
+from steerlab.steer import generate, steered_generate, steered_logits
+from test_arch import _config
+
+# Different token lengths, so every batch is padded.
+PROMPTS = ["Once upon a time in a quiet village there lived a", "The dog", "It was a dark and stormy"]
+POSITIONS = ["all", "all_prompt", "first", "last_prompt"]
+OPERATORS = ["add", "ablate", "ablate_then_add"]
+N_NEW = 5
+
+
+@pytest.fixture(scope="module")
+def families(tiny_gpt2: steerlab.Model) -> dict[str, steerlab.Model]:
+    """A 2-layer, 32-wide random model of every family in the table (test_arch's configs)."""
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for model_type in sorted(ARCHITECTURES):
+        torch.manual_seed(0)
+        hf = AutoModelForCausalLM.from_config(_config(model_type, len(tiny_gpt2.tokenizer)))
+        out[model_type] = _wrap(hf, tiny_gpt2.tokenizer, model_type, "config", time.perf_counter())
+    return out
+
+
+@pytest.fixture(params=["tiny_gpt2", "tiny_llama"])
+def tiny(request: pytest.FixtureRequest) -> steerlab.Model:
+    return request.getfixturevalue(request.param)
+
+
+def _unit(model: steerlab.Model, seed: int) -> torch.Tensor:
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+def _rows(model: steerlab.Model, norm: float) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Per-row additions (one row unsteered) and per-row ablation directions."""
+    v, w = _unit(model, 1), _unit(model, 2)
+    return [norm * v, None, -2 * norm * w], [v, w, None]
+
+
+@contextmanager
+def _final_norm_inputs(model: steerlab.Model) -> Iterator[list[torch.Tensor]]:
+    """Record what the final norm receives on every call: the residual after the last block, per step."""
+    seen: list[torch.Tensor] = []
+    handle = final_norm_of(model.hf).register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _state(model: steerlab.Model) -> tuple[dict[str, torch.Tensor], list[int], torch.Tensor]:
+    weights = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules()]
+    batch = steerlab.encode(model.tokenizer, PROMPTS, padding_side="left")
+    with torch.no_grad():
+        logits = model.hf(**batch.as_inputs()).logits.clone()
+    return weights, hooks, logits
+
+
+def _assert_untouched(model: steerlab.Model, before: tuple[Any, ...]) -> None:
+    weights, hooks, logits = _state(model)
+    assert hooks == before[1], "a hook was left on the model"
+    for k in weights:
+        assert torch.equal(weights[k], before[0][k]), f"weight {k} changed"
+    assert torch.equal(logits, before[2]), "unsteered logits changed"
+    assert not model.lm.interleaver.mediators, "an nnsight intervention was left on the model"
+
+
+# --- the same numbers as the hook backend -------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_logits_equal_the_hook_backend_on_every_family(families: dict[str, steerlab.Model], model_type: str) -> None:
+    model = families[model_type]
+    additions, directions = _rows(model, 8.0)
+    for side in ("right", "left"):
+        batch = steerlab.encode(model.tokenizer, PROMPTS, padding_side=side)
+        plain = steered_logits(model, batch)
+        torch.testing.assert_close(steered_logits(model, batch, backend="nnsight"), plain)
+        for layer in (0, 1):
+            for position in POSITIONS:
+                for op in OPERATORS:
+                    kw: dict[str, Any] = {"layer": layer, "position": position, "operator": op,
+                                          "directions": directions if op != "add" else None}
+                    hook = steered_logits(model, batch, additions, **kw)
+                    nns = steered_logits(model, batch, additions, backend="nnsight", **kw)
+                    assert float((hook - plain).abs().max()) > 1e-3, "the edit must change the logits"
+                    where = f"{side} padding, layer {layer}, {position}, {op}"
+                    torch.testing.assert_close(nns, hook, atol=1e-5, rtol=1e-4, msg=lambda m, w=where: f"{w}: {m}")
+
+
+@pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
+def test_generation_equals_the_hook_backend_step_by_step(families: dict[str, steerlab.Model],
+                                                         model_type: str) -> None:
+    """Same greedy tokens, and the same residual after the last block at every step."""
+    model = families[model_type]
+    additions, directions = _rows(model, 8.0)
+    for position in POSITIONS:
+        for op in OPERATORS:
+            kw: dict[str, Any] = {"layer": 1, "position": position, "operator": op, "max_new_tokens": N_NEW,
+                                  "do_sample": False, "directions": directions if op != "add" else None}
+            with _final_norm_inputs(model) as hook_steps:
+                hook = steered_generate(model, PROMPTS, additions, **kw)
+            with _final_norm_inputs(model) as nns_steps:
+                nns = steered_generate(model, PROMPTS, additions, backend="nnsight", **kw)
+            assert nns == hook, f"{position} {op}"
+            assert len(nns_steps) == len(hook_steps) == N_NEW
+            for step, (got, want) in enumerate(zip(nns_steps, hook_steps)):
+                where = f"{position}, {op}, step {step}"
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4, msg=lambda m, w=where: f"{w}: {m}")
+
+
+def _planted(model: steerlab.Model) -> tuple[int, torch.Tensor]:
+    """A huge layer-0 vector along the largest centred unembedding row: its token wins wherever it is added."""
+    w = model.hf.get_output_embeddings().weight.detach()
+    centred = w - w.mean(dim=1, keepdim=True)
+    token = int(centred.norm(dim=1).argmax())
+    return token, 200.0 * centred[token] / centred[token].norm()
+
+
+def test_position_all_steers_every_generated_token(tiny: steerlab.Model) -> None:
+    token, add = _planted(tiny)
+    rows = steered_generate(tiny, PROMPTS[:2], [add, None], layer=0, position="all", max_new_tokens=4,
+                            do_sample=False, backend="nnsight")
+    assert rows[0] == [token] * 4
+    assert rows[1] == steered_generate(tiny, PROMPTS[1:2], [None], layer=0, max_new_tokens=4, do_sample=False)[0]
+    # The residual of each generated token carries the vector under "all", not under "all_prompt".
+    steps = {}
+    for position in ("all", "all_prompt"):
+        with _final_norm_inputs(tiny) as steps[position]:
+            steered_generate(tiny, PROMPTS[:1], [add], layer=0, position=position, max_new_tokens=4,
+                             do_sample=False, backend="nnsight")
+    for step in (1, 2, 3):
+        new_all, new_prompt = steps["all"][step][0, -1], steps["all_prompt"][step][0, -1]  # [d_model]
+        assert float((new_all - new_prompt).norm()) > 0.25 * float(add.norm())
+
+
+def test_sampled_generation_equals_the_hook_backend(tiny: steerlab.Model) -> None:
+    """NucleusSampler with its per-row generators runs unchanged under the nnsight backend."""
+    v = 8.0 * _unit(tiny, 3)
+    kw: dict[str, Any] = {"layer": 1, "max_new_tokens": 8, "do_sample": True, "seed": 7, "top_p": 0.9}
+    hook = steered_generate(tiny, PROMPTS, [v, None, v], **kw)
+    assert steered_generate(tiny, PROMPTS, [v, None, v], backend="nnsight", **kw) == hook
+    assert steered_generate(tiny, PROMPTS, [v, None, v], backend="nnsight", **{**kw, "seed": 8}) != hook
+
+
+def test_generation_stopped_early_returns_what_was_generated(tiny_llama: steerlab.Model) -> None:
+    """should_stop ends generation before max_new_tokens: the step loop is cut short, the ids still come back."""
+
+    def stop_after(n: int) -> Callable[[], bool]:
+        calls = [0]
+
+        def should_stop() -> bool:
+            calls[0] += 1
+            return calls[0] >= n
+        return should_stop
+
+    v = 8.0 * _unit(tiny_llama, 4)
+    kw: dict[str, Any] = {"layer": 1, "max_new_tokens": 10, "do_sample": False, "position": "all"}
+    hook = steered_generate(tiny_llama, PROMPTS, [v, None, v], should_stop=stop_after(3), **kw)
+    nns = steered_generate(tiny_llama, PROMPTS, [v, None, v], should_stop=stop_after(3), backend="nnsight", **kw)
+    assert nns == hook
+    assert all(len(row) == 3 for row in nns)
+
+
+def test_generate_with_a_vector_and_coefficients(tiny_gpt2: steerlab.Model) -> None:
+    from steerlab.vectors import SteeringVector
+
+    vector = SteeringVector({1: 10.0 * _unit(tiny_gpt2, 5)}, tiny_gpt2.name, tiny_gpt2.fingerprint,
+                            tiny_gpt2.d_model, "raw", {"target": "random test vector"}, "all")
+    kw: dict[str, Any] = {"coefficients": [0, 1, -2], "scale": "raw", "max_new_tokens": N_NEW, "do_sample": False}
+    hook = [c.token_ids for c in generate(tiny_gpt2, PROMPTS[:2], vector, **kw)]
+    assert [c.token_ids for c in generate(tiny_gpt2, PROMPTS[:2], vector, backend="nnsight", **kw)] == hook
+
+
+@pytest.mark.real
+def test_the_real_model_gives_the_same_logits_and_tokens(real_model: steerlab.Model) -> None:
+    model = real_model
+    layer = 15
+    v = 60.0 * _unit(model, 6)  # about half the typical residual norm at layer 15
+    prompts = ["Here is a story:", "The weather today"]
+    batch = steerlab.encode(model.tokenizer, prompts, padding_side="left")
+    hook = steered_logits(model, batch, [v, None], layer=layer, position="all_prompt")
+    nns = steered_logits(model, batch, [v, None], layer=layer, position="all_prompt", backend="nnsight")
+    torch.testing.assert_close(nns, hook, atol=1e-3, rtol=1e-4)
+    kw: dict[str, Any] = {"layer": layer, "position": "all", "max_new_tokens": N_NEW, "do_sample": False}
+    tokens = steered_generate(model, prompts, [v, None], **kw)
+    assert steered_generate(model, prompts, [v, None], backend="nnsight", **kw) == tokens
+    assert tokens[0] != steered_generate(model, prompts[:1], [None], **kw)[0]  # the vector does something
+
+
+# --- the model afterwards -------------------------------------------------------------------
+
+
+def test_an_nnsight_steered_run_leaves_the_model_untouched(tiny: steerlab.Model) -> None:
+    before = _state(tiny)
+    additions, directions = _rows(tiny, 20.0)
+    batch = steerlab.encode(tiny.tokenizer, PROMPTS, padding_side="left")
+    steered_logits(tiny, batch, additions, layer=1, operator="ablate_then_add", directions=directions,
+                   backend="nnsight")
+    steered_generate(tiny, PROMPTS, additions, layer=1, position="all", max_new_tokens=3, do_sample=False,
+                     backend="nnsight")
+    _assert_untouched(tiny, before)
+
+
+def test_an_error_inside_the_trace_leaves_the_model_untouched(tiny_llama: steerlab.Model) -> None:
+    """Four rows of additions for a three-prompt batch: the edit raises inside the trace."""
+    before = _state(tiny_llama)
+    batch = steerlab.encode(tiny_llama.tokenizer, PROMPTS)
+    v = _unit(tiny_llama, 7)
+    with pytest.raises(ValueError, match="4 rows but a forward call has batch size 3"):
+        steered_logits(tiny_llama, batch, [v] * 4, layer=1, backend="nnsight")
+    _assert_untouched(tiny_llama, before)
+    torch.testing.assert_close(steered_logits(tiny_llama, batch, [v] * 3, layer=1, backend="nnsight"),
+                               steered_logits(tiny_llama, batch, [v] * 3, layer=1))
+
+
+def test_bad_backend_arguments_are_clear_errors(tiny_gpt2: steerlab.Model) -> None:
+    batch = steerlab.encode(tiny_gpt2.tokenizer, PROMPTS)
+    with pytest.raises(ValueError, match=r"unknown backend 'hooks' for steered_logits; expected one of hook, nnsight"):
+        steered_logits(tiny_gpt2, batch, backend="hooks")
+    with pytest.raises(ValueError, match=r"steered_generate\(remote=True\) needs backend='nnsight'"):
+        steered_generate(tiny_gpt2, PROMPTS, [None] * 3, layer=0, remote=True)
+    with pytest.raises(ValueError, match="remote must be False, True or 'local'"):
+        steered_logits(tiny_gpt2, batch, backend="nnsight", remote="yes")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=r"needs a model loaded with sl.load_model\(<hub id>, remote=True\)"):
+        steered_logits(tiny_gpt2, batch, backend="nnsight", remote=True)
+
+
+# --- the remote path, offline ----------------------------------------------------------------
+
+
+@contextmanager
+def _payloads() -> Iterator[list[bytes]]:
+    """Capture every request nnsight serializes (what RemoteBackend would POST)."""
+    from nnsight.schema.request import RequestModel
+
+    blobs: list[bytes] = []
+    original = RequestModel.serialize.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: Any, tracer: Any, compress: bool = False) -> bytes:
+        blob = original(cls, tracer, compress)
+        blobs.append(blob)
+        return blob
+
+    RequestModel.serialize = classmethod(spy)  # type: ignore[method-assign,assignment]
+    try:
+        yield blobs
+    finally:
+        RequestModel.serialize = classmethod(original)  # type: ignore[method-assign,assignment]
+
+
+def test_the_remote_requests_serialize_and_run_with_steerlab_hidden(tiny_llama: steerlab.Model) -> None:
+    """remote='local': each trace is serialized as for NDIF, deserialized with steerlab's modules
+    and path hidden (steerlab's code travels by value), then run; same results as local."""
+    model = tiny_llama
+    additions, directions = _rows(model, 8.0)
+    batch = steerlab.encode(model.tokenizer, PROMPTS, padding_side="left")
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.hf.parameters())
+    with _payloads() as blobs:
+        for op in OPERATORS:
+            kw: dict[str, Any] = {"layer": 1, "position": "all_prompt", "operator": op,
+                                  "directions": directions if op != "add" else None}
+            torch.testing.assert_close(steered_logits(model, batch, additions, backend="nnsight", remote="local", **kw),
+                                       steered_logits(model, batch, additions, **kw), atol=1e-5, rtol=1e-4)
+        for position in ("all", "last_prompt"):
+            kw = {"layer": 1, "position": position, "max_new_tokens": N_NEW, "do_sample": False}
+            assert (steered_generate(model, PROMPTS, additions, backend="nnsight", remote="local", **kw)
+                    == steered_generate(model, PROMPTS, additions, **kw))
+        kw = {"layer": 1, "max_new_tokens": N_NEW, "do_sample": True, "seed": 3}
+        assert (steered_generate(model, PROMPTS, additions, backend="nnsight", remote="local", **kw)
+                == steered_generate(model, PROMPTS, additions, **kw))
+    assert len(blobs) == 6
+    assert max(map(len, blobs)) < weight_bytes / 10  # the model is named, not shipped
+
+
+def test_without_registering_steerlab_the_request_cannot_be_rebuilt(tiny_gpt2: steerlab.Model,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What register_steerlab buys: unregistered, the dry run's deserialize cannot import steerlab."""
+    import cloudpickle
+    import steerlab.nnsight_steer as ns
+
+    monkeypatch.setattr(ns, "register_steerlab", lambda: None)
+    cloudpickle.unregister_pickle_by_value(steerlab)
+    try:
+        batch = steerlab.encode(tiny_gpt2.tokenizer, PROMPTS)
+        with pytest.raises(Exception, match="steerlab"):
+            steered_logits(tiny_gpt2, batch, [_unit(tiny_gpt2, 1)] * 3, layer=1, backend="nnsight", remote="local")
+    finally:
+        monkeypatch.undo()
+        ns.register_steerlab()
+
+
+def _hub_cache(root: Path, repo: str, tokenizer: Any, sha: str) -> Path:
+    """An offline Hugging Face cache holding only ``repo``'s config and tokenizer (no weights)."""
+    from transformers import LlamaConfig
+
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(sha)
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=len(tokenizer)).save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    return snapshot
+
+
+@pytest.fixture
+def remote_model(tiny_gpt2: steerlab.Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RemoteModel:
+    """``sl.load_model(hub id, remote=True)`` against an offline hub cache with config + tokenizer only."""
+    from huggingface_hub import constants
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = _hub_cache(tmp_path / "hub", "steerlab-test/tiny-llama", tiny_gpt2.tokenizer, sha)
+    assert not any(p.suffix in (".safetensors", ".bin") for p in snapshot.iterdir())
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model = load_remote_model("steerlab-test/tiny-llama")
+    assert isinstance(model, RemoteModel)
+    return model
+
+
+def test_a_remote_model_is_built_without_weights(remote_model: RemoteModel) -> None:
+    from cloudpickle.cloudpickle import _PICKLE_BY_VALUE_MODULES
+
+    model = remote_model
+    assert (model.n_layers, model.d_model) == (3, 64)
+    assert {p.device.type for p in model.hf.parameters()} == {"meta"}
+    assert model.lm.dispatched is False
+    assert model.fingerprint == "steerlab-test/tiny-llama@0123456789abcdef0123456789abcdef01234567"
+    assert "steerlab" in _PICKLE_BY_VALUE_MODULES  # nnsight.register(steerlab)
+    batch = steerlab.encode(model.tokenizer, PROMPTS)
+    with pytest.raises(RuntimeError, match=r"loaded with remote=True: its weights are on NDIF"):
+        steered_logits(model, batch)
+    with pytest.raises(RuntimeError, match=r"loaded with remote=True: its weights are on NDIF"):
+        steered_logits(model, batch, backend="nnsight")
+    with pytest.raises(RuntimeError, match=r"loaded with remote=True: its weights are on NDIF"):
+        steered_generate(model, PROMPTS, [None] * 3, layer=0, backend="nnsight", remote="local")
+    assert model.lm.dispatched is False
+
+
+def test_a_local_folder_builds_the_same_way_and_is_refused_by_ndif(tiny_gpt2: steerlab.Model,
+                                                                   tmp_path: Path) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(tiny_gpt2.tokenizer)).save_pretrained(tmp_path)
+    tiny_gpt2.tokenizer.save_pretrained(tmp_path)
+    model = load_remote_model(str(tmp_path))
+    assert {p.device.type for p in model.hf.parameters()} == {"meta"} and model.n_layers == 2
+    assert model.fingerprint.startswith(f"{tmp_path.resolve()}@local-config-")
+    from nnsight.schema.config import CONFIG
+
+    CONFIG.API.APIKEY, before = "a-key", CONFIG.API.APIKEY
+    try:
+        with pytest.raises(RuntimeError, match="built from a local folder; NDIF runs models by hub id"):
+            steered_logits(model, steerlab.encode(model.tokenizer, PROMPTS), backend="nnsight", remote=True)
+    finally:
+        CONFIG.API.APIKEY = before
+
+
+def test_remote_without_ndif_fails_fast_and_clearly(remote_model: RemoteModel,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnsight.schema.config import CONFIG
+
+    model = remote_model
+    batch = steerlab.encode(model.tokenizer, PROMPTS)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+    with pytest.raises(NdifUnavailableError, match=r"no NDIF API key\. Set the environment variable NDIF_API_KEY"):
+        steered_logits(model, batch, backend="nnsight", remote=True)
+    monkeypatch.setattr(CONFIG.API, "APIKEY", "not-a-real-key")
+    monkeypatch.setattr(CONFIG.API, "HOST", "https://ndif.invalid")  # .invalid never resolves
+    for call in (lambda: steered_logits(model, batch, backend="nnsight", remote=True),
+                 lambda: steered_generate(model, PROMPTS, [None] * 3, layer=0, do_sample=False, backend="nnsight",
+                                          remote=True)):
+        started = time.perf_counter()
+        with pytest.raises(NdifUnavailableError, match=r"NDIF at https://ndif.invalid is unreachable.*NDIF_API_KEY"):
+            call()
+        assert time.perf_counter() - started < 5.0
+    assert model.lm.dispatched is False and not model.lm.interleaver.mediators
+    assert {p.device.type for p in model.hf.parameters()} == {"meta"}
+
+
+def test_what_cannot_run_remotely_is_refused_up_front(remote_model: RemoteModel) -> None:
+    model = remote_model
+    with pytest.raises(ValueError, match=r"steered_generate\(remote=True\) cannot poll should_stop"):
+        steered_generate(model, PROMPTS, [None] * 3, layer=0, backend="nnsight", remote=True,
+                         should_stop=lambda: False)
+    v = torch.ones(model.d_model)
+    with pytest.raises(ValueError, match=r"generate\(remote=True\) needs scale='raw'"):
+        generate(model, "Hi", v, layer=1, backend="nnsight", remote=True)
