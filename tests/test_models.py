@@ -320,6 +320,24 @@ def test_embedded_checkpoint_is_provisioned_once_and_reused(fake_embedded: tuple
     assert len(rebuilt) == 1
 
 
+def test_a_checkpoint_from_an_older_steerlab_is_upgraded_in_place(fake_embedded: tuple[EmbeddedModel, list[str]],
+                                                                  tiny_llama: steerlab.Model) -> None:
+    """Older checkpoints kept the GGUF quantization_config (transformers then attaches a GGUF
+    quantizer to the float32 weights and refuses save_pretrained) and a marker without a
+    file list: both are fixed in place, without de-quantizing again."""
+    spec, rebuilt = fake_embedded
+    folder = embedded_mod.provision(spec, progress=False)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = {"dequantize": False, "gguf_file": "x.gguf", "quant_method": "gguf"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / embedded_mod.COMPLETE_MARKER).write_text(json.dumps({"gguf": "x.gguf", "gguf_bytes": 1, "written": 0}))
+    model = load_model("fake-tiny", progress=False)
+    assert len(rebuilt) == 1 and not getattr(model.hf, "is_quantized", False)
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    assert embedded_mod.verify_checksums(folder) == [] and "files" in embedded_mod.read_marker(folder)  # type: ignore[operator]
+    assert model.fingerprint == tiny_llama.fingerprint
+
+
 def test_a_load_failure_with_intact_files_leaves_the_checkpoint_alone(
         fake_embedded: tuple[EmbeddedModel, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     spec, rebuilt = fake_embedded

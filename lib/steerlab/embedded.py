@@ -233,7 +233,7 @@ def checkpoint_problems(folder: Path) -> list[str]:
         return [f"the completion marker {COMPLETE_MARKER} is missing or unreadable"]
     files = marker.get("files")
     if not isinstance(files, dict):
-        return []  # a format-1 marker (no file list): upgraded by _ensure_file_list
+        return []  # a format-1 marker (no file list): see _upgrade
     problems = []
     for name, info in files.items():
         path = folder / name
@@ -262,11 +262,37 @@ def verify_checksums(folder: Path) -> list[str]:
             for name, info in files.items() if (got := _sha256(folder / name)) != info["sha256"]]
 
 
-def _ensure_file_list(folder: Path) -> None:
-    """Give a format-1 marker (written before sizes and checksums were recorded) its file list."""
+def _needs_upgrade(folder: Path) -> bool:
     marker = read_marker(folder)
     if marker is not None and not isinstance(marker.get("files"), dict):
-        _write_marker(folder, str(marker.get("gguf", "")))
+        return True  # format 1: no sizes or checksums recorded
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False  # the load reports it
+    return "quantization_config" in config
+
+
+def _upgrade(folder: Path) -> None:
+    """Bring a checkpoint written by an older steerlab up to date, in place and atomically.
+
+    Older checkpoints kept the GGUF's ``quantization_config`` in ``config.json``,
+    which makes transformers attach a GGUF quantizer to plain float32 weights
+    (``is_quantized``, no ``save_pretrained``); and format-1 markers list no files.
+    Call under the provisioning lock: the config is replaced first, then the
+    marker, and a reader that sees the new config with the old marker's sizes
+    waits for this lock before judging the folder damaged.
+    """
+    if not _needs_upgrade(folder):
+        return
+    marker = read_marker(folder) or {}
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.pop("quantization_config", None) is not None:
+        tmp = folder / f".config.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, config_path)
+    _write_marker(folder, str(marker.get("source", marker.get("gguf", ""))))
 
 
 def move_aside(folder: Path, why: str) -> Path:
@@ -357,8 +383,7 @@ def provision(spec: EmbeddedModel, progress: bool = True) -> Path:
         True
     """
     final = spec.checkpoint_dir()
-    if final.is_dir() and not checkpoint_problems(final):
-        _ensure_file_list(final)
+    if final.is_dir() and not checkpoint_problems(final) and not _needs_upgrade(final):
         return final
     models = final.parent
     models.mkdir(parents=True, exist_ok=True)
@@ -366,7 +391,7 @@ def provision(spec: EmbeddedModel, progress: bool = True) -> Path:
         if final.exists():  # checked again: another process may have finished meanwhile
             problems = checkpoint_problems(final)
             if not problems:
-                _ensure_file_list(final)
+                _upgrade(final)
                 return final
             move_aside(final, "; ".join(problems))
         _remove_leftovers(final)
