@@ -23,7 +23,7 @@ from test_arch import _config
 
 # Different token lengths, so every batch is padded.
 PROMPTS = ["Once upon a time in a quiet village there lived a", "The dog", "It was a dark and stormy"]
-POSITIONS = ["all", "all_prompt", "first", "last_prompt"]
+POSITIONS = ["all", "all_prompt", "first", "after_bos", "last_prompt"]
 OPERATORS = ["add", "ablate", "ablate_then_add"]
 N_NEW = 5
 

@@ -14,10 +14,10 @@ Where the edit goes: steerlab's layer ``L`` is the residual stream *entering* bl
 the embeddings entering block 0), as the hook backend edits block ``L``'s input.
 
 Which tokens: in the first call (the prompt) the positions the rule selects, from the
-batch's attention mask; under ``position="all"`` also every generated token, one
-``tracer.iter`` step each (an edit outside the loop binds to the first call only). The
-generated ids are read in a second, empty ``tracer.invoke()``, so they come back also
-when generation ends early (every row at end-of-sequence, or ``should_stop``) and the
+batch's attention mask (and its BOS flags, for ``after_bos``); under ``position="all"``
+also every generated token, one ``tracer.iter`` step each (an edit outside the loop
+binds to the first call only). The generated ids are read in a second, empty
+``tracer.invoke()``, so they come back also when generation ends early (every row at end-of-sequence, or ``should_stop``) and the
 step loop is left waiting for a step that never ran.
 
 Inputs: nnsight adds ``position_ids`` counted from each row's first real token to a
@@ -261,14 +261,14 @@ def nnsight_logits(model: Model, batch: Batch, intervention: Intervention | None
     check_remote(model, remote, "steered_logits")
     inputs = _forward_inputs(model, batch, remote)
     lm = model.lm
-    real = batch.attention_mask.bool()
+    real, bos = batch.attention_mask.bool(), batch.bos
     if intervention is None:
         with lm.trace(inputs, remote=remote):
             logits = lm.output.logits.save()
     else:
         block = _block(model, intervention.layer)
         with lm.trace(inputs, remote=remote):
-            block.input = intervention.apply(block.input, real, continuing=False)
+            block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
             logits = lm.output.logits.save()
     return logits.float()
 
@@ -294,7 +294,7 @@ def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | No
     prompt_len = batch.input_ids.shape[1]
     kwargs = {"max_new_tokens": max_new_tokens, **generate_kwargs}
     lm = model.lm
-    real = batch.attention_mask.bool()
+    real, bos = batch.attention_mask.bool(), batch.bos
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DANGLING)
         if intervention is None:
@@ -303,13 +303,13 @@ def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | No
         elif intervention.position != "all":
             block = _block(model, intervention.layer)
             with lm.generate(inputs, remote=remote, **kwargs) as tracer:
-                block.input = intervention.apply(block.input, real, continuing=False)
+                block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
                 ids = tracer.result.save()
         else:
             block = _block(model, intervention.layer)
             with lm.generate(remote=remote, **kwargs) as tracer:
                 with tracer.invoke(inputs):
-                    block.input = intervention.apply(block.input, real, continuing=False)
+                    block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
                     for _step in tracer.iter[1:max_new_tokens]:
                         hidden = block.input  # [batch, 1, d_model]: the token generated last
                         new = torch.ones(hidden.shape[:2], dtype=torch.bool)
