@@ -32,8 +32,8 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
 
 import torch
 from tqdm.auto import tqdm
@@ -48,6 +48,7 @@ from .vocab import evaluation_vocabulary, vocab_rate
 
 __all__ = [
     "METHODS",
+    "PRESETS",
     "TABLE_COLUMNS",
     "CompareConfig",
     "best_points",
@@ -87,6 +88,42 @@ class CompareConfig:
     max_length: int = 128
     eval_length: int = 64
     damage_threshold: float = 1.5
+
+    @classmethod
+    def from_preset(cls, preset: str = "default", **overrides: Any) -> Self:
+        """A preset of :data:`PRESETS` with ``overrides`` over it; an override of ``None`` keeps
+        the preset's value (so a notebook parameter left at ``None`` means "the preset's").
+
+        Raises:
+            ValueError: an unknown preset or field name (the message lists the known ones).
+
+        Example:
+            >>> CompareConfig.from_preset("quick", layers=[12]).layers
+            [12]
+        """
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in overrides if k not in known]
+        if unknown:
+            raise ValueError(f"unknown CompareConfig fields {unknown}; fields: {', '.join(known)}")
+        return cls(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+# Measured times on 2 CPU cores are in the README.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"layers": [10], "coefficients": [0.5], "positions": ["all_prompt"], "n_prompts": 2,
+              "n_story_prompts": 1, "n_heldout": 2, "n_general": 2, "max_new_tokens": 8, "do_sample": False,
+              "seeds": [0], "sample_size": 6, "max_length": 48, "eval_length": 32},
+    "default": {"layers": [8, 14, 20], "coefficients": [0.0625, 0.125, 0.25, 0.5], "positions": ["all_prompt"],
+                "n_prompts": 8, "n_story_prompts": 3, "n_heldout": 6, "n_general": 6, "max_new_tokens": 32,
+                "do_sample": False, "seeds": [0], "sample_size": 32, "max_length": 128, "eval_length": 48},
+    "full": {"layers": [2, 8, 14, 20, 26], "coefficients": [0.03125, 0.0625, 0.125, 0.25, 0.5],
+             "positions": ["first", "all_prompt"], "n_prompts": 8, "n_story_prompts": 4, "n_heldout": 13,
+             "n_general": 12, "max_new_tokens": 48, "do_sample": True, "seeds": [0, 1], "sample_size": 52,
+             "max_length": 128, "eval_length": 64},
+}
+"""``quick`` (the notebook test), ``default`` (``make run``) and ``full`` (the README's deep sweep)."""
 
 
 def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

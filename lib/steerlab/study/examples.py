@@ -3,12 +3,14 @@
 An example is a construction of :mod:`steerlab.constructions` on named sets or prompts,
 a prompt, and the vocabulary used to score how far completions moved towards the target
 (:func:`steerlab.study.vocab.evaluation_vocabulary`). A sweep runs every coefficient x
-sample as one batched generate call.
+sample as one batched generate call. :func:`steer_conclusion` and :func:`steer_headline`
+turn a notebook's recorded sweeps into its conclusion and headline numbers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,15 @@ from ..steer import Completion, relative_addition, steered_generate
 from ..vectors import SteeringVector
 from .vocab import evaluation_vocabulary, vocab_rate
 
-__all__ = ["EXAMPLES", "Example", "SweepResult", "build_example", "run_sweep"]
+__all__ = [
+    "EXAMPLES",
+    "Example",
+    "SweepResult",
+    "build_example",
+    "run_sweep",
+    "steer_conclusion",
+    "steer_headline",
+]
 
 # name -> construction inputs for steerlab.constructions.build, the prompt, the vocabulary scored
 EXAMPLES: dict[str, dict[str, str]] = {
@@ -101,3 +111,63 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
     rate = [_mean([vocab_rate(x.text, example.vocab) for x in completions[c]]) for c in coefs]
     perplexity = [_mean(by_c[c]) for c in coefs]
     return SweepResult(coefs, completions, rate, perplexity, [math.log(p) if p > 0 else float("nan") for p in perplexity])
+
+
+def _at(sweep: Mapping[str, Any], coefficient: float) -> int:
+    coefs = [float(c) for c in sweep["coefficients"]]
+    if float(coefficient) not in coefs or 0.0 not in coefs:
+        raise ValueError(f"the sweep {coefs} lacks coefficient {coefficient} or the unsteered 0")
+    return coefs.index(float(coefficient))
+
+
+def steer_conclusion(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], positions: Sequence[str],
+                     coefficient: float, samples: int) -> list[str]:
+    """03's conclusion from its sweeps (``{example: {position: SweepResult.as_dict()}}``), numbers only.
+
+    With ``first`` among several positions it says which position moved the vocabulary rate
+    least, and explains it by the attention sink only when ``first`` moved it least;
+    otherwise it warns that a few sampled completions can move by chance. A tie (every
+    position moved it equally, e.g. not at all) is said as such, with no explanation.
+
+    Example:
+        >>> steer_conclusion({"love_hate": {"all": {"coefficients": [0.0, 1.0], "vocab_rate": [0.0, 0.1],
+        ...                   "perplexity": [9.0, 12.0]}}}, ["all"], 1.0, 2)
+        ['love_hate at ×1.0: all: vocab rate 0.000 -> 0.100, perplexity 9.0 -> 12.0']
+    """
+    lines = []
+    for name, by_pos in by_example.items():
+        parts = []
+        for pos in positions:
+            r = by_pos[pos]
+            i = _at(r, coefficient)
+            parts.append(f"{pos}: vocab rate {r['vocab_rate'][0]:.3f} -> {r['vocab_rate'][i]:.3f}, "
+                         f"perplexity {r['perplexity'][0]:.1f} -> {r['perplexity'][i]:.1f}")
+        lines.append(f"{name} at ×{coefficient}: " + "; ".join(parts))
+    if "first" in positions and len(positions) > 1:
+        moved = {pos: sum(abs(by_pos[pos]["vocab_rate"][_at(by_pos[pos], coefficient)] - by_pos[pos]["vocab_rate"][0])
+                          for by_pos in by_example.values()) for pos in positions}
+        quiet, loud = min(moved, key=moved.__getitem__), max(moved, key=moved.__getitem__)
+        if moved[quiet] == moved[loud]:
+            lines.append(f"Summed over examples, the vocabulary rate moved by {moved[quiet]:.3f} with every position "
+                         f"rule, from {samples} sampled completion(s) per coefficient: no position stood out.")
+            return lines
+        lines.append(f"Summed over examples, the vocabulary rate moved least with position '{quiet}' "
+                     f"({moved[quiet]:.3f}) and most with '{loud}' ({moved[loud]:.3f}), from {samples} sampled "
+                     "completion(s) per coefficient.")
+        if quiet == "first":
+            lines.append("On SmolLM2 the first token is an attention sink whose residual norm is tens to hundreds of "
+                         "times the others' (notebook 01), so a vector of typical-norm size added there is small "
+                         "relative to it.")
+        else:
+            lines.append("Any change to the forward pass changes which tokens are sampled, so with this few samples a "
+                         "rate can move by chance; compare the perplexities, and raise `samples` before reading a "
+                         "difference between positions.")
+    return lines
+
+
+def steer_headline(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], positions: Sequence[str],
+                   coefficient: float) -> dict[str, float]:
+    """03's headline: per example, the vocabulary-rate change at ``coefficient`` at the last position rule."""
+    pos = positions[-1]
+    return {name: round(by_pos[pos]["vocab_rate"][_at(by_pos[pos], coefficient)] - by_pos[pos]["vocab_rate"][0], 4)
+            for name, by_pos in by_example.items()}
