@@ -91,22 +91,25 @@ def _assert_untouched(model: steerlab.Model, before: tuple[Any, ...]) -> None:
 
 @pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
 def test_logits_equal_the_hook_backend_on_every_family(families: dict[str, steerlab.Model], model_type: str) -> None:
+    """Every position and operator at layer 1 with left padding (where nnsight would add its own
+    position ids); layer 0 (the embeddings entering block 0) and right padding with ``add``."""
     model = families[model_type]
     additions, directions = _rows(model, 8.0)
-    for side in ("right", "left"):
-        batch = steerlab.encode(model.tokenizer, PROMPTS, padding_side=side)
-        plain = steered_logits(model, batch)
-        torch.testing.assert_close(steered_logits(model, batch, backend="nnsight"), plain)
-        for layer in (0, 1):
-            for position in POSITIONS:
-                for op in OPERATORS:
-                    kw: dict[str, Any] = {"layer": layer, "position": position, "operator": op,
-                                          "directions": directions if op != "add" else None}
-                    hook = steered_logits(model, batch, additions, **kw)
-                    nns = steered_logits(model, batch, additions, backend="nnsight", **kw)
-                    assert float((hook - plain).abs().max()) > 1e-3, "the edit must change the logits"
-                    where = f"{side} padding, layer {layer}, {position}, {op}"
-                    torch.testing.assert_close(nns, hook, atol=1e-5, rtol=1e-4, msg=lambda m, w=where: f"{w}: {m}")
+    cases = [("left", 1, position, op) for position in POSITIONS for op in OPERATORS]
+    cases += [(side, layer, position, "add") for side, layer in (("left", 0), ("right", 0), ("right", 1))
+              for position in POSITIONS]
+    batches = {side: steerlab.encode(model.tokenizer, PROMPTS, padding_side=side) for side in ("left", "right")}
+    plains = {side: steered_logits(model, batch) for side, batch in batches.items()}
+    for side, batch in batches.items():
+        torch.testing.assert_close(steered_logits(model, batch, backend="nnsight"), plains[side])
+    for side, layer, position, op in cases:
+        kw: dict[str, Any] = {"layer": layer, "position": position, "operator": op,
+                              "directions": directions if op != "add" else None}
+        hook = steered_logits(model, batches[side], additions, **kw)
+        nns = steered_logits(model, batches[side], additions, backend="nnsight", **kw)
+        assert float((hook - plains[side]).abs().max()) > 1e-3, "the edit must change the logits"
+        where = f"{side} padding, layer {layer}, {position}, {op}"
+        torch.testing.assert_close(nns, hook, atol=1e-5, rtol=1e-4, msg=lambda m, w=where: f"{w}: {m}")
 
 
 @pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))
