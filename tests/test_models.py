@@ -89,6 +89,8 @@ def test_edits_through_data_need_a_refresh(tiny_llama: steerlab.Model, tmp_path:
     model.hf.model.layers[1].mlp.up_proj.weight.data[7, 11] += 1.0
     assert model.fingerprint == before
     assert model.refresh_fingerprint() != before
+    # The edited hash never reaches the on-disk cache of the unchanged files.
+    assert load_model(model.source).fingerprint == before
 
 
 def test_reading_the_fingerprint_is_cheap_and_survives_forward_passes(tiny_llama: steerlab.Model) -> None:
@@ -387,6 +389,24 @@ def test_a_checkpoint_rebuilt_by_another_process_is_retried_not_moved(
     assert retry == folder and why == ["rebuilt by another process"]
     assert embedded_mod.rebuild_if_damaged(spec, folder, embedded_mod.read_marker(folder)) == (None, [])
     assert len(rebuilt) == 1 and not list(folder.parent.glob(".*damaged*"))
+
+
+def test_provision_all_skips_an_uninstalled_optional_model(fake_embedded: tuple[EmbeddedModel, list[str]],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    spec, _ = fake_embedded
+
+    def missing() -> str:
+        raise ModelLoadError("the package 'absent_pkg' is not installed: run `make setup`")
+
+    absent = EmbeddedModel("absent", (), "pip install absent", missing, lambda scratch: Path("x.gguf"))
+    monkeypatch.setattr(embedded_mod, "EMBEDDED_MODELS", {spec.name: spec, absent.name: absent})
+    monkeypatch.setattr(embedded_mod, "EMBEDDED_MODEL", spec.name)
+    assert embedded_mod.provision_all(progress=False) == {"fake-tiny": spec.checkpoint_dir()}
+    assert "skipping absent: the package 'absent_pkg' is not installed" in capsys.readouterr().out
+    monkeypatch.setattr(embedded_mod, "EMBEDDED_MODEL", absent.name)  # the default one is required
+    with pytest.raises(ModelLoadError, match="absent_pkg"):
+        embedded_mod.provision_all(progress=False)
 
 
 def test_failed_provisioning_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,9 +149,6 @@ def _hash_cache_file(key: str) -> Path:
 class _FingerprintState:
     signature: tuple[Any, ...] | None = None
     value: str | None = None
-    # Set at load: the on-disk cache key, valid while the signature is the load-time one.
-    files_key: str | None = None
-    load_signature: tuple[Any, ...] | None = None
 
 
 def _read_cached_hash(key: str) -> str | None:
@@ -223,8 +220,6 @@ class Model:
         if state.value is None or signature is None or signature != state.signature:
             state.value = content_hash(self.hf)
             state.signature = signature
-            if state.files_key and signature is not None and signature == state.load_signature:
-                _write_cached_hash(state.files_key, state.value)
         return state.value
 
     def refresh_fingerprint(self) -> str:
@@ -364,12 +359,15 @@ def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float,
     lm = nnsight.TransformersModel(hf, tokenizer=tokenizer, task="text-generation")
     model = Model(name=name, hf=hf, lm=lm, tokenizer=tokenizer, arch=arch, source=source)
     if files:
-        state = model._fp
-        state.load_signature = _signature(hf)
-        state.files_key = _files_key(files, model.dtype)
-        cached = _read_cached_hash(state.files_key)
-        if cached is not None and state.load_signature is not None:
-            state.value, state.signature = cached, state.load_signature
+        # Now, while the weights are exactly the files' (hashed later, an edit through
+        # .data could slip into the on-disk cache under the unchanged files' key).
+        key = _files_key(files, model.dtype)
+        signature = _signature(hf)
+        cached = _read_cached_hash(key)
+        if cached is None:
+            cached = content_hash(hf)
+            _write_cached_hash(key, cached)
+        model._fp.value, model._fp.signature = cached, signature
     if check:
         self_check(model)
     model.load_seconds = time.perf_counter() - started
