@@ -314,6 +314,20 @@ def test_without_registering_steerlab_the_request_cannot_be_rebuilt(tiny_gpt2: s
         ns.register_steerlab()
 
 
+@pytest.mark.parametrize("model_type", ["gemma2", "gpt2"])
+def test_the_lens_request_serializes_and_matches_the_local_lens(families: dict[str, steerlab.Model],
+                                                                model_type: str) -> None:
+    """Gemma 2's soft cap (small in this config) and GPT-2's LayerNorm; with and without the norm."""
+    model = families[model_type]
+    x = 5.0 * torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(8))
+    with _payloads() as blobs:
+        for apply_norm in (True, False):
+            torch.testing.assert_close(steerlab.lens_logits(model, x, apply_norm=apply_norm, remote="local"),
+                                       steerlab.lens_logits(model, x, apply_norm=apply_norm), atol=1e-5, rtol=1e-4)
+        assert steerlab.top_tokens(model, x[0], k=5, remote="local") == steerlab.top_tokens(model, x[0], k=5)
+    assert len(blobs) == 3
+
+
 def _hub_cache(root: Path, repo: str, tokenizer: Any, sha: str) -> Path:
     """An offline Hugging Face cache holding only ``repo``'s config and tokenizer (no weights)."""
     from transformers import LlamaConfig
@@ -360,6 +374,8 @@ def test_a_remote_model_is_built_without_weights(remote_model: RemoteModel) -> N
         steered_logits(model, batch, backend="nnsight")
     with pytest.raises(RuntimeError, match=r"loaded with remote=True: its weights are on NDIF"):
         steered_generate(model, PROMPTS, [None] * 3, layer=0, backend="nnsight", remote="local")
+    with pytest.raises(RuntimeError, match=r"loaded with remote=True: its weights are on NDIF.*lens_logits"):
+        steerlab.lens_logits(model, torch.ones(model.d_model))
     assert model.lm.dispatched is False
 
 

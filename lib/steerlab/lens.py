@@ -11,13 +11,17 @@ import torch
 
 from .arch import final_norm_of, logit_softcap_of
 from .models import Model
+from .nnsight_steer import Remote, RemoteModel, nnsight_lens
 
 __all__ = ["lens_logits", "top_tokens", "topk_table"]
 
 
 @torch.inference_mode()
-def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True) -> torch.Tensor:
+def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False) -> torch.Tensor:
     """Project ``x`` (``[..., d_model]``) through the final norm and the unembedding.
+
+    ``remote=True`` runs them on NDIF, for a model loaded with ``load_model(hub_id, remote=True)``
+    (:func:`steerlab.nnsight_steer.nnsight_lens`); ``remote="local"`` is nnsight's dry run of that.
 
     Example:
         >>> lens_logits(model, vector.at(18)).shape
@@ -27,17 +31,21 @@ def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True) -> to
         raise ValueError(f"expected a last dimension of {model.d_model}, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError("cannot project a vector with NaN or inf")
-    h = x.to(model.device, next(model.hf.parameters()).dtype)
-    if apply_norm:
-        h = final_norm_of(model.hf)(h)
-    logits = model.hf.get_output_embeddings()(h)
+    if remote or isinstance(model, RemoteModel):
+        logits = nnsight_lens(model, x, apply_norm=apply_norm, remote=remote)
+    else:
+        h = x.to(model.device, next(model.hf.parameters()).dtype)
+        if apply_norm:
+            h = final_norm_of(model.hf)(h)
+        logits = model.hf.get_output_embeddings()(h)
     cap = logit_softcap_of(model.hf)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits.float()
 
 
-def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool = True) -> list[tuple[str, float]]:
+def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool = True,
+               remote: Remote = False) -> list[tuple[str, float]]:
     """The ``k`` tokens a ``[d_model]`` vector promotes most, with their logits.
 
     Example:
@@ -48,13 +56,13 @@ def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool =
         raise ValueError(f"top_tokens takes one [d_model] vector, got shape {tuple(x.shape)}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    logits = lens_logits(model, x, apply_norm=apply_norm)
+    logits = lens_logits(model, x, apply_norm=apply_norm, remote=remote)
     values, ids = logits.topk(k)
     return [(model.tokenizer.decode([int(i)]), float(v)) for i, v in zip(ids, values)]
 
 
 def topk_table(model: Model, vectors: dict[str, torch.Tensor], k: int = 8, *,
-               apply_norm: bool = True) -> dict[str, list[str]]:
+               apply_norm: bool = True, remote: Remote = False) -> dict[str, list[str]]:
     """Top-``k`` tokens per named vector: one column per name, as in the write-up's tables."""
-    return {name: [t for t, _ in top_tokens(model, v, k, apply_norm=apply_norm)]
+    return {name: [t for t, _ in top_tokens(model, v, k, apply_norm=apply_norm, remote=remote)]
             for name, v in vectors.items()}

@@ -78,6 +78,7 @@ __all__ = [
     "load_remote_model",
     "ndif_host",
     "nnsight_generate",
+    "nnsight_lens",
     "nnsight_logits",
     "register_steerlab",
 ]
@@ -204,8 +205,9 @@ def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.
         >>> check_remote(model, True, "steered_logits")
     """
     if isinstance(model, RemoteModel) and remote is not True:
+        how = "backend='nnsight', remote=True" if what.startswith(("steered_", "generate")) else "remote=True"
         raise RuntimeError(f"{model.name!r} was loaded with remote=True: its weights are on NDIF, not here. "
-                           f"Call {what}(..., backend='nnsight', remote=True)")
+                           f"Call {what}(..., {how})")
     if not remote:
         return
     register_steerlab()
@@ -317,6 +319,30 @@ def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | No
                 with tracer.invoke():
                     ids = tracer.result.save()
     return ids[:, prompt_len:].cpu()
+
+
+@torch.inference_mode()
+def nnsight_lens(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False) -> torch.Tensor:
+    """``unembed(final_norm(x))`` for ``x`` ``[..., d_model]`` run in an nnsight session (on NDIF with
+    ``remote=True``); before any logit soft cap, which :func:`steerlab.lens.lens_logits` applies.
+
+    Example:
+        >>> logits = nnsight_lens(model, vector.at(16), remote=True)  # [vocab]
+    """
+    check_remote(model, remote, "lens_logits")
+    output = model.hf.get_output_embeddings()
+    path = next(name for name, module in model.hf.named_modules() if module is output)
+    head = model.envoy(path)
+    norm = model.envoy(model.arch.final_norm) if apply_norm else None
+    lm = model.lm
+    h = x.detach().float().cpu()
+    with lm.session(remote=remote):
+        # The server's weights decide device and dtype (meta here, bfloat16 there, perhaps).
+        h = h.to(device=head.weight.device, dtype=head.weight.dtype)
+        if norm is not None:
+            h = norm(h)
+        logits = head(h).save()
+    return logits.float().cpu()
 
 
 # --- loading a model that stays on NDIF ------------------------------------------------
