@@ -16,7 +16,10 @@ Why a hook and not an nnsight intervention: nnsight reads activations
 (:mod:`steerlab.trace`), but while a ``generate`` trace is open every module call of
 every step passes through its interleaver (~2-3 ms a step on 2 CPU cores, 5-7% of a
 batch-1 step of SmolLM2; ``bench/README.md``). The hook costs one Python call a step.
-``tests/test_steer.py`` checks both give the same logits and tokens.
+``tests/test_steer.py`` checks both give the same logits and tokens. ``backend="nnsight"``
+on :func:`steered_logits`, :func:`steered_generate` and :func:`generate` makes the same
+edit as an nnsight trace instead, which can also run on NDIF (``remote=True``;
+:mod:`steerlab.nnsight_steer`).
 
 Positions (:data:`steerlab.tokens.STEER_POSITIONS`), from each call's own attention mask:
 
