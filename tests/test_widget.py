@@ -1,43 +1,34 @@
-"""The live steering widget on the real model: setting a control updates the outputs, and
-what the widget shows is exactly what a direct library call with the same settings gives.
+"""The live steering widget, run synchronously (``background=False``) on the real model, and
+the per-token projection it shows (on a tiny model, against a plain forward pass).
 
-Sampling is seeded and runs on CPU, so the same call gives the same tokens; the expected
-texts are computed with ``steered_generate`` from the widget's own vector and typical norm
-(the statistics are cached in the widget, so the direct call uses the same means).
+The oracle for what the widget shows is the library called directly with the same
+settings: :func:`steerlab.build` for the vector and :func:`steerlab.generate` for the
+completions (sampling is seeded, one generator per row, on CPU).
 """
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import steerlab
 import torch
-from steerlab.lab.widget import SteeringWidget, relative_addition
-
-pytestmark = pytest.mark.real
+from steerlab.constructions import build, named_sets
+from steerlab.lab.tokens_view import readable_token, tokens_html
+from steerlab.lab.widget import SteeringWidget, default_threads, second_input
+from steerlab.lens import lens_logits
+from steerlab.projection import token_projections
+from steerlab.tokens import encode
+from steerlab.trace import residuals
 
 PROMPT = "Yesterday, my son was out kicking a football. Then, he"
-SMALL = {"sample_size": 4, "max_length": 32, "max_new_tokens": 8, "seed": 0}
-
-
-def expected_steered(model: steerlab.Model, widget: SteeringWidget,
-                     s: dict[str, Any] | None = None) -> str:
-    """The steered completion of a direct library call with the widget's settings."""
-    s = s or widget.settings()
-    layer = int(s["layer"])
-    v = widget.vector(s).at(layer)
-    add = relative_addition(v, widget.typical_norm(layer), float(s["coefficient"]))
-    ids = steerlab.steered_generate(model, [s["prompt"].strip()], [add], layer=layer, position=s["position"],
-                                    max_new_tokens=int(s["max_new_tokens"]), seed=int(s["seed"]))
-    return model.tokenizer.decode(ids[0], skip_special_tokens=True)
-
-
-def expected_unsteered(model: steerlab.Model, s: dict[str, Any]) -> str:
-    return steerlab.generate(model, s["prompt"].strip(), max_new_tokens=int(s["max_new_tokens"]),
-                             seed=int(s["seed"]))[0].text
+SMALL: dict[str, Any] = {"sample_size": 4, "max_length": 32, "max_new_tokens": 8, "seed": 0}
+LAYER = 10
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,8 +36,7 @@ def _one_torch_thread() -> Iterator[None]:
     """One intra-op thread while these tests run (restored after).
 
     On a busy 2-core machine two OpenMP threads were seen to make an 8-token generation
-    about 30x slower (16 s against 0.6 s) as they wait on each other; the results are the
-    same either way, and the widget and the direct calls run with the same setting.
+    about 30x slower as they wait on each other; the results are the same either way.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -57,11 +47,38 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def widget(real_model: steerlab.Model) -> SteeringWidget:
-    """One synchronous widget shared by the tests below (its means are computed once)."""
-    w = SteeringWidget(real_model, background=False, prompt=PROMPT, recipe="counterbalanced", target="fantasy",
-                       reference="sports", layer=10, coefficient=0.5, position="all_prompt", **SMALL)
+def calls() -> Iterator[list[dict[str, Any]]]:
+    """Every ``steered_generate`` call the widget makes: its rows, which rows are steered, and
+    whether it had been superseded by the time it returned."""
+    import steerlab.lab.widget as module
+
+    record: list[dict[str, Any]] = []
+    real = module.steered_generate
+
+    def spy(model: steerlab.Model, prompts: Any, additions: Any, **kw: Any) -> Any:
+        out = real(model, prompts, additions, **kw)
+        record.append({"rows": len(prompts), "steered": [a is not None for a in additions],
+                       "superseded": bool(kw["should_stop"]()), "ids": out})
+        return out
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "steered_generate", spy)
+    try:
+        yield record
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def widget(real_model: steerlab.Model, calls: list[dict[str, Any]],
+           tmp_path_factory: pytest.TempPathFactory) -> SteeringWidget:
+    """One synchronous widget shared by the real-model tests, constructed with the arguments
+    notebook 03 passes (layer, coefficient, sample_size, max_length, max_new_tokens, seed)."""
+    w = SteeringWidget(real_model, layer=LAYER, coefficient=0.5, background=False, prompt=PROMPT,
+                       recipe="counterbalanced", target="fantasy", reference="sports",
+                       save_dir=tmp_path_factory.mktemp("vectors"), **SMALL)
     assert w.last_error is None, w.last_error
+    assert w.status.value == "ready"
     return w
 
 
@@ -70,67 +87,295 @@ def set_controls(w: SteeringWidget, **values: Any) -> None:
         w.controls[name].value = value
 
 
-def test_coefficient_change_updates_steered_only(real_model: steerlab.Model, widget: SteeringWidget) -> None:
+def baseline(w: SteeringWidget) -> None:
+    """The fixture's settings again, with one generation."""
+    set_then_generate(w, recipe="counterbalanced", target="fantasy", reference="sports", layer=LAYER,
+                      coefficient=0.5, coefficient_text="0.5", position="all", operator="add", greedy=False,
+                      samples=1, temperature=1.0, top_p=0.3, max_new_tokens=SMALL["max_new_tokens"])
+    assert w.controls["prompt"].value == PROMPT
+    assert w.last_error is None, w.last_error
+
+
+def set_then_generate(w: SteeringWidget, **values: Any) -> None:
+    """Set several controls with one generation: the empty prompt makes the in-between
+    settings fail fast (no vector is built), restoring it generates once."""
+    prompt = w.controls["prompt"].value
+    w.controls["prompt"].value = " "
+    set_controls(w, **values)
+    w.controls["prompt"].value = prompt
+
+
+def state(pane_html: str) -> str:
+    found = re.search(r"data-state='(\w+)'", pane_html)
+    assert found, pane_html[:200]
+    return found.group(1)
+
+
+def shown_completions(pane_html: str) -> list[str]:
+    return [html.unescape(t) for t in re.findall(r"<span class='completion'>(.*?)</span>", pane_html, re.DOTALL)]
+
+
+@pytest.mark.real
+def test_settings_change_generates_the_steered_side_only(real_model: steerlab.Model, widget: SteeringWidget,
+                                                          calls: list[dict[str, Any]]) -> None:
     w = widget
-    set_controls(w, prompt=PROMPT, recipe="counterbalanced", target="fantasy", reference="sports", layer=10,
-                 coefficient=0.5, position="all_prompt")
-    assert w.status.value == "ready" and w.last_error is None
-    before_steered, before_unsteered = w.last_steered, w.last_unsteered
-    before_unsteered_html = w.unsteered.value
-    assert before_steered and before_unsteered
+    baseline(w)
+    before_steered, before_unsteered_html = w.last_steered, w.unsteered.value
+    n = len(calls)
 
     w.controls["coefficient"].value = 2.0
 
     assert w.status.value == "ready" and w.last_error is None
-    assert w.last_steered != before_steered
-    assert w.last_unsteered == before_unsteered
+    assert len(calls) == n + 1, "one generation for one change"
+    assert calls[-1]["steered"] == [True], "only the steered row was generated"
     assert w.unsteered.value == before_unsteered_html
+    assert w.last_steered != before_steered
     assert "× +2.00" in w.steered.value and "counterbalanced" in w.steered.value
-    assert "lens" in w.lens.value and "<code>" in w.lens.value
-    # The same settings through the library give the same texts.
-    s = w.settings()
-    assert s["coefficient"] == 2.0
-    assert w.last_steered == expected_steered(real_model, w, s)
-    assert w.last_unsteered == expected_unsteered(real_model, s)
+
+    # The oracle: the registry and the library's generate, called directly.
+    v = build("counterbalanced", real_model, [LAYER], target="fantasy", counter="sports", sample_size=4,
+              max_length=32)
+    assert w.current is not None and torch.equal(w.current["vector"].at(LAYER), v.at(LAYER))
+    steered = steerlab.generate(real_model, PROMPT, v, layer=LAYER, coefficients=2.0, position="all",
+                                max_new_tokens=8, seed=0)[0]
+    unsteered = steerlab.generate(real_model, PROMPT, max_new_tokens=8, seed=0)[0]
+    assert calls[-1]["ids"] == [steered.token_ids]
+    assert w.last_steered == steered.text and shown_completions(w.steered.value) == [steered.text]
+    assert w.last_unsteered == unsteered.text
 
 
-def test_errors_show_in_the_widget(widget: SteeringWidget) -> None:
+@pytest.mark.real
+def test_bad_set_name_shows_the_known_sets(widget: SteeringWidget, calls: list[dict[str, Any]]) -> None:
     w = widget
-    set_controls(w, prompt=PROMPT, recipe="counterbalanced", target="fantasy", reference="sports")
-    assert w.last_error is None
-    shown, shown_html = w.last_steered, w.steered.value
+    baseline(w)
+    shown, n = w.last_steered, len(calls)
 
-    w.controls["reference"].value = ""  # counterbalanced needs a reference: no exception escapes
-    assert w.last_error is not None and "reference" in w.last_error
-    assert "error" in w.status.value and "reference" in w.status.value
-    assert w.last_steered == shown and w.steered.value == shown_html  # the last good completion stays
+    w.controls["target"].value = "fantsy"
 
-    w.controls["prompt"].value = "   "
-    assert w.last_error is not None and "prompt is empty" in w.last_error
-    assert "error" in w.status.value and "prompt is empty" in w.status.value
+    assert w.last_error is not None and "unknown set 'fantsy'" in w.last_error
+    message = html.unescape(w.message.value)
+    assert "fantsy" in message and all(name in message for name in named_sets())
+    assert len(calls) == n, "nothing is generated for a bad set name"
+    # The last completion stays on show, greyed as stale.
+    assert state(w.steered.value) == "error" and "opacity:0.4" in w.steered.value
+    assert shown_completions(w.steered.value) == [shown]
 
-    w.controls["prompt"].value = PROMPT  # the reference is still missing
-    assert w.last_error is not None and "reference" in w.last_error
-
-    w.controls["reference"].value = "sports"  # back to the first settings: the same completion
-    assert w.last_error is None and w.status.value == "ready"
-    assert w.last_steered == shown
+    w.controls["target"].value = "fantasy"
+    assert w.last_error is None and w.status.value == "ready" and w.message.value == ""
+    assert state(w.steered.value) == "done" and "opacity" not in w.steered.value.split(">")[0]
 
 
-def test_switch_to_prompt_pair(real_model: steerlab.Model, widget: SteeringWidget) -> None:
+@pytest.mark.real
+def test_coefficient_box_takes_any_number_and_says_when_beyond_the_slider(
+        real_model: steerlab.Model, widget: SteeringWidget, calls: list[dict[str, Any]]) -> None:
     w = widget
-    set_controls(w, prompt=PROMPT, coefficient=2.0, position="all_prompt")
-    # Emptying the target first keeps the intermediate settings from generating.
-    w.controls["target"].value = ""
-    assert w.last_error is not None and "target is empty" in w.last_error
-    set_controls(w, recipe="prompt_pair", reference="Hate")
-    assert w.last_error is not None and "target is empty" in w.last_error
-    w.controls["target"].value = "Love"  # prompts typed in place of set names
+    baseline(w)
+    box, slider = w.controls["coefficient_text"], w.controls["coefficient"]
+
+    box.value = "100"
+    assert w.settings()["coefficient"] == 100.0, "not clamped"
+    assert slider.value == slider.max == 4.0
+    message = html.unescape(w.message.value)
+    assert "100" in message and "outside the slider's range" in message
+    assert "× +100.00" in w.steered.value and w.last_error is None
+    size = w.typical_norm(LAYER)
+    assert f"added vector norm {100 * size:.1f}" in w.metrics.value
+
+    n = len(calls)
+    box.value = "lots"
+    assert "'lots' is not a finite number" in html.unescape(w.message.value)
+    assert len(calls) == n and w.settings()["coefficient"] == 100.0
+
+    slider.value = 1.0
+    assert box.value == "1" and w.settings()["coefficient"] == 1.0
+    assert w.message.value == "" and len(calls) == n + 1
+
+
+@pytest.mark.real
+def test_typed_text_is_debounced(widget: SteeringWidget, calls: list[dict[str, Any]]) -> None:
+    w = widget
+    baseline(w)
+    for name in ("prompt", "target", "reference", "coefficient_text", "seed", "token_text", "layer", "coefficient",
+                 "max_new_tokens", "samples", "temperature", "top_p"):
+        assert w.controls[name].continuous_update is False, name
+    n = len(calls)
+    w.controls["target"].value = "shakespeare"  # what the browser sends once, on Enter
+    assert len(calls) == n + 1
+    assert w.last_error is None and "shakespeare" in w.steered.value
+    assert "'shakespeare' vocabulary rate" in html.unescape(w.metrics.value)
+
+
+@pytest.mark.real
+def test_second_box_follows_the_construction(widget: SteeringWidget) -> None:
+    w = widget
+    baseline(w)
+    w.controls["prompt"].value = " "  # the labels change without building every construction's vector
+    for name in steerlab.CONSTRUCTIONS:
+        w.controls["recipe"].value = name
+        role = second_input(name)
+        box = w.controls["reference"]
+        assert box.disabled is (role is None), name
+        assert box.description == (role or "second (unused)"), name
+        assert w.controls["target"].disabled is (name == "bias"), name
+    w.controls["recipe"].value = "prompt_pair"
+    w.controls["prompt"].value = PROMPT
+    assert (w.controls["target"].description, w.controls["reference"].description) == ("plus", "minus")
+    assert w.last_error is None, w.last_error  # "fantasy" / "sports" read as texts
+
+
+@pytest.mark.real
+def test_tokens_stream_into_the_panes(widget: SteeringWidget) -> None:
+    w = widget
+    baseline(w)
+    seen: list[str] = []
+
+    def record(change: dict[str, Any]) -> None:
+        seen.append(change["new"])
+
+    w.steered.observe(record, names="value")
+    try:
+        w.controls["coefficient"].value = 1.5
+    finally:
+        w.steered.unobserve(record, names="value")
+    states = [state(s) for s in seen]
+    assert states[0] == "stale" and "opacity:0.4" in seen[0], "the old completion is greyed at once"
+    assert states[-1] == "done"
+    live = [shown_completions(s)[0] for s, st in zip(seen, states) if st == "live"]
+    assert live and live[0], f"no streamed text before the end: {states}"
+    final = w.last_steered or ""
+    assert all(final.startswith(text) for text in live), (live, final)
+    assert w.timings["first_tokens_s"] < w.timings["completion_s"]
+
+
+@pytest.mark.real
+def test_lens_reads_the_signed_added_vector(real_model: steerlab.Model, widget: SteeringWidget) -> None:
+    w = widget
+    baseline(w)
+    w.controls["coefficient"].value = -1.0
+    assert w.current is not None
+    v = w.current["vector"].at(LAYER)
+    logits = lens_logits(real_model, -v)
+    tok = real_model.tokenizer
+    top = html.escape(readable_token(tok.decode([int(logits.argmax())])))
+    bottom = html.escape(readable_token(tok.decode([int(logits.argmin())])))
+    head, tail = w.lens.value.split("<b>bottom:</b>")
+    assert "(−v)" in head
+    codes = re.compile(r"<code[^>]*>(.*?)</code><small[^>]*>([-+][\d.]+)</small>")
+    assert codes.findall(head)[0] == (top, f"{float(logits.max()):+.1f}")
+    assert codes.findall(tail)[0] == (bottom, f"{float(logits.min()):+.1f}")
+    assert len(codes.findall(head)) == len(codes.findall(tail)) == 10
+
+
+@pytest.mark.real
+def test_save_writes_a_loadable_vector(real_model: steerlab.Model, widget: SteeringWidget) -> None:
+    w = widget
+    baseline(w)
+    w.save_button.click()
+    stem = w.last_saved
+    assert stem is not None and Path(f"{stem}.safetensors").exists() and Path(f"{stem}.json").exists()
+    assert w.current is not None
+    loaded = steerlab.load_vector(stem, real_model)
+    assert torch.equal(loaded.at(LAYER), w.current["vector"].at(LAYER))
+    assert loaded.recipe == "counterbalanced"
+    # The llama.cpp file holds the added vector itself: coefficient x typical norm along v.
+    gguf = steerlab.load_vector(f"{stem}.gguf", real_model)
+    added = 0.5 * w.typical_norm(LAYER) * loaded.at(LAYER) / loaded.at(LAYER).norm()
+    torch.testing.assert_close(gguf.at(LAYER), added, rtol=1e-5, atol=1e-4)
+    assert "sl.build(" in html.unescape(w.saved.value)
+
+    w.controls["position"].value = "all_prompt"  # llama.cpp adds everywhere: not exportable
+    w.save_button.click()
+    text = html.unescape(w.saved.value)
+    assert "no llama.cpp file" in text and "all_prompt" in text
+    assert Path(f"{w.last_saved}.safetensors").exists()
+
+
+@pytest.mark.real
+def test_reproduce_code_gives_the_same_tokens(real_model: steerlab.Model, widget: SteeringWidget,
+                                              calls: list[dict[str, Any]]) -> None:
+    w = widget
+    baseline(w)
+    set_then_generate(w, greedy=True, coefficient=1.0, position="all_prompt", operator="ablate_then_add")
     assert w.last_error is None, w.last_error
-    assert w.status.value == "ready"
-    assert "prompt_pair(" in w.steered.value and "Love" in w.steered.value
-    assert w.last_steered == expected_steered(real_model, w)
+    code = w.reproduce_code(load_model=False)
+    namespace: dict[str, Any] = {"model": real_model, "print": lambda *a: None}
+    exec(compile(code, "<reproduce>", "exec"), namespace)  # noqa: S102 - the widget's own code
+    completions = namespace["completions"]
+    assert [c.token_ids for c in completions] == [calls[-1]["ids"][-1]]
+    assert completions[0].text == w.last_steered
 
+
+@pytest.mark.real
+def test_several_samples_per_side(widget: SteeringWidget, calls: list[dict[str, Any]]) -> None:
+    w = widget
+    baseline(w)
+    w.controls["samples"].value = 2
+    assert calls[-1]["rows"] == 4 and calls[-1]["steered"] == [False] * 2 + [True] * 2
+    assert len(shown_completions(w.steered.value)) == 2 == len(shown_completions(w.unsteered.value))
+    w.controls["greedy"].value = True
+    assert sum(calls[-1]["steered"]) == 1 and calls[-1]["rows"] <= 2  # the greedy unsteered row may be kept
+    assert w.controls["samples"].disabled and w.controls["top_p"].disabled
+
+
+# -- the per-token projection (tiny model, planted answer) ------------------------
+
+def test_token_projections_are_dot_products_with_the_unit_direction(tiny_gpt2: steerlab.Model) -> None:
+    model, text, layer = tiny_gpt2, "The dragon slept under the old mountain.", 1
+    batch = encode(model.tokenizer, [text])
+    with torch.inference_mode():
+        hidden = model.hf(**batch.as_inputs(), output_hidden_states=True).hidden_states[layer][0]  # [seq, d]
+    planted = 2, 3.0 * hidden[2]  # the direction of token 2's own residual
+    pairs = token_projections(model, text, planted[1], layer)
+    ids = batch.input_ids[0].tolist()
+    assert [t for t, _ in pairs] == [model.tokenizer.decode([i]) for i in ids]
+    values = torch.tensor([x for _, x in pairs])
+    unit = planted[1] / planted[1].norm()
+    torch.testing.assert_close(values, hidden @ unit, rtol=1e-4, atol=1e-4)
+    assert values[planted[0]] == pytest.approx(float(hidden[2].norm()), rel=1e-4)  # h . h/|h| = |h|
+    (read,) = residuals(model, batch, [layer])
+    torch.testing.assert_close(values, read[0] @ unit, rtol=1e-5, atol=1e-5)
+    # A negated vector negates every value; a SteeringVector at that layer gives the same.
+    flipped = token_projections(model, text, -planted[1], layer)
+    torch.testing.assert_close(torch.tensor([x for _, x in flipped]), -values)
+
+
+def test_token_projections_refuse_bad_vectors(tiny_gpt2: steerlab.Model) -> None:
+    with pytest.raises(ValueError, match="non-zero"):
+        token_projections(tiny_gpt2, "Hi there", torch.zeros(tiny_gpt2.d_model), 1)
+    with pytest.raises(ValueError, match="direction"):
+        token_projections(tiny_gpt2, "Hi there", torch.ones(2, tiny_gpt2.d_model), 1)
+    with pytest.raises(ValueError, match="out of range"):
+        token_projections(tiny_gpt2, "Hi there", torch.ones(tiny_gpt2.d_model), 9)
+
+
+def test_tokens_html_colours_by_sign_and_shows_values() -> None:
+    view = tokens_html([("The", 100.0), (" dragon", 2.0), (" slept", -1.0), ("\n", 0.0)])
+    spans = re.findall(r"<span class='steerlab-token' data-value='([^']+)' title='([^']+)' "
+                       r"style='background:rgb\((\d+),(\d+),(\d+)\)", view)
+    assert [float(v) for v, *_ in spans] == [100.0, 2.0, -1.0, 0.0]
+    assert [t for _, t, *_ in spans] == ["+100.000", "+2.000", "-1.000", "+0.000"]
+    rgb = [tuple(int(c) for c in s[2:]) for s in spans]
+    # The scale leaves out the first token (an attention sink): 2.0 gets the full red.
+    assert rgb[0] == (255, 0, 0) and rgb[1] == (255, 0, 0)
+    assert rgb[2] == (128, 128, 255) and rgb[3] == (255, 255, 255)
+    assert "&#x27;\\n&#x27;" in view
+
+
+def test_readable_tokens() -> None:
+    assert readable_token(" dragon") == "␣dragon"
+    assert readable_token("a\nb") == "a\\nb"
+    assert readable_token("\xa0") == repr("\xa0") and readable_token("\n\n") == "'\\n\\n'"
+    assert readable_token("dragon") == "dragon"
+
+
+def test_default_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= default_threads() <= 2
+
+
+# -- the worker thread ---------------------------------------------------------------
 
 def wait_ready(w: SteeringWidget, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -140,55 +385,24 @@ def wait_ready(w: SteeringWidget, timeout: float) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def generations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
-    """Every generation the widget starts: ("steered" or "unsteered", whether it was superseded)."""
-    import steerlab.lab.widget as widget_module
-
-    calls: list[tuple[str, bool]] = []
-    real_generate = widget_module.generate
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        out = real_generate(*args, **kwargs)
-        kind = "unsteered" if len(args) < 3 and kwargs.get("vector") is None else "steered"
-        calls.append((kind, bool(kwargs["should_stop"]())))
-        return out
-
-    monkeypatch.setattr(widget_module, "generate", spy)
-    return calls
-
-
-@pytest.fixture
-def background_widget(real_model: steerlab.Model,
-                      generations: list[tuple[str, bool]]) -> Iterator[SteeringWidget]:
-    w = SteeringWidget(real_model, background=True, prompt=PROMPT, recipe="counterbalanced", target="fantasy",
-                       reference="sports", layer=10, coefficient=0.5, position="all_prompt", **SMALL)
+@pytest.mark.real
+def test_newer_request_supersedes(real_model: steerlab.Model, calls: list[dict[str, Any]],
+                                  widget: SteeringWidget) -> None:
+    n = len(calls)
+    w = SteeringWidget(real_model, background=True, prompt=PROMPT + " quickly", recipe="counterbalanced",
+                       target="fantasy", reference="sports", layer=LAYER, coefficient=0.5, **SMALL)
     try:
-        yield w
+        # The first request is in flight or queued; two rapid changes follow it.
+        w.controls["coefficient"].value = 1.0
+        w.controls["coefficient"].value = -1.5
+        assert "generating" in w.status.value
+        wait_ready(w, timeout=90)
+        assert w._pool is not None
+        w._pool.submit(lambda: None).result(timeout=90)  # everything queued has run
+        assert w.status.value == "ready" and w.last_error is None
+        assert w.settings()["coefficient"] == -1.5 and "× -1.50" in w.steered.value
+        finished = [c for c in calls[n:] if not c["superseded"]]
+        assert len(finished) == 1 and finished[0]["steered"] == [False, True], calls[n:]
     finally:
         assert w._pool is not None
         w._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def test_newer_request_supersedes(real_model: steerlab.Model, background_widget: SteeringWidget,
-                                  generations: list[tuple[str, bool]]) -> None:
-    w = background_widget
-    # The first request (means + generation) is in flight, or still queued; two rapid
-    # changes follow it before it can finish.
-    w.controls["coefficient"].value = 1.0
-    w.controls["coefficient"].value = -1.5
-    assert "generating" in w.status.value
-    wait_ready(w, timeout=90)
-    # Everything queued has run (one worker: a no-op submitted now runs last).
-    assert w._pool is not None
-    w._pool.submit(lambda: None).result(timeout=90)
-    assert w.status.value == "ready" and w.last_error is None
-    s = w.settings()
-    assert s["coefficient"] == -1.5
-    assert "× -1.50" in w.steered.value
-    assert w.last_steered == expected_steered(real_model, w, s)
-    # Only the latest settings generated to the end: the first request's generation (if it
-    # had started) was stopped, and the middle request never generated.
-    finished = [kind for kind, superseded in generations if not superseded]
-    assert finished == ["unsteered", "steered"], generations
-    assert w.last_unsteered == expected_unsteered(real_model, s)
