@@ -39,7 +39,7 @@ import pytest
 import steerlab
 import torch
 from steerlab.arch import blocks_of
-from steerlab.metrics import completion_perplexity, steered_text_scores
+from steerlab.metrics import completion_perplexity, continuation_logprobs, relevance, steered_text_scores
 from steerlab.replay import steered_logits_each
 from steerlab.sampling import NucleusSampler, row_generators
 from steerlab.steer import Intervention, steered_generate, steered_logits
@@ -245,6 +245,8 @@ FIRST_CALLS: dict[str, Callable[[steerlab.Model], Any]] = {
     "generate": lambda m: steerlab.generate(m, TEXTS[0], _v(m), layer=LAYER, scale="raw", max_new_tokens=2),
     "steered_text_scores": lambda m: steered_text_scores(m, TEXTS, [_v(m)], layer=LAYER),
     "completion_perplexity": lambda m: completion_perplexity(m, TEXTS[:1], [[5, 6, 7]]),
+    "continuation_logprobs": lambda m: continuation_logprobs(m, [[5, 6]], [[7, 8]], [None, _v(m)], layer=LAYER),
+    "relevance": lambda m: relevance(m, TEXTS[:1], [[5, 6, 7]], [None, _v(m)], layer=LAYER),
 }
 # Public functions that read activations through an nnsight trace with a dict of tensors:
 # nnsight moves inputs to the model's device only when it tokenizes strings itself
