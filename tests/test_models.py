@@ -449,6 +449,19 @@ class TestRealModel:
         assert len(real_model.tokenizer) == 49152
         assert steerlab.load_model("smollm2", progress=False).fingerprint == real_model.fingerprint
 
+    def test_an_edit_in_a_middle_block_changes_the_fingerprint(self, real_model: steerlab.Model) -> None:
+        original = real_model.fingerprint
+        weight = real_model.hf.model.layers[15].mlp.down_proj.weight
+        kept = weight[3].clone()
+        try:
+            with torch.no_grad():
+                weight[3, 5:9] *= 1.01
+            assert real_model.fingerprint != original
+        finally:
+            with torch.no_grad():
+                weight[3].copy_(kept)
+        assert real_model.fingerprint == original
+
     def test_bfloat16_is_cast_at_load_and_the_checkpoint_stays_float32(self, real_model: steerlab.Model) -> None:
         from safetensors import safe_open
 
