@@ -37,6 +37,10 @@ def test_the_arithmetic_of_each_construction(tiny_llama: steerlab.Model) -> None
     torch.testing.assert_close(build("isolated", m, [LAYER], **kw).at(LAYER), mean["fantasy"] - mean["mixed"])
     torch.testing.assert_close(build("counterbalanced", m, [LAYER], **kw).at(LAYER), mean["fantasy"] - mean["sports"])
     torch.testing.assert_close(build("bias", m, [LAYER], **kw).at(LAYER), mean["general"])
+    ablated = build("bias_ablated", m, [LAYER], **kw).at(LAYER)
+    unit = mean["general"] / mean["general"].norm()
+    assert abs(float(ablated @ unit)) < 1e-3 * float(ablated.norm())
+    torch.testing.assert_close(ablated + (mean["fantasy"] @ unit) * unit, mean["fantasy"])
     rnd = build("random", m, [LAYER], **kw).at(LAYER)
     centred = mean["fantasy"] - mean["general"]
     assert abs(float(rnd.norm()) - float(centred.norm())) < 1e-4 * float(centred.norm())
@@ -69,11 +73,16 @@ def test_notebook_compare_and_widget_build_identical_vectors(tiny_llama: steerla
     from steerlab.lab.widget import SteeringWidget
 
     m = tiny_llama
-    cfg = compare.CompareConfig(target="fantasy", counter="sports", layers=(LAYER,), sample_size=4, max_length=32)
-    via_compare = compare.build_methods(m, cfg, progress=False)
+    cfg = compare.CompareConfig(targets=("fantasy",), counters={"fantasy": "sports"}, layers=(LAYER,), sample_size=4,
+                                max_length=32)
+    via_compare = compare.build_methods(m, cfg, "fantasy", [LAYER], progress=False)
     widget = SteeringWidget(m, layer=LAYER, sample_size=4, max_length=32, max_new_tokens=5, background=False,
                             target="fantasy", reference="sports")
     for name in compare.METHODS:
+        if name == "bias_ablated" or name == "bias":
+            torch.testing.assert_close(via_compare[name].at(LAYER),
+                                       build(name, m, [LAYER], target="fantasy", **SPEC).at(LAYER), rtol=0, atol=0)
+            continue
         direct = build(name, m, [LAYER], target="fantasy", counter="sports", **SPEC).at(LAYER)
         torch.testing.assert_close(via_compare[name].at(LAYER), direct, rtol=0, atol=0)
         if name == "prompt_pair":

@@ -14,6 +14,7 @@ needs and one builder:
 ``word_pair``             ActAdd on the set names: " fantasy" - " sports"
 ``random``                a random direction with the mean-centred vector's norm (control)
 ``bias``                  the general-text mean itself: the bias direction alone
+``bias_ablated``          the raw target mean with the bias direction projected out
 ========================  =========================================================
 
 Set inputs are named sets (the genres, ``shakespeare``, ``general``, ``mixed``); an
@@ -196,6 +197,18 @@ def _bias(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
     return SteeringVector(v.vectors, v.model_name, v.model_fingerprint, v.d_model, "bias", v.sources, v.position)
 
 
+def _bias_ablated(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    """``raw - (raw . b) b`` with ``b`` the unit general-text mean: the bias removed by projection,
+    not by subtraction (mean-centring subtracts the whole mean, projection only its direction)."""
+    r, b = _raw(m, x, layers), _bias(m, x, layers)
+    vecs = {}
+    for la in layers:
+        unit = b.at(la) / b.at(la).norm()
+        vecs[la] = r.at(la) - (r.at(la) @ unit) * unit
+    return SteeringVector(vecs, r.model_name, r.model_fingerprint, r.d_model, "bias_ablated",
+                          {**r.sources, "ablated": "general"}, r.position)
+
+
 CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
     Construction("raw", "mean activation of the target set (mostly the layer's bias)", ("target",), _raw),
     Construction("mean_centred", "target mean minus the general-text mean (the bias removed)", ("target",),
@@ -211,6 +224,8 @@ CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
     Construction("random", "a random direction with the mean-centred vector's norm (the control)",
                  ("target",), _random),
     Construction("bias", "the general-text mean: the layer's bias direction alone", (), _bias),
+    Construction("bias_ablated", "the raw target mean with the bias direction projected out", ("target",),
+                 _bias_ablated),
 )}
 
 

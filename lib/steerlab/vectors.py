@@ -49,7 +49,7 @@ __all__ = [
 # :data:`steerlab.constructions.CONSTRUCTIONS`, plus ``imported`` (a llama.cpp control
 # vector written elsewhere, with no steerlab provenance).
 RECIPES = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random", "bias",
-           "imported")
+           "bias_ablated", "imported")
 
 # Where a vector is added: the residual stream entering block L (Hugging Face's
 # ``hidden_states[L]``). steering-vectors, nnterp and llama.cpp add at block *outputs*:

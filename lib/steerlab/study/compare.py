@@ -1,93 +1,171 @@
-"""The systematic experiment: which vector construction steers best for the least damage.
+"""The systematic comparison: which construction steers best for the least damage (notebook 04).
 
-Methods (all for one target genre, built from training stories only):
+For each target (genres and the Shakespeare style, each with a named counter genre), method
+(every construction of :mod:`steerlab.constructions`, plus ``bias_ablation``), layer and
+position rule, the sweep measures with instruments that can tell a real effect from a
+random direction:
 
-- ``raw``: the genre mean;  ``mean_centred``: genre mean - general-text mean;
-- ``isolated``: genre mean - mixed-stories mean;
-- ``counterbalanced``: genre mean - another genre's mean;
-- ``prompt_pair``: ActAdd-style single-prompt pair, the genre's name - a space
-  (" fantasy" - " ");  ``word_pair``: the genre's name - the other genre's
-  (" fantasy" - " sports"); both read after the BOS token (as ActAdd's
-  TransformerLens code does, so not at SmolLM2's attention-sink position 0), at
-  the pair's last position;
-- ``random``: a random direction (the control).
+- **concept**: P(target) of steered completions under a judge that is not the steered model
+  (:class:`steerlab.study.judge.ConceptJudge`, TF-IDF + logistic regression trained on the
+  train splits, refused below 0.8 held-out accuracy);
+- **steerability** (Tan et al. 2024): slope of the propensity (log p(target continuation) -
+  log p(other continuation) of held-out story openings) against the coefficient, over a grid
+  that includes 0 and negative values, forward passes only (block replay); its mean with a
+  CI and the anti-steerable fraction;
+- **damage**: perplexity ratio and next-token KL on held-out general text; **fluency**:
+  completion perplexity under the unsteered model; **repetition**: distinct-2 of completions;
+  **relevance**: log-prob per token of the unsteered completion under the steered model;
+- **AxBench score** (Wu et al. 2025): per completion the harmonic mean of concept, fluency
+  and relevance mapped to [0, 1], zero if any is zero; the coefficient of each (target,
+  method, layer, position) is chosen on a *selection* half of the prompts and the score
+  reported on the other half with a bootstrap CI; paired bootstrap CIs of each method's
+  difference from mean-centring and from the random control on the same report prompts.
 
-Coefficients are comparable across methods: every vector is rescaled so the
-added vector has norm ``coefficient x`` the layer's typical activation norm
-(mean norm over general text, first token excluded).
-
-Completions continue neutral story openings and, optionally, first halves of
-held-out stories of the other genres. Per (method, layer, position, coefficient): effect (target-vocabulary rate of
-completions minus the unsteered rate, with a bootstrap CI over completions; and
-the log-probability shift on held-out target stories), selectivity (that shift
-minus the same shift on general text: how much more the vector helps, or less it
-hurts, target text than text in general), damage (perplexity ratio and
-next-token KL on held-out general text), fluency (perplexity of the completions
-under the unsteered model). Everything at one layer and position
-that can share a generate call does.
+Two methods test the write-up's argument directly: ``bias`` adds the general-text mean
+itself (the bias direction alone), and ``bias_ablated`` adds the raw target mean with the
+bias direction projected out (the bias removed by projection rather than by subtracting
+the whole mean). The stream form of ablation (``steering(..., operator="ablate")``) is in
+the library and the widget; the comparison uses the vector form because every instrument
+here scores additive vectors at one norm. Coefficients are in units of the layer's typical
+activation norm for every method. Every (target, layer, position) shares one batched
+greedy generate call over all conditions x prompts; forward-pass measures replay only the
+blocks from the steered layer up.
 """
 
 from __future__ import annotations
 
 import math
-import random as _random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..constructions import build, set_stats, typical_norm
-from ..data import TextSet, genres, load_dataset
-from ..metrics import completion_perplexity, steered_text_scores
+from ..data import genres, load_dataset
+from ..metrics import (
+    bootstrap_mean_ci,
+    completion_perplexity,
+    distinct_n,
+    relevance,
+    steerability,
+    steered_text_scores,
+)
 from ..models import Model
 from ..steer import relative_addition, steered_generate
+from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
+from .judge import ConceptJudge
+from .scoring import (
+    PromptSplit,
+    choose_coefficient,
+    differences_against,
+    harmonic_score,
+    heldout_scores,
+    paired_difference,
+    per_prompt,
+    split_prompts,
+    to_unit,
+)
 from .vocab import evaluation_vocabulary, vocab_rate
 
 __all__ = [
     "METHODS",
     "PRESETS",
     "TABLE_COLUMNS",
+    "TARGETS",
     "CompareConfig",
-    "best_points",
+    "CompareResult",
     "best_table",
-    "bootstrap_ci",
+    "bias_share",
     "build_methods",
     "conclusion",
     "config_dict",
     "describe",
-    "evaluation_prompts",
-    "first_half",
     "format_cell",
+    "frontier",
+    "heldout_table",
+    "judge_summary",
     "run_compare",
+    "summarise",
 ]
 
-METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random")
+METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random", "bias",
+           "bias_ablated")
+# Each target and its counter genre (the minus side of counterbalanced and word_pair).
+TARGETS: dict[str, str] = {"fantasy": "sports", "science_fiction": "western", "romance": "horror",
+                           "horror": "romance", "shakespeare": "sports"}
 
 
 @dataclass
 class CompareConfig:
-    """Everything the experiment depends on (the notebook's parameters)."""
+    """Everything the experiment depends on (notebook 04's parameters).
 
-    target: str = "fantasy"
-    counter: str = "sports"
+    ``depths`` place layers as fractions of the model's depth (``0.5`` -> layer 15 of
+    SmolLM2's 30, 9 of Gemma 3's 18), so one preset fits every model; ``layers`` overrides
+    them. ``coefficients`` (x typical norm) is the steerability grid and must hold 0, a
+    negative and a positive value; generations run at its positive values and at 0.
+    """
+
+    targets: Sequence[str] = ("fantasy", "science_fiction", "shakespeare")
+    counters: Mapping[str, str] = field(default_factory=lambda: dict(TARGETS))
     methods: Sequence[str] = METHODS
-    layers: Sequence[int] = (10, 15, 20)
-    coefficients: Sequence[float] = (0.0625, 0.125, 0.25)
-    positions: Sequence[str] = ("all_prompt",)
-    n_prompts: int = 6
-    n_story_prompts: int = 0
-    n_heldout: int = 6
-    n_general: int = 6
+    depths: Sequence[float] = (0.5,)
+    layers: Sequence[int] | None = None
+    coefficients: Sequence[float] = (-0.25, 0.0, 0.125, 0.25, 0.5)
+    positions: Sequence[str] = ("all", "all_prompt")
+    n_prompts: int = 8
     max_new_tokens: int = 24
-    seeds: Sequence[int] = (0,)
-    do_sample: bool = False
+    n_steer: int = 6
+    n_general: int = 6
     sample_size: int = 32
     max_length: int = 128
-    eval_length: int = 64
+    eval_length: int = 48
     damage_threshold: float = 1.5
+    min_judge_accuracy: float = 0.8
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        known = [*genres(), "shakespeare"]
+        bad = [t for t in self.targets if t not in known]
+        if not self.targets or bad:
+            raise ValueError(f"targets {list(self.targets)}: expected some of {known}")
+        for t in self.targets:
+            counter = self.counters.get(t)
+            if counter not in genres() or counter == t:
+                raise ValueError(f"target {t!r} needs a counter genre other than itself in counters; "
+                                 f"got {counter!r}; genres: {genres()}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"methods {list(self.methods)}: expected some of {METHODS}")
+        for p in self.positions:
+            if p not in STEER_POSITIONS:
+                raise ValueError(f"position {p!r}: expected one of {STEER_POSITIONS}")
+        coefs = [float(c) for c in self.coefficients]
+        if 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
+            raise ValueError(f"coefficients {coefs} must include 0, a negative and a positive value "
+                             "(the steerability slope runs through the unsteered point, both ways)")
+        if self.n_prompts < 2:
+            raise ValueError(f"n_prompts={self.n_prompts}: need at least 2 (one selection, one report prompt)")
+        if self.layers is None and not all(0 < d < 1 for d in self.depths):
+            raise ValueError(f"depths {list(self.depths)} must be fractions of the model's depth in (0, 1)")
+
+    @property
+    def generation_coefficients(self) -> list[float]:
+        return sorted(float(c) for c in self.coefficients if c > 0)
+
+    def resolved_layers(self, model: Model) -> list[int]:
+        """The swept layers on ``model``: ``layers`` as given, else ``round(depth * n_layers)``."""
+        if self.layers is not None:
+            layers = [int(la) for la in self.layers]
+        else:
+            layers = sorted({min(model.n_layers - 1, max(1, round(d * model.n_layers))) for d in self.depths})
+        bad = [la for la in layers if not 0 <= la < model.n_layers]
+        if bad:
+            raise ValueError(f"layers {bad} are not block inputs of {model.name} (0..{model.n_layers - 1})")
+        return layers
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: Any) -> Self:
@@ -110,163 +188,263 @@ class CompareConfig:
         return cls(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-# Measured times on 2 CPU cores are in the README.
+# Measured times on 2 CPU cores are in the README and bench/.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"layers": [10], "coefficients": [0.5], "positions": ["all_prompt"], "n_prompts": 2,
-              "n_story_prompts": 1, "n_heldout": 2, "n_general": 2, "max_new_tokens": 8, "do_sample": False,
-              "seeds": [0], "sample_size": 6, "max_length": 48, "eval_length": 32},
-    "default": {"layers": [8, 14, 20], "coefficients": [0.0625, 0.125, 0.25, 0.5], "positions": ["all_prompt"],
-                "n_prompts": 8, "n_story_prompts": 3, "n_heldout": 6, "n_general": 6, "max_new_tokens": 32,
-                "do_sample": False, "seeds": [0], "sample_size": 32, "max_length": 128, "eval_length": 48},
-    "full": {"layers": [2, 8, 14, 20, 26], "coefficients": [0.03125, 0.0625, 0.125, 0.25, 0.5],
-             "positions": ["first", "all_prompt"], "n_prompts": 8, "n_story_prompts": 4, "n_heldout": 13,
-             "n_general": 12, "max_new_tokens": 48, "do_sample": True, "seeds": [0, 1], "sample_size": 52,
-             "max_length": 128, "eval_length": 64},
+    "quick": {"targets": ["fantasy"], "depths": [0.5], "coefficients": [-0.25, 0.0, 0.25], "positions": ["all"],
+              "n_prompts": 4, "max_new_tokens": 8, "n_steer": 2, "n_general": 2, "sample_size": 4,
+              "max_length": 32, "eval_length": 24},
+    "default": {"targets": ["fantasy", "science_fiction", "shakespeare"], "depths": [0.5],
+                "coefficients": [-0.25, 0.0, 0.125, 0.25, 0.5], "positions": ["all", "all_prompt"], "n_prompts": 8,
+                "max_new_tokens": 24, "n_steer": 6, "n_general": 6, "sample_size": 32, "max_length": 128,
+                "eval_length": 48},
+    "full": {"targets": list(TARGETS), "depths": [0.2, 0.35, 0.5, 0.65, 0.8],
+             "coefficients": [-0.25, -0.125, 0.0, 0.0625, 0.125, 0.25, 0.5],
+             "positions": ["all", "all_prompt", "first", "after_bos"], "n_prompts": 8, "max_new_tokens": 24,
+             "n_steer": 6, "n_general": 6, "sample_size": 32, "max_length": 128, "eval_length": 48},
 }
-"""``quick`` (the notebook test), ``default`` (``make run``) and ``full`` (the README's deep sweep)."""
+"""``quick`` (the notebook test), ``default`` (``make run``) and ``full`` (every target, 5 depths, 4 positions)."""
 
 
-def bootstrap_ci(values: Sequence[float], *, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return (float("nan"), float("nan"))
-    rng = _random.Random(seed)
-    means = sorted(sum(rng.choices(vals, k=len(vals))) / len(vals) for _ in range(n))
-    lo = means[int((1 - level) / 2 * n)]
-    hi = means[min(n - 1, int((1 + level) / 2 * n))]
-    return (lo, hi)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-
-def first_half(text: str) -> str:
-    """The first half of a story, by words: a prompt the model continues (as the
-    follow-up paper cut held-out stories in half)."""
-    words = text.split()
-    return " ".join(words[: max(1, len(words) // 2)])
-
-
-def evaluation_prompts(cfg: CompareConfig) -> dict[str, list[str]]:
-    """The prompts completions are generated from, by kind: ``opening`` (neutral story
-    openings) and ``story_half`` (first halves of held-out stories of the other genres,
-    so moving towards the target is a change of genre)."""
-    sets = {"opening": load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts}
-    if cfg.n_story_prompts:
-        mixed = load_dataset("mixed", "heldout")
-        others = TextSet("other genres:heldout", tuple(r for r in mixed.records if r.genre != cfg.target))
-        sets["story_half"] = [first_half(t) for t in others.sample(cfg.n_story_prompts, seed=0).texts]
-    return {kind: prompts for kind, prompts in sets.items() if prompts}
-
-
-def build_methods(model: Model, cfg: CompareConfig, *, progress: bool = True) -> dict[str, SteeringVector]:
-    """One vector per method, at every layer in ``cfg.layers``, from training splits, through the
-    construction registry (:func:`steerlab.constructions.build`): the counter set is the
-    counterbalanced and word-pair methods' minus side; prompt pairs are the target's name
-    against a space."""
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
-    for name in (cfg.target, cfg.counter):
-        if name not in genres():
-            raise ValueError(f"{name!r} is not a genre; genres: {genres()}")
-    spec: dict[str, Any] = {"target": cfg.target, "counter": cfg.counter, "sample_size": cfg.sample_size,
+def build_methods(model: Model, cfg: CompareConfig, target: str, layers: Sequence[int], *,
+                  progress: bool = True) -> dict[str, SteeringVector]:
+    """One vector per method for ``target``, at ``layers``, from training splits, through the
+    construction registry (:func:`steerlab.constructions.build`): the target's counter genre
+    is the minus side of counterbalanced and word_pair; prompt pairs are the target's name
+    against a space; ``random`` has the mean-centred norm."""
+    spec: dict[str, Any] = {"target": target, "counter": cfg.counters[target], "sample_size": cfg.sample_size,
                             "max_length": cfg.max_length}
-    for name in (cfg.target, "general"):  # shows the progress of the slow first pass
+    for name in (target, "general"):  # shows the progress of the slow first pass
         set_stats(model, name, sample_size=cfg.sample_size, max_length=cfg.max_length, progress=progress)
-    return {method: build(method, model, list(cfg.layers), **spec) for method in cfg.methods}
+    return {method: build(method, model, list(layers), **spec) for method in cfg.methods}
 
 
-def run_compare(model: Model, cfg: CompareConfig, *, progress: bool = True) -> list[dict[str, Any]]:
-    """Run the sweep; one result row per (method, layer, position, coefficient).
+def bias_share(raw_vector: torch.Tensor, bias: torch.Tensor) -> dict[str, float]:
+    """How much of a raw vector is the bias: its cosine with the general-text mean, and the
+    length of its projection on the mean's direction relative to the mean's norm.
 
-    Coefficient 0 appears once per (layer, position) as method ``none`` (the
-    unsteered control; its effect is 0 and its damage 1 / 0 by construction).
+    Example:
+        >>> bias_share(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 0.0]))
+        {'cosine': 0.6, 'projection_over_bias_norm': 3.0}
     """
-    vectors = build_methods(model, cfg, progress=progress)
-    vocab = evaluation_vocabulary(cfg.target)
-    prompt_sets = evaluation_prompts(cfg)
-    if not prompt_sets:
-        raise ValueError("no prompts: set n_prompts or n_story_prompts to at least 1")
-    n_rows = sum(len(ps) for ps in prompt_sets.values())
-    heldout = load_dataset(cfg.target, "heldout").sample(cfg.n_heldout, seed=0).texts
+    b = bias.double()
+    r = raw_vector.double()
+    proj = float(r @ b / b.norm())
+    return {"cosine": float(proj / r.norm()), "projection_over_bias_norm": float(proj / b.norm())}
+
+
+@dataclass
+class CompareResult:
+    """What one run measured.
+
+    Attributes:
+        rows: one per (target, method, layer, position, coefficient), aggregated over prompts.
+        completions: one per generated completion (the AxBench unit), with its ratings.
+        steerability: one per (target, method, layer, position).
+        bias: one per (target, layer): how much of the raw vector is bias.
+        judge: the concept judge's held-out accuracy, classes and confusion matrix.
+        split: the selection and report prompt ids.
+    """
+
+    rows: list[dict[str, Any]]
+    completions: list[dict[str, Any]]
+    steerability: list[dict[str, Any]]
+    bias: list[dict[str, Any]]
+    judge: dict[str, Any]
+    split: PromptSplit
+    layers: list[int]
+
+
+def judge_summary(judge: ConceptJudge) -> dict[str, Any]:
+    """The judge's validation as plain numbers (for ``summary.json`` and the notebook)."""
+    return {"heldout_accuracy": judge.heldout_accuracy, "classes": list(judge.classes),
+            "confusion": judge.confusion.matrix.tolist(), "confusion_labels": list(judge.confusion.labels),
+            "accuracy_by_words": {str(k): v for k, v in judge.accuracy_by_words.items()},
+            "features": judge.features, "n_train": judge.n_train, "n_heldout": judge.n_heldout}
+
+
+def _prompts(cfg: CompareConfig) -> list[str]:
+    return load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts
+
+
+def _others(target: str, n: int) -> list[str]:
+    """Held-out stories of every genre but the target (the steerability's other continuations)."""
+    pool = [r.text for g in genres() if g != target for r in load_dataset(g, "heldout").records]
+    step = max(1, len(pool) // max(1, n))
+    return pool[::step][:n]
+
+
+def _heldout_target(target: str, n: int) -> list[str]:
+    return load_dataset(target, "heldout").sample(n, seed=0).texts
+
+
+@torch.inference_mode()
+def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None = None,
+                progress: bool = True) -> CompareResult:
+    """Run the sweep (module docstring) and return every measurement.
+
+    Raises:
+        steerlab.study.judge.JudgeError: the judge's held-out accuracy is under
+            ``cfg.min_judge_accuracy`` (no concept score is reported from it).
+    """
+    judge = judge or ConceptJudge.train()
+    layers = cfg.resolved_layers(model)
+    prompts = _prompts(cfg)
+    split = split_prompts(range(len(prompts)), seed=cfg.split_seed)
     general_eval = load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts
-    # Greedy decoding ignores the seed: one run, not copies of it that would shrink the CI.
-    seeds = list(cfg.seeds) if cfg.do_sample else list(cfg.seeds)[:1]
+    gen_coefs = cfg.generation_coefficients
     rows: list[dict[str, Any]] = []
-    combos = [(la, pos) for la in cfg.layers for pos in cfg.positions]
-    bar = tqdm(total=len(combos) * len(seeds) * len(prompt_sets), desc="compare generations",
-               disable=not progress)
-    for layer, position in combos:
+    completions: list[dict[str, Any]] = []
+    steer_rows: list[dict[str, Any]] = []
+    bias_rows: list[dict[str, Any]] = []
+    combos = [(t, la, pos) for t in cfg.targets for la in layers for pos in cfg.positions]
+    bar = tqdm(total=len(combos), desc="compare", disable=not progress)
+    vectors: dict[str, dict[str, SteeringVector]] = {}
+    for target, layer, position in combos:
+        if target not in vectors:
+            vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
+        vecs = vectors[target]
         typical = typical_norm(model, layer, sample_size=cfg.sample_size, max_length=cfg.max_length)
+        if position == cfg.positions[0]:
+            general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
+                                     max_length=cfg.max_length).mean_at(layer)
+            raw = build("raw", model, [layer], target=target, sample_size=cfg.sample_size, max_length=cfg.max_length)
+            bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
         conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
-        for method, vec in vectors.items():
+        for method, vec in vecs.items():
             unit = relative_addition(vec.at(layer), typical, 1.0)
-            for c in cfg.coefficients:
-                conditions.append((method, float(c), c * unit))
-        # Generation: every condition x prompt in one batched call per seed and prompt kind
-        # (kinds apart, so short openings are not padded to the length of story halves).
-        rates: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
-        kinds: list[str] = []  # the prompt kind of each entry of rates[i]
-        fluency: dict[int, list[float]] = {i: [] for i in range(len(conditions))}
-        for seed in seeds:
-            for kind, prompts in prompt_sets.items():
-                batch_prompts = [p for _ in conditions for p in prompts]
-                additions = [add for (_, _, add) in conditions for _ in prompts]
-                ids = steered_generate(model, batch_prompts, additions, layer=layer, position=position,
-                                       max_new_tokens=cfg.max_new_tokens, seed=seed, do_sample=cfg.do_sample)
-                ppl = completion_perplexity(model, batch_prompts, ids)
-                for k, (row_ids, p) in enumerate(zip(ids, ppl)):
-                    i = k // len(prompts)
-                    rates[i].append(vocab_rate(model.tokenizer.decode(row_ids, skip_special_tokens=True), vocab))
-                    fluency[i].append(p)
-                kinds.extend([kind] * len(prompts))
-                bar.update()
-        damage = steered_text_scores(model, general_eval, [a for (_, _, a) in conditions], layer=layer,
-                                     position=position, max_length=cfg.eval_length)
-        shift = steered_text_scores(model, heldout, [a for (_, _, a) in conditions], layer=layer,
-                                    position=position, max_length=cfg.eval_length)
-        base = rates[0]
+            conditions += [(method, c, c * unit) for c in gen_coefs]
+        additions = [a for (_, _, a) in conditions]
+        # Generation: every condition x prompt in one batched greedy call.
+        ids = steered_generate(model, [p for _ in conditions for p in prompts],
+                               [a for a in additions for _ in prompts], layer=layer, position=position,
+                               max_new_tokens=cfg.max_new_tokens, do_sample=False)
+        texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
+        concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
+        ppl = completion_perplexity(model, [p for _ in conditions for p in prompts], ids)
+        plain = ids[:len(prompts)]
+        rel = relevance(model, prompts, plain, additions, layer=layer, position=position)  # [condition][prompt]
+        damage = steered_text_scores(model, general_eval, additions, layer=layer, position=position,
+                                     max_length=cfg.eval_length)
+        vocab = evaluation_vocabulary(target)
+        per_cond: list[list[dict[str, Any]]] = []
         for i, (method, c, _) in enumerate(conditions):
-            effects = [r - b for r, b in zip(rates[i], base)]  # paired by prompt and seed
-            lo, hi = bootstrap_ci(effects)
-            by_kind = {kind: _mean([e for e, k in zip(effects, kinds) if k == kind]) for kind in prompt_sets}
-            good = [f for f in fluency[i] if math.isfinite(f)]
+            block = []
+            for j in range(len(prompts)):
+                k = i * len(prompts) + j
+                block.append({"target": target, "method": method, "layer": layer, "position": position,
+                              "coefficient": c, "prompt_id": j, "text": texts[k], "concept": concept[k],
+                              "perplexity": ppl[k], "distinct": distinct_n(ids[k], 2),
+                              "relevance_logprob": rel[i][j], "vocab_rate": vocab_rate(texts[k], vocab)})
+            per_cond.append(block)
+        for block in per_cond:
+            for j, row in enumerate(block):
+                units = to_unit(row, per_cond[0][j])
+                row.update(units, score=harmonic_score(units["concept"], units["fluency"], units["relevance"]))
+        for i, (method, c, _) in enumerate(conditions):
+            block = per_cond[i]
+            delta = [r["concept"] - b["concept"] for r, b in zip(block, per_cond[0])]
             rows.append({
-                "method": method, "layer": layer, "position": position, "coefficient": c,
-                "effect": _mean(effects), "effect_ci": [lo, hi], "effect_by_prompt_kind": by_kind,
-                "vocab_rate": _mean(rates[i]),
-                "logprob_shift": shift[i]["logprob_shift"],
-                # Target text gains against general text: a vector that only damages scores ~0 here.
-                "selectivity": shift[i]["logprob_shift"] - damage[i]["logprob_shift"],
+                "target": target, "method": method, "layer": layer, "position": position, "coefficient": c,
+                "concept": float(np.mean([r["concept"] for r in block])),
+                "concept_delta": float(np.mean(delta)), "concept_delta_ci": list(bootstrap_mean_ci(delta)),
+                "score": float(np.mean([r["score"] for r in block])),
+                "fluency": float(np.mean([r["fluency"] for r in block])),
+                "relevance": float(np.mean([r["relevance"] for r in block])),
+                "distinct": float(np.nanmean([r["distinct"] for r in block])) if any(
+                    math.isfinite(r["distinct"]) for r in block) else float("nan"),
+                "completion_perplexity": float(np.nanmean([r["perplexity"] for r in block])),
+                "vocab_rate": float(np.mean([r["vocab_rate"] for r in block])),
                 "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
-                "fluency_perplexity": _mean(good),
             })
+            completions.extend(block)
+        targets_text = _heldout_target(target, cfg.n_steer)
+        others_text = _others(target, cfg.n_steer)
+        for method, vec in vecs.items():
+            s = steerability(model, vec.at(layer), layer=layer, target_texts=targets_text, other_texts=others_text,
+                             coefficients=cfg.coefficients, position=position, typical_norm=typical)
+            steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
+                               **s.summary()})
+        bar.update()
     bar.close()
-    assert all(len(r) == n_rows * len(seeds) for r in rates.values())
-    return rows
+    return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers)
 
 
-def best_points(rows: Sequence[dict[str, Any]], threshold: float, key: str = "effect") -> list[dict[str, Any]]:
-    """Per method, the row with the highest ``key`` whose perplexity ratio stays under ``threshold``."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r["method"] == "none" or not r["perplexity_ratio"] <= threshold:
-            continue
-        if r["method"] not in best or r[key] > best[r["method"]][key]:
-            best[r["method"]] = r
-    return sorted(best.values(), key=lambda r: -r[key])
+def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "concept_delta",
+             damage: str = "perplexity_ratio") -> list[dict[str, Any]]:
+    """The effect-damage Pareto frontier of one method: the best ``effect`` reached at each
+    damage level, as points sorted by damage, each better than every point before it.
+
+    Example:
+        >>> frontier(result.rows, "mean_centred")  # [{'damage': 1.02, 'effect': 0.05, 'row': {...}}, ...]
+    """
+    points = sorted((r for r in rows if r["method"] == method and math.isfinite(r[damage])
+                     and math.isfinite(r[effect])), key=lambda r: (r[damage], -r[effect]))
+    out: list[dict[str, Any]] = []
+    for r in points:
+        if not out or r[effect] > out[-1]["effect"]:
+            out.append({"damage": r[damage], "effect": r[effect], "row": dict(r)})
+    return out
 
 
-TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "effect", "effect_ci", "effect_by_prompt_kind",
-                 "logprob_shift", "selectivity", "perplexity_ratio", "kl", "fluency_perplexity")
+def _for_target(completions: Sequence[Mapping[str, Any]], target: str) -> list[Mapping[str, Any]]:
+    return [c for c in completions if c["target"] == target]
+
+
+def _prompt_key(target: str, prompt_id: Any) -> str:
+    return f"{target}:{prompt_id}"
+
+
+def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centred", "random"),
+              seed: int = 0) -> dict[str, Any]:
+    """The answer: per target and pooled over targets, each condition's held-out AxBench score
+    (coefficient chosen on the selection prompts, scored on the report prompts, bootstrap CI)
+    and its paired differences from each baseline method on the same report prompts.
+
+    Pooled: each target keeps its own chosen coefficient; report prompts of every target are
+    pooled as ``target:prompt`` units.
+    """
+    split = result.split
+    targets = sorted({c["target"] for c in result.completions})
+    per_target: dict[str, Any] = {}
+    pooled_scores: dict[tuple[str, int, str], dict[Any, float]] = {}
+    for t in targets:
+        comp = _for_target(result.completions, t)
+        scores = heldout_scores(comp, split, seed=seed)
+        diffs = {b: differences_against(comp, split, b, seed=seed) for b in baselines
+                 if any(c["method"] == b for c in comp)}
+        per_target[t] = {"heldout": [asdict(s) for s in scores], "differences": diffs}
+        choice = choose_coefficient(comp, split.selection)
+        for cond, coef in choice.items():
+            by_prompt = per_prompt(comp, cond, coef, split.report)
+            pooled_scores.setdefault(cond, {}).update({_prompt_key(t, p): v for p, v in by_prompt.items()})
+    pooled: list[dict[str, Any]] = []
+    for cond, unit_scores in pooled_scores.items():
+        values = np.array(list(unit_scores.values()))
+        pooled.append({"method": cond[0], "layer": cond[1], "position": cond[2], "mean": float(values.mean()),
+                       "ci": list(bootstrap_mean_ci(values, seed=seed)), "n_prompts": len(values)})
+    pooled.sort(key=lambda r: -float(r["mean"]))
+    pooled_diffs: dict[str, list[dict[str, Any]]] = {}
+    for b in baselines:
+        out = []
+        for cond, unit_scores in sorted(pooled_scores.items()):
+            base = (b, cond[1], cond[2])
+            if cond[0] == b or base not in pooled_scores or set(pooled_scores[base]) != set(unit_scores):
+                continue
+            d = paired_difference(unit_scores, pooled_scores[base], seed=seed)
+            out.append({"method": cond[0], "layer": cond[1], "position": cond[2], "baseline": b,
+                        "difference": d.mean, "difference_ci": list(d.ci), "excludes_zero": d.excludes_zero})
+        pooled_diffs[b] = out
+    return {"per_target": per_target, "pooled": pooled, "pooled_differences": pooled_diffs}
+
+
+TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
+                 "vs_random", "steerability", "anti_steerable")
 
 
 def format_cell(value: Any) -> str:
-    """A result-row value as table text: 3 decimals, CIs as ``[lo, hi]``, dicts as ``k v, ...``."""
+    """A result value as table text: 3 decimals, CIs as ``[lo, hi]``, dicts as ``k v, ...``."""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, float) for v in value):
@@ -276,56 +454,126 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def best_table(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """Columns of a best-operating-point table (:func:`best_points` rows), formatted."""
-    return {c: [f"{r[c]:g}" if c == "coefficient" else format_cell(r[c]) for r in rows] for c in TABLE_COLUMNS}
+def _diff_text(d: Mapping[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    lo, hi = d["difference_ci"]
+    return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, Any]],
+                  target: str | None = None) -> list[dict[str, Any]]:
+    """One row per condition: held-out score with CI, paired differences from mean-centring and
+    from the random control, and the steerability of that (method, layer, position); ``target``
+    ``None`` gives the pooled table."""
+    if target is None:
+        scores = [dict(s, coefficient="per target") for s in summary["pooled"]]
+        diffs = summary["pooled_differences"]
+        steer = [s for s in steer_rows]
+    else:
+        scores = summary["per_target"][target]["heldout"]
+        diffs = summary["per_target"][target]["differences"]
+        steer = [s for s in steer_rows if s["target"] == target]
+    out = []
+    for s in scores:
+        key = (s["method"], s["layer"], s["position"])
+
+        def find(b: str, key: tuple[Any, ...] = key) -> Mapping[str, Any] | None:
+            return next((d for d in diffs.get(b, []) if (d["method"], d["layer"], d["position"]) == key), None)
+
+        st = [x for x in steer if (x["method"], x["layer"], x["position"]) == key]
+        out.append({"method": s["method"], "layer": s["layer"], "position": s["position"],
+                    "coefficient": s["coefficient"], "score": s["mean"], "score_ci": list(s["ci"]),
+                    "vs_mean_centred": _diff_text(find("mean_centred")), "vs_random": _diff_text(find("random")),
+                    "steerability": float(np.mean([x["steerability"] for x in st])) if st else float("nan"),
+                    "anti_steerable": float(np.mean([x["anti_steerable_fraction"] for x in st])) if st
+                    else float("nan")})
+    return out
+
+
+def best_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Columns of a :func:`heldout_table`, formatted."""
+    return {c: [f"{r[c]:g}" if isinstance(r[c], float) and c == "coefficient" else format_cell(r[c]) for r in rows]
+            for c in TABLE_COLUMNS}
 
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def describe(config: Mapping[str, Any]) -> str:
+def describe(config: Mapping[str, Any], layers: Sequence[int] | None = None) -> str:
     """What a run swept, in one line, from :func:`config_dict` (or ``summary.json``'s copy)."""
     c = config
-    decoding = f"sampled decoding, seeds {list(c['seeds'])}" if c["do_sample"] else "greedy decoding"
-    return (f"target {c['target']}, layers {list(c['layers'])}, coefficients {list(c['coefficients'])} x typical norm, "
-            f"positions {list(c['positions'])}, {c['n_prompts']} story openings and {c['n_story_prompts']} story halves "
-            f"as prompts, {decoding}")
+    where = f"layers {list(layers)}" if layers is not None else (
+        f"layers {list(c['layers'])}" if c.get("layers") else f"depths {list(c['depths'])}")
+    return (f"targets {list(c['targets'])}, {len(c['methods'])} methods, {where}, coefficients "
+            f"{list(c['coefficients'])} x typical norm, positions {list(c['positions'])}, {c['n_prompts']} prompts "
+            f"(half choose the coefficient, half report), greedy, {c['max_new_tokens']} new tokens")
 
 
-def conclusion(model_name: str, config: Mapping[str, Any], rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The plain-language conclusion of a run, sentence by sentence, from its numbers only."""
-    threshold, target = config["damage_threshold"], config["target"]
-    best = best_points(rows, threshold)
-    best_sel = best_points(rows, threshold, key="selectivity")
-    lines = [f"Model {model_name}, {describe(config)}, damage threshold {threshold}."]
-    if best:
-        b = best[0]
-        lines.append(f"Best within the damage threshold: {b['method']} (layer {b['layer']}, ×{b['coefficient']}, "
-                     f"{b['position']}): effect {b['effect']:.3f} [{b['effect_ci'][0]:.3f}, {b['effect_ci'][1]:.3f}], "
-                     f"perplexity ratio {b['perplexity_ratio']:.2f}.")
-        overlap = [r["method"] for r in best[1:] if r["effect_ci"][1] >= b["effect_ci"][0]]
-        if overlap:
-            lines.append(f"Its confidence interval overlaps those of {', '.join(overlap)}: with this sample size the "
-                         "ranking among them is not settled.")
-        mc = next((r for r in best if r["method"] == "mean_centred"), None)
-        cb = next((r for r in best if r["method"] == "counterbalanced"), None)
-        if mc and cb:
-            lines.append(f"Mean-centred against counterbalanced: effect {mc['effect']:.3f} vs {cb['effect']:.3f} at "
-                         f"perplexity ratios {mc['perplexity_ratio']:.2f} vs {cb['perplexity_ratio']:.2f}.")
-    else:
-        lines.append("No method stayed under the damage threshold at any swept setting.")
-    missing = [m for m in config["methods"] if m not in {r["method"] for r in best}]
-    if missing:
-        lines.append(f"Never under the damage threshold: {', '.join(missing)}.")
-    rnd = [r["effect"] for r in rows if r["method"] == "random"]
-    if rnd:
-        lines.append(f"The random control's largest effect was {max(rnd):.3f}.")
-    if best_sel:
-        top = best_sel[0]
-        lines.append(f"By selectivity (held-out {target} log-prob shift minus general-text shift, no CI), the best "
-                     f"within the threshold was {top['method']} (layer {top['layer']}, ×{top['coefficient']}): "
-                     f"{top['selectivity']:+.3f} nats/token; "
-                     + "; ".join(f"{r['method']} {r['selectivity']:+.3f}" for r in best_sel[1:]) + ".")
+def _ci(x: Sequence[float]) -> str:
+    return f"[{x[0]:.3f}, {x[1]:.3f}]"
+
+
+def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str, Any],
+               bias_rows: Sequence[Mapping[str, Any]] = (), judge: Mapping[str, Any] | None = None) -> list[str]:
+    """The plain-language answer of a run, sentence by sentence, from its numbers only.
+
+    It names the best condition pooled over targets and per target, says whether its lead is
+    settled (paired CI against the runner-up method and against the random control), and
+    what the numbers say about the write-up's hypothesis: does mean-centring beat the raw
+    vector, does it match counterbalancing, and does removing the bias by projection
+    (``bias_ablated``) do what mean-centring does.
+    """
+    lines = [f"Model {model_name}: {describe(config)}."]
+    if judge:
+        lines.append(f"The concept judge (not the steered model) scored {judge['heldout_accuracy']:.2f} held-out "
+                     f"accuracy over {len(judge['classes'])} classes.")
+    pooled = [r for r in summary["pooled"] if r["method"] != "none"]
+    if not pooled:
+        return [*lines, "No steered condition was scored."]
+    best = pooled[0]
+    lines.append(f"Pooled over targets, the best held-out AxBench score was {best['method']} (layer {best['layer']}, "
+                 f"{best['position']}): {best['mean']:.3f} {_ci(best['ci'])}.")
+    none = next((r for r in summary["pooled"] if r["method"] == "none" and r["layer"] == best["layer"]
+                 and r["position"] == best["position"]), None)
+    if none:
+        lines.append(f"Unsteered, the same prompts score {none['mean']:.3f} {_ci(none['ci'])}.")
+    diffs = summary["pooled_differences"]
+
+    def diff(method: str, baseline: str, layer: int, position: str) -> Mapping[str, Any] | None:
+        return next((d for d in diffs.get(baseline, []) if d["method"] == method and d["layer"] == layer
+                     and d["position"] == position), None)
+
+    rnd = diff(best["method"], "random", best["layer"], best["position"])
+    if best["method"] != "random" and rnd:
+        verdict = "clearly above" if rnd["excludes_zero"] and rnd["difference"] > 0 else "not separable from"
+        lines.append(f"It is {verdict} the random control at the same norm: difference {rnd['difference']:+.3f} "
+                     f"{_ci(rnd['difference_ci'])} (paired over report prompts).")
+    runner = next((r for r in pooled[1:] if r["method"] != best["method"]), None)
+    if runner:
+        overlap = runner["ci"][1] >= best["ci"][0]
+        lines.append(f"Runner-up: {runner['method']} (layer {runner['layer']}, {runner['position']}) {runner['mean']:.3f} "
+                     f"{_ci(runner['ci'])}; " + ("the intervals overlap, so the ranking between them is not settled."
+                                                 if overlap else "the intervals do not overlap."))
+    for other in ("raw", "counterbalanced", "isolated", "bias_ablated"):
+        for pos_row in [r for r in summary["pooled"] if r["method"] == "mean_centred"]:
+            d = diff(other, "mean_centred", pos_row["layer"], pos_row["position"])
+            if d is None:
+                continue
+            sign = ("better than" if d["difference"] > 0 else "worse than") if d["excludes_zero"] else \
+                "not separable from"
+            lines.append(f"{other} vs mean-centred (layer {pos_row['layer']}, {pos_row['position']}): "
+                         f"{d['difference']:+.3f} {_ci(d['difference_ci'])}: {other} is {sign} mean-centring.")
+            break
+    for t, block in summary["per_target"].items():
+        scored = [s for s in block["heldout"] if s["method"] != "none"]
+        if scored:
+            s = scored[0]
+            lines.append(f"{t}: best {s['method']} (layer {s['layer']}, {s['position']}, x{s['coefficient']:g}) "
+                         f"{s['mean']:.3f} {_ci(s['ci'])}.")
+    if bias_rows:
+        cos = [r["cosine"] for r in bias_rows]
+        lines.append(f"Raw vectors point along the bias: cosine with the general-text mean "
+                     f"{min(cos):.2f}-{max(cos):.2f} over targets and layers.")
     return lines

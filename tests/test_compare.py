@@ -1,0 +1,138 @@
+"""The comparison's own logic on synthetic results with planted answers: the frontier, the
+held-out summary, the generated conclusion and the configuration's checks. The sweep itself
+runs on a tiny model (shapes and by-construction controls) and, in notebook 04, on the real ones."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+import steerlab as sl
+from steerlab.study.compare import (
+    METHODS,
+    CompareConfig,
+    CompareResult,
+    conclusion,
+    config_dict,
+    frontier,
+    heldout_table,
+    run_compare,
+    summarise,
+)
+from steerlab.study.scoring import split_prompts
+
+
+def _synthetic(planted: str = "mean_centred", gap: float = 0.3, n_prompts: int = 16,
+               targets: tuple[str, ...] = ("fantasy", "shakespeare")) -> CompareResult:
+    """Completion rows where ``planted`` scores ``gap`` more than every other method at
+    coefficient 0.25 (and less at 0.5, so the choice matters); noise is small."""
+    rng = random.Random(0)
+    comps = []
+    for t in targets:
+        for j in range(n_prompts):
+            comps.append({"target": t, "method": "none", "layer": 15, "position": "all", "coefficient": 0.0,
+                          "prompt_id": j, "score": 0.2 + rng.gauss(0, 0.01)})
+            for m in ("mean_centred", "raw", "random", "counterbalanced"):
+                for c in (0.25, 0.5):
+                    base = 0.3 + (gap if m == planted and c == 0.25 else 0.0) - (0.1 if c == 0.5 else 0.0)
+                    comps.append({"target": t, "method": m, "layer": 15, "position": "all", "coefficient": c,
+                                  "prompt_id": j, "score": base + rng.gauss(0, 0.02)})
+    return CompareResult(rows=[], completions=comps, steerability=[], bias=[], judge={},
+                         split=split_prompts(range(n_prompts)), layers=[15])
+
+
+def _config() -> dict[str, Any]:
+    return config_dict(CompareConfig(targets=("fantasy", "shakespeare"), methods=("mean_centred", "raw", "random",
+                                                                                  "counterbalanced")))
+
+
+@pytest.mark.parametrize("planted", ["mean_centred", "raw"])
+def test_the_summary_and_conclusion_name_the_planted_winner(planted: str) -> None:
+    result = _synthetic(planted)
+    summary = summarise(result)
+    best = [r for r in summary["pooled"] if r["method"] != "none"][0]
+    assert best["method"] == planted
+    for t in ("fantasy", "shakespeare"):
+        heldout = summary["per_target"][t]["heldout"]
+        assert next(h for h in heldout if h["method"] == planted)["coefficient"] == 0.25
+    vs_random = next(d for d in summary["pooled_differences"]["random"] if d["method"] == planted)
+    assert vs_random["excludes_zero"] and vs_random["difference"] == pytest.approx(0.3, abs=0.05)
+    lines = conclusion("model-x", _config(), summary)
+    text = " ".join(lines)
+    assert f"best held-out AxBench score was {planted}" in text
+    assert "clearly above the random control" in text
+    if planted == "raw":
+        assert "raw vs mean-centred" in text and "raw is better than mean-centring" in text
+    table = heldout_table(summary, [])
+    assert table[0]["method"] == planted
+
+
+def test_a_null_difference_is_reported_as_not_separable() -> None:
+    result = _synthetic(planted="mean_centred", gap=0.0)
+    summary = summarise(result)
+    text = " ".join(conclusion("model-x", _config(), summary))
+    assert "not separable" in text or "not settled" in text
+    for d in summary["pooled_differences"]["mean_centred"]:
+        if d["method"] in ("raw", "counterbalanced", "random"):
+            assert d["difference_ci"][0] <= 0 <= d["difference_ci"][1] or abs(d["difference"]) < 0.03
+
+
+def test_the_report_half_cannot_move_the_chosen_coefficient() -> None:
+    result = _synthetic()
+    report = set(result.split.report)
+    before = summarise(result)["per_target"]["fantasy"]["heldout"]
+    for c in result.completions:
+        if c["prompt_id"] in report and c["coefficient"] == 0.5:
+            c["score"] = 5.0  # the report half now loves 0.5
+    after = summarise(result)["per_target"]["fantasy"]["heldout"]
+    chosen = lambda rows: {(r["method"], r["coefficient"]) for r in rows}
+    assert chosen(before) == chosen(after)
+
+
+def test_frontier_is_the_best_effect_at_each_damage_level_never_sweep_order() -> None:
+    rows = [{"method": "m", "perplexity_ratio": d, "concept_delta": e} for d, e in
+            [(1.5, 0.2), (1.0, 0.0), (1.1, 0.1), (1.2, 0.05), (3.0, 0.5), (2.0, 0.15)]]
+    f = frontier(rows, "m")
+    assert [(p["damage"], p["effect"]) for p in f] == [(1.0, 0.0), (1.1, 0.1), (1.5, 0.2), (3.0, 0.5)]
+    assert all(b["effect"] > a["effect"] and b["damage"] >= a["damage"] for a, b in zip(f, f[1:]))
+    assert frontier(rows + [{"method": "m", "perplexity_ratio": math.nan, "concept_delta": 9.0}], "m") == f
+
+
+def test_bad_configurations_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="must include 0, a negative and a positive"):
+        CompareConfig(coefficients=(0.0, 0.25))
+    with pytest.raises(ValueError, match="targets \\['fantsy'\\]"):
+        CompareConfig(targets=("fantsy",))
+    with pytest.raises(ValueError, match="needs a counter genre other than itself"):
+        CompareConfig(targets=("sports",), counters={"sports": "sports"})
+    with pytest.raises(ValueError, match="methods"):
+        CompareConfig(methods=("centred",))
+    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
+        CompareConfig.from_preset("tiny")
+    assert CompareConfig.from_preset("quick", n_prompts=None).n_prompts == 4
+    assert set(CompareConfig().methods) == set(METHODS)
+
+
+def test_the_sweep_on_a_tiny_model_has_its_shape_and_its_controls(tiny_llama: sl.Model) -> None:
+    """Shapes, finiteness and the by-construction controls; never which method wins."""
+    cfg = CompareConfig.from_preset("quick", methods=("mean_centred", "random", "bias_ablated"), n_prompts=4)
+    result = run_compare(tiny_llama, cfg, progress=False)
+    n_conditions = 1 + len(cfg.methods) * len(cfg.generation_coefficients)
+    assert len(result.rows) == n_conditions * len(cfg.targets) * len(result.layers) * len(cfg.positions)
+    assert len(result.completions) == len(result.rows) * cfg.n_prompts
+    none = [r for r in result.rows if r["method"] == "none"]
+    for r in none:  # the unsteered control: no damage, no change, full fluency and relevance
+        assert r["perplexity_ratio"] == 1.0 and r["kl"] == 0.0 and r["concept_delta"] == 0.0
+        assert r["fluency"] == pytest.approx(1.0) and r["relevance"] == pytest.approx(1.0)
+    for r in result.rows:
+        assert all(math.isfinite(r[k]) for k in ("concept", "score", "perplexity_ratio", "kl"))
+        assert 0.0 <= r["score"] <= 1.0
+    assert len(result.steerability) == len(cfg.methods) * len(cfg.targets) * len(result.layers) * len(cfg.positions)
+    assert all(math.isfinite(s["steerability"]) and 0 <= s["anti_steerable_fraction"] <= 1
+               for s in result.steerability)
+    assert result.judge["heldout_accuracy"] >= 0.8
+    assert all(-1 <= b["cosine"] <= 1 for b in result.bias)
+    summary = summarise(result)
+    assert summary["pooled"] and conclusion(tiny_llama.name, config_dict(cfg), summary, result.bias, result.judge)
