@@ -4,6 +4,7 @@ runs on a tiny model (shapes and by-construction controls) and, in notebook 04, 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from typing import Any
@@ -52,7 +53,7 @@ def _config() -> dict[str, Any]:
 def test_the_summary_and_conclusion_name_the_planted_winner(planted: str) -> None:
     result = _synthetic(planted)
     summary = summarise(result)
-    best = [r for r in summary["pooled"] if r["method"] != "none"][0]
+    best = next(r for r in summary["pooled"] if r["method"] != "none")
     assert best["method"] == planted
     for t in ("fantasy", "shakespeare"):
         heldout = summary["per_target"][t]["heldout"]
@@ -96,7 +97,7 @@ def test_frontier_is_the_best_effect_at_each_damage_level_never_sweep_order() ->
             [(1.5, 0.2), (1.0, 0.0), (1.1, 0.1), (1.2, 0.05), (3.0, 0.5), (2.0, 0.15)]]
     f = frontier(rows, "m")
     assert [(p["damage"], p["effect"]) for p in f] == [(1.0, 0.0), (1.1, 0.1), (1.5, 0.2), (3.0, 0.5)]
-    assert all(b["effect"] > a["effect"] and b["damage"] >= a["damage"] for a, b in zip(f, f[1:]))
+    assert all(b["effect"] > a["effect"] and b["damage"] >= a["damage"] for a, b in itertools.pairwise(f))
     assert frontier(rows + [{"method": "m", "perplexity_ratio": math.nan, "concept_delta": 9.0}], "m") == f
 
 
