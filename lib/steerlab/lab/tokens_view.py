@@ -59,9 +59,10 @@ def tokens_html(pairs: Sequence[tuple[str, float]], *, scale: float | None = Non
     spans = []
     for token, value in pairs:
         shown = html.escape(token if token.strip() else readable_token(token)).replace("\n", "\\n<br>")
+        strong = scale > 0 and abs(value) / scale > 0.6  # white text on the darkest colours
         spans.append(f"<span class='steerlab-token' data-value='{value:.6g}' title='{value:+.3f}' "
-                     f"style='background:{_colour(value, scale)};white-space:pre-wrap;"
-                     f"border-radius:2px'>{shown}</span>")
+                     f"style='background:{_colour(value, scale)};{'color:#fff;' if strong else ''}"
+                     f"white-space:pre-wrap;border-radius:2px'>{shown}</span>")
     head = f"<b>{html.escape(title)}</b> " if title else ""
     legend = (f"<span style='color:#666;font-size:90%'>(blue: negative, red: positive; full colour at "
               f"|value| &ge; {scale:.3g}; hover a token for its value)</span>")

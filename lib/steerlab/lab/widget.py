@@ -15,10 +15,11 @@ What makes it feel live:
 - text boxes apply on Enter or when they lose focus, sliders when released
   (``continuous_update=False``): typing a word is one generation, not one per keystroke;
 - a change while a generation runs stops it at its next step (``should_stop``);
-- the worker thread runs torch on ``threads`` threads (default ``min(2, cpu_count)``, and
-  no more than ``OMP_NUM_THREADS`` where that is set): a batch of a few rows of a small
-  model gains little from more, and on a shared machine more threads wait on each other.
-  ``torch.set_num_threads`` is called in the worker thread only.
+- the worker thread runs torch on ``threads`` threads (default :func:`default_threads`:
+  ``min(2, cpu_count - 1)``, no more than ``OMP_NUM_THREADS`` where that is set): a batch
+  of a few rows of a small model gains little from more, and on a shared machine more
+  threads wait on each other. ``torch.set_num_threads`` is called in the worker thread
+  only (the kernel's own thread keeps its setting).
 
 Stale text (while a new generation starts, and after an error) is greyed. Errors show as a
 message in the widget; they never reach the kernel.
@@ -78,13 +79,19 @@ def _first_input(construction: str) -> str | None:
 
 
 def default_threads() -> int:
-    """Torch threads for the widget's worker: ``min(2, cpu_count)``, capped by ``OMP_NUM_THREADS``.
+    """Torch threads for the widget's worker: ``min(2, cpu_count - 1)`` (at least 1), capped by
+    ``OMP_NUM_THREADS`` where that is set.
+
+    One core is left to the kernel's own thread, the Jupyter server and the browser, which
+    share the machine with the widget. Seen on a busy 2-core machine (load average ~13):
+    first tokens of a 30-token steered completion after 0.7 s on 1 thread, 5.6-8.7 s on 2
+    (the OpenMP threads wait on each other).
 
     Example:
         >>> default_threads() <= 2
         True
     """
-    n = min(2, os.cpu_count() or 1)
+    n = max(1, min(2, (os.cpu_count() or 1) - 1))
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) >= 1:
         n = min(n, int(env))
@@ -728,7 +735,7 @@ class SteeringWidget:
         except Exception as err:  # noqa: BLE001 - not every vector can be exported; say why
             notes.append(f"no llama.cpp file: {type(err).__name__}: {err}")
         code = self.reproduce_code(path=stem)
-        self.saved.value = ("<div style='white-space:normal;overflow-wrap:anywhere'>"
+        self.saved.value = ("<div style='white-space:normal;overflow-wrap:anywhere;line-height:1.4'>"
                             + "<br>".join(html.escape(n) for n in notes)
                             + f"<pre class='steerlab-code' style='white-space:pre-wrap;overflow-wrap:anywhere'>"
                               f"{html.escape(code)}</pre></div>")
