@@ -1,6 +1,9 @@
 """Every notebook runs top to bottom with papermill on the embedded model, with small
 parameters; the tests check the metrics each records in summary.json (shape,
-finiteness, invariants that hold by construction), never which way a finding goes."""
+finiteness, invariants that hold by construction), never which way a finding goes.
+
+The four notebooks write into one run folder, as ``make run`` does; the last test builds
+that run's report page and opens it, and an HTML export, in Chromium with no network."""
 
 from __future__ import annotations
 
@@ -11,11 +14,19 @@ from pathlib import Path
 import papermill
 import pytest
 from steerlab.lab.cli import main
+from steerlab.lab.report import build_report, headlines, load_summary
+from steerlab.lab.runner import export_html
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_LAYERS = 30  # SmolLM2-135M
 
 pytestmark = [pytest.mark.notebook, pytest.mark.real]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run folder shared by the notebooks of this module (as a ``make run`` folder)."""
+    return tmp_path_factory.mktemp("run")
 
 
 def run_notebook(name: str, out: Path, **params: object) -> dict:
@@ -32,8 +43,8 @@ def finite_list(values: object, length: int) -> list[float]:
     return values  # type: ignore[return-value]
 
 
-def test_01_bias(tmp_path: Path) -> None:
-    summary = run_notebook("01_bias.ipynb", tmp_path, sample_size=6, max_length=48)
+def test_01_bias(run_dir: Path) -> None:
+    summary = run_notebook("01_bias.ipynb", run_dir, sample_size=6, max_length=48)
     bias = summary["bias"]
     n = N_LAYERS + 1
     assert bias["layers"] == list(range(n))
@@ -47,17 +58,17 @@ def test_01_bias(tmp_path: Path) -> None:
     # (sum(x - mean) = 0 exactly, but each term is weighted by 1 / |x - mean|): small, not exact.
     cos = [abs(c) for c in finite_list(centred["avg_cos_to_mean"], n)]
     assert sum(cos) / n < 0.15 and max(cos) < 0.5
-    assert (tmp_path / "figures" / "01_bias_norms.html").exists()
+    assert (run_dir / "figures" / "01_bias_norms.html").exists()
+    assert bias["parameters"]["sample_size"] == 6 and bias["headline"]["mid_layer"] == 15
 
 
 def test_01_rejects_bad_parameter(tmp_path: Path) -> None:
-    with pytest.raises(papermill.PapermillExecutionError, match="parameter top_k|parameter batch_size"):
+    with pytest.raises(papermill.PapermillExecutionError, match="parameter batch_size=0 is not allowed"):
         run_notebook("01_bias.ipynb", tmp_path, batch_size=0)
 
 
-def test_02_interpret(tmp_path: Path) -> None:
-    summary = run_notebook("02_interpret.ipynb", tmp_path, stories_per_genre=3, general_sample=6,
-                           heldout_per_genre=2, max_length=48, top_k=5)
+def test_02_interpret(run_dir: Path) -> None:
+    summary = run_notebook("02_interpret.ipynb", run_dir, sample_size=3, heldout_per_genre=2, max_length=48, top_k=5)
     interp = summary["interpret"]
     n = N_LAYERS + 1
     genres = interp["genres"]
@@ -75,8 +86,8 @@ def test_02_interpret(tmp_path: Path) -> None:
     assert interp["heldout_count"] == 2 * len(genres)
 
 
-def test_03_steer(tmp_path: Path) -> None:
-    summary = run_notebook("03_steer.ipynb", tmp_path, examples=["additional", "love_hate"], sweep=[0.0, 1.0],
+def test_03_steer(run_dir: Path) -> None:
+    summary = run_notebook("03_steer.ipynb", run_dir, examples=["additional", "love_hate"], sweep=[0.0, 1.0],
                            coefficient=1.0, positions=["first", "all_prompt"], samples=1, max_new_tokens=6,
                            sample_size=3, max_length=32, show_widget=False)
     steer = summary["steer"]
@@ -90,8 +101,8 @@ def test_03_steer(tmp_path: Path) -> None:
             assert len(r["samples"]["0.0"]) == 1
 
 
-def test_04_compare_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    summary = run_notebook("04_compare_methods.ipynb", tmp_path, preset="quick")
+def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = run_notebook("04_compare_methods.ipynb", run_dir, preset="quick")
     compare = summary["compare"]
     rows = compare["rows"]
     methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random"}
@@ -113,20 +124,26 @@ def test_04_compare_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert control[0]["selectivity"] == 0.0 and control[0]["logprob_shift"] == 0.0
     assert all(r["perplexity_ratio"] <= 1.5 for r in compare["best"])
     # The README's table comes from the same numbers, by the command line.
-    assert main(["compare-table", str(tmp_path)]) == 0
+    assert main(["compare-table", str(run_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("| ") for line in lines) == 1 + len(compare["best"])
     assert any("preset `quick`" in line for line in lines)
 
 
-@pytest.mark.parametrize("params_file", sorted((NOTEBOOKS / "params").glob("*.yaml")), ids=lambda p: p.name)
-def test_params_files_name_real_parameters(params_file: Path) -> None:
-    """A documented params YAML (e.g. the full sweep) only sets parameters the notebook has."""
-    import yaml
+@pytest.mark.browser
+def test_report_of_the_notebook_runs(run_dir: Path) -> None:
+    """The report of this module's run draws every figure the notebooks saved and shows every
+    headline number; an executed notebook's HTML export draws its figures offline."""
+    from test_report import render_offline
 
-    notebook = NOTEBOOKS / "04_compare_methods.ipynb"
-    params = yaml.safe_load(params_file.read_text())
-    declared = papermill.inspect_notebook(str(notebook))
-    assert params and set(params) <= set(declared), f"unknown parameters: {set(params) - set(declared)}"
-    if "preset" in params:  # a key of the notebook's PRESETS table
-        assert f'\\"{params["preset"]}\\": ' in notebook.read_text()
+    summary = load_summary(run_dir)
+    assert set(summary) == {"bias", "interpret", "steer", "compare"}, "run the whole module: the notebooks fill it"
+    figures = sorted((run_dir / "figures").glob("*.json"))
+    assert len(figures) == 4 + 4 + 2 + 3  # 01, 02, 03 (two examples), 04
+    shown = render_offline(build_report(run_dir), ".figure")
+    assert shown.figures == len(figures) and shown.drawn == len(figures) and shown.requested == []
+    for h in headlines(summary):
+        assert h.meaning != "no description", h
+        assert h.name in shown.text and h.shown in shown.text, h
+    export = render_offline(export_html(run_dir / "01_bias.ipynb"), ".plotly-graph-div")
+    assert export.figures == 4 and export.drawn == 4, export

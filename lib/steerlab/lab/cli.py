@@ -1,4 +1,8 @@
-"""Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | compare-table``."""
+"""Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | report | compare-table``.
+
+``run-notebooks --params FILE`` checks every name and value in ``FILE`` against the
+notebooks before running any (exit status 2 and a message naming the bad parameter).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--params", type=Path, help="YAML file of parameters for the notebooks")
     run.add_argument("--model", help="model name or path for every notebook (model_name parameter)")
     run.add_argument("--runs-root", type=Path, help="where run folders go (default runs/)")
+    rep = sub.add_parser("report", help="(re)write a run folder's index.html")
+    rep.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     table = sub.add_parser("compare-table", help="print a run's best operating points (notebook 04) as Markdown")
     table.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     args = parser.parse_args(argv)
     if args.command == "compare-table":
         return _compare_table(args.run_dir)
+    if args.command == "report":
+        from .report import build_report
+
+        print(build_report(args.run_dir))
+        return 0
     if args.command == "provision":
         from ..models import provision_embedded
 
@@ -30,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import yaml
 
+    from .report import ParameterError
     from .runner import run_notebooks
 
     params: dict[str, object] = {}
@@ -41,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         params["model_name"] = args.model
     only = [p for p in (args.only or []) if str(p)] or None
-    _, results = run_notebooks(only, runs_root=args.runs_root, parameters=params)
+    try:
+        _, results = run_notebooks(only, runs_root=args.runs_root, parameters=params)
+    except ParameterError as err:
+        source = f"{args.params}" if args.params else "the command line"
+        print(f"run-notebooks: bad parameters in {source}, nothing was run: {err}", file=sys.stderr)
+        return 2
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -390,9 +390,10 @@ class CompareParams(NotebookParams):
 
     def check_model(self, config: CompareConfig, model: Model) -> None:
         """Every swept layer is a block input of ``model`` (0 to ``n_layers - 1``)."""
-        bad = [la for la in config.layers if not 0 <= la < model.n_layers]
+        layers = list(config.layers or [])
+        bad = [la for la in layers if not 0 <= la < model.n_layers]
         if bad:
-            raise ParameterError(f"parameter layers={list(config.layers)!r} is not allowed: expected layers from 0 "
+            raise ParameterError(f"parameter layers={layers!r} is not allowed: expected layers from 0 "
                                  f"to {model.n_layers - 1} ({model.name} has {model.n_layers} layers; {bad} are not)")
 
 

@@ -1,9 +1,13 @@
 """The batch runner behind ``make run``: every notebook, in order, with papermill.
 
-Each run goes to ``runs/<timestamp>/``: the executed ``.ipynb``, an HTML export,
-figures as standalone HTML and ``summary.json``. ``runs/latest`` points at the
-newest run. A failing notebook is reported with its error and the run goes on
-with the next one; the exit status is non-zero if any failed.
+Each run goes to ``runs/<timestamp>/``: the executed ``.ipynb``, an HTML export
+(figures render offline), figures as standalone HTML, ``summary.json``, ``run.json``
+(durations, status, the parameters passed) and ``index.html``, the run's report page.
+``runs/latest`` points at the newest run. Parameters are checked against every
+notebook's parameters cell and schema (:mod:`steerlab.lab.params`) before anything
+runs: a misspelled name is an error, not papermill's warning. A failing notebook is
+reported with its error and the run goes on with the next one; the exit status is
+non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -13,33 +17,106 @@ import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "repo_root", "run_notebooks"]
+__all__ = ["NotebookResult", "check_parameters", "export_html", "repo_root", "run_notebooks"]
 
 
 def repo_root() -> Path:
+    """The repository (the folder holding ``notebooks/`` and ``runs/``)."""
     return Path(__file__).resolve().parents[3]
 
 
 @dataclass
 class NotebookResult:
+    """How one notebook of a run went."""
+
     notebook: str
     ok: bool
     seconds: float
     error: str = ""
 
 
-def _export_html(executed: Path) -> None:
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# nbconvert's lab template without the CDN scripts it adds (require.js, MathJax): the
+# notebooks need neither, and an export should make no request at all.
+_OFFLINE_TEMPLATE = """{%- extends "lab/index.html.j2" -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+"""
+
+
+def export_html(executed: Path) -> Path:
+    """Export an executed notebook to ``NAME.html`` beside it; figures render offline.
+
+    The notebooks embed plotly.js once (:func:`steerlab.lab.plots.setup_notebook`). Widget
+    outputs and saved widget state are removed first (from the ``.ipynb`` too): rendered
+    from saved state, a widget shows controls with no kernel behind them; without it, the
+    page shows the notebook's static note instead (:func:`steerlab.lab.report.widget_with_note`).
+
+    Example:
+        >>> export_html(Path("runs/latest/01_bias.ipynb"))
+    """
+    import jinja2
     import nbconvert
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
-    executed.with_suffix(".html").write_text(body, encoding="utf-8")
+    widget_outputs = 0
+    for cell in nb.cells:
+        kept = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
+        widget_outputs += len(cell.get("outputs", [])) - len(kept)
+        if "outputs" in cell:
+            cell.outputs = kept
+    if widget_outputs or "widgets" in nb.metadata:
+        nb.metadata.pop("widgets", None)
+        nbformat.write(nb, executed)
+    exporter = nbconvert.HTMLExporter(
+        extra_loaders=[jinja2.DictLoader({"steerlab_offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="steerlab_offline.html.j2")
+    body, _ = exporter.from_notebook_node(nb)
+    out = executed.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def check_parameters(paths: Sequence[Path], parameters: Mapping[str, Any]) -> dict[Path, dict[str, Any]]:
+    """The parameters each notebook gets, after checking them all; raises before anything runs.
+
+    A name no notebook of the run declares is an error naming it, a close match, and each
+    notebook's real parameters. Values are checked against each notebook's schema (with
+    the notebook's defaults for the rest), so a bad value fails here too.
+
+    Raises:
+        ParameterError: an unknown name or a value a notebook cannot use.
+
+    Example:
+        >>> check_parameters([Path("notebooks/01_bias.ipynb")], {"max_lenght": 64})
+        Traceback (most recent call last):
+        ParameterError: unknown parameter 'max_lenght' (did you mean 'max_length'?); ...
+    """
+    import papermill
+
+    from .params import schema_for, unknown_names
+    from .report import ParameterError
+
+    declared = {p: list(papermill.inspect_notebook(str(p))) for p in paths}
+    known = list(dict.fromkeys(n for names in declared.values() for n in names))
+    message = unknown_names(list(parameters), known, "the run")
+    if message:
+        listing = "; ".join(f"{p.name}: {', '.join(names)}" for p, names in declared.items())
+        raise ParameterError(f"{message.split(';')[0]}; the notebooks' parameters are {listing}")
+    out = {}
+    for p, names in declared.items():
+        given = {k: v for k, v in parameters.items() if k in names}
+        schema = schema_for(p.name)
+        if schema is not None:
+            schema.validate(**{**schema.defaults(), **given})
+        out[p] = given
+    return out
 
 
 def _point_latest(root: Path, run_dir: Path) -> None:
@@ -52,17 +129,9 @@ def _point_latest(root: Path, run_dir: Path) -> None:
 
 
 def _headline(summary: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for key, values in summary.items():
-        if not isinstance(values, Mapping):
-            continue
-        shown = values.get("headline")
-        if isinstance(shown, Mapping):
-            parts = ", ".join(f"{k}={v}" for k, v in shown.items())
-            lines.append(f"  {key}: {parts}")
-        else:
-            lines.append(f"  {key}: {len(values)} entries recorded")
-    return lines
+    from .report import headlines
+
+    return [f"  {h.summary_key}: {h.line()}" for h in headlines(summary)]
 
 
 def run_notebooks(
@@ -86,6 +155,8 @@ def run_notebooks(
     """
     import papermill
 
+    from .report import build_report
+
     root = repo_root()
     paths = sorted((root / "notebooks").glob("[0-9]*.ipynb")) if notebooks is None else [Path(p) for p in notebooks]
     if not paths:
@@ -93,6 +164,7 @@ def run_notebooks(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"notebook not found: {p}")
+    given = check_parameters(paths, {k: v for k, v in (parameters or {}).items() if k != "output_dir"})
     runs_root = Path(runs_root) if runs_root is not None else root / "runs"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = runs_root / stamp
@@ -101,13 +173,12 @@ def run_notebooks(
         suffix += 1
         run_dir = runs_root / f"{stamp}-{suffix}"
     run_dir.mkdir(parents=True)
+    run_started = time.perf_counter()
     results: list[NotebookResult] = []
     for i, path in enumerate(paths, start=1):
         print(f"[{i}/{len(paths)}] {path.name} ...", flush=True)
         executed = run_dir / path.name
-        params = {**(parameters or {}), "output_dir": str(run_dir.resolve())}
-        declared = papermill.inspect_notebook(str(path))
-        params = {k: v for k, v in params.items() if k in declared}
+        params = {**given[path], "output_dir": str(run_dir.resolve())}
         started = time.perf_counter()
         try:
             papermill.execute_notebook(
@@ -121,11 +192,15 @@ def run_notebooks(
             print(f"    FAILED: {path.name}\n{message}", flush=True)
         if executed.exists():
             try:
-                _export_html(executed)
+                export_html(executed)
             except Exception as err:  # noqa: BLE001 - an export problem must not hide the run's results
                 print(f"    (HTML export of {executed.name} failed: {err})", flush=True)
         results.append(result)
         print(f"    {'ok' if result.ok else 'FAILED'} in {result.seconds:.0f} s", flush=True)
+    run_info = {"started": stamp, "seconds": time.perf_counter() - run_started,
+                "parameters": dict(parameters or {}), "notebooks": [asdict(r) for r in results]}
+    (run_dir / "run.json").write_text(json.dumps(run_info, indent=1, default=str), encoding="utf-8")
+    report = build_report(run_dir)
     _point_latest(runs_root, run_dir)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -134,4 +209,5 @@ def run_notebooks(
         print(f"  {'ok    ' if r.ok else 'FAILED'} {r.notebook:32s} {r.seconds:6.0f} s")
     print("headline numbers (summary.json):")
     print("\n".join(_headline(summary)) or "  (none)")
+    print(f"report: {report}")
     return run_dir, results

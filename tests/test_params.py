@@ -1,0 +1,218 @@
+"""The notebooks' declared parameter schemas (steerlab.lab.params): each kind of bad value
+is rejected with a message naming the parameter; the schemas cannot drift from the
+notebooks' parameters cells; ``run-notebooks --params`` refuses a misspelled name before
+running anything; 04's presets keep their numbers."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import papermill
+import pytest
+from steerlab.lab.cli import main
+from steerlab.lab.params import (
+    SCHEMAS,
+    BiasParams,
+    CompareParams,
+    InterpretParams,
+    NotebookParams,
+    SteerParams,
+    schema_for,
+    validate,
+)
+from steerlab.lab.report import ParameterError
+from steerlab.lab.runner import check_parameters
+from steerlab.study.compare import PRESETS, CompareConfig
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def parameters_cell(notebook: Path) -> dict[str, Any]:
+    """The names and literal values of a notebook's papermill ``parameters`` cell, in order."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{notebook.name}: expected one cell tagged 'parameters', found {len(cells)}"
+    values: dict[str, Any] = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.dump(node)
+        target = node.targets[0]
+        assert isinstance(target, ast.Name)
+        values[target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("stem", sorted(SCHEMAS))
+def test_parameters_cell_equals_schema(stem: str) -> None:
+    """Same names, same order, same defaults: a parameter added to one and not the other fails."""
+    schema = SCHEMAS[stem]
+    cell = parameters_cell(NOTEBOOKS / f"{stem}.ipynb")
+    assert list(cell) == schema.names()
+    assert cell == schema.defaults()
+    schema.validate(**cell)  # the notebook's own defaults pass
+
+
+def test_every_notebook_has_a_schema() -> None:
+    stems = {p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")}
+    assert stems == set(SCHEMAS)
+    assert schema_for("notebooks/03_steer.ipynb") is SteerParams and schema_for("99_none") is None
+
+
+BAD: list[tuple[type[NotebookParams], str, Any, str]] = [
+    (BiasParams, "model_name", "  ", "None or"),
+    (BiasParams, "dataset", "fantasi", "'fantasy'"),  # an unknown set name lists the known ones
+    (BiasParams, "split", "test", "'heldout'"),
+    (BiasParams, "sample_size", 1, "integer >= 2"),
+    (BiasParams, "layers", [], "at least 1"),
+    (BiasParams, "layers", [1, "2"], "integer >= 0"),
+    (BiasParams, "batch_size", True, "integer >= 1"),  # a bool is not an integer here
+    (BiasParams, "max_length", 2.5, "integer >= 2"),
+    (BiasParams, "seed", "0", "an integer"),
+    (BiasParams, "output_dir", 3, "a folder path"),
+    (InterpretParams, "genres", ["fantasy"], "at least 2"),
+    (InterpretParams, "genres", ["fantasy", "fantasi"], "'science_fiction'"),
+    (InterpretParams, "layer", -1, "integer >= 0"),
+    (InterpretParams, "top_k", 101, "from 1 to 100"),
+    (InterpretParams, "sample_size", 0, "integer >= 1"),
+    (InterpretParams, "heldout_per_genre", 0, "None or an integer >= 1"),
+    (InterpretParams, "apply_norm", 1, "True or False"),
+    (SteerParams, "layer_fraction", 1.0, "[0, 1)"),
+    (SteerParams, "examples", ["centring", "centering"], "'love_hate'"),
+    (SteerParams, "coefficient", math.nan, "a number"),
+    (SteerParams, "sweep", [0.5, 1.0], "including 0"),
+    (SteerParams, "positions", ["middle"], "'all_prompt'"),
+    (SteerParams, "samples", 0, "integer >= 1"),
+    (SteerParams, "max_new_tokens", 513, "from 1 to 512"),
+    (SteerParams, "show_widget", "yes", "True or False"),
+    (CompareParams, "preset", "fast", "'quick', 'default', 'full'"),
+    (CompareParams, "target", "fantasi", "'fantasy'"),
+    (CompareParams, "counter", "fantasy", "other than the target"),
+    (CompareParams, "coefficients", [0, 0.5], "non-zero"),
+    (CompareParams, "n_story_prompts", -1, "integer >= 0"),
+    (CompareParams, "seeds", [0.5], "an integer"),
+    (CompareParams, "do_sample", "no", "True or False"),
+    (CompareParams, "damage_threshold", 1.0, "> 1"),
+]
+
+
+@pytest.mark.parametrize(("schema", "name", "value", "expected"), BAD,
+                         ids=[f"{s.__name__}.{n}={v!r}" for s, n, v, _ in BAD])
+def test_bad_value_names_parameter(schema: type[NotebookParams], name: str, value: Any, expected: str) -> None:
+    with pytest.raises(ParameterError) as err:
+        validate(schema, **{name: value})
+    message = str(err.value)
+    assert f"parameter {name}={value!r} is not allowed" in message
+    assert expected in message
+    assert schema.NOTEBOOK in message
+
+
+def test_unknown_name_lists_real_parameters() -> None:
+    with pytest.raises(ParameterError) as err:
+        BiasParams.validate(max_lenght=64)
+    message = str(err.value)
+    assert "'max_lenght' (did you mean 'max_length'?)" in message
+    assert all(name in message for name in BiasParams.names())
+
+
+def test_every_bad_value_reported_at_once() -> None:
+    with pytest.raises(ParameterError) as err:
+        SteerParams.validate(samples=0, max_new_tokens=0)
+    assert "parameter samples=0" in str(err.value) and "parameter max_new_tokens=0" in str(err.value)
+
+
+def test_from_locals() -> None:
+    namespace = {**SteerParams.defaults(), "samples": 5, "unrelated": object()}
+    assert SteerParams.from_locals(namespace).samples == 5
+    del namespace["seed"]
+    with pytest.raises(ParameterError, match="'seed'"):
+        SteerParams.from_locals(namespace)
+
+
+def test_model_dependent_checks() -> None:
+    model: Any = SimpleNamespace(name="tiny", n_layers=30)
+    assert InterpretParams().lens_layer(model) == 18  # round(0.6 * 30)
+    assert InterpretParams(layer=30).lens_layer(model) == 30  # the last residual layer is readable
+    with pytest.raises(ParameterError, match="parameter layer=31 .* from 0 to 30"):
+        InterpretParams(layer=31).lens_layer(model)
+    assert SteerParams(layer_fraction=0.99).steering_layer(model) == 29  # never past the last block input
+    params = CompareParams(layers=[8, 30])
+    with pytest.raises(ParameterError, match=r"parameter layers=\[8, 30\] .* from 0 to 29"):
+        params.check_model(params.config(), model)
+
+
+# Today's presets, as notebook 04 defined them inline before they moved to lib.
+PRESETS_BEFORE = {
+    "quick": {"layers": [10], "coefficients": [0.5], "positions": ["all_prompt"], "n_prompts": 2,
+              "n_story_prompts": 1, "n_heldout": 2, "n_general": 2, "max_new_tokens": 8, "do_sample": False,
+              "seeds": [0], "sample_size": 6, "max_length": 48, "eval_length": 32},
+    "default": {"layers": [8, 14, 20], "coefficients": [0.0625, 0.125, 0.25, 0.5], "positions": ["all_prompt"],
+                "n_prompts": 8, "n_story_prompts": 3, "n_heldout": 6, "n_general": 6, "max_new_tokens": 32,
+                "do_sample": False, "seeds": [0], "sample_size": 32, "max_length": 128, "eval_length": 48},
+    "full": {"layers": [2, 8, 14, 20, 26], "coefficients": [0.03125, 0.0625, 0.125, 0.25, 0.5],
+             "positions": ["first", "all_prompt"], "n_prompts": 8, "n_story_prompts": 4, "n_heldout": 13,
+             "n_general": 12, "max_new_tokens": 48, "do_sample": True, "seeds": [0, 1], "sample_size": 52,
+             "max_length": 128, "eval_length": 64},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS_BEFORE))
+def test_presets_keep_their_numbers(preset: str) -> None:
+    assert PRESETS[preset] == PRESETS_BEFORE[preset]
+    cfg = CompareConfig.from_preset(preset)
+    assert {k: getattr(cfg, k) for k in PRESETS_BEFORE[preset]} == PRESETS_BEFORE[preset]
+    assert cfg.target == "fantasy" and cfg.damage_threshold == 1.5
+
+
+def test_from_preset_overrides() -> None:
+    cfg = CompareConfig.from_preset("default", layers=[12], seeds=None, target="horror")
+    assert cfg.layers == [12] and cfg.seeds == [0] and cfg.target == "horror"  # None keeps the preset's value
+    assert CompareParams(preset="quick", n_prompts=5, do_sample=True).config() == CompareConfig.from_preset(
+        "quick", n_prompts=5, do_sample=True)
+    with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of quick, default, full"):
+        CompareConfig.from_preset("fast")
+    with pytest.raises(ValueError, match=r"unknown CompareConfig fields \['n_prompt'\].*n_prompts"):
+        CompareConfig.from_preset("quick", n_prompt=3)
+
+
+@pytest.mark.parametrize("params_file", sorted((NOTEBOOKS / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_params_files_are_valid(params_file: Path) -> None:
+    """A documented params YAML (e.g. the full sweep) passes the runner's check and names a real preset."""
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    notebook = NOTEBOOKS / "04_compare_methods.ipynb"
+    given = check_parameters([notebook], params)[notebook]
+    assert given == params
+    CompareParams.validate(**{**CompareParams.defaults(), **params}).config()
+
+
+def test_check_parameters_routes_names_to_their_notebooks() -> None:
+    nb01, nb02 = NOTEBOOKS / "01_bias.ipynb", NOTEBOOKS / "02_interpret.ipynb"
+    given = check_parameters([nb01, nb02], {"top_k": 5, "max_length": 48})
+    assert given == {nb01: {"max_length": 48}, nb02: {"top_k": 5, "max_length": 48}}
+    with pytest.raises(ParameterError, match="parameter top_k=0"):  # a bad value fails before anything runs
+        check_parameters([nb01, nb02], {"top_k": 0})
+
+
+@pytest.mark.parametrize(("yaml_text", "expected"), [
+    ("max_lenght: 64\n", ["'max_lenght' (did you mean 'max_length'?)", "01_bias.ipynb: model_name, dataset"]),
+    ("max_length: 0\n", ["parameter max_length=0 is not allowed: expected an integer >= 2"]),
+])
+def test_run_notebooks_refuses_bad_params_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         yaml_text: str, expected: list[str]) -> None:
+    """papermill only warns about an unknown parameter; the runner stops with exit status 2."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml_text)
+    runs = tmp_path / "runs"
+    code = main(["run-notebooks", "--only", str(NOTEBOOKS / "01_bias.ipynb"), "--params", str(params),
+                 "--runs-root", str(runs)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "nothing was run" in err
+    assert all(e in err for e in expected), err
+    assert set(papermill.inspect_notebook(str(NOTEBOOKS / "01_bias.ipynb"))) <= set(BiasParams.names())
+    assert not runs.exists()  # no run folder: nothing executed
