@@ -30,10 +30,11 @@ def loadavg() -> list[float]:
 
 @dataclass
 class Timings:
-    """Seconds of each repeat of one variant, plus the last value it returned."""
+    """Seconds of each repeat of one variant, the value each repeat returned, and the last one."""
 
     seconds: list[float] = field(default_factory=list)
     value: Any = None
+    values: list[Any] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -51,12 +52,13 @@ class Timings:
 
 def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, *, warmup: bool = True,
                 warmups: dict[str, Callable[[], Any]] | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, Timings]:
+                log: Callable[[str], None] | None = None, keep_values: bool = False) -> dict[str, Timings]:
     """Time every variant ``repeats`` times, one of each per round, rotating the order.
 
     ``warmup`` runs each variant once, untimed, first (lazy initialisation,
     allocator growth, nnsight's first compile of a trace body); ``warmups``
-    gives a cheaper stand-in per variant for that untimed run.
+    gives a cheaper stand-in per variant for that untimed run. ``keep_values`` keeps every
+    repeat's returned value in ``values`` (otherwise only the last, in ``value``).
     """
     names = list(variants)
     out = {name: Timings() for name in names}
@@ -72,6 +74,8 @@ def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, *, warmup:
             elapsed = time.perf_counter() - started
             out[name].seconds.append(elapsed)
             out[name].value = value
+            if keep_values:
+                out[name].values.append(value)
             if log:
                 log(f"    round {r + 1}/{repeats} {name}: {elapsed:.2f} s")
     return out

@@ -2,8 +2,9 @@
 
 Every variant samples the way ``steerlab.generate`` does by default (seed 0,
 ``top_p=0.3``, ``top_k=50``, temperature 1) from the same left-padded prompts, and
-by default with the same sampler, ``steerlab.steer.NucleusSampler`` (a greedy
-``generate`` over the token it draws among the top-k), so the rows compare
+by default with the same sampler, ``steerlab.sampling.NucleusSampler`` (a greedy
+``generate`` over the token it draws among the top-k) with the same per-row
+generators steerlab seeds (so equal rows draw equal tokens), so the rows compare
 steering, not samplers; one extra baseline uses transformers' own sampling
 (``sampler="transformers"``: warpers, softmax and multinomial over the vocabulary). The
 baseline forces every one of the ``max_new_tokens`` steps (``min_new_tokens``); steerlab
@@ -24,15 +25,23 @@ SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 0.3,
 SEED = 0
 
 
-def sampling(sampler: str = "steerlab") -> dict[str, Any]:
-    """``generate`` kwargs for steerlab's default sampling with either filter implementation."""
+def sampling(sampler: str = "steerlab", prompts: Sequence[str] = (),
+             additions: Sequence[torch.Tensor | None] = ()) -> dict[str, Any]:
+    """``generate`` kwargs for steerlab's default sampling with either filter implementation.
+
+    With steerlab's sampler, each row draws from its own generator seeded as
+    ``steerlab.generate`` seeds it (from the seed, the row's prompt and its addition), so a
+    baseline given the same prompts and additions draws the same tokens as steerlab.
+    """
     if sampler == "transformers":
         return dict(SAMPLING)
-    from steerlab.steer import NucleusSampler
+    from steerlab.sampling import NucleusSampler, row_generators
+    from steerlab.steer import _row_keys
     from transformers import LogitsProcessorList
 
-    sampler = NucleusSampler(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"])
-    return {"do_sample": False, "logits_processor": LogitsProcessorList([sampler])}
+    generators = row_generators(SEED, _row_keys(list(prompts), list(additions)))
+    nucleus = NucleusSampler(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"], generators=generators)
+    return {"do_sample": False, "logits_processor": LogitsProcessorList([nucleus])}
 
 
 def make_vector(model: sl.Model, layer: int) -> sl.SteeringVector:
@@ -44,8 +53,11 @@ def make_vector(model: sl.Model, layer: int) -> sl.SteeringVector:
 def steerlab_generate(model: sl.Model, prompts: Sequence[str], vector: sl.SteeringVector | None,
                       coefficients: float | Sequence[float], position: str, max_new_tokens: int,
                       layer: int | None = None) -> list[list[int]]:
+    # scale="raw": the benchmark's coefficients multiply the vector as it is (the plain hook
+    # adds coefficient x vector), not steerlab's default typical-norm units.
     out = sl.generate(model, list(prompts), vector, layer=layer, coefficients=coefficients,
-                      position=position, max_new_tokens=max_new_tokens, seed=SEED, **SAMPLING)
+                      position=position, scale="raw", max_new_tokens=max_new_tokens, seed=SEED,
+                      **SAMPLING)
     return [c.token_ids for c in out]
 
 
@@ -73,7 +85,7 @@ def hf_generate(model: sl.Model, prompts: Sequence[str], max_new_tokens: int, hf
     torch.manual_seed(SEED)
     out = hf.generate(**batch.as_inputs(), max_new_tokens=max_new_tokens,
                       min_new_tokens=max_new_tokens, pad_token_id=model.tokenizer.pad_token_id,
-                      **sampling(sampler))
+                      **sampling(sampler, prompts, [None] * len(prompts)))
     return [row.tolist() for row in out[:, batch.input_ids.shape[1]:]]
 
 
@@ -118,7 +130,7 @@ def hook_generate(model: sl.Model, prompts: Sequence[str], vector: torch.Tensor,
     try:
         torch.manual_seed(SEED)
         gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": model.tokenizer.pad_token_id}
-        out = hf.generate(**batch.as_inputs(), **gen, **sampling())
+        out = hf.generate(**batch.as_inputs(), **gen, **sampling("steerlab", prompts, [vector] * len(prompts)))
     finally:
         handle.remove()
     return [row.tolist() for row in out[:, prompt_len:]]

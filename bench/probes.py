@@ -144,7 +144,7 @@ def main() -> int:
                                progress=False)
         t3 = time.perf_counter()
         c = sl.generate(model, "Last Tuesday, my neighbour knocked on the door and", v,
-                        coefficients=4.0, max_new_tokens=1, seed=0)
+                        coefficients=4.0, scale="raw", max_new_tokens=1, seed=0)
         t4 = time.perf_counter()
         out.update(import_s=t1 - T0, load_s=t2 - t1, vector_s=t3 - t2, generate_s=t4 - t3,
                    in_process_s=t4 - T0, token=c[0].text)

@@ -14,11 +14,13 @@ See bench/README.md for what each row measures and the results seen.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite")
+SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite", "bf16", "protocol", "slider")
 
 
 def log(msg: str) -> None:
@@ -44,6 +46,10 @@ def params_for(quick: bool) -> dict[str, Any]:
             "gen_tokens": 8, "gen_batches": [1, 8],
             "sweep_tokens": 8,
             "load_repeats": 3, "gguf_repeats": 0, "load_extras": False,
+            "bf16_stats_texts": 4, "bf16_stats_length": 64, "bf16_gen_tokens": 8, "bf16_gen_batches": [1, 8],
+            "bf16_replay_texts": 2, "bf16_replay_length": 32, "bf16_replay_conditions": 2,
+            "protocol_texts": 2, "protocol_conditions": 2, "protocol_prompts": 2, "protocol_tokens": 8,
+            "slider_tokens": 8, "slider_load_seconds": 300,
         }
     return {
         "stats_texts": 0,             # all 256 texts of general:train, about 26.6k tokens
@@ -51,6 +57,10 @@ def params_for(quick: bool) -> dict[str, Any]:
         "gen_tokens": 64, "gen_batches": [1, 8],
         "sweep_tokens": 64,
         "load_repeats": 3, "gguf_repeats": 3, "load_extras": True,
+        "bf16_stats_texts": 16, "bf16_stats_length": 128, "bf16_gen_tokens": 32, "bf16_gen_batches": [1, 8],
+        "bf16_replay_texts": 8, "bf16_replay_length": 64, "bf16_replay_conditions": 8,
+        "protocol_texts": 6, "protocol_conditions": 4, "protocol_prompts": 6, "protocol_tokens": 24,
+        "slider_tokens": 32, "slider_load_seconds": 600,
     }
 
 
@@ -390,7 +400,7 @@ def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]
     N = P["sweep_tokens"]
 
     def call(c: Any, sample: bool, n: int = N) -> list[list[int]]:
-        res = sl.generate(model, prompt, v, coefficients=c, position="all", max_new_tokens=n, seed=0,
+        res = sl.generate(model, prompt, v, coefficients=c, position="all", scale="raw", max_new_tokens=n, seed=0,
                           do_sample=sample, temperature=1.0, top_p=0.3)
         return [x.token_ids for x in res]
 
@@ -418,9 +428,9 @@ def bench_sweep(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]
     rows = [Row("4 coefficient sweep", f"{len(coefs)} coefficients, one batched steerlab.generate",
                 t["batched"].median, "s", "8 sequential calls", t["sequential"].median, ratio, "x faster",
                 ">= 4x", judge(ratio, at_least=4.0),
-                f"{N} new tokens each, position=all, steerlab's default sampling (top_p=0.3, seed 0; a "
-                f"batched call draws one generator across rows, so rows need not equal the sequential "
-                f"ones: equal={same})",
+                f"{N} new tokens each, position=all, steerlab's default sampling (top_p=0.3, seed 0; each "
+                f"row draws from its own generator seeded from the seed, its prompt and its addition, so "
+                f"batched rows should equal the sequential ones: equal={same})",
                 repeats=t["batched"].seconds, ratio_min=t["sequential"].min / t["batched"].min),
             Row("4 coefficient sweep", "the same, greedy decoding (do_sample=False)",
                 t["batched greedy"].median, "s", "8 sequential calls", t["sequential greedy"].median, ratio_g,
@@ -459,15 +469,16 @@ def make_vector_cached(model: Any, layer: int) -> Any:
 def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
     import statistics
 
-    from benchutil import Row
+    from benchutil import Row, judge
 
     reps, greps, extras = P["load_repeats"], P["gguf_repeats"], P["load_extras"]
-    kinds = ["load-cached", "first-token"] + (["load-folder", "first-token-hf"] if extras else [])
+    # first-token-hf is the baseline of the target row: always run, also with --quick.
+    kinds = ["load-cached", "first-token", "first-token-hf"] + (["load-folder"] if extras else [])
     res: dict[str, list[dict[str, Any]]] = {k: [] for k in ("load-cached", "first-token", "load-folder",
                                                             "first-token-hf", "load-gguf")}
     log(f"[load] fresh processes, interleaved: {', '.join(kinds)} x{reps}, load-gguf x{greps}")
     if not extras or not greps:
-        log("[load] --quick: GGUF route, plain-folder load and plain first token skipped (about 40 s)")
+        log("[load] --quick: GGUF route and plain-folder load skipped (about 30 s)")
     for i in range(max(reps, greps)):
         todo = list(kinds) if i < reps else []
         if i < greps:
@@ -492,8 +503,9 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
     rows = [
         Row("5 model load", "steerlab.load_model() from cache, fresh process", cached, "s",
             "GGUF from_pretrained" if gguf else "", gguf, None if gguf is None else gguf / cached,
-            "x faster", "<= 3 s", "PASS" if cached <= 3.0 else "MISS",
-            f"after `import steerlab` (median {med('load-cached', 'import_s'):.2f} s, not counted); "
+            "x faster", "", "",
+            f"no absolute target (the former <= 3 s was retired: ~85% of it is transformers' own imports, "
+            f"which plain transformers pays too; the first-token row below is the target); after `import steerlab` (median {med('load-cached', 'import_s'):.2f} s, not counted); "
             "includes the lazy imports of transformers' Llama code and nnsight, the weights, the "
             "fingerprint and the nnsight wrap"
             + ("" if gguf else "; GGUF route not run (--quick)")
@@ -507,9 +519,10 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
         rows.append(Row("5 model load", "plain from_pretrained(cached folder), fresh process", folder, "s",
                         "steerlab.load_model()", cached, cached / folder, "x time", "", "",
                         "after `import transformers`; tokenizer + model, no nnsight, no fingerprint"))
+    ratio_first = None if first_hf is None else first / first_hf
     rows.append(Row("5 model load", "first steered token, fresh process (wall)", first, "s",
                     "plain transformers" if first_hf else "", first_hf,
-                    None if first_hf is None else first / first_hf, "x time", "", "",
+                    ratio_first, "x time", "<= 1.00x", judge(ratio_first, at_most=1.0),
                     "python start -> import steerlab -> load_model -> counterbalanced vector -> generate "
                     "1 token; baseline: start -> import transformers -> from_pretrained -> 1 unsteered "
                     f"token. Split (median): import {med('first-token', 'import_s'):.2f} s, load "
@@ -602,6 +615,267 @@ def bench_suite(run_suite: bool, out: dict[str, Any]) -> list:
                 note="no runs/*/ folder with two or more executed notebooks; pass --suite to time `make run`")]
 
 
+# ---------------------------------------------------------------- section 7
+
+def bench_bf16(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved, judge, loadavg
+    from bf16_bench import (
+        GREEDY_MIN_EQUAL_SHARE,
+        LENS_MIN_EQUAL_SHARE,
+        STATS_MAX_NORM_REL_ERR,
+        STATS_MIN_COSINE,
+        common_prefix_share,
+        equal_share,
+        greedy,
+        lens_lists,
+        load_bf16,
+        replay,
+        replay_agreement,
+        stats_agreement,
+        stats_pass,
+        stats_texts,
+    )
+
+    sec = "7 bfloat16 vs float32 (CPU)"
+    bf16, how = load_bf16()
+    flags = _cpu_flags()
+    log(f"[bf16] bfloat16 copy by {how}; CPU flags: {', '.join(flags) or 'none of avx512_bf16/amx'}")
+    res: dict[str, Any] = {"how": how, "cpu_flags": flags}
+    out["bf16"] = res
+    rows: list = []
+
+    # statistics
+    n, length = P["bf16_stats_texts"], P["bf16_stats_length"]
+    texts = stats_texts(model, n, length)
+    log(f"[bf16] statistics, all layers, {n} texts x {length} tokens, {repeats} rounds")
+    t = interleaved({"fp32": lambda: stats_pass(model, texts, length),
+                     "bf16": lambda: stats_pass(bf16, texts, length)}, repeats,
+                    warmups={"fp32": lambda: stats_pass(model, texts[:2], 16),
+                             "bf16": lambda: stats_pass(bf16, texts[:2], 16)}, log=log)
+    agree = stats_agreement(t["fp32"].value, t["bf16"].value)
+    tokens = n * length
+    ratio = t["fp32"].median / t["bf16"].median
+    ok = agree["max_norm_rel_err"] <= STATS_MAX_NORM_REL_ERR and agree["min_cosine"] >= STATS_MIN_COSINE
+    res["stats"] = {"seconds": {k: v.seconds for k, v in t.items()}, "tokens": tokens, "agreement": agree}
+    rows.append(Row(sec, f"statistics, all layers, {n} x {length} tokens: bf16 vs fp32", tokens / t["bf16"].median,
+                    "tok/s", "fp32", tokens / t["fp32"].median, ratio, "x faster", "", "",
+                    "activation_stats(cache=False), float64 accumulation in both", repeats=t["bf16"].seconds,
+                    ratio_min=t["fp32"].min / t["bf16"].min))
+    rows.append(Row(sec, "statistics agreement: max rel. error of |mean|, min cosine", agree["max_norm_rel_err"], "",
+                    "min cosine", agree["min_cosine"], None, "",
+                    f"<= {STATS_MAX_NORM_REL_ERR} and >= {STATS_MIN_COSINE}", "PASS" if ok else "MISS",
+                    f"over layers 0..{model.n_layers}; worst |mean| at layer {agree['worst_layer_norm']}, "
+                    f"worst cosine at layer {agree['worst_layer_cosine']}"))
+
+    # steered generation, greedy
+    layer = model.n_layers // 5
+    v = make_vector_cached(model, layer)
+    add = 4.0 * v.at(layer)
+    prompts_all = sl.load_dataset("prompts").texts
+    N = P["bf16_gen_tokens"]
+    res["gen"] = {"layer": layer, "coefficient_raw": 4.0, "max_new_tokens": N}
+    for bs in P["bf16_gen_batches"]:
+        prompts = prompts_all[:bs]
+        log(f"[bf16] greedy steered generation, batch {bs}, {N} tokens, {repeats} rounds")
+        runs: dict[str, Callable[[], Any]] = {
+            "fp32": functools.partial(greedy, model, prompts, add, layer, N),
+            "bf16": functools.partial(greedy, bf16, prompts, add, layer, N)}
+        warm: dict[str, Callable[[], Any]] = {
+            "fp32": functools.partial(greedy, model, prompts, add, layer, 2),
+            "bf16": functools.partial(greedy, bf16, prompts, add, layer, 2)}
+        t = interleaved(runs, repeats, warmups=warm, log=log)
+        share = equal_share(t["fp32"].value, t["bf16"].value)
+        prefix = common_prefix_share(t["fp32"].value, t["bf16"].value)
+        ratio = t["fp32"].median / t["bf16"].median
+        res["gen"][f"batch{bs}"] = {"seconds": {k: x.seconds for k, x in t.items()}, "equal_share": share,
+                                    "common_prefix_share": prefix,
+                                    "tokens": {k: x.value for k, x in t.items()}}
+        rows.append(Row(sec, f"steered greedy generation, batch {bs}, {N} tokens: bf16 vs fp32", t["bf16"].median,
+                        "s", "fp32", t["fp32"].median, ratio, "x faster", "", "",
+                        f"steered_generate, layer {layer}, 4 x a Love-Hate vector, rows stop at EOS; rows with "
+                        f"the same tokens as fp32: {share:.0%} (decision threshold {GREEDY_MIN_EQUAL_SHARE:.0%}); "
+                        f"mean share of a row equal before the first difference: {prefix:.0%}",
+                        repeats=t["bf16"].seconds, ratio_min=t["fp32"].min / t["bf16"].min))
+
+    # block replay
+    k, length = P["bf16_replay_conditions"], P["bf16_replay_length"]
+    rtexts = sl.load_dataset("general", "heldout").texts[: P["bf16_replay_texts"]]
+    adds = [None] + [float(c) * v.at(layer) for c in range(1, k + 1)]
+    log(f"[bf16] block replay, {len(rtexts)} texts x {length} tokens, {k} conditions + plain, {repeats} rounds")
+    t = interleaved({"fp32": lambda: replay(model, rtexts, adds, layer, length),
+                     "bf16": lambda: replay(bf16, rtexts, adds, layer, length)}, repeats,
+                    warmups={"fp32": lambda: replay(model, rtexts[:1], adds[:2], layer, 8),
+                             "bf16": lambda: replay(bf16, rtexts[:1], adds[:2], layer, 8)}, log=log)
+    agree_r = replay_agreement(model, bf16, rtexts, adds, layer, length)
+    res["replay"] = {"seconds": {k2: x.seconds for k2, x in t.items()}, "agreement": agree_r}
+    rows.append(Row(sec, f"block replay, {k + 1} conditions: bf16 vs fp32", t["bf16"].median, "s", "fp32",
+                    t["fp32"].median, t["fp32"].median / t["bf16"].median, "x faster", "", "",
+                    f"steered_logits_each from layer {layer}; max |logit diff| {agree_r['max_abs_logit_diff']:.3f} "
+                    f"({agree_r['relative']:.1%} of the largest logit, {agree_r['max_abs_logit']:.1f}; at position "
+                    f"{agree_r['worst_position']}), mean |diff| {agree_r['mean_abs_logit_diff']:.3f}; next-token "
+                    f"argmax equal at {agree_r['argmax_equal_share']:.1%} of positions",
+                    repeats=t["bf16"].seconds, ratio_min=t["fp32"].min / t["bf16"].min))
+
+    # lens
+    lens_layers = sorted({layer, model.n_layers // 2, (4 * model.n_layers) // 5})
+    vecs: dict[str, Any] = {}
+    for plus, minus in (("Love", "Hate"), ("Dragon", "Football")):
+        cv = sl.counterbalanced(model, plus, minus, lens_layers, position="last", cache=False, progress=False)
+        vecs.update({f"{plus}-{minus}@{la}": cv.at(la) for la in lens_layers})
+    a, b = lens_lists(model, vecs), lens_lists(bf16, vecs)
+    same = [name for name in vecs if a[name] == b[name]]
+    overlap = sum(len(set(a[name]) & set(b[name])) for name in vecs) / (10 * len(vecs))
+    top1 = sum(a[name][0] == b[name][0] for name in vecs)
+    share_lens = len(same) / len(vecs)
+    res["lens"] = {"fp32": a, "bf16": b, "equal": same}
+    rows.append(Row(sec, "lens top-10 lists equal to fp32's", share_lens, "", "", None, None, "",
+                    f">= {LENS_MIN_EQUAL_SHARE:.0%}", judge(share_lens, at_least=LENS_MIN_EQUAL_SHARE),
+                    f"{len(same)} of {len(vecs)} vectors (counterbalanced pairs at layers {lens_layers}); "
+                    f"top-1 equal {top1} of {len(vecs)}; mean overlap of the top-10 sets {overlap:.0%}"))
+    res["loadavg_end"] = loadavg()
+    return rows
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return sorted(f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx512f") if f in flags)
+
+
+# ---------------------------------------------------------------- section 8
+
+def bench_protocol(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved
+    from protocol_bench import (
+        batched_generation,
+        conditions,
+        max_score_diff,
+        naive_text_scores,
+        per_condition_generation,
+        replayed_text_scores,
+    )
+
+    sec = "8 comparison protocol"
+    layer = model.n_layers // 2
+    v = sl.counterbalanced(model, "Love", "Hate", [layer], position="last", cache=False, progress=False)
+    adds = conditions(model, v, layer, P["protocol_conditions"])
+    n_cond = len(adds)
+    texts = sl.load_dataset("general", "heldout").texts[: P["protocol_texts"]]
+    log(f"[protocol] forward metrics: {n_cond} conditions (control + {n_cond - 1} coefficients) at layer {layer}, "
+        f"{len(texts)} texts x 64 tokens, {repeats} rounds")
+    t = interleaved({"replay": lambda: replayed_text_scores(model, texts, adds, layer=layer),
+                     "naive": lambda: naive_text_scores(model, texts, adds, layer=layer)}, repeats,
+                    warmups={"replay": lambda: replayed_text_scores(model, texts[:1], adds[:2], layer=layer,
+                                                                    max_length=8),
+                             "naive": lambda: naive_text_scores(model, texts[:1], adds[:2], layer=layer,
+                                                                max_length=8)}, log=log)
+    diff = max_score_diff(t["replay"].value, t["naive"].value)
+    res: dict[str, Any] = {"layer": layer, "conditions": n_cond,
+                           "forward": {"seconds": {k: x.seconds for k, x in t.items()}, "max_score_diff": diff}}
+    out["protocol"] = res
+    rows = [Row(sec, "forward metrics: steered_text_scores (replay) vs a full forward each",
+                n_cond / t["replay"].median, "cond/s", "full forward each", n_cond / t["naive"].median,
+                t["naive"].median / t["replay"].median, "x faster", "", "",
+                f"{n_cond} conditions of one (method, layer) on {len(texts)} general texts; layer {layer} of "
+                f"{model.n_layers}, so replay skips {layer} blocks per condition; max |score diff| {diff:.1e}",
+                repeats=t["replay"].seconds, ratio_min=t["naive"].min / t["replay"].min)]
+
+    prompts = sl.load_dataset("prompts").sample(P["protocol_prompts"], seed=0).texts
+    N = P["protocol_tokens"]
+    log(f"[protocol] generation metrics: {n_cond} conditions x {len(prompts)} prompts, {N} greedy tokens, "
+        f"{repeats} rounds")
+    t = interleaved({"batched": lambda: batched_generation(model, prompts, adds, layer=layer, n=N),
+                     "per condition": lambda: per_condition_generation(model, prompts, adds, layer=layer, n=N)},
+                    repeats,
+                    warmups={"batched": lambda: batched_generation(model, prompts, adds, layer=layer, n=2),
+                             "per condition": lambda: per_condition_generation(model, prompts, adds[:1],
+                                                                               layer=layer, n=2)}, log=log)
+    same = t["batched"].value == t["per condition"].value
+    res["generation"] = {"seconds": {k: x.seconds for k, x in t.items()}, "same_tokens": same,
+                         "prompts": len(prompts), "max_new_tokens": N}
+    rows.append(Row(sec, "generation metrics: one batched call vs one call per condition",
+                    n_cond / t["batched"].median, "cond/s", "one call per condition",
+                    n_cond / t["per condition"].median, t["per condition"].median / t["batched"].median,
+                    "x faster", "", "",
+                    f"steered_generate over {n_cond} conditions x {len(prompts)} prompts (batch "
+                    f"{n_cond * len(prompts)}) vs {n_cond} calls of batch {len(prompts)}; greedy, {N} tokens; "
+                    f"same tokens: {same}",
+                    repeats=t["batched"].seconds, ratio_min=t["per condition"].min / t["batched"].min))
+    return rows
+
+
+# ---------------------------------------------------------------- section 9
+
+def bench_slider(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import statistics
+
+    from benchutil import Row, interleaved, judge, loadavg
+    from slider_bench import Burner, Widget, plain_generate
+
+    sec = "9 widget slider"
+    N = P["slider_tokens"]
+    log(f"[slider] SteeringWidget(background=False), {N} new tokens; building its statistics once ...")
+    ui = Widget(model, N)
+    prompt = ui.ui.settings()["prompt"].strip()
+    res: dict[str, Any] = {"max_new_tokens": N, "source": ui.source}
+    out["slider"] = res
+    rows: list = []
+    try:
+        for load in (False, True):
+            burner = Burner(P["slider_load_seconds"]) if load else None
+            label = "with a busy process" if load else "no other load"
+            log(f"[slider] {label}, {repeats} rounds")
+            try:
+                t = interleaved({
+                    "steered": lambda: ui.update(pair=False),
+                    "pair": lambda: ui.update(pair=True),
+                    "plain 1": lambda: plain_generate(model, prompt, N),
+                    "plain 2": lambda: [plain_generate(model, prompt, N) for _ in range(2)],
+                    "plain first": lambda: plain_generate(model, prompt, 1),
+                }, repeats, log=log, keep_values=True)
+                avg = loadavg()
+            finally:
+                if burner is not None:
+                    burner.close()
+            key = "load" if load else "quiet"
+            steered, pairs = t["steered"].values, t["pair"].values
+            res[key] = {"seconds": {k: x.seconds for k, x in t.items()}, "steered_updates": steered,
+                        "pair_updates": pairs, "loadavg": avg}
+
+            def med(xs: list[dict[str, float]], field: str) -> float:
+                return statistics.median(x[field] for x in xs)
+
+            first = med(steered, "first_steered_token_s")
+            first_pair = med(pairs, "first_steered_token_s")
+            done = med(pairs, "complete_s")
+            plain_first, plain_two = t["plain first"].median, t["plain 2"].median
+            tq = "" if load else "<= 0.5 s"
+            tc = "" if load else "<= 2.5 s"
+            rows.append(Row(sec, f"{label}: first steered token (unsteered cached)", first, "s",
+                            "plain 1-token generate", plain_first, first / plain_first, "x time", tq,
+                            judge(first, at_most=0.5) if tq else "",
+                            f"{ui.source}; prefill proxy {med(steered, 'proxy_first_steered_token_s'):.2f} s"))
+            rows.append(Row(sec, f"{label}: first steered token, pair (unsteered not cached)", first_pair, "s",
+                            "plain 1-token generate", plain_first, first_pair / plain_first, "x time", "", "",
+                            f"unsteered cache dropped before the move; prefill proxy "
+                            f"{med(pairs, 'proxy_first_steered_token_s'):.2f} s"))
+            rows.append(Row(sec, f"{label}: complete {N}-token pair", done, "s",
+                            f"2 plain {N}-token generates", plain_two, done / plain_two, "x time", tc,
+                            judge(done, at_most=2.5) if tc else "",
+                            f"{ui.source}; the whole assignment (vector, lens, completions, scores, HTML) "
+                            f"{med(pairs, 'assignment_s'):.2f} s; steered only (unsteered cached): "
+                            f"{med(steered, 'complete_s'):.2f} s"
+                            + (f"; load average during the rounds {avg}" if load else "")))
+    finally:
+        ui.close()
+    return rows
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -642,13 +916,14 @@ def main(argv: list[str] | None = None) -> int:
     log(f"steerlab benchmark ({out['mode']}), sections {','.join(chosen)}; torch threads "
         f"{torch.get_num_threads()}, load average {loadavg()}")
     model = plain = None
-    if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load")):
+    if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load", "bf16", "protocol", "slider")):
         t0 = time.perf_counter()
         model = sl.load_model(progress=False)
         log(f"model {model!r} loaded in {time.perf_counter() - t0:.1f} s")
     if any(s in chosen for s in ("stats", "gen")):
         from gen_bench import pristine_model
 
+        assert model is not None
         plain = pristine_model(model)  # the plain-transformers baselines run on this copy
     rows: list[Row] = []
     section_seconds: dict[str, float] = {}
@@ -667,6 +942,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_load(model, P, out)
             elif name == "suite":
                 rows += bench_suite(args.suite, out)
+            elif name == "bf16":
+                rows += bench_bf16(model, P, args.repeats, out)
+            elif name == "protocol":
+                rows += bench_protocol(model, P, args.repeats, out)
+            elif name == "slider":
+                rows += bench_slider(model, P, args.repeats, out)
         except Exception as err:  # noqa: BLE001 - one broken section must not lose the others' results
             import traceback
 
