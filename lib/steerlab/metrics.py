@@ -40,17 +40,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .arch import block_hidden, blocks_of
+from .lens import lens_logits
 from .models import Model
 from .replay import steered_logits_each
-from .steer import relative_addition
+from .steer import Intervention, relative_addition
 from .tokens import STEER_POSITIONS, Batch, check_position, encode
+from .trace import check_layers
 
 __all__ = [
     "SteerabilityResult",
@@ -232,6 +235,45 @@ def _position_addition(add: torch.Tensor, opening_length: int, bos: bool, positi
 
 
 @torch.inference_mode()
+def _replay(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int) -> Iterator[torch.Tensor]:
+    """Logits ``[batch, seq, vocab]`` under each condition (``None``: the plain pass), the blocks
+    below ``layer`` run once.
+
+    :func:`steerlab.replay.steered_logits_each` with one :class:`Intervention` per condition,
+    so a condition may edit each row differently (a ``[k_r, d_model]`` addition per row);
+    ``tests/test_metrics.py`` checks the result against prompt-then-cache runs inside the
+    steering scope.
+    """
+    blocks = blocks_of(model.hf)
+    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def recorder(i: int) -> Callable[..., None]:
+        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            calls[i] = (args, kwargs)
+        return record
+
+    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True) for i in range(layer, len(blocks))]
+    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
+    try:
+        plain = model.hf(**inputs, use_cache=False).logits.float()
+    finally:
+        for handle in handles:
+            handle.remove()
+    real = batch.attention_mask.bool()
+    for condition in conditions:
+        if condition is None:
+            yield plain
+            continue
+        args, kwargs = calls[layer]
+        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False)
+        for i in range(layer, len(blocks)):
+            args, kwargs = calls[i]
+            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
+            hidden = block_hidden(out)
+        yield lens_logits(model, hidden)
+
+
+@torch.inference_mode()
 def continuation_logprobs(
     model: Model,
     openings: Sequence[Sequence[int]],
@@ -250,7 +292,8 @@ def continuation_logprobs(
     continuation's tokens are scored, each with everything before it as context. ``position``
     follows generation (module docstring); ``bos[i]`` says the opening starts with an added
     BOS (``after_bos`` needs it). All additions share one plain pass of the blocks below
-    ``layer`` per chunk of ``batch_size`` rows (:func:`steerlab.replay.steered_logits_each`).
+    ``layer`` per chunk of ``batch_size`` rows (block replay, as in
+    :func:`steerlab.replay.steered_logits_each`); rows of any opening length share a chunk.
     ``None`` is the unsteered model; an empty continuation gives ``nan``.
 
     Returns:
@@ -261,6 +304,7 @@ def continuation_logprobs(
         (2, 1)
     """
     check_position(position, STEER_POSITIONS)
+    check_layers(model, [layer], allow_last=False)
     if len(openings) != len(continuations):
         raise ValueError(f"{len(openings)} openings but {len(continuations)} continuations")
     flags = [False] * len(openings) if bos is None else [bool(b) for b in bos]
@@ -272,40 +316,37 @@ def continuation_logprobs(
         if not len(o):
             raise ValueError(f"opening {i} has no tokens: a continuation needs at least one token before it")
     for j, a in enumerate(additions):
-        if a is not None and (a.dim() != 1 or a.shape[0] != model.d_model):
-            raise ValueError(f"addition {j} has shape {tuple(a.shape)}; expected [{model.d_model}]")
+        if a is not None and (a.dim() != 1 or a.shape[0] != model.d_model or not bool(torch.isfinite(a).all())):
+            raise ValueError(f"addition {j} has shape {tuple(a.shape)} or is not finite; expected a finite "
+                             f"[{model.d_model}] tensor")
     out = np.full((len(additions), len(openings)), np.nan)
-    # Generation's prompt-only rules put the addition on some opening tokens only: rows whose
-    # openings have one length (and BOS flag) share one [k, d_model] addition, so they batch.
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for i in range(len(openings)):
-        if len(continuations[i]):
-            key = (0, False) if position == "all" else (len(openings[i]), flags[i])
-            groups.setdefault(key, []).append(i)
+    # Longest first, neighbours in length share a chunk: little padding.
+    order = sorted((i for i in range(len(openings)) if len(continuations[i])),
+                   key=lambda i: -(len(openings[i]) + len(continuations[i])))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for (k, flag), members in groups.items():
-        members = sorted(members, key=lambda i: len(openings[i]) + len(continuations[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        seqs = [[int(t) for t in openings[i]] + [int(t) for t in continuations[i]] for i in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in chunk], dtype=torch.bool))
         if position == "all":
-            adds, replay_position = list(additions), "all_prompt"  # a forward pass's tokens are all prompt
+            conditions = [None if a is None else Intervention(layer, [a], [None], "add", "all_prompt")
+                          for a in additions]  # a forward pass's tokens are all "prompt": every one is steered
         else:
-            adds = [None if a is None else _position_addition(a, k, flag, position) for a in additions]
-            replay_position = "first"  # [k, d_model] rows are added from the first token, whatever the rule
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            seqs = [[int(t) for t in openings[i]] + [int(t) for t in continuations[i]] for i in chunk]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, s in enumerate(seqs):
-                ids[r, :len(s)] = torch.tensor(s)
-                mask[r, :len(s)] = 1
-            batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in chunk], dtype=torch.bool))
-            each = steered_logits_each(model, batch, adds, layer=layer, position=replay_position)
-            for j, logits in enumerate(each):  # [chunk, width, vocab]
-                for r, i in enumerate(chunk):
-                    ko, m = len(openings[i]), len(continuations[i])
-                    logp = logits[r, ko - 1:ko + m - 1].float().log_softmax(-1)  # predicts each continuation token
-                    out[j, i] = float(logp.gather(-1, ids[r, ko:ko + m, None].to(logp.device)).mean())
+            # Generation's prompt-only rules: row r gets a [k_r, d_model] addition on its opening's tokens.
+            conditions = [None if a is None else Intervention(
+                layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in chunk],
+                [None] * len(chunk), "add", "first") for a in additions]
+        for j, logits in enumerate(_replay(model, batch, conditions, layer)):  # [chunk, width, vocab]
+            for r, i in enumerate(chunk):
+                ko, m = len(openings[i]), len(continuations[i])
+                logp = logits[r, ko - 1:ko + m - 1].float().log_softmax(-1)  # predicts each continuation token
+                out[j, i] = float(logp.gather(-1, ids[r, ko:ko + m, None].to(logp.device)).mean())
     return out
 
 
