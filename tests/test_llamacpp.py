@@ -304,7 +304,7 @@ def test_server_path_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 _PROMPTS = ["Once upon a time, in a small village by the sea,", "The weather today is",
             "She opened the old wooden door and saw"]
-_N_PROBS = 40
+_N_PROBS = 200
 
 
 def _free_port() -> int:
@@ -393,7 +393,7 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
     """A fantasy vector at steerlab layer 11, exported as direction.10, moves llama.cpp's next-token
     log-probs as steerlab's own steering at layer 11 does (and clearly less like layers 10 or 12)."""
     if _SERVER is None:
-        pytest.skip("llama-server is not built: run `make llamacpp` (about 12 minutes on 2 cores) "
+        pytest.skip("llama-server is not built: run `make llamacpp` (12-40 minutes on 2 cores) "
                     "or set STEERLAB_LLAMA_SERVER")
     from steerlab.models import embedded_gguf_path
 
@@ -412,6 +412,9 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
         plain = [_server_logprobs(url, row) for row in ids]
     with _llama_server(_SERVER, gguf_file, tmp_path / "steered.log", cvec) as url:
         steered = [_server_logprobs(url, row) for row in ids]
+    # llama-server only logs a control vector it refuses, then serves unsteered: look for that.
+    steered_log = (tmp_path / "steered.log").read_text()
+    assert "no valid control vector" not in steered_log and "invalid" not in steered_log, steered_log[-3000:]
 
     # steerlab's public steering scope adds the same tensor at every position as the plain hook.
     with steerlab.steering(model, delta, layer=layer, coefficient=1.0, position="all", scale="raw"):
@@ -423,7 +426,6 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
     for row, lp_plain, lp_steered in zip(ids, plain, steered):
         base = _hooked_logprobs(model, row, None, layer)
         shared = sorted(set(lp_plain) & set(lp_steered))
-        assert len(shared) >= 10, f"only {len(shared)} tokens in both top-{_N_PROBS} lists"
         shift_cpp = [lp_steered[t] - lp_plain[t] for t in shared]
         report["n_shared"].append(len(shared))
         report["plain_max_abs_diff"].append(max(abs(lp_plain[t] - float(base[t])) for t in lp_plain))
@@ -437,7 +439,8 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
     report["corr"] = {la: [round(c, 4) for c in cs] for la, cs in corr.items()}
     print("llama.cpp vs steerlab:", json.dumps(report))
 
-    assert max(report["plain_max_abs_diff"]) < 0.5, report  # same weights, llama.cpp's quantized arithmetic
+    assert min(report["n_shared"]) >= 20, report
+    assert max(report["plain_max_abs_diff"]) < 0.75, report  # same weights, llama.cpp's quantized arithmetic
     assert min(corr[layer]) > 0.9, report
     assert min(report["top5_overlap"]) >= 4, report
     for wrong in (layer - 1, layer + 1):

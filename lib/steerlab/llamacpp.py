@@ -11,7 +11,10 @@ architecture calls it at the end of block ``il``):
   position, prompt and generated tokens alike;
 - ``direction.0`` is refused (no tensor is allocated for block 0), and only
   ``N < n_layer`` is applied (a larger ``N`` is silently ignored);
-- no metadata key is read.
+- no metadata key is read;
+- a file it refuses is only logged (``no valid control vector files passed``):
+  ``llama-server`` then goes on serving **unsteered** (seen with build 11434), so
+  :func:`load_gguf` applies the same checks, loudly.
 
 steerlab's layer ``L`` is the residual stream *entering* block ``L``
 (``hidden_states[L]``), which is the output of block ``L - 1``: steerlab layer
