@@ -22,7 +22,10 @@ from steerlab.constructions import build, named_sets
 from steerlab.lab.tokens_view import readable_token, tokens_html
 from steerlab.lab.widget import SteeringWidget, default_threads, second_input
 from steerlab.lens import lens_logits
+from steerlab.metrics import completion_perplexity
 from steerlab.projection import token_projections
+from steerlab.study.judge import ConceptJudge
+from steerlab.study.vocab import evaluation_vocabulary, vocab_rate
 from steerlab.tokens import encode
 from steerlab.trace import residuals
 
@@ -142,6 +145,18 @@ def test_settings_change_generates_the_steered_side_only(real_model: steerlab.Mo
     assert calls[-1]["ids"] == [steered.token_ids]
     assert w.last_steered == steered.text and shown_completions(w.steered.value) == [steered.text]
     assert w.last_unsteered == unsteered.text
+    # The live numbers: vocabulary rate, concept judge, perplexity, each side.
+    metrics = html.unescape(w.metrics.value)
+    rates = [vocab_rate(t, evaluation_vocabulary("fantasy")) for t in (unsteered.text, steered.text)]
+    judge = ConceptJudge.train()
+    concepts = [judge.concept_score([t], "fantasy")[0] for t in (unsteered.text, steered.text)]
+    perplexities = completion_perplexity(real_model, [PROMPT] * 2, [unsteered.token_ids, steered.token_ids])
+    cell = "<td style='padding:0 10px 0 0'>{}</td>"
+    for label, values, spec in (("'fantasy' vocabulary rate", rates, ".3f"),
+                                ("concept score: judge P('fantasy')", concepts, ".3f"),
+                                ("perplexity under the unsteered model", perplexities, ".2f")):
+        row = next(r for r in metrics.split("<tr>") if label in r)
+        assert "".join(cell.format(format(v, spec)) for v in values) in row, (label, values, row)
 
 
 @pytest.mark.real

@@ -21,6 +21,12 @@ What makes it feel live:
   threads wait on each other. ``torch.set_num_threads`` is called in the worker thread
   only (the kernel's own thread keeps its setting).
 
+Beside the text: the target vocabulary rate (:func:`steerlab.study.vocab.vocab_rate`), the
+concept score of :class:`steerlab.study.judge.ConceptJudge` (P(target genre), trained once
+after the first generation), the perplexity under the unsteered model
+(:func:`steerlab.metrics.completion_perplexity`), each for both sides, and the added
+vector's norm against the layer's typical norm.
+
 Stale text (while a new generation starts, and after an error) is greyed. Errors show as a
 message in the widget; they never reach the kernel.
 
@@ -55,6 +61,7 @@ from ..metrics import completion_perplexity
 from ..models import EMBEDDED_MODEL, Model
 from ..projection import token_projections
 from ..steer import OPERATORS, relative_addition, steered_generate
+from ..study.judge import ConceptJudge, JudgeError, default_classes
 from ..study.vocab import vocab_rate, vocabularies
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
@@ -304,6 +311,11 @@ class SteeringWidget:
         self.last_steered: str | None = None
         self.last_unsteered: str | None = None
         self.current: dict[str, Any] | None = None  # vector, settings and addition of the last good run
+        self._judge: ConceptJudge | None = None  # trained once, after the first generation
+        self._judge_note = ""
+        self._judge_started = False
+        self._judge_classes = set(default_classes())
+        self._metrics_args: tuple[Any, ...] | None = None
         self._check_coefficient(self._coefficient)
         self._relabel()
         for name, control in self.controls.items():
@@ -613,7 +625,8 @@ class SteeringWidget:
                 self._unsteered_cache[key] = _Side(list(done.texts), list(done.ids), list(done.perplexity), "done")
             self._sides["steered"].perplexity = perplexity[rows_unsteered:]
             self.timings = dict(live)
-            self.metrics.value = self._metrics_html(vocab, s, size, coefficient, live, True)
+            self._metrics_args = (vocab, s, size, coefficient, live, True)
+            self.metrics.value = self._metrics_html(*self._metrics_args)
             self.last_unsteered = self._sides["unsteered"].texts[0]
             self.last_steered = self._sides["steered"].texts[0]
             self.last_error = None
@@ -621,9 +634,32 @@ class SteeringWidget:
                             0.0 if addition is None else coefficient * size / float(v.norm())}
             self._show_message()
         self._run_tokens_view(request)
+        self._start_judge()
         with self._lock:
             if not self._stale(request):
                 self.status.value = "ready"
+
+    def _start_judge(self) -> None:
+        """Train the concept judge once (in its own thread when the widget runs in the background,
+        so the first completion does not wait ~10 s for it); the numbers fill in when it is ready."""
+        if self._judge_started:
+            return
+        self._judge_started = True
+        if self._pool is None:
+            self._train_judge()
+        else:
+            threading.Thread(target=self._train_judge, name="steerlab-judge", daemon=True).start()
+
+    def _train_judge(self) -> None:
+        try:
+            judge = ConceptJudge.train()
+        except Exception as err:  # noqa: BLE001 - shown beside the numbers
+            self._judge_note = f"{type(err).__name__}: {err}"
+            judge = None
+        with self._lock:
+            self._judge = judge
+            if self._metrics_args is not None:
+                self.metrics.value = self._metrics_html(*self._metrics_args)
 
     # -- the views -----------------------------------------------------------------
     def _lens_html(self, signed: torch.Tensor, coefficient: float, operator: str, k: int = 10) -> str:
@@ -654,6 +690,21 @@ class SteeringWidget:
         def ppl(side: _Side) -> str:
             return _fmt(_mean(side.perplexity), ".2f") if side.perplexity else ("…" if side.texts else "—")
 
+        judged = target in self._judge_classes
+        judge_note = ""
+
+        def concept(side: _Side) -> str:
+            nonlocal judge_note
+            if not judged or not side.texts:
+                return "—"
+            if self._judge is None:
+                return "—" if self._judge_note else "…"
+            try:
+                return _fmt(_mean(self._judge.concept_score(side.texts, target)))
+            except JudgeError as err:
+                judge_note = str(err)
+                return "—"
+
         def count(side: _Side) -> str:
             return f"{_mean([float(len(r)) for r in side.ids]):.0f}" if side.ids else "—"
 
@@ -666,7 +717,17 @@ class SteeringWidget:
             timing = f"first tokens after {live['first_tokens_s']:.2f} s"
             if "completion_s" in live:
                 timing += f", all after {live['completion_s']:.2f} s"
-        cells = [("", "unsteered", "steered"), (vocab_label, rate(u), rate(st)),
+        concepts = (concept(u), concept(st))
+        if not judged:
+            concept_label = "concept score (no judge class for this target)"
+        elif self._judge is not None and not judge_note:
+            concept_label = (f"concept score: judge P('{html.escape(target)}') (held-out accuracy "
+                             f"{self._judge.heldout_accuracy:.2f})")
+        else:
+            reason = judge_note or self._judge_note
+            concept_label = ("concept score (judge unavailable: " + html.escape(reason) + ")" if reason else
+                             "concept score (training the judge…)")
+        cells = [("", "unsteered", "steered"), (vocab_label, rate(u), rate(st)), (concept_label, *concepts),
                  ("perplexity under the unsteered model", ppl(u), ppl(st)),
                  ("tokens (mean per sample)", count(u), count(st))]
         table = "".join("<tr>" + "".join(f"<td style='padding:0 10px 0 0'>{c}</td>" for c in r) + "</tr>"
