@@ -17,6 +17,7 @@ from steerlab.study.scoring import (
     heldout_scores,
     paired_difference,
     relevance_unit,
+    score_rows,
     split_prompts,
     to_unit,
 )
@@ -157,7 +158,8 @@ def test_differences_against_the_random_control() -> None:
     split = split_prompts({r["prompt_id"] for r in rows}, seed=0)
     diffs = {d["method"]: d for d in differences_against(rows, split, "random")}
     assert set(diffs) == {"mean_centred", "raw"}
-    assert diffs["mean_centred"]["excludes_zero"] and diffs["mean_centred"]["difference"] == pytest.approx(0.3, abs=0.05)
+    assert diffs["mean_centred"]["excludes_zero"]
+    assert diffs["mean_centred"]["difference"] == pytest.approx(0.3, abs=0.05)
     assert diffs["raw"]["difference_ci"][0] <= 0.0 <= diffs["raw"]["difference_ci"][1]
     choice = choose_coefficient(rows, split.selection)
     assert diffs["mean_centred"]["difference"] == pytest.approx(paired_difference(
@@ -165,3 +167,23 @@ def test_differences_against_the_random_control() -> None:
         chosen_rows(rows, choice, ("random", 15, "all_prompt"), split.report)).mean)
     with pytest.raises(ValueError, match="baseline 'bias' has no rows"):
         differences_against(rows, split, "bias")
+
+
+def test_score_rows_rates_against_the_unsteered_row_of_the_same_prompt() -> None:
+    def row(method: str, prompt: str, concept: float, ppl: float, distinct: float, lp: float) -> dict:
+        return {"method": method, "layer": 15, "position": "all_prompt",
+                "coefficient": 0.0 if method == "none" else 0.5,
+                "prompt_id": prompt, "concept": concept, "perplexity": ppl, "distinct": distinct,
+                "relevance_logprob": lp}
+
+    rows = [row("none", "a", 0.1, 10.0, 1.0, -2.0), row("none", "b", 0.2, 20.0, 0.8, -3.0),
+            row("mean_centred", "a", 0.8, 20.0, 1.0, -2.0 - math.log(2)),  # fluency 0.5, relevance 0.5
+            row("mean_centred", "b", 0.0, 20.0, 0.8, -3.0)]  # concept 0: score 0
+    scored = score_rows(rows)
+    assert scored[0]["score"] == pytest.approx(3 / (1 / 0.1 + 1 + 1))  # the reference: fluency, relevance 1
+    assert scored[2]["fluency_unit"] == pytest.approx(0.5) and scored[2]["relevance_unit"] == pytest.approx(0.5)
+    assert scored[2]["score"] == pytest.approx(3 / (1 / 0.8 + 2 + 2))
+    assert scored[3]["score"] == 0.0
+    assert "score" not in rows[0]  # the caller's rows are not edited
+    with pytest.raises(ValueError, match="no 'none' row"):
+        score_rows(rows[2:])

@@ -235,7 +235,8 @@ def _position_addition(add: torch.Tensor, opening_length: int, bos: bool, positi
 
 
 @torch.inference_mode()
-def _replay(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int) -> Iterator[torch.Tensor]:
+def _replay(model: Model, batch: Batch, conditions: Sequence[Intervention | None],
+            layer: int) -> Iterator[torch.Tensor]:
     """Logits ``[batch, seq, vocab]`` under each condition (``None``: the plain pass), the blocks
     below ``layer`` run once.
 

@@ -54,6 +54,7 @@ __all__ = [
     "paired_difference",
     "per_prompt",
     "relevance_unit",
+    "score_rows",
     "split_prompts",
     "to_unit",
 ]
@@ -182,6 +183,42 @@ def harmonic_score(concept: float, fluency: float, relevance: float) -> float:
     if min(values) == 0.0:
         return 0.0
     return 3.0 / sum(1.0 / v for v in values)
+
+
+def score_rows(rows: Iterable[Any], *, reference_method: str = "none",
+               use_distinct: bool = True) -> list[dict[str, Any]]:
+    """Each row as a dict with its three ratings (``concept_unit``, ``fluency_unit``,
+    ``relevance_unit``) and ``score`` (their harmonic mean) added.
+
+    A row's reference is the row of ``reference_method`` (the unsteered condition) with the
+    same ``layer``, ``position``, ``prompt_id`` and, where rows have one, ``seed``; reference
+    rows are scored against themselves (fluency and relevance 1).
+
+    Raises:
+        ValueError: a row with no reference row, or two reference rows for one key.
+
+    Example:
+        >>> scored = score_rows(rows)  # rows carry concept, perplexity, distinct, relevance_logprob
+        >>> heldout_scores(scored, split_prompts({r["prompt_id"] for r in scored}))
+    """
+    items = [dict(r) if isinstance(r, Mapping) else dict(vars(r)) for r in rows]
+
+    def ref_key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (int(_get(r, "layer")), str(_get(r, "position")), _get(r, "prompt_id"), r.get("seed"))
+
+    refs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in items:
+        if _get(r, "method") == reference_method:
+            if ref_key(r) in refs:
+                raise ValueError(f"two {reference_method!r} rows for (layer, position, prompt_id, seed) {ref_key(r)}")
+            refs[ref_key(r)] = r
+    out = []
+    for r in items:
+        if ref_key(r) not in refs:
+            raise ValueError(f"no {reference_method!r} row for (layer, position, prompt_id, seed) {ref_key(r)}")
+        ratings = to_unit(r, refs[ref_key(r)], use_distinct=use_distinct)
+        out.append({**r, **{f"{k}_unit": v for k, v in ratings.items()}, "score": harmonic_score(**ratings)})
+    return out
 
 
 @dataclass(frozen=True)
