@@ -95,9 +95,9 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
             by_prompt.setdefault(p, {}).setdefault(tuple(int(t) for t in completions[i]), []).append(i)
     for prompt, distinct in by_prompt.items():
         rows = [same[0] for same in distinct.values()]
-        pid = tok(prompt, add_special_tokens=False)["input_ids"]
-        if not pid:
+        if not prompt.strip():
             continue
+        pid = encode(tok, [prompt]).input_ids[0].tolist()  # as generation encodes it (a BOS where the tokenizer adds one)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             head = model.hf(input_ids=torch.tensor([pid], device=device), use_cache=True)
