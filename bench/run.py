@@ -619,10 +619,10 @@ def bench_suite(run_suite: bool, out: dict[str, Any]) -> list:
 
 def bench_bf16(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
     import steerlab as sl
-    from benchutil import Row, interleaved, judge, loadavg
+    from benchutil import Row, interleaved, loadavg
     from bf16_bench import (
         GREEDY_MIN_EQUAL_SHARE,
-        LENS_MIN_EQUAL_SHARE,
+        LENS_MIN_TOP10_OVERLAP,
         STATS_MAX_NORM_REL_ERR,
         STATS_MIN_COSINE,
         common_prefix_share,
@@ -727,12 +727,12 @@ def bench_bf16(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any])
     same = [name for name in vecs if a[name] == b[name]]
     overlap = sum(len(set(a[name]) & set(b[name])) for name in vecs) / (10 * len(vecs))
     top1 = sum(a[name][0] == b[name][0] for name in vecs)
-    share_lens = len(same) / len(vecs)
-    res["lens"] = {"fp32": a, "bf16": b, "equal": same}
-    rows.append(Row(sec, "lens top-10 lists equal to fp32's", share_lens, "", "", None, None, "",
-                    f">= {LENS_MIN_EQUAL_SHARE:.0%}", judge(share_lens, at_least=LENS_MIN_EQUAL_SHARE),
-                    f"{len(same)} of {len(vecs)} vectors (counterbalanced pairs at layers {lens_layers}); "
-                    f"top-1 equal {top1} of {len(vecs)}; mean overlap of the top-10 sets {overlap:.0%}"))
+    res["lens"] = {"fp32": a, "bf16": b, "equal": same, "top1_equal": top1, "top10_overlap": overlap}
+    lens_ok = top1 == len(vecs) and overlap >= LENS_MIN_TOP10_OVERLAP
+    rows.append(Row(sec, "lens: top-10 overlap with fp32's (top-1 all equal?)", overlap, "", "top-1 equal",
+                    float(top1), None, "", f"top-1 all, >= {LENS_MIN_TOP10_OVERLAP:.0%}", "PASS" if lens_ok else "MISS",
+                    f"{len(vecs)} vectors (counterbalanced pairs at layers {lens_layers}); top-1 equal {top1} of "
+                    f"{len(vecs)}; identical top-10 lists {len(same)} of {len(vecs)}"))
     res["loadavg_end"] = loadavg()
     return rows
 
