@@ -10,9 +10,9 @@ Three kinds of check, each with what it proves and what it does not:
    It does not prove bfloat16 is *accurate enough* for a study (``bench/`` measures
    that on the real model).
 2. **inputs on the model's device**: ``Model.device`` is patched to report the ``meta``
-   device and a forward pre-hook on ``model.hf`` inspects the first call each function
-   makes (then aborts it): every tensor steerlab hands the model must be on the device
-   the model reports. This catches a forgotten ``.to(model.device)`` without a GPU. It
+   device and a forward pre-hook on ``model.hf`` (and a stand-in for ``model.hf.generate``)
+   inspects the first call each function makes (then aborts it): every tensor steerlab
+   hands the model must be on the device the model reports. This catches a forgotten ``.to(model.device)`` without a GPU. It
    sees only the first forward of a call and only tensors passed to ``model.hf``, not
    tensors a function combines with the model's outputs afterwards. Separately, the
    steering edit (``Intervention.apply``) and the lens run on a ``meta`` residual /
