@@ -16,6 +16,7 @@ import pytest
 from steerlab.lab.cli import main
 from steerlab.lab.report import build_report, headlines, load_summary
 from steerlab.lab.runner import export_html
+from steerlab.study.compare import METHODS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_LAYERS = 30  # SmolLM2-135M
@@ -105,28 +106,23 @@ def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     summary = run_notebook("04_compare_methods.ipynb", run_dir, preset="quick")
     compare = summary["compare"]
     rows = compare["rows"]
-    methods = {"raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random"}
-    assert {r["method"] for r in rows} == methods | {"none"}
+    assert {r["method"] for r in rows} == set(METHODS) | {"none"}
+    assert {r["target"] for r in rows} == {"fantasy"} and compare["layers"] == [15]  # quick: depth 0.5 of 30
     for r in rows:
-        for key in ("effect", "vocab_rate", "logprob_shift", "selectivity", "perplexity_ratio", "kl"):
+        for key in ("concept", "concept_delta", "score", "perplexity_ratio", "kl", "vocab_rate"):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["method"], key, r[key])
-        assert r["effect_ci"][0] <= r["effect"] + 1e-9 <= r["effect_ci"][1] + 2e-9
-        assert r["kl"] >= -1e-6
-        # The quick preset continues 2 neutral openings and 1 story half (greedy, one seed):
-        # the effect is the mean over those 3 completions.
-        kinds = r["effect_by_prompt_kind"]
-        assert set(kinds) == {"opening", "story_half"}
-        assert abs(r["effect"] - (2 * kinds["opening"] + kinds["story_half"]) / 3) < 1e-9
+        assert r["concept_delta_ci"][0] <= r["concept_delta"] + 1e-9 <= r["concept_delta_ci"][1] + 2e-9
+        assert 0 <= r["concept"] <= 1 and 0 <= r["score"] <= 1 and r["kl"] >= -1e-6
     control = [r for r in rows if r["method"] == "none"]
     # Coefficient zero is the unsteered model: no effect, no damage, by construction.
     assert len(control) == 1 and control[0]["coefficient"] == 0.0
-    assert control[0]["effect"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
-    assert control[0]["selectivity"] == 0.0 and control[0]["logprob_shift"] == 0.0
-    assert all(r["perplexity_ratio"] <= 1.5 for r in compare["best"])
+    assert control[0]["concept_delta"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
+    assert compare["headline"]["best_method"] in METHODS and 0 <= compare["headline"]["best_score"] <= 1
+    assert (run_dir / "figures" / "04_effect_vs_damage_fantasy.json").exists()
     # The README's table comes from the same numbers, by the command line.
     assert main(["compare-table", str(run_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.startswith("| ") for line in lines) == 1 + len(compare["best"])
+    assert sum(line.startswith("| ") for line in lines) == 1 + len(compare["table"])
     assert any("preset `quick`" in line for line in lines)
 
 
@@ -139,7 +135,7 @@ def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     summary = load_summary(run_dir)
     assert set(summary) == {"bias", "interpret", "steer", "compare"}, "run the whole module: the notebooks fill it"
     figures = sorted((run_dir / "figures").glob("*.json"))
-    assert len(figures) == 4 + 4 + 2 + 3  # 01, 02, 03 (two examples), 04
+    assert len(figures) == 4 + 4 + 2 + 2  # 01, 02, 03 (two examples), 04 (one target + scores)
     shown = render_offline(build_report(run_dir), ".figure")
     assert shown.figures == len(figures) and shown.drawn == len(figures) and shown.requested == []
     for h in headlines(summary):

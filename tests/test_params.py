@@ -89,12 +89,13 @@ BAD: list[tuple[type[NotebookParams], str, Any, str]] = [
     (SteerParams, "max_new_tokens", 513, "from 1 to 512"),
     (SteerParams, "show_widget", "yes", "True or False"),
     (CompareParams, "preset", "fast", "'quick', 'default', 'full'"),
-    (CompareParams, "target", "fantasi", "'fantasy'"),
-    (CompareParams, "counter", "fantasy", "other than the target"),
-    (CompareParams, "coefficients", [0, 0.5], "non-zero"),
-    (CompareParams, "n_story_prompts", -1, "integer >= 0"),
-    (CompareParams, "seeds", [0.5], "an integer"),
-    (CompareParams, "do_sample", "no", "True or False"),
+    (CompareParams, "targets", ["fantasi"], "'shakespeare'"),
+    (CompareParams, "depths", [1.0], "a number in (0, 1)"),
+    (CompareParams, "layers", [-1], "integer >= 0"),
+    (CompareParams, "coefficients", [0, 0.5], "at least 3"),
+    (CompareParams, "coefficients", [0.0, 0.25, 0.5], "includes 0, a negative and a positive"),
+    (CompareParams, "positions", ["middle"], "'after_bos'"),
+    (CompareParams, "n_prompts", 1, "integer >= 2"),
     (CompareParams, "damage_threshold", 1.0, "> 1"),
 ]
 
@@ -139,39 +140,25 @@ def test_model_dependent_checks() -> None:
     with pytest.raises(ParameterError, match="parameter layer=31 .* from 0 to 30"):
         InterpretParams(layer=31).lens_layer(model)
     assert SteerParams(layer_fraction=0.99).steering_layer(model) == 29  # never past the last block input
+    assert CompareParams(preset="quick").check_model(CompareParams(preset="quick").config(), model) == [15]
     params = CompareParams(layers=[8, 30])
-    with pytest.raises(ParameterError, match=r"parameter layers=\[8, 30\] .* from 0 to 29"):
+    with pytest.raises(ParameterError, match=r"parameter layers=\[8, 30\] is not allowed: .*\[30\].*0\.\.29"):
         params.check_model(params.config(), model)
 
 
-# Today's presets, as notebook 04 defined them inline before they moved to lib.
-PRESETS_BEFORE = {
-    "quick": {"layers": [10], "coefficients": [0.5], "positions": ["all_prompt"], "n_prompts": 2,
-              "n_story_prompts": 1, "n_heldout": 2, "n_general": 2, "max_new_tokens": 8, "do_sample": False,
-              "seeds": [0], "sample_size": 6, "max_length": 48, "eval_length": 32},
-    "default": {"layers": [8, 14, 20], "coefficients": [0.0625, 0.125, 0.25, 0.5], "positions": ["all_prompt"],
-                "n_prompts": 8, "n_story_prompts": 3, "n_heldout": 6, "n_general": 6, "max_new_tokens": 32,
-                "do_sample": False, "seeds": [0], "sample_size": 32, "max_length": 128, "eval_length": 48},
-    "full": {"layers": [2, 8, 14, 20, 26], "coefficients": [0.03125, 0.0625, 0.125, 0.25, 0.5],
-             "positions": ["first", "all_prompt"], "n_prompts": 8, "n_story_prompts": 4, "n_heldout": 13,
-             "n_general": 12, "max_new_tokens": 48, "do_sample": True, "seeds": [0, 1], "sample_size": 52,
-             "max_length": 128, "eval_length": 64},
-}
-
-
-@pytest.mark.parametrize("preset", sorted(PRESETS_BEFORE))
-def test_presets_keep_their_numbers(preset: str) -> None:
-    assert PRESETS[preset] == PRESETS_BEFORE[preset]
-    cfg = CompareConfig.from_preset(preset)
-    assert {k: getattr(cfg, k) for k in PRESETS_BEFORE[preset]} == PRESETS_BEFORE[preset]
-    assert cfg.target == "fantasy" and cfg.damage_threshold == 1.5
+@pytest.mark.parametrize("preset", ["quick", "default", "full"])
+def test_presets_are_the_configs(preset: str) -> None:
+    """A preset is exactly its PRESETS entry over CompareConfig's defaults (None keeps it)."""
+    cfg = CompareConfig.from_preset(preset, n_prompts=None, layers=None)
+    assert {k: getattr(cfg, k) for k in PRESETS[preset]} == PRESETS[preset]
+    assert CompareParams(preset=preset).config() == cfg  # the notebook's defaults add nothing
 
 
 def test_from_preset_overrides() -> None:
-    cfg = CompareConfig.from_preset("default", layers=[12], seeds=None, target="horror")
-    assert cfg.layers == [12] and cfg.seeds == [0] and cfg.target == "horror"  # None keeps the preset's value
-    assert CompareParams(preset="quick", n_prompts=5, do_sample=True).config() == CompareConfig.from_preset(
-        "quick", n_prompts=5, do_sample=True)
+    cfg = CompareConfig.from_preset("default", layers=[12], n_prompts=None, targets=["horror"])
+    assert cfg.layers == [12] and cfg.n_prompts == PRESETS["default"]["n_prompts"] and cfg.targets == ["horror"]
+    assert CompareParams(preset="quick", n_prompts=6, depths=[0.25]).config() == CompareConfig.from_preset(
+        "quick", n_prompts=6, depths=[0.25])
     with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of quick, default, full"):
         CompareConfig.from_preset("fast")
     with pytest.raises(ValueError, match=r"unknown CompareConfig fields \['n_prompt'\].*n_prompts"):

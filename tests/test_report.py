@@ -94,18 +94,18 @@ def synthetic_summary() -> dict[str, Any]:
         "steer": {"model": "tiny-model", "layer": 15, "coefficient": 1.0, "positions": ["first", "all_prompt"],
                   "headline": {"additional": -0.0371, "love_hate": 0.0125}},
         "compare": {"model": "tiny-model", "config": {"damage_threshold": 1.5},
-                    "headline": {"best_method": "mean_centred", "best_effect": 0.0412, "most_selective": "isolated"}},
+                    "headline": {"best_method": "mean_centred", "best_score": 0.4127, "judge_accuracy": 0.912}},
     }
 
 
 def compare_rows() -> list[dict[str, Any]]:
-    rows = [{"method": "none", "layer": 8, "position": "all_prompt", "coefficient": 0.0, "effect": 0.0,
-             "effect_ci": [0.0, 0.0], "selectivity": 0.0, "perplexity_ratio": 1.0, "kl": 0.0}]
+    rows = [{"target": "fantasy", "method": "none", "layer": 8, "position": "all", "coefficient": 0.0,
+             "concept_delta": 0.0, "concept_delta_ci": [0.0, 0.0], "score": 0.2, "perplexity_ratio": 1.0, "kl": 0.0}]
     for i, method in enumerate(("raw", "mean_centred", "random")):
         for c in (0.25, 0.5):
-            rows.append({"method": method, "layer": 8, "position": "all_prompt", "coefficient": c,
-                         "effect": 0.01 * i * c, "effect_ci": [0.01 * i * c - 0.01, 0.01 * i * c + 0.02],
-                         "selectivity": 0.1 * (i - 1) * c, "perplexity_ratio": 1 + c * (i + 1), "kl": 0.1 * c})
+            rows.append({"target": "fantasy", "method": method, "layer": 8, "position": "all", "coefficient": c,
+                         "concept_delta": 0.01 * i * c, "concept_delta_ci": [0.01 * i * c - 0.01, 0.01 * i * c + 0.02],
+                         "score": 0.3, "perplexity_ratio": 1 + c * (i + 1), "kl": 0.1 * c})
     return rows
 
 
@@ -201,7 +201,7 @@ def test_headlines_name_every_quantity() -> None:
                             "1 = all activations identical, 0 = centred on the origin)")
     assert "chance = 1/3" in hs[("interpret", "acc_raw_at_layer")].meaning
     assert "of 6 held-out stories" in hs[("interpret", "acc_raw_at_layer")].meaning
-    assert "≤ 1.5" in hs[("compare", "best_method")].meaning
+    assert "0 to 1" in hs[("compare", "best_score")].meaning
     unknown = headlines({"bias": {"headline": {"new_number": 2.5}}})
     assert unknown[0].name == "new_number" and unknown[0].meaning == "no description"  # shown, never dropped
     printed = _headline(synthetic_summary())
@@ -217,8 +217,13 @@ def test_figures_cannot_be_misread() -> None:
     assert "tiny · run x" in fig.layout.title.text
     labels = [a.text for a in fig.layout.annotations]
     assert "damage threshold: perplexity ratio 1.5" in labels and "no effect" in labels
-    assert "method: raw<br>layer: 8<br>coefficient: ×0.25" in fig.data[1].hovertext[0]
+    assert "target: fantasy<br>method: raw<br>layer: 8<br>coefficient: ×0.25" in fig.data[1].hovertext[0]
     assert list(fig.data[1].error_y.array) == pytest.approx([0.02, 0.02])  # CI bars: hi - effect
+    pooled = [{"method": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
+              {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
+    score = plots.score_by_method(pooled, ["none", "raw"], where="w")
+    assert [t.name for t in score.data] == ["raw"] and score.data[0].marker.color == plots.METHOD_COLOURS["raw"]
+    assert [a.text for a in score.layout.annotations] == ["unsteered (layer 8, all): 0.200"]  # a line, not a point
     acc = plots.layer_lines([0, 1], {"raw": [0.1, 0.2], "centred": torch.tensor([0.3, 0.4])}, title="t", yaxis="accuracy",
                             where="w", references={"chance (1/7)": 1 / 7})
     assert [t.name for t in acc.data] == ["raw", "centred"]  # chance is a labelled line, not a series

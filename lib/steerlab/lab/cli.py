@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runs-root", type=Path, help="where run folders go (default runs/)")
     rep = sub.add_parser("report", help="(re)write a run folder's index.html")
     rep.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
-    table = sub.add_parser("compare-table", help="print a run's best operating points (notebook 04) as Markdown")
+    table = sub.add_parser("compare-table", help="print a run's held-out AxBench table (notebook 04) as Markdown")
     table.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     args = parser.parse_args(argv)
     if args.command == "compare-table":
@@ -67,14 +67,13 @@ def _compare_table(run_dir: Path) -> int:
     from .report import load_summary, markdown_table
 
     compare = load_summary(run_dir).get("compare")
-    if not isinstance(compare, dict):
+    if not isinstance(compare, dict) or "table" not in compare:
         print(f"{run_dir}/summary.json has no 'compare' results: run notebooks/04_compare_methods.ipynb first",
               file=sys.stderr)
         return 1
-    cfg = compare["config"]
-    print(f"Model `{compare['model']}`, {compare['date']}, preset `{compare['preset']}`: {describe(cfg)}; "
-          f"highest effect with perplexity ratio <= {cfg['damage_threshold']}:\n")
-    print(markdown_table(best_table(compare["best"])))
+    print(f"Model `{compare['model']}`, {compare['date']}, preset `{compare['preset']}`: "
+          f"{describe(compare['config'], compare.get('layers'))}; held-out AxBench score pooled over targets:\n")
+    print(markdown_table(best_table(compare["table"])))
     return 0
 
 

@@ -114,6 +114,8 @@ def number(*, min: float | None = None, below: float | None = None, above: float
     """
     if min is not None and below is not None:
         words = f"a number in [{min}, {below})"
+    elif above is not None and below is not None:
+        words = f"a number in ({above}, {below})"
     elif above is not None:
         words = f"a number > {above}"
     elif min is not None:
@@ -355,46 +357,55 @@ class SteerParams(NotebookParams):
         return min(model.n_layers - 1, round(self.layer_fraction * model.n_layers))
 
 
+def _targets() -> list[str]:
+    return [*_genres(), "shakespeare"]
+
+
 @dataclass(frozen=True)
 class CompareParams(NotebookParams):
-    """``04_compare_methods.ipynb``: a preset of :class:`CompareConfig` with explicit overrides."""
+    """``04_compare_methods.ipynb``: a preset of :class:`CompareConfig` with explicit overrides
+    (``None``: the preset's value)."""
 
     NOTEBOOK: ClassVar[str] = "04_compare_methods.ipynb"
     model_name: str | None = param(None, text(_MODEL, optional=True), "the model")
-    preset: str = param("default", one_of(list(PRESETS)), "quick (tests), default (make run) or full (deep sweep)")
-    target: str = param("fantasy", one_of(_genres), "target genre")
-    counter: str = param("sports", one_of(_genres), "genre subtracted by the counterbalanced method")
-    layers: list[int] | None = param(None, list_of(integer(min=0), optional=True), "layers to sweep (None: preset's)")
-    coefficients: list[float] | None = param(None, list_of(number(nonzero=True), optional=True),
-                                             "coefficients x typical norm; 0 always runs as the control")
+    preset: str = param("default", one_of(list(PRESETS)), "quick (tests), default (make run) or full (every target)")
+    targets: list[str] | None = param(None, list_of(one_of(_targets), optional=True),
+                                      "target sets, each with its counter genre (None: the preset's)")
+    depths: list[float] | None = param(None, list_of(number(above=0, below=1), optional=True),
+                                       "layers as fractions of the model's depth (None: the preset's)")
+    layers: list[int] | None = param(None, list_of(integer(min=0), optional=True),
+                                     "explicit layers, over depths (None: by depth)")
+    coefficients: list[float] | None = param(None, list_of(number(), min_len=3, optional=True),
+                                             "steerability grid x typical norm: 0, a negative and a positive value")
     positions: list[str] | None = param(None, list_of(one_of(STEER_POSITIONS), optional=True), "position rules")
-    n_prompts: int | None = param(None, integer(min=1, optional=True), "neutral story openings used as prompts")
-    n_story_prompts: int | None = param(None, integer(min=0, optional=True),
-                                        "first halves of held-out stories of other genres used as prompts")
-    seeds: list[int] | None = param(None, list_of(integer(), optional=True), "sampling seeds (greedy: the first)")
-    do_sample: bool | None = param(None, flag(optional=True), "True: sample (top-p 0.3) once per seed")
-    damage_threshold: float = param(1.5, number(above=1), "best point: highest effect with perplexity ratio under this")
+    n_prompts: int | None = param(None, integer(min=2, optional=True),
+                                  "story openings: half choose each coefficient, half report the score")
+    damage_threshold: float = param(1.5, number(above=1), "damage reference: perplexity ratio on general text")
     output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
 
     def _cross_checks(self) -> list[str]:
-        if self.counter == self.target:
-            return [f"parameter counter={self.counter!r} is not allowed: expected a genre other than the target"]
+        c = self.coefficients
+        if c is not None and all(isinstance(x, (int, float)) for x in c) and not (0 in c and min(c) < 0 < max(c)):
+            return [(f"parameter coefficients={c!r} is not allowed: expected a list that includes 0, a negative and "
+                    "a positive value (the steerability slope runs through the unsteered point, both ways)")]
         return []
 
     def config(self) -> CompareConfig:
         """The experiment: the preset's settings with every non-None parameter over them."""
-        overrides = {k: getattr(self, k) for k in ("layers", "coefficients", "positions", "n_prompts",
-                                                   "n_story_prompts", "seeds", "do_sample")}
-        return CompareConfig.from_preset(self.preset, target=self.target, counter=self.counter,
-                                         damage_threshold=self.damage_threshold, **overrides)
+        overrides = {k: getattr(self, k) for k in ("targets", "depths", "layers", "coefficients", "positions",
+                                                   "n_prompts")}
+        try:
+            return CompareConfig.from_preset(self.preset, damage_threshold=self.damage_threshold, **overrides)
+        except ValueError as err:
+            raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
 
-    def check_model(self, config: CompareConfig, model: Model) -> None:
-        """Every swept layer is a block input of ``model`` (0 to ``n_layers - 1``)."""
-        layers = list(config.layers or [])
-        bad = [la for la in layers if not 0 <= la < model.n_layers]
-        if bad:
-            raise ParameterError(f"parameter layers={layers!r} is not allowed: expected layers from 0 "
-                                 f"to {model.n_layers - 1} ({model.name} has {model.n_layers} layers; {bad} are not)")
+    def check_model(self, config: CompareConfig, model: Model) -> list[int]:
+        """The swept layers on ``model``; a layer that is not a block input names ``layers``."""
+        try:
+            return config.resolved_layers(model)
+        except ValueError as err:
+            raise ParameterError(f"parameter layers={self.layers!r} is not allowed: {err} "
+                                 f"({model.name} has {model.n_layers} layers)") from err
 
 
 SCHEMAS: dict[str, type[NotebookParams]] = {

@@ -1,7 +1,8 @@
 """Every figure of the notebooks, built one way so none can be misread.
 
 - one fixed colour per construction across the suite (:data:`METHOD_COLOURS`, keyed by
-  :mod:`steerlab.constructions` names, plus ``none`` for the unsteered control);
+  :mod:`steerlab.constructions` names and the comparison's ``bias_ablated``, plus ``none`` for
+  the unsteered control);
 - titles name the model and the run (:func:`context`);
 - reference values (chance, a damage threshold, zero) are labelled lines, not data series;
 - one quantity per y axis: two quantities get two panels;
@@ -24,12 +25,11 @@ __all__ = [
     "METHOD_COLOURS",
     "colour",
     "context",
-    "effect_by_layer",
     "effect_vs_damage",
     "heatmap_pair",
     "layer_lines",
     "layer_panels",
-    "selectivity_vs_damage",
+    "score_by_method",
     "setup_notebook",
     "sweep_panels",
 ]
@@ -44,11 +44,12 @@ METHOD_COLOURS: dict[str, str] = {
     "word_pair": "#882255",
     "random": "#999999",
     "bias": "#56B4E9",
+    "bias_ablated": "#DDCC77",
     "none": "#000000",
 }
 _ALIASES = {"centred": "mean_centred", "unsteered": "none"}
 # Series that are not constructions (01's token groups), in a fixed order.
-_OTHER_COLOURS = ("#332288", "#117733", "#AA4499", "#44AA99", "#DDCC77", "#661100")
+_OTHER_COLOURS = ("#332288", "#117733", "#AA4499", "#44AA99", "#661100", "#888888")
 LAYER_AXIS = "residual layer (0 = embeddings)"
 _REFERENCE = {"line_dash": "dot", "line_color": "#555555", "line_width": 1.5}
 
@@ -108,8 +109,13 @@ def _hline(fig: go.Figure, y: float, label: str, **where: Any) -> None:
     fig.add_hline(y=y, annotation_text=label, annotation_position="top left", **_REFERENCE, **where)
 
 
-def _vline(fig: go.Figure, x: float, label: str) -> None:
-    fig.add_vline(x=x, annotation_text=label, annotation_position="top right", **_REFERENCE)
+def _vline(fig: go.Figure, x: float, label: str, *, log_x: bool = False) -> None:
+    # On a log axis plotly places annotations in log10 units but shapes in data units.
+    fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain",
+                  line={"dash": _REFERENCE["line_dash"], "color": _REFERENCE["line_color"],
+                        "width": _REFERENCE["line_width"]})
+    fig.add_annotation(x=math.log10(x) if log_x else x, xref="x", y=1, yref="y domain", text=label,
+                       showarrow=False, xanchor="left", yanchor="bottom")
 
 
 def _floats(values: Sequence[float] | torch.Tensor) -> list[float | None]:
@@ -243,11 +249,12 @@ def sweep_panels(
 
 
 def _row_hover(r: Mapping[str, Any]) -> str:
-    ci = r.get("effect_ci") or [math.nan, math.nan]
-    return (f"method: {r['method']}<br>layer: {r['layer']}<br>coefficient: ×{r['coefficient']:g}<br>"
-            f"position: {r['position']}<br>effect: {r['effect']:.4f} [{_fmt(ci[0])}, {_fmt(ci[1])}]<br>"
-            f"selectivity: {r['selectivity']:+.4f} nats/token<br>perplexity ratio: {r['perplexity_ratio']:.3f}<br>"
-            f"KL: {r['kl']:.4f} nats")
+    ci = r.get("concept_delta_ci") or [math.nan, math.nan]
+    return (f"target: {r.get('target', '?')}<br>method: {r['method']}<br>layer: {r['layer']}<br>"
+            f"coefficient: ×{r['coefficient']:g}<br>position: {r['position']}<br>"
+            f"concept effect: {_fmt(r['concept_delta'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]<br>"
+            f"AxBench score: {_fmt(r.get('score'))}<br>perplexity ratio: {_fmt(r['perplexity_ratio'])}<br>"
+            f"KL: {_fmt(r['kl'])} nats")
 
 
 def _fmt(v: Any) -> str:
@@ -260,53 +267,45 @@ def _methods(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[
 
 def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, threshold: float, target: str,
                      where: str) -> go.Figure:
-    """04: effect (with its bootstrap 95% CI) against damage, one colour per method."""
+    """04: concept effect (judge's P(target) − unsteered, bootstrap 95% CI) against damage for one
+    target, one colour per method; the damage threshold is a labelled line."""
+    rows = [r for r in rows if r.get("target", target) == target]
     fig = go.Figure()
     for method in _methods(rows, methods):
         rs = [r for r in rows if r["method"] == method]
-        ys = [r["effect"] for r in rs]
+        ys = [r["concept_delta"] for r in rs]
         fig.add_trace(go.Scatter(
             x=[r["perplexity_ratio"] for r in rs], y=ys, mode="markers" if method == "none" else "markers+lines",
             name="none (unsteered)" if method == "none" else method, marker={"color": colour(method), "size": 8},
             line={"color": colour(method)}, hovertext=[_row_hover(r) for r in rs], hoverinfo="text",
-            error_y={"type": "data", "symmetric": False, "array": [r["effect_ci"][1] - r["effect"] for r in rs],
-                     "arrayminus": [r["effect"] - r["effect_ci"][0] for r in rs]}))
-    _vline(fig, threshold, f"damage threshold: perplexity ratio {threshold:g}")
+            error_y={"type": "data", "symmetric": False,
+                     "array": [r["concept_delta_ci"][1] - r["concept_delta"] for r in rs],
+                     "arrayminus": [r["concept_delta"] - r["concept_delta_ci"][0] for r in rs]}))
+    _vline(fig, threshold, f"damage threshold: perplexity ratio {threshold:g}", log_x=True)
     _hline(fig, 0, "no effect")
     fig.update_layout(xaxis_title="perplexity ratio on general text (damage, log scale)", xaxis_type="log",
-                      yaxis_title="target-vocabulary rate − unsteered (effect; bars: 95% CI)")
-    return _layout(fig, f"Steering towards {target}: effect against damage", where, 480)
+                      yaxis_title="concept effect (bars: 95% CI)")
+    return _layout(fig, f"Steering towards {target}: concept effect (judge P(target) − unsteered) against damage",
+                   where, 480)
 
 
-def effect_by_layer(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], layers: Sequence[int], *,
-                    coefficient: float, position: str, where: str) -> go.Figure:
-    """04: effect (target-vocabulary rate − unsteered; 95% CI bars) per layer at one coefficient and
-    position, one colour per method."""
-    series: dict[str, list[float]] = {}
-    intervals: dict[str, tuple[list[float], list[float]]] = {}
-    for m in methods:
-        picked = [next((r for r in rows if r["method"] == m and r["layer"] == la and r["coefficient"] == coefficient
-                        and r["position"] == position), None) for la in layers]
-        series[m] = [r["effect"] if r else math.nan for r in picked]
-        intervals[m] = ([r["effect_ci"][0] if r else math.nan for r in picked],
-                        [r["effect_ci"][1] if r else math.nan for r in picked])
-    return layer_lines(list(layers), series, title=(f"Effect (target-vocabulary rate − unsteered) by layer at "
-                                                    f"coefficient ×{coefficient:g} ({position})"),
-                       yaxis="effect (bars: 95% CI)", where=where,
-                       xaxis="steering layer (block input)", references={"no effect": 0.0}, intervals=intervals)
-
-
-def selectivity_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, threshold: float,
-                          target: str, where: str) -> go.Figure:
-    """04: selectivity (target minus general-text log-prob shift) against damage."""
+def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str], *, where: str) -> go.Figure:
+    """04: each condition's held-out AxBench score (bootstrap 95% CI), one colour per method, one
+    point per (layer, position); the unsteered score is a labelled line per (layer, position)."""
     fig = go.Figure()
-    for method in [m for m in methods if any(r["method"] == m for r in rows)]:
-        rs = [r for r in rows if r["method"] == method]
-        fig.add_trace(go.Scatter(x=[r["perplexity_ratio"] for r in rs], y=[r["selectivity"] for r in rs],
-                                 mode="markers", name=method, marker={"color": colour(method), "size": 8},
-                                 hovertext=[_row_hover(r) for r in rs], hoverinfo="text"))
-    _vline(fig, threshold, f"damage threshold: perplexity ratio {threshold:g}")
-    _hline(fig, 0, "not selective (0)")
-    fig.update_layout(xaxis_title="perplexity ratio on general text (damage, log scale)", xaxis_type="log",
-                      yaxis_title="selectivity (nats/token)")
-    return _layout(fig, f"Selectivity: log-prob shift on held-out {target} text minus on general text", where, 480)
+    for method in [m for m in methods if m != "none" and any(r["method"] == m for r in pooled)]:
+        rs = [r for r in pooled if r["method"] == method]
+        fig.add_trace(go.Scatter(
+            x=[method] * len(rs), y=[r["mean"] for r in rs], mode="markers", name=method,
+            marker={"color": colour(method), "size": 9},
+            error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"] for r in rs],
+                     "arrayminus": [r["mean"] - r["ci"][0] for r in rs]},
+            hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>"
+                       f"score: {r['mean']:.4f} [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>report prompts: "
+                       f"{r.get('n_prompts', '?')}" for r in rs], hoverinfo="text"))
+    for r in [r for r in pooled if r["method"] == "none"]:
+        _hline(fig, r["mean"], f"unsteered (layer {r['layer']}, {r['position']}): {r['mean']:.3f}")
+    fig.update_layout(xaxis_title="method", yaxis_title="held-out AxBench score (0-1; bars: 95% CI)",
+                      showlegend=False)
+    return _layout(fig, "Held-out AxBench score per method, pooled over targets (coefficient chosen on the other "
+                        "half of the prompts)", where, 480)

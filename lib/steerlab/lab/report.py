@@ -173,12 +173,13 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
     ("steer", "*"): ("vocabulary-rate change, example {key}, ×{coefficient} at {position}, layer {layer}",
                      ("target-vocabulary rate of steered minus unsteered completions, as a fraction of words; "
                       "0 = no movement towards the target")),
-    ("compare", "best_method"): ("best method within the damage threshold",
-                                 "highest effect with perplexity ratio ≤ {threshold} on general text"),
-    ("compare", "best_effect"): ("effect of the best method",
-                                 "target-vocabulary rate − unsteered rate, as a fraction of words; its 95% CI is in the table"),
-    ("compare", "most_selective"): ("most selective method within the damage threshold",
-                                    "highest held-out target log-prob shift minus general-text shift (nats/token)"),
+    ("compare", "best_method"): ("best method by held-out AxBench score, pooled over targets",
+                                 "the steered condition with the highest mean score on the report half of the prompts"),
+    ("compare", "best_score"): ("its held-out AxBench score",
+                                ("harmonic mean of concept, fluency and relevance per completion, 0 to 1 (0 if any is 0); "
+                                 "its 95% CI is in the table")),
+    ("compare", "judge_accuracy"): ("concept judge's held-out accuracy",
+                                    "fraction of held-out texts the judge (not the steered model) classifies correctly"),
 }
 
 
