@@ -353,7 +353,7 @@ def remote_model(tiny_gpt2: steerlab.Model, tmp_path: Path, monkeypatch: pytest.
     assert not any(p.suffix in (".safetensors", ".bin") for p in snapshot.iterdir())
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    model = load_remote_model("steerlab-test/tiny-llama")
+    model = steerlab.load_model("steerlab-test/tiny-llama", remote=True)
     assert isinstance(model, RemoteModel)
     return model
 
@@ -379,6 +379,13 @@ def test_a_remote_model_is_built_without_weights(remote_model: RemoteModel) -> N
     assert model.lm.dispatched is False
 
 
+def test_remote_loading_needs_a_hub_id() -> None:
+    with pytest.raises(steerlab.ModelLoadError, match="remote=True needs a Hugging Face hub id"):
+        steerlab.load_model(remote=True)
+    with pytest.raises(steerlab.ModelLoadError, match="remote=True needs a Hugging Face hub id"):
+        load_remote_model("smollm2-135m-instruct")
+
+
 def test_a_local_folder_builds_the_same_way_and_is_refused_by_ndif(tiny_gpt2: steerlab.Model,
                                                                    tmp_path: Path) -> None:
     from transformers import GPT2Config
@@ -388,14 +395,8 @@ def test_a_local_folder_builds_the_same_way_and_is_refused_by_ndif(tiny_gpt2: st
     model = load_remote_model(str(tmp_path))
     assert {p.device.type for p in model.hf.parameters()} == {"meta"} and model.n_layers == 2
     assert model.fingerprint.startswith(f"{tmp_path.resolve()}@local-config-")
-    from nnsight.schema.config import CONFIG
-
-    CONFIG.API.APIKEY, before = "a-key", CONFIG.API.APIKEY
-    try:
-        with pytest.raises(RuntimeError, match="built from a local folder; NDIF runs models by hub id"):
-            steered_logits(model, steerlab.encode(model.tokenizer, PROMPTS), backend="nnsight", remote=True)
-    finally:
-        CONFIG.API.APIKEY = before
+    with pytest.raises(RuntimeError, match="built from a local folder; NDIF runs models by hub id"):
+        steered_logits(model, steerlab.encode(model.tokenizer, PROMPTS), backend="nnsight", remote=True)
 
 
 def test_remote_without_ndif_fails_fast_and_clearly(remote_model: RemoteModel,

@@ -515,8 +515,12 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    remote: bool = False,
 ) -> Model:
     """Load a causal LM for tracing and steering, and check steerlab reads it right.
+
+    ``remote=True``: a hub id NDIF serves, built without weights for remote traces
+    (:func:`steerlab.nnsight_steer.load_remote_model`; ``dtype``/``device`` do not apply).
 
     Args:
         name: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default;
@@ -547,6 +551,10 @@ def load_model(
     started = time.perf_counter()
     torch_dtype = _resolve_dtype(dtype)  # before any file is touched
     torch_device = _resolve_device(device)
+    if remote:
+        from .nnsight_steer import load_remote_model  # it imports this module
+
+        return load_remote_model(name)  # type: ignore[arg-type]  # it rejects None with a clear error
     if embedded_model(name) is not None:
         return _load_embedded(name, torch_dtype, torch_device, progress, started)
     assert name is not None

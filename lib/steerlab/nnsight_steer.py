@@ -383,6 +383,11 @@ def load_remote_model(name: str, *, revision: str | None = None) -> RemoteModel:
     """
     import nnsight
 
+    from .embedded import embedded_model
+
+    if not isinstance(name, str) or embedded_model(name) is not None:
+        raise ModelLoadError(f"remote=True needs a Hugging Face hub id of a model NDIF serves (e.g. "
+                             f"'meta-llama/Llama-3.1-8B'), got {name!r}; the embedded models run locally")
     started = time.perf_counter()
     path = Path(name).expanduser()
     local = path if path.is_dir() else None
