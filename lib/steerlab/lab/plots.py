@@ -20,10 +20,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..study.compare import frontier
+
 __all__ = [
     "LAYER_AXIS",
     "METHOD_COLOURS",
     "colour",
+    "confusion_heatmap",
     "context",
     "effect_vs_damage",
     "heatmap_pair",
@@ -31,6 +34,7 @@ __all__ = [
     "layer_panels",
     "score_by_method",
     "setup_notebook",
+    "steerability_curves",
     "sweep_panels",
 ]
 
@@ -275,18 +279,72 @@ def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
         rs = [r for r in rows if r["method"] == method]
         ys = [r["concept_delta"] for r in rs]
         fig.add_trace(go.Scatter(
-            x=[r["perplexity_ratio"] for r in rs], y=ys, mode="markers" if method == "none" else "markers+lines",
-            name="none (unsteered)" if method == "none" else method, marker={"color": colour(method), "size": 8},
-            line={"color": colour(method)}, hovertext=[_row_hover(r) for r in rs], hoverinfo="text",
-            error_y={"type": "data", "symmetric": False,
+            x=[r["perplexity_ratio"] for r in rs], y=ys, mode="markers", legendgroup=method, showlegend=False,
+            name="none (unsteered)" if method == "none" else method,
+            marker={"color": colour(method), "size": 7, "opacity": 0.45},
+            hovertext=[_row_hover(r) for r in rs], hoverinfo="text",
+            error_y={"type": "data", "symmetric": False, "thickness": 1,
                      "array": [r["concept_delta_ci"][1] - r["concept_delta"] for r in rs],
                      "arrayminus": [r["concept_delta"] - r["concept_delta_ci"][0] for r in rs]}))
+        # The Pareto frontier: the best effect reached at each damage level (never sweep order).
+        front = frontier(rs, method)
+        fig.add_trace(go.Scatter(
+            x=[p["damage"] for p in front], y=[p["effect"] for p in front], mode="lines+markers",
+            line={"color": colour(method), "shape": "hv", "width": 2.5}, marker={"color": colour(method), "size": 9},
+            name="none (unsteered)" if method == "none" else method, legendgroup=method,
+            hovertext=[_row_hover(p["row"]) for p in front], hoverinfo="text"))
     _vline(fig, threshold, f"damage threshold: perplexity ratio {threshold:g}", log_x=True)
     _hline(fig, 0, "no effect")
     fig.update_layout(xaxis_title="perplexity ratio on general text (damage, log scale)", xaxis_type="log",
                       yaxis_title="concept effect (bars: 95% CI)")
-    return _layout(fig, f"Steering towards {target}: concept effect (judge P(target) − unsteered) against damage",
-                   where, 480)
+    return _layout(fig, f"Steering towards {target}: concept effect against damage (lines: each method's frontier, "
+                        "the best effect at each damage level; points: every condition)", where, 520)
+
+
+def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, target: str,
+                        where: str) -> go.Figure:
+    """04: mean propensity (log p(target continuation) − log p(other), nats/token) against the
+    coefficient, one line per method (bars: bootstrap 95% CI over samples), one panel per
+    (layer, position); the slope is the steerability."""
+    rows = [r for r in steer_rows if r["target"] == target]
+    panels = sorted({(r["layer"], r["position"]) for r in rows})
+    fig = make_subplots(rows=1, cols=max(1, len(panels)), shared_yaxes=True,
+                        subplot_titles=[f"layer {la}, {pos}" for la, pos in panels])
+    for col, (la, pos) in enumerate(panels, start=1):
+        for i, method in enumerate(m for m in methods if any(r["method"] == m for r in rows)):
+            r = next((x for x in rows if x["method"] == method and x["layer"] == la and x["position"] == pos), None)
+            if r is None:
+                continue
+            coefs = sorted(float(c) for c in r["propensity_by_coefficient"])
+            mean = {float(k): v for k, v in r["propensity_by_coefficient"].items()}
+            ci = {float(k): v for k, v in r.get("propensity_ci_by_coefficient", {}).items()}
+            fig.add_trace(go.Scatter(
+                x=coefs, y=[mean[c] for c in coefs], mode="lines+markers", name=method, legendgroup=method,
+                showlegend=col == 1, line={"color": colour(method, i)},
+                error_y={"type": "data", "symmetric": False,
+                         "array": [ci[c][1] - mean[c] if c in ci else None for c in coefs],
+                         "arrayminus": [mean[c] - ci[c][0] if c in ci else None for c in coefs]},
+                hovertext=[f"method: {method}<br>layer: {la}<br>position: {pos}<br>coefficient: ×{c:g}<br>"
+                           f"propensity: {mean[c]:.4f}<br>steerability: {r['steerability']:.4f} "
+                           f"[{r['steerability_ci'][0]:.4f}, {r['steerability_ci'][1]:.4f}]<br>anti-steerable: "
+                           f"{r['anti_steerable_fraction']:.2f}" for c in coefs], hoverinfo="text"), row=1, col=col)
+        fig.update_xaxes(title_text="coefficient (× typical norm)", row=1, col=col)
+    fig.update_yaxes(title_text="propensity (nats/token)", row=1, col=1)
+    return _layout(fig, f"Steerability towards {target}: propensity against coefficient (slope = steerability)",
+                   where, 460)
+
+
+def confusion_heatmap(judge: Mapping[str, Any], *, where: str) -> go.Figure:
+    """04: the concept judge's held-out confusion matrix (rows: true class, columns: judged), as shares of each row."""
+    labels = list(judge["confusion_labels"])
+    counts = [[float(x) for x in row] for row in judge["confusion"]]
+    shares = [[x / sum(row) if sum(row) else 0.0 for x in row] for row in counts]
+    fig = go.Figure(go.Heatmap(
+        z=shares, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1, colorbar={"title": "share of row"},
+        text=[[f"{int(c)}" for c in row] for row in counts], texttemplate="%{text}",
+        hovertemplate="true: %{y}<br>judged: %{x}<br>share: %{z:.2f}<extra></extra>"))
+    fig.update_layout(xaxis_title="judged class", yaxis_title="true class (held-out texts)", yaxis_autorange="reversed")
+    return _layout(fig, f"Concept judge on held-out texts: accuracy {judge['heldout_accuracy']:.2f}", where, 520)
 
 
 def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str], *, where: str) -> go.Figure:

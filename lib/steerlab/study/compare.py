@@ -363,7 +363,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
             s = steerability(model, vec.at(layer), layer=layer, target_texts=targets_text, other_texts=others_text,
                              coefficients=cfg.coefficients, position=position, typical_norm=typical)
             steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
-                               **s.summary()})
+                               **s.summary(), "propensity_ci_by_coefficient": {
+                                   c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
         bar.update()
     bar.close()
     return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers)
@@ -438,7 +439,7 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
 
 
 TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
-                 "vs_random", "steerability", "anti_steerable")
+                 "vs_random", "steerability", "anti_steerable", "concept_effect", "vocab_rate")
 
 
 def format_cell(value: Any) -> str:
@@ -462,10 +463,11 @@ def _diff_text(d: Mapping[str, Any] | None) -> str:
 
 
 def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, Any]],
-                  target: str | None = None) -> list[dict[str, Any]]:
+                  target: str | None = None, rows: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """One row per condition: held-out score with CI, paired differences from mean-centring and
     from the random control, and the steerability of that (method, layer, position); ``target``
-    ``None`` gives the pooled table."""
+    ``None`` gives the pooled table. With a target and the result ``rows``, the concept effect and
+    the vocabulary rate (the old measure, kept as a secondary column) at the chosen coefficient."""
     if target is None:
         scores = [dict(s, coefficient="per target") for s in summary["pooled"]]
         diffs = summary["pooled_differences"]
@@ -488,6 +490,10 @@ def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, 
                     "steerability": float(np.mean([x["steerability"] for x in st])) if st else float("nan"),
                     "anti_steerable": float(np.mean([x["anti_steerable_fraction"] for x in st])) if st
                     else float("nan")})
+        at = next((r for r in rows if target is not None and r["target"] == target
+                   and (r["method"], r["layer"], r["position"]) == key and r["coefficient"] == s["coefficient"]), None)
+        out[-1].update(concept_effect=at["concept_delta"] if at else float("nan"),
+                       vocab_rate=at["vocab_rate"] if at else float("nan"))
     return out
 
 
