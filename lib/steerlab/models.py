@@ -449,16 +449,13 @@ def _hub_offline() -> bool:
                for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub (or the HTTPS proxy) opens within ``timeout`` seconds.
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included).
 
     Run in a thread because name resolution has no timeout of its own.
     """
-    from huggingface_hub import constants
-
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urllib.parse.urlparse(proxy or constants.ENDPOINT)
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
     ok: list[bool] = []
 
     def attempt() -> None:
@@ -472,6 +469,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     worker.start()
     worker.join(timeout)
     return bool(ok)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or the HTTPS proxy in front of it) answers within ``timeout``."""
+    from huggingface_hub import constants
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    return reachable(proxy or constants.ENDPOINT, timeout)
 
 
 def _hub_snapshot(name: str) -> Path | None:

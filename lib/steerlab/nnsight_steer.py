@@ -50,10 +50,7 @@ has no weights here: its modules are on PyTorch's meta device. It traces only wi
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
 import time
-import urllib.parse
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from .arch import architecture_of
-from .models import Model, ModelLoadError
+from .models import Model, ModelLoadError, reachable
 from .tokens import Batch
 
 if TYPE_CHECKING:
@@ -169,26 +166,6 @@ def ndif_host() -> str:
     return str(CONFIG.API.HOST)
 
 
-def _reachable(url: str, timeout: float) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
-    parsed = urllib.parse.urlparse(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    ok: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    # Name resolution has no timeout of its own: bound it by the thread.
-    worker = threading.Thread(target=attempt, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(ok)
-
-
 def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.0) -> None:
     """Before a remote trace: steerlab registered, an API key set, NDIF reachable.
 
@@ -227,7 +204,7 @@ def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.
         raise NdifUnavailableError(
             f"{what}(remote=True): no NDIF API key. Set the environment variable {_API_KEY_VAR} (read when "
             "nnsight is imported) or run nnsight.login() (see https://ndif.us)")
-    if not _reachable(host, timeout):
+    if not reachable(host, timeout):
         raise NdifUnavailableError(
             f"{what}(remote=True): NDIF at {host} is unreachable from this machine (no connection within "
             f"{timeout:g} s). Remote traces need network access to NDIF and an API key ({_API_KEY_VAR}); "
