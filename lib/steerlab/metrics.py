@@ -40,17 +40,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .arch import block_hidden, blocks_of
-from .lens import lens_logits
 from .models import Model
-from .replay import steered_logits_each
+from .replay import replay_conditions, steered_logits_each
 from .steer import Intervention, relative_addition
 from .tokens import STEER_POSITIONS, Batch, check_position, encode
 from .trace import check_layers
@@ -235,46 +233,6 @@ def _position_addition(add: torch.Tensor, opening_length: int, bos: bool, positi
 
 
 @torch.inference_mode()
-def _replay(model: Model, batch: Batch, conditions: Sequence[Intervention | None],
-            layer: int) -> Iterator[torch.Tensor]:
-    """Logits ``[batch, seq, vocab]`` under each condition (``None``: the plain pass), the blocks
-    below ``layer`` run once.
-
-    :func:`steerlab.replay.steered_logits_each` with one :class:`Intervention` per condition,
-    so a condition may edit each row differently (a ``[k_r, d_model]`` addition per row);
-    ``tests/test_metrics.py`` checks the result against prompt-then-cache runs inside the
-    steering scope.
-    """
-    blocks = blocks_of(model.hf)
-    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-
-    def recorder(i: int) -> Callable[..., None]:
-        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls[i] = (args, kwargs)
-        return record
-
-    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True) for i in range(layer, len(blocks))]
-    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
-    try:
-        plain = model.hf(**inputs, use_cache=False).logits.float()
-    finally:
-        for handle in handles:
-            handle.remove()
-    real = batch.attention_mask.bool()
-    for condition in conditions:
-        if condition is None:
-            yield plain
-            continue
-        args, kwargs = calls[layer]
-        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False)
-        for i in range(layer, len(blocks)):
-            args, kwargs = calls[i]
-            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
-            hidden = block_hidden(out)
-        yield lens_logits(model, hidden)
-
-
-@torch.inference_mode()
 def continuation_logprobs(
     model: Model,
     openings: Sequence[Sequence[int]],
@@ -343,7 +301,7 @@ def continuation_logprobs(
             conditions = [None if a is None else Intervention(
                 layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in chunk],
                 [None] * len(chunk), "add", "first") for a in additions]
-        for j, logits in enumerate(_replay(model, batch, conditions, layer)):  # [chunk, width, vocab]
+        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer)):  # [chunk, width, vocab]
             for r, i in enumerate(chunk):
                 ko, m = len(openings[i]), len(continuations[i])
                 logp = logits[r, ko - 1:ko + m - 1].float().log_softmax(-1)  # predicts each continuation token

@@ -22,7 +22,7 @@ from .steer import Intervention
 from .tokens import Batch
 from .trace import check_layers
 
-__all__ = ["steered_logits_each"]
+__all__ = ["replay_conditions", "steered_logits_each"]
 
 
 @torch.inference_mode()
@@ -61,6 +61,23 @@ def steered_logits_each(
                              "or is not finite")
         unit = None if u is None else u / u.norm()
         conditions.append(Intervention(layer, [add], [unit], operator, position))
+    yield from replay_conditions(model, batch, conditions, layer, bos=batch.bos)
+
+
+@torch.inference_mode()
+def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int, *,
+                      bos: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    """Logits ``[batch, seq, vocab]`` under each :class:`Intervention` (``None``: the plain pass),
+    the blocks below ``layer`` run once. A condition may edit each row differently.
+
+    ``bos`` is passed to :meth:`Intervention.apply` (the rows that start with an added BOS);
+    ``None`` treats no row as starting with one (the caller placed ``[k, d]`` rows itself).
+
+    Example:
+        >>> for logits in replay_conditions(model, batch, [None, Intervention(8, [v], [None], "add", "all")], 8):
+        ...     ...
+    """
+    check_layers(model, [layer], allow_last=False)
     blocks = blocks_of(model.hf)
     calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
@@ -83,7 +100,7 @@ def steered_logits_each(
             yield plain
             continue
         args, kwargs = calls[layer]
-        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False, bos=batch.bos)
+        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False, bos=bos)
         for i in range(layer, len(blocks)):
             args, kwargs = calls[i]
             out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
