@@ -217,8 +217,12 @@ def test_figures_cannot_be_misread() -> None:
     assert "tiny · run x" in fig.layout.title.text
     labels = [a.text for a in fig.layout.annotations]
     assert "damage threshold: perplexity ratio 1.5" in labels and "no effect" in labels
-    assert "target: fantasy<br>method: raw<br>layer: 8<br>coefficient: ×0.25" in fig.data[1].hovertext[0]
-    assert list(fig.data[1].error_y.array) == pytest.approx([0.02, 0.02])  # CI bars: hi - effect
+    raw_frontier = next(t for t in fig.data if t.name == "raw" and t.mode == "lines+markers")
+    assert "target: fantasy<br>method: raw<br>layer: 8<br>coefficient: ×0.25" in raw_frontier.hovertext[0]
+    raw_points = next(t for t in fig.data if t.name == "raw" and t.mode == "markers")
+    assert list(raw_points.error_y.array) == pytest.approx([0.02, 0.02])  # CI bars: hi - effect
+    xs = list(raw_frontier.x)
+    assert xs == sorted(xs), "the frontier runs in damage order, never in sweep order"
     pooled = [{"method": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
               {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
     score = plots.score_by_method(pooled, ["none", "raw"], where="w")

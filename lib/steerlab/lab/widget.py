@@ -356,10 +356,10 @@ class SteeringWidget:
         spec: dict[str, Any] = {"sample_size": self.sample_size, "max_length": self.max_length}
         if name == "random" and int(s["seed"]):
             spec["seed"] = int(s["seed"])
-        if _first_input(name) == "plus":
-            spec["plus"] = first
+        if _first_input(name) == "plus":  # texts as typed: a leading space is part of the prompt's tokens
+            spec["plus"] = s["target"] if first else ""
             if second:
-                spec["minus"] = second
+                spec["minus"] = s["reference"]
         elif _first_input(name) == "target":
             spec["target"] = first
             role = second_input(name)
