@@ -429,3 +429,44 @@ def test_what_cannot_run_remotely_is_refused_up_front(remote_model: RemoteModel)
     v = torch.ones(model.d_model)
     with pytest.raises(ValueError, match=r"generate\(remote=True\) needs scale='raw'"):
         generate(model, "Hi", v, layer=1, backend="nnsight", remote=True)
+
+
+def test_statistics_requests_serialize_and_match_the_local_pass(tiny_llama: steerlab.Model) -> None:
+    """activation_stats / per_text_means with remote='local': each batch is reduced inside the
+    serialized trace (float64 sums, per-text means), and the result is the local one."""
+    model = tiny_llama
+    texts = ["The cat sat on the mat.", "A ship sailed into the harbour at dawn.", "Rain.",
+             "She opened the letter and read it twice before she spoke."]
+    with _payloads() as blobs:
+        remote = steerlab.activation_stats(model, texts, [0, 1, 2], batch_size=3, cache=False, progress=False,
+                                           remote="local")
+        means = steerlab.per_text_means(model, texts, [1, 2], batch_size=3, progress=False, remote="local")
+    assert len(blobs) == 4  # two batches each
+    local = steerlab.activation_stats(model, texts, [0, 1, 2], batch_size=3, cache=False, progress=False)
+    assert remote.count == local.count
+    for a, b in zip(remote._tensors().values(), local._tensors().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(means, steerlab.per_text_means(model, texts, [1, 2], batch_size=3, progress=False),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_remote_statistics_fail_fast_without_ndif(remote_model: RemoteModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnsight.schema.config import CONFIG
+
+    monkeypatch.setattr(CONFIG.API, "APIKEY", None)
+    with pytest.raises(NdifUnavailableError, match=r"activation_stats\(remote=True\): no NDIF API key"):
+        steerlab.activation_stats(remote_model, PROMPTS, [1], cache=False, progress=False, remote=True)
+    with pytest.raises(RuntimeError, match=r"loaded with remote=True.*activation_stats\(\.\.\., remote=True\)"):
+        steerlab.activation_stats(remote_model, PROMPTS, [1], cache=False, progress=False)
+    assert {p.device.type for p in remote_model.hf.parameters()} == {"meta"}
+
+
+def test_vectors_built_through_the_remote_path_match_the_local_ones(tiny_llama: steerlab.Model) -> None:
+    model = tiny_llama
+    general, target = ["It was a quiet day.", "He walked home."], ["The dragon flew over the tower."]
+    kw: dict[str, Any] = {"cache": False, "progress": False}
+    torch.testing.assert_close(
+        steerlab.vectors.mean_centred(model, target, general, [1], remote="local", **kw).at(1),
+        steerlab.vectors.mean_centred(model, target, general, [1], **kw).at(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(steerlab.vectors.prompt_pair(model, "Love", "Hate", [1], remote="local").at(1),
+                               steerlab.vectors.prompt_pair(model, "Love", "Hate", [1]).at(1), atol=1e-5, rtol=1e-5)

@@ -174,15 +174,22 @@ def test_memory_is_one_batch_whatever_the_dataset_size(tiny_llama: steerlab.Mode
     calls: list[int] = []
     alive: list[list[weakref.ref[torch.Tensor]]] = []
 
-    def watched(model: steerlab.Model, batch: Any, layers: Any) -> list[torch.Tensor]:
+    def watched(model: steerlab.Model, batch: Any, layers: Any, *, reduce: Any, **kw: Any) -> list[torch.Tensor]:
         # When batch k+1 is requested, batches up to k-1 must be garbage (batch
         # k may still be bound to the loop variable).
         for refs in alive[:-1]:
             assert all(r() is None for r in refs), "an earlier batch's activations are still alive"
         calls.append(int(batch.input_ids.shape[0]))
-        acts = residuals(model, batch, layers)
-        alive.append([weakref.ref(a) for a in acts])
-        return acts
+        refs: list[weakref.ref[torch.Tensor]] = []
+
+        def spy(i: int, hidden: torch.Tensor) -> torch.Tensor:
+            refs.append(weakref.ref(hidden))  # the activations the trace hands to the reduction
+            return reduce(i, hidden)
+
+        rows = residuals(model, batch, layers, reduce=spy, **kw)
+        assert all(tuple(r.shape) == (2 * model.d_model + 1,) for r in rows)  # sums come back, not activations
+        alive.append(refs)
+        return rows
 
     monkeypatch.setattr(stats_mod, "residuals", watched)
     small = activation_stats(tiny_llama, TEXTS * 2, batch_size=3, cache=False, progress=False)
@@ -216,7 +223,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "stats"
 
 
-def _no_forward(*args: Any) -> None:
+def _no_forward(*args: Any, **kw: Any) -> None:
     raise AssertionError("the forward pass ran although the cache should have answered")
 
 
@@ -262,7 +269,7 @@ def test_damaged_cache_entry_is_recomputed_with_a_warning(tiny_gpt2: steerlab.Mo
         tensors["mean"] = torch.full_like(tensors["mean"], float("nan"))
         save_tensors(tensor_file.with_suffix(""), tensors, meta)
     calls = []
-    monkeypatch.setattr(stats_mod, "residuals", lambda *a: calls.append(1) or residuals(*a))
+    monkeypatch.setattr(stats_mod, "residuals", lambda *a, **kw: calls.append(1) or residuals(*a, **kw))
     with pytest.warns(UserWarning, match="damaged statistics cache entry"):
         again = activation_stats(tiny_gpt2, TEXTS, layers=[0, 1], progress=False)
     assert calls, "the damaged entry was trusted instead of recomputed"
@@ -296,9 +303,9 @@ class _CountingResiduals:
     def __init__(self) -> None:
         self.passes: list[list[int]] = []
 
-    def __call__(self, model: steerlab.Model, batch: Any, layers: Any) -> list[torch.Tensor]:
+    def __call__(self, model: steerlab.Model, batch: Any, layers: Any, **kw: Any) -> list[torch.Tensor]:
         self.passes.append(list(layers))
-        return residuals(model, batch, layers)
+        return residuals(model, batch, layers, **kw)
 
 
 def test_a_cached_superset_of_layers_serves_a_subset(tiny_gpt2: steerlab.Model, cache_dir: Path,

@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from .data import TextSet
 from .models import Model, cache_root
+from .nnsight_steer import Remote, check_remote
 from .store import StoreError, load_tensors, paths_of, save_tensors
 from .tokens import STAT_POSITIONS, added_bos_id, check_position, encode, position_limit
-from .trace import check_layers, residuals
+from .trace import Reduce, check_layers, residuals
 
 __all__ = ["ActivationStats", "activation_stats", "as_textset", "per_text_means", "pool_stats"]
 
@@ -259,6 +260,7 @@ def activation_stats(
     centre: ActivationStats | None = None,
     cache: bool = True,
     progress: bool = True,
+    remote: Remote = False,
 ) -> ActivationStats:
     """Per-layer statistics of residual activations over ``data``.
 
@@ -283,11 +285,18 @@ def activation_stats(
             computed alone and added to the entry. The result carries the
             caller's dataset name.
         progress: show a progress bar.
+        remote: ``True`` runs the forward passes on NDIF (a model from
+            ``load_model(hub_id, remote=True)``); each batch is reduced there to its
+            float64 sums, so only ``3 x layers x d_model`` numbers come back per batch.
+            ``"local"`` is nnsight's dry run of that request. The cache works as locally,
+            keyed by the model's ``repo@revision``.
 
     Raises:
         ValueError: empty data, a text that is not a string, a layer that is not an
             integer or is out of range, an unknown position rule, ``batch_size`` or
             ``max_length`` below 1, or a rule that selects no token.
+        NdifUnavailableError: ``remote=True`` without an API key or a reachable NDIF
+            (checked before anything is sent).
 
     Example:
         >>> s = activation_stats(model, load_dataset("general", "train"), layers=[0, 10])
@@ -326,8 +335,9 @@ def activation_stats(
     if not todo:
         assert cached is not None
         return replace(cached[0]._subset(layers), dataset=textset.name, centre=label)
+    check_remote(model, remote, "activation_stats")  # before the first batch: fail fast, send nothing
 
-    fresh, cut = _compute(model, textset, todo, position, batch_size, keep, centre, progress)
+    fresh, cut = _compute(model, textset, todo, position, batch_size, keep, centre, progress, remote)
     entry = fresh
     if cached is not None and have:
         old = cached[0]._subset(have)
@@ -336,7 +346,7 @@ def activation_stats(
         else:  # the entry counted other tokens: trust neither it nor a mix of the two
             warnings.warn(f"statistics cache entry {stem} counted {old.count} tokens where this pass counts "
                           f"{fresh.count}; recomputing every requested layer", stacklevel=2)
-            fresh, cut = _compute(model, textset, layers, position, batch_size, keep, centre, progress)
+            fresh, cut = _compute(model, textset, layers, position, batch_size, keep, centre, progress, remote)
             entry = fresh
     _warn_cut(model, textset, cut, limit, max_length)
     if cache:
@@ -350,8 +360,22 @@ def activation_stats(
     return replace(entry._subset(layers), dataset=textset.name, centre=label)
 
 
+def _batch_sums(mask: torch.Tensor, centres: torch.Tensor | None) -> Reduce:
+    """The reduction of one batch at the ``i``-th layer: ``[sum x, sum x/|x|, sum |x|]`` in float64
+    over the tokens ``mask`` selects (``centres[i]`` subtracted first, if given)."""
+    def reduce(i: int, hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden[mask.to(hidden.device)].to(torch.float64)  # [tokens, d_model]
+        if centres is not None:
+            x = x - centres[i].to(device=x.device, dtype=torch.float64)
+        norms = x.norm(dim=-1)
+        unit = x / norms.clamp_min(1e-12)[:, None]
+        return torch.cat([x.sum(dim=0), unit.sum(dim=0), norms.sum().reshape(1)])
+    return reduce
+
+
 def _compute(model: Model, textset: TextSet, layers: list[int], position: str, batch_size: int,
-             keep: int | None, centre: ActivationStats | None, progress: bool) -> tuple[ActivationStats, int]:
+             keep: int | None, centre: ActivationStats | None, progress: bool,
+             remote: Remote = False) -> tuple[ActivationStats, int]:
     """One streaming pass over ``textset``: the statistics and how many texts ``keep`` cut."""
     d = model.d_model
     sum_x = torch.zeros(len(layers), d, dtype=torch.float64)
@@ -370,16 +394,12 @@ def _compute(model: Model, textset: TextSet, layers: list[int], position: str, b
         batch = encode(model.tokenizer, chunk, padding_side="right", max_length=keep)
         cut += int(batch.truncated.sum())
         mask = batch.select(position)  # [batch, seq]
-        acts = residuals(model, batch, layers)
         count += int(mask.sum())
-        for i, act in enumerate(acts):
-            x = act[mask].to(torch.float64)  # [tokens, d_model]
-            if centres is not None:
-                x = x - centres[i].to(torch.float64)
-            norms = x.norm(dim=-1)
-            sum_x[i] += x.sum(dim=0)
-            sum_norm[i] += norms.sum()
-            sum_unit[i] += (x / norms.clamp_min(1e-12)[:, None]).sum(dim=0)
+        # Reduced where the model runs (on NDIF when remote): one [2 d_model + 1] row per layer.
+        for i, row in enumerate(residuals(model, batch, layers, reduce=_batch_sums(mask, centres), remote=remote)):
+            sum_x[i] += row[:d].cpu()
+            sum_unit[i] += row[d:2 * d].cpu()
+            sum_norm[i] += row[2 * d].cpu()
         bar.update(len(chunk))
     bar.close()
     if count == 0:
@@ -449,6 +469,14 @@ def pool_stats(parts: Sequence[ActivationStats], name: str, *, position: str | N
                            position=position or first.position, count=total, centre=first.centre, **derived)
 
 
+def _text_means(mask: torch.Tensor) -> Reduce:
+    """Each row's mean over the tokens ``mask`` ``[batch, seq]`` (float) selects: ``[batch, d_model]``."""
+    def reduce(_i: int, hidden: torch.Tensor) -> torch.Tensor:
+        m = mask.to(hidden.device)[..., None]
+        return (hidden.float() * m).sum(1) / m.sum(1)
+    return reduce
+
+
 @torch.inference_mode()
 def per_text_means(
     model: Model,
@@ -459,11 +487,13 @@ def per_text_means(
     batch_size: int = 16,
     max_length: int | None = 256,
     progress: bool = True,
+    remote: Remote = False,
 ) -> torch.Tensor:
     """Mean activation of each text separately: ``[n_texts, n_layers_requested, d_model]``.
 
     Used to classify held-out texts by their nearest genre vector. Texts and
-    positions as in :func:`activation_stats` (no cache).
+    positions as in :func:`activation_stats` (no cache); ``remote`` as there (each
+    batch comes back as its per-text means).
 
     Example:
         >>> per_text_means(model, load_dataset("fantasy", "heldout"), layers=[15]).shape
@@ -477,6 +507,7 @@ def per_text_means(
     _check_count("batch_size", batch_size, allow_none=False)
     _check_count("max_length", max_length, allow_none=True)
     keep, limit = (1, None) if position == "first" else _token_budget(model, max_length)
+    check_remote(model, remote, "per_text_means")
     texts = textset.texts
     out = torch.zeros(len(texts), len(layers), model.d_model)
     cut = 0
@@ -491,9 +522,8 @@ def per_text_means(
         mask = batch.select(position).float()  # [batch, seq]
         if bool((mask.sum(1) == 0).any()):
             raise ValueError(f"position rule {position!r} selects no token in some text")
-        acts = residuals(model, batch, layers)
-        for i, act in enumerate(acts):
-            out[start:start + len(chunk), i] = (act * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        for i, means in enumerate(residuals(model, batch, layers, reduce=_text_means(mask), remote=remote)):
+            out[start:start + len(chunk), i] = means.float().cpu()
         bar.update(len(chunk))
     bar.close()
     _warn_cut(model, textset, cut, limit, max_length)

@@ -2,19 +2,29 @@
 
 nnsight compiles the body of each ``with`` block from this file's source, so
 the traces live here, in functions, and nowhere else reads activations.
+
+``remote=True`` runs a trace on NDIF (for a model from ``load_model(hub_id, remote=True)``;
+``remote="local"`` is nnsight's dry run of that request). With ``reduce=`` the reduction
+runs where the model runs, inside the trace, so a remote statistics pass sends back a few
+``[d_model]`` sums per batch instead of every activation.
 """
 
 from __future__ import annotations
 
 import gc
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
 from .arch import block_hidden
 from .models import Model
+from .nnsight_steer import Remote, check_remote
 from .tokens import Batch
+
+Reduce = Callable[[int, torch.Tensor], torch.Tensor]
+"""``reduce(i, hidden)``: the ``i``-th requested layer's ``[batch, seq, d_model]`` -> what comes back."""
 
 __all__ = ["check_layers", "residuals"]
 
@@ -56,27 +66,43 @@ def check_layers(model: Model, layers: Sequence[int] | None, *, allow_last: bool
 
 
 @torch.inference_mode()
-def residuals(model: Model, batch: Batch, layers: Sequence[int]) -> list[torch.Tensor]:
+def residuals(model: Model, batch: Batch, layers: Sequence[int], *, reduce: Reduce | None = None,
+              remote: Remote = False) -> list[torch.Tensor]:
     """Residual-stream activations at ``layers`` for one batch, one forward pass.
 
     The forward stops right after the deepest requested layer, so neither the
     later blocks nor the unembedding run.
 
+    Args:
+        reduce: applied inside the trace to each layer's activations, in the model's
+            own dtype and device; its result is what is returned for that layer.
+        remote: ``True`` runs the trace on NDIF, ``"local"`` is nnsight's dry run of it.
+
     Returns:
-        One ``[batch, seq, d_model]`` float tensor per layer, in the order given.
+        Per layer, in the order given, ``[batch, seq, d_model]`` float activations, or
+        ``reduce``'s result (on the CPU when remote).
+
+    Raises:
+        NdifUnavailableError: ``remote=True`` without an API key or a reachable NDIF.
     """
+    check_remote(model, remote, "residuals")
     order = sorted(set(layers))
     blocks = model.envoy(model.arch.blocks)
     n = model.n_layers
     saved: dict[int, torch.Tensor] = {}
-    with model.lm.trace(batch.as_inputs()) as tracer:
+    inputs = batch.as_inputs()
+    if remote is True:  # the server places them; nothing of the model is here
+        inputs = {k: v.cpu() for k, v in inputs.items()}
+    with model.lm.trace(inputs, remote=remote) as tracer:
         for layer in order:
-            if layer < n:
-                saved[layer] = blocks[layer].input.save()
-            else:
-                saved[layer] = blocks[n - 1].output.save()
+            hidden: Any = blocks[layer].input if layer < n else block_hidden(blocks[n - 1].output)
+            if reduce is not None:
+                hidden = reduce(order.index(layer), hidden)
+            saved[layer] = hidden.save()  # nnsight's save on a traced tensor
         tracer.stop()
-    out = [block_hidden(saved[layer]) for layer in layers]
+    out = [saved[layer] if reduce is not None else block_hidden(saved[layer]) for layer in layers]
+    if remote is True:
+        out = [t.cpu() for t in out]
     # Stopping the forward leaves its frames (holding this batch's activations)
     # in reference cycles, and the tracer keeps this frame in one too: free them
     # now, so memory stays one batch, not however many arrive before the next

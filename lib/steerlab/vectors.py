@@ -26,6 +26,7 @@ import torch
 
 from .data import TextSet
 from .models import Model
+from .nnsight_steer import Remote
 from .stats import ActivationStats, activation_stats, as_textset
 from .store import load_tensors, save_tensors
 from .tokens import Batch
@@ -269,7 +270,7 @@ def isolated(model: Model, target: Source, reference: Source, layers: Sequence[i
 
 @torch.inference_mode()
 def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
-                after_bos: bool = False) -> SteeringVector:
+                after_bos: bool = False, remote: Remote = False) -> SteeringVector:
     """ActAdd's vector: per-position activations of ``plus`` minus those of ``minus``.
 
     The shorter prompt is padded at the end with space tokens to equal length, as
@@ -282,6 +283,9 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
             the words do not sit at position 0, which on SmolLM2 is an attention sink
             with a residual norm in the thousands: a difference read there is mostly
             the sink's, not the words'.
+        remote: as in :func:`steerlab.trace.residuals` (``True``: read on NDIF). The
+            set-based builders above take ``remote=`` too and pass it to
+            :func:`steerlab.stats.activation_stats`.
 
     Example:
         >>> prompt_pair(model, "Love", "Hate", [6]).at(6).shape
@@ -305,7 +309,7 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
     padded = [prefix + row + space * (k - len(row)) for row in ids]
     ids_t = torch.tensor(padded, dtype=torch.long)
     batch = Batch(ids_t, torch.ones_like(ids_t))
-    acts = residuals(model, batch, ls)
+    acts = residuals(model, batch, ls, remote=remote)
     vecs = {la: (act[0, len(prefix):] - act[1, len(prefix):]).float() for la, act in zip(ls, acts)}  # [k, d_model]
     sources: dict[str, Any] = {"plus": plus, "minus": minus, **({"after": "bos"} if after_bos else {})}
     return _make(model, "prompt_pair", vecs, sources, "first")
