@@ -151,12 +151,15 @@ def test_settings_change_generates_the_steered_side_only(real_model: steerlab.Mo
     judge = ConceptJudge.train()
     concepts = [judge.concept_score([t], "fantasy")[0] for t in (unsteered.text, steered.text)]
     perplexities = completion_perplexity(real_model, [PROMPT] * 2, [unsteered.token_ids, steered.token_ids])
-    cell = "<td style='padding:0 10px 0 0'>{}</td>"
-    for label, values, spec in (("'fantasy' vocabulary rate", rates, ".3f"),
-                                ("concept score: judge P('fantasy')", concepts, ".3f"),
-                                ("perplexity under the unsteered model", perplexities, ".2f")):
+    for label, values, places in (("'fantasy' vocabulary rate", rates, 3),
+                                  ("concept score: judge P('fantasy')", concepts, 3),
+                                  ("perplexity under the unsteered model", perplexities, 2)):
         row = next(r for r in metrics.split("<tr>") if label in r)
-        assert "".join(cell.format(format(v, spec)) for v in values) in row, (label, values, row)
+        shown = [float(x) for x in re.findall(r"<td[^>]*>([-+]?[0-9.]+)</td>", row)]
+        # Shown to `places` decimals; the widget's batch and this one may differ in the last
+        # float32 bits (a perplexity of 13582.37 here was 13582.36 there).
+        close = [abs(v - s) <= 1e-5 * abs(v) + 10 ** -places for v, s in zip(values, shown)]
+        assert len(shown) == 2 and all(close), (label, values, row)
 
 
 @pytest.mark.real
