@@ -263,3 +263,22 @@ def test_steerability_refuses_bad_grids(tiny_gpt2: sl.Model) -> None:
         steerability(tiny_gpt2, torch.ones(3), coefficients=[-1.0, 0.0, 1.0], **kw)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown position rule"):
         steerability(tiny_gpt2, v, coefficients=[-1.0, 0.0, 1.0], position="middle", **kw)  # type: ignore[arg-type]
+
+
+def test_replay_keeps_only_the_positions_asked_for(tiny_llama: sl.Model) -> None:
+    """``keep=``: the logits of exactly those positions, per condition, as the full replay gives them."""
+    from steerlab.replay import replay_conditions
+    from steerlab.steer import Intervention
+
+    model = tiny_llama
+    batch = sl.encode(model.tokenizer, ["The river runs past the mill", "A dog"], padding_side="right")
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(2))
+    conditions = [None, Intervention(1, [3 * v], [None], "add", "all_prompt")]
+    keep = batch.attention_mask.bool() & (torch.arange(batch.input_ids.shape[1]) % 2 == 0)
+    full = list(replay_conditions(model, batch, conditions, 1))
+    kept = list(replay_conditions(model, batch, conditions, 1, keep=keep))
+    for f, k in zip(full, kept):
+        assert k.shape == (int(keep.sum()), f.shape[-1])
+        torch.testing.assert_close(k, f[keep], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="keep must be a bool mask of shape"):
+        next(replay_conditions(model, batch, conditions, 1, keep=keep[:, :2]))

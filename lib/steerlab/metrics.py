@@ -301,11 +301,19 @@ def continuation_logprobs(
             conditions = [None if a is None else Intervention(
                 layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in chunk],
                 [None] * len(chunk), "add", "first") for a in additions]
-        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer)):  # [chunk, width, vocab]
+        # Only the positions that predict a continuation token go through the unembedding.
+        keep = torch.zeros((len(chunk), width), dtype=torch.bool)
+        targets = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, i in enumerate(chunk):
+            ko, m = len(openings[i]), len(continuations[i])
+            keep[r, ko - 1:ko + m - 1] = True
+            targets[r, ko - 1:ko + m - 1] = ids[r, ko:ko + m]
+        row_of = torch.arange(len(chunk))[:, None].expand_as(keep)[keep]  # each kept position's row
+        wanted = targets[keep]
+        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer, keep=keep)):  # [kept, vocab]
+            logp = logits.float().log_softmax(-1).gather(-1, wanted[:, None].to(logits.device))[:, 0].cpu()
             for r, i in enumerate(chunk):
-                ko, m = len(openings[i]), len(continuations[i])
-                logp = logits[r, ko - 1:ko + m - 1].float().log_softmax(-1)  # predicts each continuation token
-                out[j, i] = float(logp.gather(-1, ids[r, ko:ko + m, None].to(logp.device)).mean())
+                out[j, i] = float(logp[row_of == r].mean())
     return out
 
 

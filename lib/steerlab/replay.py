@@ -66,12 +66,15 @@ def steered_logits_each(
 
 @torch.inference_mode()
 def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int, *,
-                      bos: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                      bos: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Logits ``[batch, seq, vocab]`` under each :class:`Intervention` (``None``: the plain pass),
     the blocks below ``layer`` run once. A condition may edit each row differently.
 
     ``bos`` is passed to :meth:`Intervention.apply` (the rows that start with an added BOS);
     ``None`` treats no row as starting with one (the caller placed ``[k, d]`` rows itself).
+    ``keep`` (bool ``[batch, seq]``): only those positions' logits, ``[n_kept, vocab]`` in
+    row-major order; the unembedding of a condition then runs on those positions alone (with
+    a 262k-token vocabulary, as Gemma's, it costs more than the replayed blocks).
 
     Example:
         >>> for logits in replay_conditions(model, batch, [None, Intervention(8, [v], [None], "add", "all")], 8):
@@ -95,6 +98,12 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
         for handle in handles:
             handle.remove()
     real = batch.attention_mask.bool()
+    if keep is not None:
+        if keep.shape != real.shape or keep.dtype != torch.bool:
+            raise ValueError(f"keep must be a bool mask of shape {tuple(real.shape)}, got {keep.dtype} "
+                             f"{tuple(keep.shape)}")
+        keep = keep.to(plain.device)
+        plain = plain[keep]
     for condition in conditions:
         if condition is None:
             yield plain
@@ -105,4 +114,4 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
             args, kwargs = calls[i]
             out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
             hidden = block_hidden(out)
-        yield lens_logits(model, hidden)
+        yield lens_logits(model, hidden if keep is None else hidden[keep])
