@@ -227,7 +227,11 @@ def test_figures_cannot_be_misread() -> None:
               {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
     score = plots.score_by_method(pooled, ["none", "raw"], where="w")
     assert [t.name for t in score.data] == ["raw"] and score.data[0].marker.color == plots.METHOD_COLOURS["raw"]
-    assert [a.text for a in score.layout.annotations] == ["unsteered (layer 8, all): 0.200"]  # a line, not a point
+    assert [a.text for a in score.layout.annotations] == ["unsteered: 0.200"]  # a line, not a point
+    assert [list(level) for level in score.data[0].x] == [["raw"], ["L8 all"]]  # each point names its position
+    two = pooled + [{"method": "none", "layer": 8, "position": "first", "mean": 0.25, "ci": [0.1, 0.3]}]
+    assert [a.text for a in plots.score_by_method(two, ["none", "raw"], where="w").layout.annotations] == [
+        "unsteered (layer 8, all): 0.200", "unsteered (layer 8, first): 0.250"]
     acc = plots.layer_lines([0, 1], {"raw": [0.1, 0.2], "centred": torch.tensor([0.3, 0.4])}, title="t", yaxis="accuracy",
                             where="w", references={"chance (1/7)": 1 / 7})
     assert [t.name for t in acc.data] == ["raw", "centred"]  # chance is a labelled line, not a series

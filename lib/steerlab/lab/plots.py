@@ -349,21 +349,26 @@ def confusion_heatmap(judge: Mapping[str, Any], *, where: str) -> go.Figure:
 
 def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str], *, where: str) -> go.Figure:
     """04: each condition's held-out AxBench score (bootstrap 95% CI), one colour per method, one
-    point per (layer, position); the unsteered score is a labelled line per (layer, position)."""
+    point per (layer, position) on a two-level axis (method, then layer and position); the
+    unsteered score is a labelled line (one per (layer, position) where they differ)."""
     fig = go.Figure()
     for method in [m for m in methods if m != "none" and any(r["method"] == m for r in pooled)]:
         rs = [r for r in pooled if r["method"] == method]
         fig.add_trace(go.Scatter(
-            x=[method] * len(rs), y=[r["mean"] for r in rs], mode="markers", name=method,
-            marker={"color": colour(method), "size": 9},
+            x=[[method] * len(rs), [f"L{r['layer']} {r['position']}" for r in rs]], y=[r["mean"] for r in rs],
+            mode="markers", name=method, marker={"color": colour(method), "size": 9},
             error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"] for r in rs],
                      "arrayminus": [r["mean"] - r["ci"][0] for r in rs]},
             hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>"
                        f"score: {r['mean']:.4f} [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>report prompts: "
                        f"{r.get('n_prompts', '?')}" for r in rs], hoverinfo="text"))
-    for r in [r for r in pooled if r["method"] == "none"]:
-        _hline(fig, r["mean"], f"unsteered (layer {r['layer']}, {r['position']}): {r['mean']:.3f}")
-    fig.update_layout(xaxis_title="method", yaxis_title="held-out AxBench score (0-1; bars: 95% CI)",
-                      showlegend=False)
+    plain = [r for r in pooled if r["method"] == "none"]
+    if plain and max(r["mean"] for r in plain) - min(r["mean"] for r in plain) < 1e-9:
+        _hline(fig, plain[0]["mean"], f"unsteered: {plain[0]['mean']:.3f}")  # the same completions at every position
+    else:
+        for r in plain:
+            _hline(fig, r["mean"], f"unsteered (layer {r['layer']}, {r['position']}): {r['mean']:.3f}")
+    fig.update_layout(xaxis_title="method, then layer and position",
+                      yaxis_title="held-out AxBench score (0-1; bars: 95% CI)", showlegend=False)
     return _layout(fig, "Held-out AxBench score per method, pooled over targets (coefficient chosen on the other "
-                        "half of the prompts)", where, 480)
+                        "half of the prompts)", where, 560)
