@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 import steerlab as sl
@@ -282,3 +283,21 @@ def test_replay_keeps_only_the_positions_asked_for(tiny_llama: sl.Model) -> None
         torch.testing.assert_close(k, f[keep], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="keep must be a bool mask of shape"):
         next(replay_conditions(model, batch, conditions, 1, keep=keep[:, :2]))
+
+
+def test_steerability_of_several_vectors_equals_one_call_each(planted_model: tuple[sl.Model, torch.Tensor]) -> None:
+    """steerability_each shares the plain pass between vectors; the numbers are the single calls'."""
+    from steerlab.metrics import steerability_each
+
+    model, u = planted_model
+    r = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+    kw: dict[str, Any] = {"layer": 1, "target_texts": ["the red fox ran far away", "a red hen sat on a wall"],
+                          "other_texts": ["the blue sea was calm today", "a blue bird sang all day"],
+                          "coefficients": [-1.0, 0.0, 1.0, 2.0]}
+    both = steerability_each(model, [u, r], **kw)
+    for got, v in zip(both, (u, r)):
+        want = steerability(model, v, **kw)
+        np.testing.assert_allclose(got.propensity, want.propensity, atol=1e-5)
+        assert got.mean == pytest.approx(want.mean, abs=1e-5) and got.ci == pytest.approx(want.ci, abs=1e-5)
+    with pytest.raises(ValueError, match=r"must be finite and non-zero \(vector 1\)"):
+        steerability_each(model, [u, torch.zeros(model.d_model)], **kw)

@@ -50,7 +50,7 @@ from ..metrics import (
     completion_perplexity,
     distinct_n,
     relevance,
-    steerability,
+    steerability_each,
     steered_text_scores,
 )
 from ..models import Model
@@ -359,9 +359,11 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
             completions.extend(block)
         targets_text = _heldout_target(target, cfg.n_steer)
         others_text = _others(target, cfg.n_steer)
-        for method, vec in vecs.items():
-            s = steerability(model, vec.at(layer), layer=layer, target_texts=targets_text, other_texts=others_text,
-                             coefficients=cfg.coefficients, position=position, typical_norm=typical)
+        # Every method on the same texts: one shared plain pass per chunk of rows.
+        each = steerability_each(model, [vec.at(layer) for vec in vecs.values()], layer=layer,
+                                 target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
+                                 position=position, typical_norm=typical)
+        for method, s in zip(vecs, each):
             steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
                                **s.summary(), "propensity_ci_by_coefficient": {
                                    c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
