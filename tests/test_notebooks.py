@@ -13,6 +13,7 @@ from pathlib import Path
 
 import papermill
 import pytest
+import steerlab
 from steerlab.lab.cli import main
 from steerlab.lab.report import build_report, headlines, load_summary
 from steerlab.lab.runner import export_html
@@ -100,6 +101,15 @@ def test_03_steer(run_dir: Path) -> None:
             finite_list(r["vocab_rate"], 2)
             assert all(p > 0 for p in finite_list(r["perplexity"], 2))
             assert len(r["samples"]["0.0"]) == 1
+    # The exported vectors: what the notebook built, loadable; a GGUF only where llama.cpp can hold it.
+    layer = steer["layer"]
+    saved = steerlab.load_vector(run_dir / "vectors" / f"additional-L{layer}")
+    assert saved.recipe == "counterbalanced" and saved.layers == [layer]
+    gguf = steerlab.load_vector(run_dir / "vectors" / f"additional-L{layer}.gguf")
+    ratio = gguf.at(layer) / saved.at(layer)  # the same direction, scaled to what 03 adds
+    assert float(ratio.min()) > 0 and float(ratio.max() - ratio.min()) < 1e-3 * float(ratio.max())
+    assert (run_dir / "vectors" / f"love_hate-L{layer}.safetensors").exists()
+    assert not (run_dir / "vectors" / f"love_hate-L{layer}.gguf").exists()  # a prompt pair has no GGUF form
 
 
 def _check_compare(compare: dict, layers: list[int]) -> None:

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .models import Model, cache_root
+from .store import paths_of
 from .vectors import ADDED_AT, SteeringVector, VectorMismatchError
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "direction_index",
     "llama_server_path",
     "load_gguf",
+    "save_both",
     "save_gguf",
     "steerlab_layer",
 ]
@@ -112,6 +114,34 @@ def _json(value: Any, what: str) -> str:
         return json.dumps(value)
     except (TypeError, ValueError) as err:
         raise ControlVectorError(f"the vector's {what} cannot be written as JSON ({err}): {value!r}") from err
+
+
+def save_both(vector: SteeringVector, stem: str | Path, *, coefficient: float = 1.0,
+              steer_position: str = "all") -> dict[str, Any]:
+    """Save ``vector`` as ``stem.safetensors`` + ``stem.json`` (:meth:`SteeringVector.save`) and,
+    where llama.cpp can express it, as ``stem.gguf`` (:func:`save_gguf`, ``coefficient`` and
+    ``steer_position`` as there). The widget's save button and notebook 03 call this.
+
+    Returns:
+        ``{"safetensors": Path, "gguf": Path | None, "gguf_error": str | None}``: why there is
+        no GGUF file (layer 0 or 1, a prompt pair, a position rule llama.cpp cannot apply).
+
+    Raises:
+        OSError: the safetensors file could not be written (a GGUF failure is reported, not raised).
+
+    Example:
+        >>> save_both(v, "runs/latest/fantasy-L15", coefficient=2.5)["gguf"]
+        PosixPath('runs/latest/fantasy-L15.gguf')
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    vector.save(stem)
+    out: dict[str, Any] = {"safetensors": paths_of(stem)[0], "gguf": None, "gguf_error": None}
+    try:
+        out["gguf"] = save_gguf(vector, f"{stem}.gguf", coefficient=coefficient, steer_position=steer_position)
+    except ControlVectorError as err:
+        out["gguf_error"] = str(err)
+    return out
 
 
 def save_gguf(vector: SteeringVector, path: str | Path, *, coefficient: float = 1.0,

@@ -768,7 +768,7 @@ class SteeringWidget:
 
         Returns the path stem written, or ``None`` (the reason is shown).
         """
-        from ..llamacpp import save_gguf
+        from ..llamacpp import save_both
 
         if self.current is None:
             self.saved.value = ("<span style='color:#b00'>nothing to save: no steered generation has finished "
@@ -783,18 +783,15 @@ class SteeringWidget:
         stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json", ".gguf") else stem
         notes = []
         try:
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            vec.save(stem)
-            notes.append(f"saved {stem}.safetensors and {stem}.json (load with sl.load_vector)")
+            saved = save_both(vec, stem, coefficient=self.current["raw_coefficient"], steer_position=s["position"])
         except Exception as err:  # noqa: BLE001 - shown in the widget
             self.saved.value = f"<span style='color:#b00'>could not save: {html.escape(f'{type(err).__name__}: {err}')}</span>"
             return None
-        try:
-            gguf = save_gguf(vec, f"{stem}.gguf", coefficient=self.current["raw_coefficient"],
-                             steer_position=s["position"])
-            notes.append(f"llama.cpp control vector (the added vector, coefficient included): {gguf}")
-        except Exception as err:  # noqa: BLE001 - not every vector can be exported; say why
-            notes.append(f"no llama.cpp file: {type(err).__name__}: {err}")
+        notes.append(f"saved {stem}.safetensors and {stem}.json (load with sl.load_vector)")
+        if saved["gguf"] is not None:
+            notes.append(f"llama.cpp control vector (the added vector, coefficient included): {saved['gguf']}")
+        else:
+            notes.append(f"no llama.cpp file: ControlVectorError: {saved['gguf_error']}")
         code = self.reproduce_code(path=stem)
         self.saved.value = ("<div style='white-space:normal;overflow-wrap:anywhere;line-height:1.4'>"
                             + "<br>".join(html.escape(n) for n in notes)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..constructions import build, typical_norm
+from ..llamacpp import save_both
 from ..metrics import completion_perplexity
 from ..models import Model
 from ..steer import Completion, relative_addition, steered_generate
@@ -26,6 +28,7 @@ __all__ = [
     "Example",
     "SweepResult",
     "build_example",
+    "export_examples",
     "run_sweep",
     "steer_conclusion",
     "steer_headline",
@@ -171,3 +174,22 @@ def steer_headline(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], po
     pos = positions[-1]
     return {name: round(by_pos[pos]["vocab_rate"][_at(by_pos[pos], coefficient)] - by_pos[pos]["vocab_rate"][0], 4)
             for name, by_pos in by_example.items()}
+
+
+def export_examples(examples: Mapping[str, Example], out_dir: str | Path, coefficient: float) -> list[dict[str, str]]:
+    """Save each example's vector to ``out_dir/vectors/``: safetensors + JSON, and a llama.cpp
+    control vector holding what 03 adds at ``coefficient`` (x the layer's typical norm), where
+    llama.cpp can express it. One row per example: the files, or why there is no GGUF.
+
+    Example:
+        >>> export_examples(built, "runs/latest", 1.0)[0]["gguf"]
+        'runs/latest/vectors/centring-L15.gguf'
+    """
+    rows = []
+    for name, ex in examples.items():
+        at = ex.vector.at(ex.layer)
+        raw = coefficient * ex.typical_norm / float(at.norm(dim=-1).max())  # relative_addition's scale
+        saved = save_both(ex.vector, Path(out_dir) / "vectors" / f"{name}-L{ex.layer}", coefficient=raw)
+        rows.append({"example": name, "vector": str(saved["safetensors"]),
+                     "gguf": str(saved["gguf"]) if saved["gguf"] else f"none: {saved['gguf_error']}"})
+    return rows
