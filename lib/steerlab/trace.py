@@ -90,9 +90,9 @@ def residuals(model: Model, batch: Batch, layers: Sequence[int], *, reduce: Redu
     blocks = model.envoy(model.arch.blocks)
     n = model.n_layers
     saved: dict[int, torch.Tensor] = {}
-    inputs = batch.as_inputs()
-    if remote is True:  # the server places them; nothing of the model is here
-        inputs = {k: v.cpu() for k, v in inputs.items()}
+    # Remote: the server places them (nothing of the model is here); else the model's device.
+    device = torch.device("cpu") if remote is True else model.device
+    inputs = {k: v.to(device) for k, v in batch.as_inputs().items()}
     with model.lm.trace(inputs, remote=remote) as tracer:
         for layer in order:
             hidden: Any = blocks[layer].input if layer < n else block_hidden(blocks[n - 1].output)
