@@ -51,12 +51,20 @@ def load_bf16() -> tuple[sl.Model, str]:
 
 
 def stats_texts(model: sl.Model, n: int, length: int) -> list[str]:
-    """``n`` general-train texts with at least ``length`` tokens (cut to ``length`` by the pass)."""
-    texts = [t for t in sl.load_dataset("general", "train").texts
-             if len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) >= length]
-    if len(texts) < n:
-        raise ValueError(f"only {len(texts)} general texts have {length} tokens; asked for {n}")
-    return texts[:n]
+    """``n`` texts of at least ``length`` tokens (cut to ``length`` by the pass), each made of
+    consecutive general-train paragraphs joined until it is long enough (most paragraphs are
+    shorter than 128 tokens)."""
+    out: list[str] = []
+    current: list[str] = []
+    for t in sl.load_dataset("general", "train").texts:
+        current.append(t)
+        joined = "\n\n".join(current)
+        if len(model.tokenizer(joined, add_special_tokens=False)["input_ids"]) >= length:
+            out.append(joined)
+            current = []
+            if len(out) == n:
+                return out
+    raise ValueError(f"general:train makes only {len(out)} texts of {length} tokens; asked for {n}")
 
 
 def stats_pass(model: sl.Model, texts: Sequence[str], length: int) -> sl.ActivationStats:

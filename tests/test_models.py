@@ -524,3 +524,17 @@ class TestGemma:
         assert len(words) >= 10, text
         top = max(words.count(w) for w in set(words))
         assert top / len(words) < 0.3 and len(set(words)) >= 6, text  # " he he he ..." has 1.0 and 1
+
+
+def test_the_nnsight_wrapper_is_built_on_first_trace_only(tiny_llama: steerlab.Model) -> None:
+    """Loading and hook steering never wrap the model in nnsight; the first trace does, once."""
+    model = steerlab.load_model(tiny_llama.source)
+    assert "lm" not in model.__dict__
+    v = torch.ones(model.d_model)
+    steerlab.generate(model, "The cat", v, layer=1, coefficients=1.0, scale="raw", max_new_tokens=2, do_sample=False)
+    assert "lm" not in model.__dict__
+    steerlab.activation_stats(model, ["The cat sat."], [1], cache=False, progress=False)
+    lm = model.__dict__["lm"]
+    assert model.lm is lm and lm._module is model.hf
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        model.nope  # noqa: B018

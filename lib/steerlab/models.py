@@ -170,6 +170,9 @@ def _write_cached_hash(key: str, value: str) -> None:
 # --- the model -------------------------------------------------------------------
 
 
+_LM_LOCK = threading.Lock()
+
+
 @dataclass
 class Model:
     """A loaded causal LM, its nnsight wrapper and what steerlab needs to know about it.
@@ -177,7 +180,9 @@ class Model:
     Attributes:
         name: what it was loaded as (``smollm2-135m-instruct``, ``gpt2``, a path).
         hf: the Hugging Face model (eval mode, no gradients).
-        lm: the ``nnsight.TransformersModel`` wrapping ``hf``, used for every trace.
+        lm: the ``nnsight.TransformersModel`` wrapping ``hf``, used for every trace; built on
+            first use when constructed with ``lm=None`` (:func:`load_model` does: wrapping costs
+            ~0.2 s, and steering with the hook backend never needs it).
         tokenizer: its tokenizer, with a pad token set.
         arch: where blocks and norms live (see :mod:`steerlab.arch`).
         load_seconds: wall time of :func:`load_model`, self-check included.
@@ -192,6 +197,22 @@ class Model:
     load_seconds: float = 0.0
     source: str = ""
     _fp: _FingerprintState = field(default_factory=_FingerprintState, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.lm is None:
+            del self.lm  # built by __getattr__ on first use
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not found normally: here, an ``lm`` not built yet.
+        if name != "lm":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        import nnsight
+
+        with _LM_LOCK:  # the widget's worker thread and the kernel may ask at once
+            if "lm" not in self.__dict__:
+                self.__dict__["lm"] = nnsight.TransformersModel(self.hf, tokenizer=self.tokenizer,
+                                                                task="text-generation")
+        return self.__dict__["lm"]
 
     @property
     def fingerprint(self) -> str:
@@ -349,15 +370,12 @@ def self_check(model: Model) -> None:
 def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float,
           files: list[Path] | None = None, check: bool = True) -> Model:
     """Wrap a loaded HF model; ``files`` (the checkpoint's) let a cached content hash be reused."""
-    import nnsight
-
     arch = architecture_of(hf)  # fail early, with the supported list, on unknown types
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     hf.eval()
     hf.requires_grad_(False)
-    lm = nnsight.TransformersModel(hf, tokenizer=tokenizer, task="text-generation")
-    model = Model(name=name, hf=hf, lm=lm, tokenizer=tokenizer, arch=arch, source=source)
+    model = Model(name=name, hf=hf, lm=None, tokenizer=tokenizer, arch=arch, source=source)  # nnsight on first use
     if files:
         # Now, while the weights are exactly the files' (hashed later, an edit through
         # .data could slip into the on-disk cache under the unchanged files' key).

@@ -186,7 +186,8 @@ class SteeringWidget:
             :func:`second_input`).
         sample_size, max_length: texts sampled from a set to build its mean, tokens kept per text.
         save_dir: where the save button writes (a path stem typed in the widget is relative to it).
-        threads: torch threads in the worker thread (default :func:`default_threads`).
+        threads: torch threads in the worker thread (default :func:`default_threads`); with
+            ``background=False``, in the caller's thread during each update (then restored).
         background: generate in a worker thread (True in notebooks; tests pass False to run
             each update synchronously).
 
@@ -483,8 +484,13 @@ class SteeringWidget:
         return request != self._request_id
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._pool is None:
-            fn(*args)
+        if self._pool is None:  # in the caller's thread, on the widget's torch threads, then restored
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                fn(*args)
+            finally:
+                torch.set_num_threads(before)
         else:
             self._pool.submit(fn, *args)
 
