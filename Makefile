@@ -66,8 +66,10 @@ test: setup typecheck browser
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
+# The benchmark, then bench/README.md's results table regenerated from bench/results/.
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/table.py
 
 clean-runs:
 	rm -rf runs
