@@ -137,3 +137,12 @@ def test_the_sweep_on_a_tiny_model_has_its_shape_and_its_controls(tiny_llama: sl
     assert all(-1 <= b["cosine"] <= 1 for b in result.bias)
     summary = summarise(result)
     assert summary["pooled"] and conclusion(tiny_llama.name, config_dict(cfg), summary, result.bias, result.judge)
+
+
+def test_the_bias_line_gives_the_range_or_one_value() -> None:
+    summary = summarise(_synthetic("raw"))
+    rows = [{"target": "fantasy", "layer": 15, "cosine": 0.9991}, {"target": "shakespeare", "layer": 15, "cosine": 0.9702}]
+    same = [dict(r, cosine=0.99951) for r in rows]
+    assert "cosine with the general-text mean 0.970-0.999 over" in " ".join(
+        conclusion("m", _config(), summary, bias_rows=rows))
+    assert "cosine with the general-text mean 1.000 over" in " ".join(conclusion("m", _config(), summary, bias_rows=same))

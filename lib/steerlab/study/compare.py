@@ -582,6 +582,7 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
                          f"{s['mean']:.3f} {_ci(s['ci'])}.")
     if bias_rows:
         cos = [r["cosine"] for r in bias_rows]
+        lo, hi = f"{min(cos):.3f}", f"{max(cos):.3f}"
         lines.append(f"Raw vectors point along the bias: cosine with the general-text mean "
-                     f"{min(cos):.2f}-{max(cos):.2f} over targets and layers.")
+                     f"{lo if lo == hi else f'{lo}-{hi}'} over targets and layers.")
     return lines
