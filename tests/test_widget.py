@@ -355,6 +355,9 @@ def test_token_projections_are_dot_products_with_the_unit_direction(tiny_gpt2: s
     # A negated vector negates every value; a SteeringVector at that layer gives the same.
     flipped = token_projections(model, text, -planted[1], layer)
     torch.testing.assert_close(torch.tensor([x for _, x in flipped]), -values)
+    # The remote request (nnsight's dry run): projected where the model runs, same numbers.
+    dry = token_projections(model, text, planted[1], layer, remote="local")
+    torch.testing.assert_close(torch.tensor([x for _, x in dry]), values, rtol=1e-5, atol=1e-5)
 
 
 def test_token_projections_refuse_bad_vectors(tiny_gpt2: steerlab.Model) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .models import Model
+from .nnsight_steer import Remote
 from .tokens import encode
 from .trace import check_layers, residuals
 from .vectors import SteeringVector
@@ -25,7 +26,7 @@ __all__ = ["token_projections"]
 
 
 def token_projections(model: Model, text: str, vector: SteeringVector | torch.Tensor,
-                      layer: int) -> list[tuple[str, float]]:
+                      layer: int, *, remote: Remote = False) -> list[tuple[str, float]]:
     """Each token of ``text`` with the projection of its residual at ``layer`` on ``vector``'s unit direction.
 
     ``text`` is tokenized with the tokenizer's own special tokens (a BOS where it adds
@@ -36,6 +37,8 @@ def token_projections(model: Model, text: str, vector: SteeringVector | torch.Te
         vector: a :class:`SteeringVector` with ``layer`` (checked against ``model``) or a
             ``[d_model]`` tensor.
         layer: residual-stream layer, 0 (embeddings) to ``n_layers``.
+        remote: ``True`` computes the projections on NDIF (only ``[seq]`` numbers come back);
+            ``"local"`` is nnsight's dry run of that request.
 
     Raises:
         ValueError: an empty text, a bad layer, a zero vector, or one that is not ``[d_model]``
@@ -59,8 +62,12 @@ def token_projections(model: Model, text: str, vector: SteeringVector | torch.Te
     if not bool(torch.isfinite(v).all()) or float(v.norm()) == 0:
         raise ValueError("token_projections needs a finite, non-zero vector")
     batch = encode(model.tokenizer, [text])
-    (h,) = residuals(model, batch, [layer])  # [1, seq, d_model]
     unit = v.detach().float().cpu() / v.detach().float().cpu().norm()
-    values = h[0].float().cpu() @ unit  # [seq]
+
+    def project(_i: int, hidden: torch.Tensor) -> torch.Tensor:  # where the model runs
+        return hidden[0].float() @ unit.to(hidden.device)
+
+    (values,) = residuals(model, batch, [layer], reduce=project, remote=remote)  # [seq]
+    values = values.cpu()
     ids = batch.input_ids[0].tolist()
     return [(model.tokenizer.decode([t]), float(x)) for t, x in zip(ids, values)]
