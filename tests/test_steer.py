@@ -625,3 +625,17 @@ def test_after_bos_steers_the_first_word_not_the_bos(tiny_gemma: steerlab.Model)
         assert [steer_mod._until_eos(r.tolist(), steer_mod._eos_ids(m)) for r in out[:, batch.input_ids.shape[1]:]] \
             == ours
     assert _greedy(m, PROMPTS, vector, coefficients=1.0, position="after_bos") != _greedy(m, PROMPTS)
+
+
+def test_relative_scale_is_what_relative_addition_multiplies_by() -> None:
+    """One scale for the library, the widget's llama.cpp export and notebook 03's: a [k, d] prompt
+    pair is measured by its largest row, not its Frobenius norm."""
+    from steerlab.steer import relative_addition, relative_scale
+
+    v = torch.tensor([3.0, 4.0])
+    assert relative_scale(v, 10.0, 0.5) == pytest.approx(1.0)
+    pair = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    assert relative_scale(pair, 10.0, 1.0) == pytest.approx(2.0)
+    torch.testing.assert_close(relative_addition(pair, 10.0, 1.0), pair * 2.0)
+    with pytest.raises(ValueError, match="zero vector"):
+        relative_scale(torch.zeros(3), 1.0, 1.0)

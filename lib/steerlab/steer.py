@@ -69,6 +69,7 @@ __all__ = [
     "addition_tensor",
     "generate",
     "relative_addition",
+    "relative_scale",
     "steered_generate",
     "steered_logits",
     "steering",
@@ -249,6 +250,22 @@ def _typical_norm(model: Model, layer: int) -> float:
     return typical_norm(model, layer)
 
 
+def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float) -> float:
+    """The raw multiplier that makes ``vector`` ``coefficient * typical_norm`` long: what
+    :func:`relative_addition` multiplies by (a llama.cpp export's coefficient, for one).
+
+    A ``[k, d_model]`` prompt-pair vector is measured by its largest row.
+
+    Example:
+        >>> relative_scale(torch.ones(4), 10.0, 0.5)
+        2.5
+    """
+    norm = float(vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm())
+    if norm == 0:
+        raise ValueError("cannot scale a zero vector to a norm")
+    return coefficient * typical_norm / norm
+
+
 def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
     """``coefficient * typical_norm`` times the unit direction of ``vector``.
 
@@ -258,10 +275,7 @@ def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: fl
         >>> relative_addition(torch.ones(4), 10.0, 0.5).norm()
         tensor(5.)
     """
-    norm = vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm()
-    if float(norm) == 0:
-        raise ValueError("cannot scale a zero vector to a norm")
-    return vector * (coefficient * typical_norm / norm)
+    return vector * relative_scale(vector, typical_norm, coefficient)
 
 
 def _coefficients(coefficient: float | Sequence[float]) -> list[float]:

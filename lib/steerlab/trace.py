@@ -100,7 +100,7 @@ def residuals(model: Model, batch: Batch, layers: Sequence[int], *, reduce: Redu
                 hidden = reduce(order.index(layer), hidden)
             saved[layer] = hidden.save()  # nnsight's save on a traced tensor
         tracer.stop()
-    out = [saved[layer] if reduce is not None else block_hidden(saved[layer]) for layer in layers]
+    out = [saved[layer] for layer in layers]  # block outputs were unwrapped inside the trace
     if remote is True:
         out = [t.cpu() for t in out]
     # Stopping the forward leaves its frames (holding this batch's activations)

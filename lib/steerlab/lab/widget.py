@@ -60,7 +60,7 @@ from ..lens import lens_logits
 from ..metrics import completion_perplexity
 from ..models import EMBEDDED_MODEL, Model
 from ..projection import token_projections
-from ..steer import OPERATORS, relative_addition, steered_generate
+from ..steer import OPERATORS, relative_addition, relative_scale, steered_generate
 from ..study.judge import ConceptJudge, JudgeError, default_classes
 from ..study.vocab import vocab_rate, vocabularies
 from ..tokens import STEER_POSITIONS
@@ -637,7 +637,7 @@ class SteeringWidget:
             self.last_steered = self._sides["steered"].texts[0]
             self.last_error = None
             self.current = {"vector": vec, "settings": dict(s), "layer": layer, "raw_coefficient":
-                            0.0 if addition is None else coefficient * size / float(v.norm())}
+                            0.0 if addition is None else relative_scale(v, size, coefficient)}
             self._show_message()
         self._run_tokens_view(request)
         self._start_judge()

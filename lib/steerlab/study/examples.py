@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..constructions import build, typical_norm
 from ..llamacpp import save_both
 from ..metrics import completion_perplexity
 from ..models import Model
-from ..steer import Completion, relative_addition, steered_generate
+from ..steer import Completion, relative_addition, relative_scale, steered_generate
 from ..vectors import SteeringVector
 from .vocab import evaluation_vocabulary, vocab_rate
 
@@ -187,8 +187,7 @@ def export_examples(examples: Mapping[str, Example], out_dir: str | Path, coeffi
     """
     rows = []
     for name, ex in examples.items():
-        at = ex.vector.at(ex.layer)
-        raw = coefficient * ex.typical_norm / float(at.norm(dim=-1).max())  # relative_addition's scale
+        raw = relative_scale(ex.vector.at(ex.layer), ex.typical_norm, coefficient)
         saved = save_both(ex.vector, Path(out_dir) / "vectors" / f"{name}-L{ex.layer}", coefficient=raw)
         rows.append({"example": name, "vector": str(saved["safetensors"]),
                      "gguf": str(saved["gguf"]) if saved["gguf"] else f"none: {saved['gguf_error']}"})
