@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchutil import Row, render_table  # noqa: E402
+from benchutil import Row, render_table
 
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 # A row's section title -> the --only name its load average is recorded under (a failed

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import steerlab as sl
+import torch
 from steerlab.study.compare import (
     METHODS,
     CompareConfig,
@@ -114,12 +115,28 @@ def test_bad_configurations_are_clear_errors() -> None:
         CompareConfig.from_preset("tiny")
     assert CompareConfig.from_preset("quick", n_prompts=None).n_prompts == 4
     assert set(CompareConfig().methods) == set(METHODS)
+    with pytest.raises(ValueError, match="score_dtype 'float16'"):
+        CompareConfig(score_dtype="float16")
+
+
+def test_auto_scores_in_the_fast_dtype_and_keeps_a_bfloat16_model(tiny_llama: sl.Model,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerlab.study import compare
+
+    assert CompareConfig(score_dtype="float32").resolved_score_dtype(tiny_llama) == "float32"
+    for fast, want in ((torch.bfloat16, "bfloat16"), (torch.float32, "float32")):
+        monkeypatch.setattr(compare, "fast_dtype", lambda device, f=fast: f)
+        assert CompareConfig().resolved_score_dtype(tiny_llama) == want
+    half = sl.load_model(tiny_llama.source, dtype="bfloat16")
+    assert CompareConfig().resolved_score_dtype(half) == "bfloat16"  # fast_dtype says float32 here
 
 
 def test_the_sweep_on_a_tiny_model_has_its_shape_and_its_controls(tiny_llama: sl.Model) -> None:
     """Shapes, finiteness and the by-construction controls; never which method wins."""
-    cfg = CompareConfig.from_preset("quick", methods=("mean_centred", "random", "bias_ablated"), n_prompts=4)
+    cfg = CompareConfig.from_preset("quick", methods=("mean_centred", "random", "bias_ablated"), n_prompts=4,
+                                    score_dtype="bfloat16")
     result = run_compare(tiny_llama, cfg, progress=False)
+    assert result.score_dtype == "bfloat16" and tiny_llama.dtype == torch.float32
     n_conditions = 1 + len(cfg.methods) * len(cfg.generation_coefficients)
     assert len(result.rows) == n_conditions * len(cfg.targets) * len(result.layers) * len(cfg.positions)
     assert len(result.completions) == len(result.rows) * cfg.n_prompts

@@ -272,6 +272,40 @@ def test_bfloat16_loads_and_other_dtypes_are_refused(tiny_llama: steerlab.Model)
             load_model(tiny_llama.source, dtype=bad)  # type: ignore[arg-type]
 
 
+def test_cast_copies_into_the_other_dtype_and_leaves_the_model_alone(tiny_llama: steerlab.Model) -> None:
+    from steerlab.models import cast
+
+    before = tiny_llama.fingerprint
+    half = cast(tiny_llama, "bfloat16")
+    assert half.dtype == torch.bfloat16 and tiny_llama.dtype == torch.float32
+    assert half.hf is not tiny_llama.hf and half.tokenizer is tiny_llama.tokenizer and half.name == tiny_llama.name
+    assert tiny_llama.fingerprint == before and half.fingerprint != before
+    assert cast(tiny_llama, torch.float32) is tiny_llama  # already that dtype: no copy
+    ids = torch.tensor([[5, 17, 300, 42]])
+    with torch.inference_mode():
+        want = tiny_llama.hf(input_ids=ids).logits
+        got = half.hf(input_ids=ids).logits.float()
+    assert (got - want).abs().max() / want.abs().max() < 0.05  # the same model, rounded
+    with pytest.raises(ModelLoadError, match="unsupported dtype"):
+        cast(tiny_llama, "float16")
+
+
+def test_fast_dtype_follows_the_hardware_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerlab.models import fast_dtype
+
+    for avx, amx, want in ((True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda a=avx: a, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda a=amx: a, raising=False)
+        assert fast_dtype("cpu") == want
+
+    def broken() -> bool:
+        raise RuntimeError("probe changed")
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", broken, raising=False)
+    assert fast_dtype("cpu") == torch.float32  # a failing probe falls back to the safe choice
+    assert fast_dtype("meta") == torch.float32
+
+
 def test_bad_arguments_fail_before_the_embedded_cache_is_touched(monkeypatch: pytest.MonkeyPatch) -> None:
     """``load_model(device="cuda")`` on a machine without CUDA used to delete and rebuild
     the embedded checkpoint; now arguments are checked before any file is read."""

@@ -59,8 +59,10 @@ __all__ = [
     "Model",
     "ModelLoadError",
     "cache_root",
+    "cast",
     "content_hash",
     "embedded_gguf_path",
+    "fast_dtype",
     "load_model",
     "provision_all",
     "provision_embedded",
@@ -390,6 +392,53 @@ def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float,
         self_check(model)
     model.load_seconds = time.perf_counter() - started
     return model
+
+
+# --- a copy in another dtype ------------------------------------------------------
+
+
+def cast(model: Model, dtype: torch.dtype | str) -> Model:
+    """``model`` in ``dtype``: itself when it already is, else a copy of its weights cast to
+    ``dtype`` on the same device, with the same tokenizer and name, checked at load like any
+    model. The original is not touched (memory: one more copy of the weights, in ``dtype``).
+
+    Used by the comparison to score forward passes in bfloat16 while vectors and
+    generations come from the float32 model (``CompareConfig.score_dtype``).
+
+    Example:
+        >>> fast = cast(model, "bfloat16")
+        >>> fast.dtype, model.dtype
+        (torch.bfloat16, torch.float32)
+    """
+    import copy
+
+    torch_dtype = _resolve_dtype(dtype)
+    if model.dtype == torch_dtype:
+        return model
+    hf = copy.deepcopy(model.hf).to(torch_dtype)
+    return _wrap(hf, model.tokenizer, model.name, model.source, time.perf_counter())
+
+
+def fast_dtype(device: torch.device | str = "cpu") -> torch.dtype:
+    """The faster dtype for forward passes on ``device``, as measured in ``bench/`` (section 7):
+    ``torch.bfloat16`` where the hardware has bfloat16 units (a CPU with AVX512-BF16 or AMX,
+    a CUDA GPU that supports it), else ``torch.float32`` (emulated bfloat16 is slower).
+
+    Example:
+        >>> fast_dtype("cpu")  # on a CPU with avx512_bf16
+        torch.bfloat16
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        try:
+            fast = any(bool(probe()) for probe in probes if probe is not None)
+        except (RuntimeError, TypeError, AttributeError):  # a private probe that changed: the safe choice
+            fast = False
+        return torch.bfloat16 if fast else torch.float32
+    return torch.float32
 
 
 # --- arguments, folders and the hub ----------------------------------------------------

@@ -381,6 +381,8 @@ class CompareParams(NotebookParams):
     n_prompts: int | None = param(None, integer(min=2, optional=True),
                                   "story openings: half choose each coefficient, half report the score")
     damage_threshold: float = param(1.5, number(above=1), "damage reference: perplexity ratio on general text")
+    score_dtype: str = param("auto", one_of(["auto", "float32", "bfloat16"]),
+                             "forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
     output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
 
     def _cross_checks(self) -> list[str]:
@@ -395,7 +397,8 @@ class CompareParams(NotebookParams):
         overrides = {k: getattr(self, k) for k in ("targets", "depths", "layers", "coefficients", "positions",
                                                    "n_prompts")}
         try:
-            return CompareConfig.from_preset(self.preset, damage_threshold=self.damage_threshold, **overrides)
+            return CompareConfig.from_preset(self.preset, damage_threshold=self.damage_threshold,
+                                             score_dtype=self.score_dtype, **overrides)
         except ValueError as err:
             raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
 

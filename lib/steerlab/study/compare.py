@@ -29,7 +29,11 @@ the library and the widget; the comparison uses the vector form because every in
 here scores additive vectors at one norm. Coefficients are in units of the layer's typical
 activation norm for every method. Every (target, layer, position) shares one batched
 greedy generate call over all conditions x prompts; forward-pass measures replay only the
-blocks from the steered layer up.
+blocks from the steered layer up. Forward-pass measures (steerability, damage, fluency,
+relevance) run on a copy of the model in ``score_dtype`` (``"auto"``: bfloat16 where the
+hardware has bfloat16 units, :func:`steerlab.models.fast_dtype`); vectors, typical norms
+and generations always come from the model as loaded. ``bench/`` section 8 measures what
+bfloat16 scoring changes against float32 on the same cell.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from ..metrics import (
     steerability_each,
     steered_text_scores,
 )
-from ..models import Model
+from ..models import DTYPES, Model, cast, fast_dtype
 from ..steer import relative_addition, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
@@ -107,6 +111,8 @@ class CompareConfig:
     SmolLM2's 30, 9 of Gemma 3's 18), so one preset fits every model; ``layers`` overrides
     them. ``coefficients`` (x typical norm) is the steerability grid and must hold 0, a
     negative and a positive value; generations run at its positive values and at 0.
+    ``score_dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``) is the dtype of the forward-pass
+    measures (:meth:`resolved_score_dtype`).
     """
 
     targets: Sequence[str] = ("fantasy", "science_fiction", "shakespeare")
@@ -126,6 +132,7 @@ class CompareConfig:
     damage_threshold: float = 1.5
     min_judge_accuracy: float = 0.8
     split_seed: int = 0
+    score_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         known = [*genres(), "shakespeare"]
@@ -151,6 +158,17 @@ class CompareConfig:
             raise ValueError(f"n_prompts={self.n_prompts}: need at least 2 (one selection, one report prompt)")
         if self.layers is None and not all(0 < d < 1 for d in self.depths):
             raise ValueError(f"depths {list(self.depths)} must be fractions of the model's depth in (0, 1)")
+        if self.score_dtype != "auto" and self.score_dtype not in DTYPES:
+            raise ValueError(f"score_dtype {self.score_dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
+
+    def resolved_score_dtype(self, model: Model) -> str:
+        """The dtype the forward-pass measures run in on ``model``: ``score_dtype`` as given,
+        or for ``"auto"`` the model's own dtype when it is bfloat16 already, else
+        :func:`steerlab.models.fast_dtype` of its device."""
+        if self.score_dtype != "auto":
+            return self.score_dtype
+        chosen = torch.bfloat16 if model.dtype == torch.bfloat16 else fast_dtype(model.device)
+        return next(name for name, d in DTYPES.items() if d == chosen)
 
     @property
     def generation_coefficients(self) -> list[float]:
@@ -243,6 +261,8 @@ class CompareResult:
         bias: one per (target, layer): how much of the raw vector is bias.
         judge: the concept judge's held-out accuracy, classes and confusion matrix.
         split: the selection and report prompt ids.
+        layers: the swept layers.
+        score_dtype: the dtype the forward-pass measures ran in.
     """
 
     rows: list[dict[str, Any]]
@@ -252,6 +272,7 @@ class CompareResult:
     judge: dict[str, Any]
     split: PromptSplit
     layers: list[int]
+    score_dtype: str = "float32"
 
 
 def judge_summary(judge: ConceptJudge) -> dict[str, Any]:
@@ -288,6 +309,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
     """
     judge = judge or ConceptJudge.train()
     layers = cfg.resolved_layers(model)
+    score_dtype = cfg.resolved_score_dtype(model)
+    scorer = cast(model, score_dtype)  # forward passes only; generations come from ``model``
     prompts = _prompts(cfg)
     split = split_prompts(range(len(prompts)), seed=cfg.split_seed)
     general_eval = load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts
@@ -320,10 +343,10 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                                max_new_tokens=cfg.max_new_tokens, do_sample=False)
         texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
         concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
-        ppl = completion_perplexity(model, [p for _ in conditions for p in prompts], ids)
+        ppl = completion_perplexity(scorer, [p for _ in conditions for p in prompts], ids)
         plain = ids[:len(prompts)]
-        rel = relevance(model, prompts, plain, additions, layer=layer, position=position)  # [condition][prompt]
-        damage = steered_text_scores(model, general_eval, additions, layer=layer, position=position,
+        rel = relevance(scorer, prompts, plain, additions, layer=layer, position=position)  # [condition][prompt]
+        damage = steered_text_scores(scorer, general_eval, additions, layer=layer, position=position,
                                      max_length=cfg.eval_length)
         vocab = evaluation_vocabulary(target)
         per_cond: list[list[dict[str, Any]]] = []
@@ -360,7 +383,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         targets_text = _heldout_target(target, cfg.n_steer)
         others_text = _others(target, cfg.n_steer)
         # Every method on the same texts: one shared plain pass per chunk of rows.
-        each = steerability_each(model, [vec.at(layer) for vec in vecs.values()], layer=layer,
+        each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
                                  target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
                                  position=position, typical_norm=typical)
         for method, s in zip(vecs, each):
@@ -369,7 +392,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                                    c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
         bar.update()
     bar.close()
-    return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers)
+    return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers,
+                         score_dtype)
 
 
 def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "concept_delta",
