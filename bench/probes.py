@@ -16,6 +16,9 @@ Run as ``python bench/probes.py KIND [options]``; prints one JSON line on stdout
 - ``first-token``: import, load, build a vector, one steered token (the
   caller also times the whole process from outside).
 - ``first-token-hf``: import transformers, load the folder, one unsteered token.
+- ``first-steered-token-hf``: the same job as ``first-token`` in plain transformers: load the
+  folder, the Love - Hate vector from ``output_hidden_states`` (last token, layer
+  ``--layer``), a forward pre-hook adding it x4 at every position, one token.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def main() -> int:
                                progress=False)
         t3 = time.perf_counter()
         c = sl.generate(model, "Last Tuesday, my neighbour knocked on the door and", v,
-                        coefficients=4.0, scale="raw", max_new_tokens=1, seed=0)
+                        coefficients=4.0, scale="raw", max_new_tokens=1, do_sample=False)
         t4 = time.perf_counter()
         out.update(import_s=t1 - T0, load_s=t2 - t1, vector_s=t3 - t2, generate_s=t4 - t3,
                    in_process_s=t4 - T0, token=c[0].text)
@@ -164,6 +167,36 @@ def main() -> int:
             hf.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tok.eos_token_id)
         t3 = time.perf_counter()
         out.update(import_s=t1 - T0, load_s=t2 - t1, generate_s=t3 - t2, in_process_s=t3 - T0)
+    elif args.kind == "first-steered-token-hf":
+        import torch
+        from steerlab.models import provision_embedded
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = provision_embedded(progress=False)
+        t1 = time.perf_counter()
+        tok = AutoTokenizer.from_pretrained(folder)
+        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            def last(word: str) -> torch.Tensor:
+                out = hf(**tok(word, return_tensors="pt"), output_hidden_states=True)
+                return out.hidden_states[args.layer][0, -1]
+
+            vector = last("Love") - last("Hate")
+            t3 = time.perf_counter()
+
+            def add(module: torch.nn.Module, a: tuple, kw: dict) -> tuple:
+                if a:
+                    return (a[0] + 4.0 * vector, *a[1:]), kw
+                return a, {**kw, "hidden_states": kw["hidden_states"] + 4.0 * vector}
+
+            handle = hf.model.layers[args.layer].register_forward_pre_hook(add, with_kwargs=True)
+            enc = tok("Last Tuesday, my neighbour knocked on the door and", return_tensors="pt")
+            ids = hf.generate(**enc, max_new_tokens=1, do_sample=False, pad_token_id=tok.eos_token_id)
+            handle.remove()
+        t4 = time.perf_counter()
+        out.update(import_s=t1 - T0, load_s=t2 - t1, vector_s=t3 - t2, generate_s=t4 - t3, in_process_s=t4 - T0,
+                   token=tok.decode(ids[0, -1:]))
     else:
         parser.error(f"unknown probe {args.kind!r}")
     print(json.dumps(out), flush=True)

@@ -83,3 +83,51 @@ def compare_quick_config() -> Any:
     from steerlab.study.compare import PRESETS, CompareConfig
 
     return CompareConfig(**PRESETS["quick"])
+
+
+# Pre-registered agreement for scoring the comparison in bfloat16 (section 8): every method's
+# steerability within this share of its float32 CI half-width, every perplexity ratio within
+# this relative error.
+SCORE_MAX_STEER_DIFF_OF_CI = 0.10
+SCORE_MAX_PPL_RATIO_REL_ERR = 0.05
+
+
+def cell_inputs(model: sl.Model, target: str = "fantasy", methods: Sequence[str] = ("raw", "mean_centred",
+                "counterbalanced")) -> dict[str, Any]:
+    """One cell of the comparison's ``default`` preset (middle layer, position ``all``), with
+    ``methods`` only: their vectors, the typical norm, the general texts and steerability texts."""
+    from steerlab.study import compare
+
+    cfg = compare.CompareConfig.from_preset("default", targets=[target], positions=["all"], methods=list(methods))
+    layer = cfg.resolved_layers(model)[0]
+    vecs = compare.build_methods(model, cfg, target, [layer], progress=False)
+    typical = sl.typical_norm(model, layer, sample_size=cfg.sample_size, max_length=cfg.max_length)
+    adds = [None] + [c * relative_addition(v.at(layer), typical, 1.0) for v in vecs.values()
+                     for c in cfg.generation_coefficients]
+    return {"cfg": cfg, "layer": layer, "vectors": vecs, "typical": typical, "additions": adds,
+            "general": sl.load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts,
+            "targets": compare._heldout_target(target, cfg.n_steer), "others": compare._others(target, cfg.n_steer)}
+
+
+def cell_scores(scorer: sl.Model, cell: dict[str, Any]) -> dict[str, Any]:
+    """The cell's forward-pass scores on ``scorer``: steerability of each method, damage of each condition."""
+    from steerlab.metrics import steerability_each
+
+    cfg, layer = cell["cfg"], cell["layer"]
+    steer = steerability_each(scorer, [v.at(layer) for v in cell["vectors"].values()], layer=layer,
+                              target_texts=cell["targets"], other_texts=cell["others"],
+                              coefficients=cfg.coefficients, position="all", typical_norm=cell["typical"])
+    damage = steered_text_scores(scorer, cell["general"], cell["additions"], layer=layer, position="all",
+                                 max_length=cfg.eval_length)
+    return {"steerability": {m: (s.mean, list(s.ci)) for m, s in zip(cell["vectors"], steer)},
+            "perplexity_ratio": [d["perplexity_ratio"] for d in damage], "kl": [d["kl"] for d in damage]}
+
+
+def score_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
+    """How far ``fast`` scores sit from ``reference``'s, in the units the rule above uses."""
+    steer = max(abs(fast["steerability"][m][0] - mean) / ((ci[1] - ci[0]) / 2)
+                for m, (mean, ci) in reference["steerability"].items())
+    ppl = max(abs(a / b - 1) for a, b in zip(fast["perplexity_ratio"], reference["perplexity_ratio"]))
+    kl = max(abs(a - b) for a, b in zip(fast["kl"], reference["kl"]))
+    return {"steer_diff_of_ci": steer, "ppl_ratio_rel_err": ppl, "kl_abs_diff": kl,
+            "agrees": steer <= SCORE_MAX_STEER_DIFF_OF_CI and ppl <= SCORE_MAX_PPL_RATIO_REL_ERR}

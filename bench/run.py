@@ -49,6 +49,7 @@ def params_for(quick: bool) -> dict[str, Any]:
             "bf16_stats_texts": 4, "bf16_stats_length": 64, "bf16_gen_tokens": 8, "bf16_gen_batches": [1, 8],
             "bf16_replay_texts": 2, "bf16_replay_length": 32, "bf16_replay_conditions": 2,
             "protocol_texts": 2, "protocol_conditions": 2, "protocol_prompts": 2, "protocol_tokens": 8,
+            "protocol_cell_methods": ["mean_centred"], "protocol_cell_general": 2,
             "slider_tokens": 8, "slider_load_seconds": 300,
         }
     return {
@@ -56,10 +57,11 @@ def params_for(quick: bool) -> dict[str, Any]:
         "mem_texts": 0, "mem_factor": 10, "mem_repeats": 3, "mem_all_layers_texts": 32,
         "gen_tokens": 64, "gen_batches": [1, 8],
         "sweep_tokens": 64,
-        "load_repeats": 3, "gguf_repeats": 3, "load_extras": True,
+        "load_repeats": 5, "gguf_repeats": 3, "load_extras": True,
         "bf16_stats_texts": 16, "bf16_stats_length": 128, "bf16_gen_tokens": 32, "bf16_gen_batches": [1, 8],
         "bf16_replay_texts": 8, "bf16_replay_length": 64, "bf16_replay_conditions": 8,
         "protocol_texts": 6, "protocol_conditions": 4, "protocol_prompts": 6, "protocol_tokens": 24,
+        "protocol_cell_methods": ["raw", "mean_centred", "counterbalanced"], "protocol_cell_general": 0,
         "slider_tokens": 32, "slider_load_seconds": 600,
     }
 
@@ -472,10 +474,13 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
     from benchutil import Row, judge
 
     reps, greps, extras = P["load_repeats"], P["gguf_repeats"], P["load_extras"]
-    # first-token-hf is the baseline of the target row: always run, also with --quick.
-    kinds = ["load-cached", "first-token", "first-token-hf"] + (["load-folder"] if extras else [])
+    # first-steered-token-hf is the baseline of the target row (the same job in plain transformers):
+    # always run, also with --quick; first-token-hf (no vector, no steering) is for context.
+    kinds = ["load-cached", "first-token", "first-steered-token-hf", "first-token-hf"] + (
+        ["load-folder"] if extras else [])
     res: dict[str, list[dict[str, Any]]] = {k: [] for k in ("load-cached", "first-token", "load-folder",
-                                                            "first-token-hf", "load-gguf")}
+                                                            "first-steered-token-hf", "first-token-hf",
+                                                            "load-gguf")}
     log(f"[load] fresh processes, interleaved: {', '.join(kinds)} x{reps}, load-gguf x{greps}")
     if not extras or not greps:
         log("[load] --quick: GGUF route and plain-folder load skipped (about 30 s)")
@@ -498,7 +503,9 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
     again = med("load-cached", "reload_s")
     gguf = med("load-gguf", "load_s")
     folder = med("load-folder", "load_s")
-    first, first_hf = med("first-token", "wall_s"), med("first-token-hf", "wall_s")
+    first, first_hf = med("first-token", "wall_s"), med("first-steered-token-hf", "wall_s")
+    unsteered_hf = med("first-token-hf", "wall_s")
+    same_token = {x.get("token") for x in res["first-token"]} == {x.get("token") for x in res["first-steered-token-hf"]}
     assert cached is not None and first is not None
     rows = [
         Row("5 model load", "steerlab.load_model() from cache, fresh process", cached, "s",
@@ -521,14 +528,20 @@ def bench_load(model: Any, P: dict[str, Any], out: dict[str, Any]) -> list:
                         "after `import transformers`; tokenizer + model, no nnsight, no fingerprint"))
     ratio_first = None if first_hf is None else first / first_hf
     rows.append(Row("5 model load", "first steered token, fresh process (wall)", first, "s",
-                    "plain transformers" if first_hf else "", first_hf,
+                    "plain transformers, same job" if first_hf else "", first_hf,
                     ratio_first, "x time", "<= 1.00x", judge(ratio_first, at_most=1.0),
-                    "python start -> import steerlab -> load_model -> counterbalanced vector -> generate "
-                    "1 token; baseline: start -> import transformers -> from_pretrained -> 1 unsteered "
-                    f"token. Split (median): import {med('first-token', 'import_s'):.2f} s, load "
-                    f"{med('first-token', 'load_s'):.2f} s, vector {med('first-token', 'vector_s'):.2f} s, "
+                    "python start -> import steerlab -> load_model (self-check included) -> counterbalanced "
+                    "Love - Hate vector -> 1 greedy steered token; baseline: start -> import transformers -> "
+                    "from_pretrained -> the vector from output_hidden_states -> a pre-hook -> 1 greedy token "
+                    f"(same token: {same_token}). Split (median): import {med('first-token', 'import_s'):.2f} s, "
+                    f"load {med('first-token', 'load_s'):.2f} s, vector {med('first-token', 'vector_s'):.2f} s, "
                     f"generate {med('first-token', 'generate_s'):.2f} s",
                     repeats=[x["wall_s"] for x in res["first-token"]]))
+    if unsteered_hf is not None:
+        rows.append(Row("5 model load", "first steered token vs plain transformers' first unsteered token", first,
+                        "s", "plain transformers, 1 unsteered token", unsteered_hf, first / unsteered_hf, "x time",
+                        note="context: the baseline before this row's target moved to the same job "
+                             "(no vector, no steering)", repeats=[x["wall_s"] for x in res["first-token"]]))
     return rows
 
 
@@ -806,6 +819,45 @@ def bench_protocol(model: Any, P: dict[str, Any], repeats: int, out: dict[str, A
                     f"{n_cond * len(prompts)}) vs {n_cond} calls of batch {len(prompts)}; greedy, {N} tokens; "
                     f"same tokens: {same}",
                     repeats=t["batched"].seconds, ratio_min=t["per condition"].min / t["batched"].min))
+
+    # The comparison's forward-pass scores in bfloat16 (CompareConfig.score_dtype="auto" on a CPU
+    # with bfloat16 units) against float32, on one cell of the default preset.
+    from protocol_bench import (
+        SCORE_MAX_PPL_RATIO_REL_ERR,
+        SCORE_MAX_STEER_DIFF_OF_CI,
+        cell_inputs,
+        cell_scores,
+        score_agreement,
+    )
+    from steerlab.models import cast, fast_dtype
+
+    cell = cell_inputs(model, methods=P["protocol_cell_methods"])
+    if P["protocol_cell_general"]:
+        cell["general"] = cell["general"][:P["protocol_cell_general"]]
+        cell["targets"], cell["others"] = cell["targets"][:2], cell["others"][:2]
+    half = cast(model, "bfloat16")
+    log(f"[protocol] one comparison cell ({len(cell['vectors'])} methods, {len(cell['additions'])} conditions, "
+        f"layer {cell['layer']}): forward-pass scores bfloat16 vs float32, {repeats} rounds")
+    small = {**cell, "general": cell["general"][:1], "targets": cell["targets"][:1], "others": cell["others"][:1]}
+    t = interleaved({"bfloat16": lambda: cell_scores(half, cell), "float32": lambda: cell_scores(model, cell)},
+                    repeats, log=log, warmups={"bfloat16": lambda: cell_scores(half, small),
+                                               "float32": lambda: cell_scores(model, small)})
+    agree = score_agreement(t["bfloat16"].value, t["float32"].value)
+    ratio = t["float32"].median / t["bfloat16"].median
+    res["cell_scores"] = {"seconds": {k: x.seconds for k, x in t.items()}, **agree,
+                          "fast_dtype_here": str(fast_dtype(model.device)),
+                          "values": {k: x.value for k, x in t.items()}}
+    rows.append(Row(sec, "comparison cell's forward-pass scores: bfloat16 vs float32", t["bfloat16"].median, "s",
+                    "float32", t["float32"].median, ratio, "x faster",
+                    f">= 1.00x and agrees (steerability within {SCORE_MAX_STEER_DIFF_OF_CI:.2f} CI half-widths, "
+                    f"perplexity ratio within {SCORE_MAX_PPL_RATIO_REL_ERR:.0%})",
+                    "PASS" if ratio >= 1.0 and agree["agrees"] else "MISS",
+                    f"steerability_each + steered_text_scores of {len(cell['vectors'])} methods at layer "
+                    f"{cell['layer']}, position all; largest steerability difference "
+                    f"{agree['steer_diff_of_ci']:.3f} CI half-widths, perplexity ratio "
+                    f"{agree['ppl_ratio_rel_err']:.1%}, KL {agree['kl_abs_diff']:.3f} nats; fast_dtype here: "
+                    f"{fast_dtype(model.device)}",
+                    repeats=t["bfloat16"].seconds, ratio_min=t["float32"].min / t["bfloat16"].min))
     return rows
 
 
