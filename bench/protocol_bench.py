@@ -17,7 +17,7 @@ from typing import Any
 
 import steerlab as sl
 import torch
-from steerlab.metrics import _token_logprobs, steered_text_scores
+from steerlab.metrics import _text_scores, steered_text_scores
 from steerlab.steer import relative_addition, steered_generate, steered_logits
 from steerlab.tokens import encode
 
@@ -32,24 +32,12 @@ def conditions(model: sl.Model, vector: sl.SteeringVector, layer: int, n: int) -
 @torch.inference_mode()
 def naive_text_scores(model: sl.Model, texts: Sequence[str], additions: Sequence[torch.Tensor | None], *,
                       layer: int, max_length: int = 64) -> list[dict[str, float]]:
-    """What ``steered_text_scores`` returns, from one full steered forward per condition."""
+    """What ``steered_text_scores`` returns, from one full steered forward per condition (scored
+    by the same ``steerlab.metrics._text_scores``)."""
     batch = encode(model.tokenizer, list(texts), padding_side="right", max_length=max_length)
-    base_logp, base_tok, mask = _token_logprobs(steered_logits(model, batch), batch)
-    n_tok = mask.sum()
-    base_nll = float(-base_tok.sum() / n_tok)
-    base_p = base_logp.exp()
-    out = []
-    for add in additions:
-        if add is None:
-            out.append({"nll": base_nll, "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0})
-            continue
-        logits = steered_logits(model, batch, [add] * len(texts), layer=layer, position="all_prompt")
-        logp, tok_lp, _ = _token_logprobs(logits, batch)
-        nll = float(-tok_lp.sum() / n_tok)
-        kl = float(((base_p * (base_logp - logp)).sum(-1) * mask).sum() / n_tok)
-        out.append({"nll": nll, "perplexity_ratio": float(torch.tensor(nll - base_nll).exp()),
-                    "logprob_shift": base_nll - nll, "kl": kl})
-    return out
+    each = (steered_logits(model, batch, None if a is None else [a] * len(texts), layer=layer, position="all_prompt")
+            for a in [None, *(a for a in additions if a is not None)])
+    return _text_scores(batch, each, additions)
 
 
 def replayed_text_scores(model: sl.Model, texts: Sequence[str], additions: Sequence[torch.Tensor | None], *,

@@ -299,13 +299,12 @@ def test_steering_edit_stays_on_the_residuals_device(operator: str) -> None:
             assert out.device.type == "meta" and out.dtype == torch.bfloat16 and out.shape == hidden.shape
 
 
-def test_text_scores_read_logits_on_their_device() -> None:
-    """steered_text_scores' log-probs of a CPU batch against logits on another device stay there."""
-    from steerlab.metrics import _token_logprobs
+def test_log_probs_read_logits_on_their_device() -> None:
+    """The metrics' log-probs of CPU token ids against logits on another device stay there, in float32."""
+    from steerlab.metrics import _logprobs_of
 
-    batch = steerlab.tokens.Batch(torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
-    logp, token_logp, mask = _token_logprobs(torch.empty(2, 3, 11, device="meta"), batch)
-    assert logp.device.type == token_logp.device.type == mask.device.type == "meta"
+    logp = _logprobs_of(torch.empty(19, 11, device="meta", dtype=torch.bfloat16), torch.tensor([1, 2, 3] * 6 + [4]))
+    assert logp.device.type == "meta" and logp.dtype == torch.float32 and logp.shape == (19,)
 
 
 def test_meta_mixing_raises() -> None:

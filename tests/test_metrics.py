@@ -301,3 +301,44 @@ def test_steerability_of_several_vectors_equals_one_call_each(planted_model: tup
         assert got.mean == pytest.approx(want.mean, abs=1e-5) and got.ci == pytest.approx(want.ci, abs=1e-5)
     with pytest.raises(ValueError, match=r"must be finite and non-zero \(vector 1\)"):
         steerability_each(model, [u, torch.zeros(model.d_model)], **kw)
+
+
+def test_chunked_log_probs_equal_a_whole_log_softmax() -> None:
+    """The metrics' chunked log-probs (8 rows at a time, float32 from any dtype) against log_softmax of the block."""
+    from steerlab.metrics import _logprobs_of
+
+    torch.manual_seed(0)
+    logits = torch.randn(19, 301) * 4  # 19 rows: two full chunks and a partial one
+    tokens = torch.randint(0, 301, (19,))
+    want = logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+    assert torch.allclose(_logprobs_of(logits, tokens), want, atol=1e-5)
+    half = _logprobs_of(logits.bfloat16(), tokens)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, logits.bfloat16().float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0], atol=1e-5)
+
+
+def test_text_scores_match_a_direct_computation(tiny_llama: sl.Model) -> None:
+    """steered_text_scores (block replay, chunked log-softmax) against full forwards and one log_softmax each."""
+    from steerlab.steer import steered_logits
+
+    model = tiny_llama
+    texts = ["The river runs past the old mill and on to the sea", "A dog"]  # padded rows
+    v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(3))
+    got = steered_text_scores(model, texts, [None, 2 * v, 8 * v], layer=1, max_length=32)
+    batch = sl.encode(model.tokenizer, texts, padding_side="right", max_length=32)
+    mask = (batch.attention_mask[:, 1:] * batch.attention_mask[:, :-1]).bool()
+    targets = batch.input_ids[:, 1:]
+
+    def logp(add: torch.Tensor | None) -> torch.Tensor:
+        rows = None if add is None else [add, add]
+        return steered_logits(model, batch, rows, layer=1, position="all_prompt")[:, :-1].log_softmax(-1)
+
+    base = logp(None)
+    base_nll = float(-base.gather(-1, targets[..., None])[..., 0][mask].mean())
+    for add, scores in zip([2 * v, 8 * v], got[1:]):
+        lp = logp(add)
+        nll = float(-lp.gather(-1, targets[..., None])[..., 0][mask].mean())
+        kl = float((base.exp() * (base - lp)).sum(-1)[mask].mean())
+        assert scores["nll"] == pytest.approx(nll, abs=1e-4) and scores["kl"] == pytest.approx(kl, abs=1e-4)
+        assert scores["perplexity_ratio"] == pytest.approx(math.exp(nll - base_nll), rel=1e-4)
+    assert got[0]["nll"] == pytest.approx(base_nll, abs=1e-4) and got[0]["kl"] == 0.0

@@ -17,8 +17,12 @@ __all__ = ["lens_logits", "top_tokens", "topk_table"]
 
 
 @torch.inference_mode()
-def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False) -> torch.Tensor:
+def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False,
+                dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
     """Project ``x`` (``[..., d_model]``) through the final norm and the unembedding.
+
+    The logits come in ``dtype`` (float32 by default); ``None`` keeps the model's own dtype
+    (no float32 copy of a ``[positions, vocab]`` block, for callers that convert chunk by chunk).
 
     ``remote=True`` runs them on NDIF, for a model loaded with ``load_model(hub_id, remote=True)``
     (:func:`steerlab.nnsight_steer.nnsight_lens`); ``remote="local"`` is nnsight's dry run of that.
@@ -41,7 +45,7 @@ def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remot
     cap = logit_softcap_of(model.hf)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
-    return logits.float()
+    return logits if dtype is None else logits.to(dtype)
 
 
 def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool = True,

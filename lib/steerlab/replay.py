@@ -73,8 +73,10 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
     ``bos`` is passed to :meth:`Intervention.apply` (the rows that start with an added BOS);
     ``None`` treats no row as starting with one (the caller placed ``[k, d]`` rows itself).
     ``keep`` (bool ``[batch, seq]``): only those positions' logits, ``[n_kept, vocab]`` in
-    row-major order; the unembedding of a condition then runs on those positions alone (with
-    a 262k-token vocabulary, as Gemma's, it costs more than the replayed blocks).
+    row-major order and in the model's dtype (the caller converts them chunk by chunk); the
+    unembedding of a condition then runs on those positions alone (with a 262k-token
+    vocabulary, as Gemma's, it costs more than the replayed blocks). Without ``keep`` the
+    logits are float32.
 
     Example:
         >>> for logits in replay_conditions(model, batch, [None, Intervention(8, [v], [None], "add", "all")], 8):
@@ -93,7 +95,7 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
                for i in range(layer, len(blocks))]
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
     try:
-        plain = model.hf(**inputs, use_cache=False).logits.float()
+        plain = model.hf(**inputs, use_cache=False).logits
     finally:
         for handle in handles:
             handle.remove()
@@ -104,6 +106,8 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
                              f"{tuple(keep.shape)}")
         keep = keep.to(plain.device)
         plain = plain[keep]
+    else:
+        plain = plain.float()
     for condition in conditions:
         if condition is None:
             yield plain
@@ -114,4 +118,4 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
             args, kwargs = calls[i]
             out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
             hidden = block_hidden(out)
-        yield lens_logits(model, hidden if keep is None else hidden[keep])
+        yield lens_logits(model, hidden) if keep is None else lens_logits(model, hidden[keep], dtype=None)
