@@ -111,6 +111,24 @@ def cell_scores(scorer: sl.Model, cell: dict[str, Any]) -> dict[str, Any]:
             "perplexity_ratio": [d["perplexity_ratio"] for d in damage], "kl": [d["kl"] for d in damage]}
 
 
+def steer_scores(scorer: sl.Model, cell: dict[str, Any], *, share_openings: bool) -> dict[str, Any]:
+    """The cell's steerability of each method on ``scorer``, its two continuations of an opening
+    scored from one packed sequence or each row alone."""
+    from steerlab.metrics import steerability_each
+
+    cfg, layer = cell["cfg"], cell["layer"]
+    steer = steerability_each(scorer, [v.at(layer) for v in cell["vectors"].values()], layer=layer,
+                              target_texts=cell["targets"], other_texts=cell["others"],
+                              coefficients=cfg.coefficients, position="all", typical_norm=cell["typical"],
+                              share_openings=share_openings)
+    return {m: (s.mean, list(s.ci), s.slopes.tolist()) for m, s in zip(cell["vectors"], steer)}
+
+
+def steer_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> float:
+    """The largest steerability difference between two runs, in the reference's CI half-widths."""
+    return max(abs(fast[m][0] - mean) / ((ci[1] - ci[0]) / 2) for m, (mean, ci, _) in reference.items())
+
+
 def score_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
     """How far ``fast`` scores sit from ``reference``'s, in the units the rule above uses."""
     steer = max(abs(fast["steerability"][m][0] - mean) / ((ci[1] - ci[0]) / 2)

@@ -858,6 +858,29 @@ def bench_protocol(model: Any, P: dict[str, Any], repeats: int, out: dict[str, A
                     f"{agree['ppl_ratio_rel_err']:.1%}, KL {agree['kl_abs_diff']:.3f} nats; fast_dtype here: "
                     f"{fast_dtype(model.device)}",
                     repeats=t["bfloat16"].seconds, ratio_min=t["float32"].min / t["bfloat16"].min))
+
+    # Steerability's two continuations of an opening from one packed sequence (4D mask), against
+    # every row alone, on the dtype the comparison scores in.
+    from protocol_bench import steer_agreement, steer_scores
+
+    scorer = cast(model, fast_dtype(model.device))
+    log(f"[protocol] steerability of the cell ({len(cell['vectors'])} methods, {scorer.dtype}): shared openings "
+        f"vs one row each, {repeats} rounds")
+    t = interleaved({"shared": lambda: steer_scores(scorer, cell, share_openings=True),
+                     "alone": lambda: steer_scores(scorer, cell, share_openings=False)}, repeats, log=log,
+                    warmups={"shared": lambda: steer_scores(scorer, small, share_openings=True),
+                             "alone": lambda: steer_scores(scorer, small, share_openings=False)})
+    diff = steer_agreement(t["shared"].value, t["alone"].value)
+    ratio = t["alone"].median / t["shared"].median
+    res["steer_shared_openings"] = {"seconds": {k: x.seconds for k, x in t.items()}, "steer_diff_of_ci": diff,
+                                    "dtype": str(scorer.dtype), "values": {k: x.value for k, x in t.items()}}
+    rows.append(Row(sec, "steerability: shared openings vs one row each", t["shared"].median, "s",
+                    "one row each", t["alone"].median, ratio, "x faster",
+                    f">= 1.00x and steerability within {SCORE_MAX_STEER_DIFF_OF_CI:.2f} CI half-widths",
+                    "PASS" if ratio >= 1.0 and diff <= SCORE_MAX_STEER_DIFF_OF_CI else "MISS",
+                    f"steerability_each of {len(cell['vectors'])} methods at layer {cell['layer']}, position all, "
+                    f"{scorer.dtype}; largest difference {diff:.4f} CI half-widths",
+                    repeats=t["shared"].seconds, ratio_min=t["alone"].min / t["shared"].min))
     return rows
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import pytest
 import steerlab
 import torch
@@ -186,6 +187,15 @@ def test_bf16_metrics_close(pair: tuple[steerlab.Model, steerlab.Model]) -> None
         assert abs(b["nll"] - a["nll"]) < 0.03 * abs(a["nll"])
         assert abs(b["perplexity_ratio"] - a["perplexity_ratio"]) < 0.03 * a["perplexity_ratio"]
         assert abs(b["kl"] - a["kl"]) < 0.05 * max(a["kl"], 0.01)
+    # Two continuations of one opening packed into one sequence: its bfloat16 mask, same scores.
+    ids = lambda s: fp32.tokenizer(s, add_special_tokens=False)["input_ids"]
+    opening = ids("The old dog")
+    ca = continuation_logprobs(fp32, [opening, opening], completions, [None, 3 * v], layer=LAYER)
+    cb = continuation_logprobs(bf16, [opening, opening], completions, [None, 3 * v], layer=LAYER)
+    cb_alone = continuation_logprobs(bf16, [opening, opening], completions, [None, 3 * v], layer=LAYER,
+                                     share_openings=False)
+    assert np.abs(cb - ca).max() < 0.03 * np.abs(ca).max()
+    assert np.abs(cb - cb_alone).max() < 0.03 * np.abs(ca).max()
 
 
 # --- 2. inputs on the model's device --------------------------------------------------
@@ -249,6 +259,8 @@ FIRST_CALLS: dict[str, Callable[[steerlab.Model], Any]] = {
     "steered_text_scores": lambda m: steered_text_scores(m, TEXTS, [_v(m)], layer=LAYER),
     "completion_perplexity": lambda m: completion_perplexity(m, TEXTS[:1], [[5, 6, 7]]),
     "continuation_logprobs": lambda m: continuation_logprobs(m, [[5, 6]], [[7, 8]], [None, _v(m)], layer=LAYER),
+    "continuation_logprobs shared opening": lambda m: continuation_logprobs(m, [[5, 6], [5, 6]], [[7, 8], [9]],
+                                                                            [None, _v(m)], layer=LAYER),
     "relevance": lambda m: relevance(m, TEXTS[:1], [[5, 6, 7]], [None, _v(m)], layer=LAYER),
 }
 # Public functions that read activations through an nnsight trace with a dict of tensors:
@@ -305,6 +317,9 @@ def test_log_probs_read_logits_on_their_device() -> None:
 
     logp = _logprobs_of(torch.empty(19, 11, device="meta", dtype=torch.bfloat16), torch.tensor([1, 2, 3] * 6 + [4]))
     assert logp.device.type == "meta" and logp.dtype == torch.float32 and logp.shape == (19,)
+    shared = _logprobs_of(torch.empty(4, 11, device="meta", dtype=torch.bfloat16), torch.tensor([1, 2, 3]),
+                          rows=torch.tensor([0, 0, 3]))  # one row scoring two tokens (a shared opening's last)
+    assert shared.device.type == "meta" and shared.dtype == torch.float32 and shared.shape == (3,)
 
 
 def test_meta_mixing_raises() -> None:

@@ -139,25 +139,32 @@ def _teacher_forced(model: sl.Model, opening: list[int], continuation: list[int]
     return float(logp.gather(-1, torch.tensor(continuation)[:, None]).mean())
 
 
-@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])
+@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama", "tiny_gemma"])
 @pytest.mark.parametrize("position", ["all", "all_prompt", "last_prompt", "first"])
 def test_continuation_logprobs_match_generation_semantics(name: str, position: str,
                                                           request: pytest.FixtureRequest) -> None:
     """Batched, padded, grouped rows against a prompt-then-cache run per row inside the steering
-    scope: the position rule means in the forward pass what it means in generation."""
+    scope: the position rule means in the forward pass what it means in generation. Rows 4-6
+    repeat openings 0 and 1, so with ``share_openings`` they are packed into one sequence
+    each (a 4D mask); without it every row is its own."""
     model: sl.Model = request.getfixturevalue(name)
     tok = model.tokenizer
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]
     openings = [ids("The river runs"), ids("Once upon a time, in a town"), ids("The mill stood"), ids("A")]
     continuations = [ids(" past the mill"), ids(" by the sea"), ids(" still and grey all winter"), ids(" dog")]
+    openings += [openings[0], openings[1], openings[0]]
+    continuations += [ids(" under the old stone bridge"), ids(" lived a baker"), ids(" dry")]
     v = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
     additions = [None, 3 * v, -2 * v]
     got = continuation_logprobs(model, openings, continuations, additions, layer=1, position=position, batch_size=2)
-    assert got.shape == (3, 4)
+    alone = continuation_logprobs(model, openings, continuations, additions, layer=1, position=position,
+                                  batch_size=2, share_openings=False)
+    assert got.shape == alone.shape == (3, 7)
     for j, add in enumerate(additions):
-        for i in range(4):
+        for i in range(7):
             want = _teacher_forced(model, openings[i], continuations[i], add, 1, position)
             assert got[j, i] == pytest.approx(want, abs=2e-4), (j, i)
+            assert alone[j, i] == pytest.approx(want, abs=2e-4), (j, i)
     assert not np.allclose(got[1], got[0])  # the addition did something
 
 

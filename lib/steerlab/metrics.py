@@ -131,15 +131,16 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
 _ROWS = 8
 
 
-def _logprobs_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def _logprobs_of(logits: torch.Tensor, tokens: torch.Tensor, *, rows: torch.Tensor | None = None) -> torch.Tensor:
     """``log p(tokens[i])`` under ``logits[i]`` (``[n, vocab]``, any float dtype), in float32,
-    on the logits' device, :data:`_ROWS` rows at a time."""
-    tokens = tokens.to(logits.device)
-    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    on the logits' device, the log-normaliser :data:`_ROWS` rows at a time. With ``rows``
+    (``[m]`` indices into ``logits``), ``log p(tokens[i])`` under ``logits[rows[i]]``: one
+    row may score several tokens, its normaliser computed once."""
+    norm = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     for start in range(0, logits.shape[0], _ROWS):
-        rows = logits[start:start + _ROWS].float()
-        out[start:start + _ROWS] = rows.gather(-1, tokens[start:start + _ROWS, None])[:, 0] - rows.logsumexp(-1)
-    return out
+        norm[start:start + _ROWS] = logits[start:start + _ROWS].float().logsumexp(-1)
+    index = torch.arange(logits.shape[0], device=logits.device) if rows is None else rows.to(logits.device)
+    return logits[index, tokens.to(logits.device)].float() - norm[index]
 
 
 def _scored_chunks(batch: Batch) -> tuple[list[tuple[int, torch.Tensor]], torch.Tensor, int]:
@@ -277,6 +278,7 @@ def continuation_logprobs(
     position: str = "all",
     bos: Sequence[bool] | None = None,
     batch_size: int = 8,
+    share_openings: bool = True,
 ) -> np.ndarray:
     """Mean log-prob per token of each continuation after its opening, under each addition.
 
@@ -285,8 +287,13 @@ def continuation_logprobs(
     continuation's tokens are scored, each with everything before it as context. ``position``
     follows generation (module docstring); ``bos[i]`` says the opening starts with an added
     BOS (``after_bos`` needs it). All additions share one plain pass of the blocks below
-    ``layer`` per chunk of ``batch_size`` rows (block replay, as in
+    ``layer`` per chunk of ``batch_size`` sequences (block replay, as in
     :func:`steerlab.replay.steered_logits_each`); rows of any opening length share a chunk.
+    With ``share_openings``, rows whose openings are equal (same tokens and ``bos``) are one
+    sequence: the opening once, then each continuation, which attends to the opening and to
+    itself only (a 4D attention mask, positions numbered as in its own row), so the opening's
+    tokens are computed once per condition instead of once per row; the scores are the
+    separate rows' up to float rounding (the tests check both against generation).
     ``None`` is the unsteered model; an empty continuation gives ``nan``.
 
     Returns:
@@ -313,42 +320,101 @@ def continuation_logprobs(
             raise ValueError(f"addition {j} has shape {tuple(a.shape)} or is not finite; expected a finite "
                              f"[{model.d_model}] tensor")
     out = np.full((len(additions), len(openings)), np.nan)
+    # Rows with one opening share it (steerability's crossed pairs): one packed sequence
+    # holds the opening once, then each continuation, which sees the opening and itself only.
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i in range(len(openings)):
+        if len(continuations[i]):
+            key = (tuple(int(t) for t in openings[i]), flags[i]) if share_openings else (i,)
+            groups.setdefault(key, []).append(i)
     # Longest first, neighbours in length share a chunk: little padding.
-    order = sorted((i for i in range(len(openings)) if len(continuations[i])),
-                   key=lambda i: -(len(openings[i]) + len(continuations[i])))
+    packs = sorted(groups.values(), key=lambda rows: -(len(openings[rows[0]]) +
+                                                       sum(len(continuations[i]) for i in rows)))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        seqs = [[int(t) for t in openings[i]] + [int(t) for t in continuations[i]] for i in chunk]
-        width = max(len(s) for s in seqs)
+    for start in range(0, len(packs), batch_size):
+        chunk = packs[start:start + batch_size]
+        seqs, segments, places = [], [], []
+        for rows in chunk:
+            ko = len(openings[rows[0]])
+            seq, seg = [int(t) for t in openings[rows[0]]], [0] * ko
+            place = []  # per row: (its first continuation position in the sequence, its length)
+            for k, i in enumerate(rows, 1):
+                place.append((len(seq), len(continuations[i])))
+                seq += [int(t) for t in continuations[i]]
+                seg += [k] * len(continuations[i])
+            seqs.append(seq)
+            segments.append(seg)
+            places.append(place)
+        width = max(len(q) for q in seqs)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-        batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in chunk], dtype=torch.bool))
+        seg_ids = torch.full((len(chunk), width), -1, dtype=torch.long)
+        for r, (q, seg) in enumerate(zip(seqs, segments)):
+            ids[r, :len(q)] = torch.tensor(q)
+            mask[r, :len(q)] = 1
+            seg_ids[r, :len(q)] = torch.tensor(seg)
+        firsts = [rows[0] for rows in chunk]
+        batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in firsts], dtype=torch.bool))
+        forward = None
+        if any(len(rows) > 1 for rows in chunk):
+            opening_len = [len(openings[i]) for i in firsts]
+            forward = {"input_ids": ids, "attention_mask": _packed_attention(seg_ids, model.dtype),
+                       "position_ids": _packed_positions(seg_ids, opening_len)}
         if position == "all":
             conditions = [None if a is None else Intervention(layer, [a], [None], "add", "all_prompt")
                           for a in additions]  # a forward pass's tokens are all "prompt": every one is steered
         else:
             # Generation's prompt-only rules: row r gets a [k_r, d_model] addition on its opening's tokens.
             conditions = [None if a is None else Intervention(
-                layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in chunk],
+                layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in firsts],
                 [None] * len(chunk), "add", "first") for a in additions]
-        # Only the positions that predict a continuation token go through the unembedding.
+        # Only the positions that predict a continuation token go through the unembedding: the
+        # opening's last (which predicts every continuation's first token) and each continuation's.
         keep = torch.zeros((len(chunk), width), dtype=torch.bool)
-        targets = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            ko, m = len(openings[i]), len(continuations[i])
-            keep[r, ko - 1:ko + m - 1] = True
-            targets[r, ko - 1:ko + m - 1] = ids[r, ko:ko + m]
-        row_of = torch.arange(len(chunk))[:, None].expand_as(keep)[keep]  # each kept position's row
-        wanted = targets[keep]
-        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer, keep=keep)):  # [kept, vocab]
-            logp = _logprobs_of(logits, wanted).cpu()
-            for r, i in enumerate(chunk):
-                out[j, i] = float(logp[row_of == r].mean())
+        flat, wanted, owner, rows_in_chunk = [], [], [], []
+        for r, (rows, place) in enumerate(zip(chunk, places)):
+            ko = len(openings[rows[0]])
+            for i, (s0, m) in zip(rows, place):
+                predictors = [ko - 1, *range(s0, s0 + m - 1)]
+                keep[r, predictors] = True
+                flat += [r * width + p for p in predictors]
+                wanted += [int(t) for t in continuations[i]]
+                owner += [len(rows_in_chunk)] * m
+                rows_in_chunk.append(i)
+        kept_index = keep.flatten().long().cumsum(0) - 1
+        sel = kept_index[torch.tensor(flat)]
+        wanted_t, owner_t = torch.tensor(wanted), torch.tensor(owner)
+        counts = torch.bincount(owner_t, minlength=len(rows_in_chunk)).double()
+        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer, keep=keep,
+                                                     forward_inputs=forward)):  # [kept, vocab]
+            logp = _logprobs_of(logits, wanted_t, rows=sel).cpu().double()
+            means = torch.zeros(len(rows_in_chunk), dtype=torch.float64).index_add_(0, owner_t, logp) / counts
+            out[j, rows_in_chunk] = means.numpy()
     return out
+
+
+def _packed_positions(segments: torch.Tensor, opening_lengths: Sequence[int]) -> torch.Tensor:
+    """Position ids of packed sequences: the opening's 0, 1, ...; each continuation numbered on
+    from the opening's end, as if it followed the opening alone (pads: 0)."""
+    pos = torch.zeros_like(segments)
+    for r, ko in enumerate(opening_lengths):
+        pos[r, :ko] = torch.arange(ko)
+        for k in segments[r].unique().tolist():
+            if k > 0:
+                where = (segments[r] == k).nonzero()[:, 0]
+                pos[r, where] = ko + torch.arange(len(where))
+    return pos
+
+
+def _packed_attention(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive ``[batch, 1, seq, seq]`` mask of packed sequences (``segments``: 0 for the
+    opening, ``k`` for continuation ``k``, -1 for padding): causal, and a continuation sees the
+    opening and itself only. Every position sees itself, so no row of the softmax is empty."""
+    width = segments.shape[1]
+    q, k = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = (causal & (k >= 0) & ((k == 0) | (k == q))) | torch.eye(width, dtype=torch.bool)
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def relevance(
@@ -509,11 +575,14 @@ def steerability_each(
     batch_size: int = 8,
     n_boot: int = 2000,
     seed: int = 0,
+    share_openings: bool = True,
 ) -> list[SteerabilityResult]:
     """:func:`steerability` of several vectors on the same texts, layer and grid: one result each.
 
     Every vector's conditions share one plain pass (and the blocks below ``layer``) per chunk
-    of rows, so ``n`` vectors cost less than ``n`` calls of :func:`steerability`.
+    of rows, so ``n`` vectors cost less than ``n`` calls of :func:`steerability`. The two
+    continuations of each opening are scored from one sequence (``share_openings``, see
+    :func:`continuation_logprobs`; ``False`` scores every row alone, for comparison).
 
     Example:
         >>> [r.mean for r in steerability_each(model, [v, w], layer=15, target_texts=fantasy,
@@ -562,7 +631,7 @@ def steerability_each(
         adds += [relative_addition(direction, typical_norm, c) if typical_norm is not None else c * direction
                  for c in coefs if c != 0]
     lp_all = continuation_logprobs(model, openings, conts, adds, layer=layer, position=position, bos=bos,
-                                   batch_size=batch_size)  # [1 + vectors x (coefs - 1), 4 n]
+                                   batch_size=batch_size, share_openings=share_openings)  # [1 + vectors x (coefs - 1), 4 n]
     per = len(coefs) - 1
     results = []
     for k in range(len(directions)):

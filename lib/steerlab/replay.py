@@ -66,7 +66,8 @@ def steered_logits_each(
 
 @torch.inference_mode()
 def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int, *,
-                      bos: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                      bos: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                      forward_inputs: dict[str, torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
     """Logits ``[batch, seq, vocab]`` under each :class:`Intervention` (``None``: the plain pass),
     the blocks below ``layer`` run once. A condition may edit each row differently.
 
@@ -76,7 +77,9 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
     row-major order and in the model's dtype (the caller converts them chunk by chunk); the
     unembedding of a condition then runs on those positions alone (with a 262k-token
     vocabulary, as Gemma's, it costs more than the replayed blocks). Without ``keep`` the
-    logits are float32.
+    logits are float32. ``forward_inputs`` replaces ``batch.as_inputs()`` in the plain pass (a
+    packed batch gives its own 4D attention mask and position ids there); the interventions
+    still place themselves by ``batch.attention_mask``.
 
     Example:
         >>> for logits in replay_conditions(model, batch, [None, Intervention(8, [v], [None], "add", "all")], 8):
@@ -93,7 +96,8 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
 
     handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
                for i in range(layer, len(blocks))]
-    inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
+    given = batch.as_inputs() if forward_inputs is None else forward_inputs
+    inputs = {k: v.to(model.device) for k, v in given.items()}
     try:
         plain = model.hf(**inputs, use_cache=False).logits
     finally:
