@@ -28,6 +28,7 @@ import json
 import resource
 import sys
 import time
+from typing import Any
 
 T0 = time.perf_counter()
 
@@ -50,6 +51,20 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def _plain_transformers() -> tuple[float, Any, Any, float]:
+    """Plain transformers' load of the embedded model's cached folder: (start, tokenizer, model, end);
+    the imports come before the start, as in the steerlab probes."""
+    import torch
+    from steerlab.models import provision_embedded
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = provision_embedded(progress=False)
+    t1 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(folder)
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return t1, tok, hf, time.perf_counter()
 
 
 def _memory(args: argparse.Namespace, hf: bool) -> dict:
@@ -153,14 +168,8 @@ def main() -> int:
                    in_process_s=t4 - T0, token=c[0].text)
     elif args.kind == "first-token-hf":
         import torch
-        from steerlab.models import provision_embedded
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = provision_embedded(progress=False)
-        t1 = time.perf_counter()
-        tok = AutoTokenizer.from_pretrained(folder)
-        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        t2 = time.perf_counter()
+        t1, tok, hf, t2 = _plain_transformers()
         enc = tok("Last Tuesday, my neighbour knocked on the door and", return_tensors="pt",
                   add_special_tokens=False)
         with torch.inference_mode():
@@ -169,14 +178,8 @@ def main() -> int:
         out.update(import_s=t1 - T0, load_s=t2 - t1, generate_s=t3 - t2, in_process_s=t3 - T0)
     elif args.kind == "first-steered-token-hf":
         import torch
-        from steerlab.models import provision_embedded
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = provision_embedded(progress=False)
-        t1 = time.perf_counter()
-        tok = AutoTokenizer.from_pretrained(folder)
-        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        t2 = time.perf_counter()
+        t1, tok, hf, t2 = _plain_transformers()
         with torch.inference_mode():
             def last(word: str) -> torch.Tensor:
                 out = hf(**tok(word, return_tensors="pt"), output_hidden_states=True)
