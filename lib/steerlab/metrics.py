@@ -371,7 +371,10 @@ def continuation_logprobs(
         # Only the positions that predict a continuation token go through the unembedding: the
         # opening's last (which predicts every continuation's first token) and each continuation's.
         keep = torch.zeros((len(chunk), width), dtype=torch.bool)
-        flat, wanted, owner, rows_in_chunk = [], [], [], []
+        flat: list[int] = []
+        wanted: list[int] = []
+        owner: list[int] = []
+        rows_in_chunk: list[int] = []
         for r, (rows, place) in enumerate(zip(chunk, places)):
             ko = len(openings[rows[0]])
             for i, (s0, m) in zip(rows, place):
