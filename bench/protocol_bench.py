@@ -97,23 +97,9 @@ def cell_inputs(model: sl.Model, target: str = "fantasy", methods: Sequence[str]
             "targets": compare._heldout_target(target, cfg.n_steer), "others": compare._others(target, cfg.n_steer)}
 
 
-def cell_scores(scorer: sl.Model, cell: dict[str, Any]) -> dict[str, Any]:
-    """The cell's forward-pass scores on ``scorer``: steerability of each method, damage of each condition."""
-    from steerlab.metrics import steerability_each
-
-    cfg, layer = cell["cfg"], cell["layer"]
-    steer = steerability_each(scorer, [v.at(layer) for v in cell["vectors"].values()], layer=layer,
-                              target_texts=cell["targets"], other_texts=cell["others"],
-                              coefficients=cfg.coefficients, position="all", typical_norm=cell["typical"])
-    damage = steered_text_scores(scorer, cell["general"], cell["additions"], layer=layer, position="all",
-                                 max_length=cfg.eval_length)
-    return {"steerability": {m: (s.mean, list(s.ci)) for m, s in zip(cell["vectors"], steer)},
-            "perplexity_ratio": [d["perplexity_ratio"] for d in damage], "kl": [d["kl"] for d in damage]}
-
-
-def steer_scores(scorer: sl.Model, cell: dict[str, Any], *, share_openings: bool) -> dict[str, Any]:
-    """The cell's steerability of each method on ``scorer``, its two continuations of an opening
-    scored from one packed sequence or each row alone."""
+def steer_scores(scorer: sl.Model, cell: dict[str, Any], *, share_openings: bool = True) -> dict[str, Any]:
+    """The cell's steerability of each method on ``scorer`` (mean, CI, per-sample slopes), its
+    two continuations of an opening scored from one packed sequence or each row alone."""
     from steerlab.metrics import steerability_each
 
     cfg, layer = cell["cfg"], cell["layer"]
@@ -124,15 +110,23 @@ def steer_scores(scorer: sl.Model, cell: dict[str, Any], *, share_openings: bool
     return {m: (s.mean, list(s.ci), s.slopes.tolist()) for m, s in zip(cell["vectors"], steer)}
 
 
+def cell_scores(scorer: sl.Model, cell: dict[str, Any]) -> dict[str, Any]:
+    """The cell's forward-pass scores on ``scorer``: steerability of each method, damage of each condition."""
+    damage = steered_text_scores(scorer, cell["general"], cell["additions"], layer=cell["layer"], position="all",
+                                 max_length=cell["cfg"].eval_length)
+    return {"steerability": steer_scores(scorer, cell),
+            "perplexity_ratio": [d["perplexity_ratio"] for d in damage], "kl": [d["kl"] for d in damage]}
+
+
 def steer_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> float:
-    """The largest steerability difference between two runs, in the reference's CI half-widths."""
-    return max(abs(fast[m][0] - mean) / ((ci[1] - ci[0]) / 2) for m, (mean, ci, _) in reference.items())
+    """The largest steerability difference between two :func:`steer_scores`, in the reference's
+    CI half-widths."""
+    return max(abs(fast[m][0] - ref[0]) / ((ref[1][1] - ref[1][0]) / 2) for m, ref in reference.items())
 
 
 def score_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> dict[str, float]:
     """How far ``fast`` scores sit from ``reference``'s, in the units the rule above uses."""
-    steer = max(abs(fast["steerability"][m][0] - mean) / ((ci[1] - ci[0]) / 2)
-                for m, (mean, ci) in reference["steerability"].items())
+    steer = steer_agreement(fast["steerability"], reference["steerability"])
     ppl = max(abs(a / b - 1) for a, b in zip(fast["perplexity_ratio"], reference["perplexity_ratio"]))
     kl = max(abs(a - b) for a, b in zip(fast["kl"], reference["kl"]))
     return {"steer_diff_of_ci": steer, "ppl_ratio_rel_err": ppl, "kl_abs_diff": kl,

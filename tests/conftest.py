@@ -107,19 +107,30 @@ def gemma_model(_isolated_cache: Path) -> steerlab.Model:
     return steerlab.load_model("gemma3-270m", progress=False)
 
 
-@pytest.fixture(scope="session")
-def tiny_gemma(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
-    """A 2-layer Gemma 3 with random weights whose tokenizer adds a BOS, as Gemma's does."""
+def _tiny_gemma(tmp_path_factory: pytest.TempPathFactory, name: str, **config: Any) -> steerlab.Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig
 
     tokenizer = AutoTokenizer.from_pretrained(_embedded_tokenizer().name_or_path, add_bos_token=True)
-    config = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=16, vocab_size=len(tokenizer),
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
+    cfg = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, vocab_size=len(tokenizer),
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, **config)
     torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(config)
-    folder = tmp_path_factory.mktemp("tiny-gemma")
+    hf = AutoModelForCausalLM.from_config(cfg)
+    folder = tmp_path_factory.mktemp(name)
     hf.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return steerlab.load_model(str(folder))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
+    """A 2-layer Gemma 3 with random weights whose tokenizer adds a BOS, as Gemma's does."""
+    return _tiny_gemma(tmp_path_factory, "tiny-gemma")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_window(_isolated_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> steerlab.Model:
+    """The same with a 6-token sliding window on every layer: short texts already cross it."""
+    return _tiny_gemma(tmp_path_factory, "tiny-gemma-window", sliding_window=6,
+                       layer_types=["sliding_attention", "sliding_attention"])

@@ -139,14 +139,15 @@ def _teacher_forced(model: sl.Model, opening: list[int], continuation: list[int]
     return float(logp.gather(-1, torch.tensor(continuation)[:, None]).mean())
 
 
-@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama", "tiny_gemma"])
+@pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama", "tiny_gemma", "tiny_gemma_window"])
 @pytest.mark.parametrize("position", ["all", "all_prompt", "last_prompt", "first"])
 def test_continuation_logprobs_match_generation_semantics(name: str, position: str,
                                                           request: pytest.FixtureRequest) -> None:
     """Batched, padded, grouped rows against a prompt-then-cache run per row inside the steering
     scope: the position rule means in the forward pass what it means in generation. Rows 4-6
     repeat openings 0 and 1, so with ``share_openings`` they are packed into one sequence
-    each (a 4D mask); without it every row is its own."""
+    each (a 4D mask); without it every row is its own. With a sliding window shorter than the
+    packs (``tiny_gemma_window``) they must stay rows: one mask cannot hold the window."""
     model: sl.Model = request.getfixturevalue(name)
     tok = model.tokenizer
     ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]

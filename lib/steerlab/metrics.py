@@ -327,39 +327,50 @@ def continuation_logprobs(
         if len(continuations[i]):
             key = (tuple(int(t) for t in openings[i]), flags[i]) if share_openings else (i,)
             groups.setdefault(key, []).append(i)
+    # A pack longer than a sliding attention window would let a layer of that window see further
+    # than in the rows alone (the 4D mask stands for every layer's), so such groups stay rows.
+    window = _packing_window(model)
+    packs_or_rows: list[list[int]] = []
+    for rows in groups.values():
+        fits = len(openings[rows[0]]) + sum(len(continuations[i]) for i in rows) <= window
+        packs_or_rows += [rows] if fits or len(rows) == 1 else [[i] for i in rows]
     # Longest first, neighbours in length share a chunk: little padding.
-    packs = sorted(groups.values(), key=lambda rows: -(len(openings[rows[0]]) +
+    packs = sorted(packs_or_rows, key=lambda rows: -(len(openings[rows[0]]) +
                                                        sum(len(continuations[i]) for i in rows)))
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     for start in range(0, len(packs), batch_size):
         chunk = packs[start:start + batch_size]
-        seqs, segments, places = [], [], []
+        seqs, segments, positions, places = [], [], [], []
         for rows in chunk:
             ko = len(openings[rows[0]])
-            seq, seg = [int(t) for t in openings[rows[0]]], [0] * ko
+            seq, seg, pos = [int(t) for t in openings[rows[0]]], [0] * ko, list(range(ko))
             place = []  # per row: (its first continuation position in the sequence, its length)
             for k, i in enumerate(rows, 1):
-                place.append((len(seq), len(continuations[i])))
+                m = len(continuations[i])
+                place.append((len(seq), m))
                 seq += [int(t) for t in continuations[i]]
-                seg += [k] * len(continuations[i])
+                seg += [k] * m
+                pos += range(ko, ko + m)  # numbered on from the opening, as in its own row
             seqs.append(seq)
             segments.append(seg)
+            positions.append(pos)
             places.append(place)
         width = max(len(q) for q in seqs)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         seg_ids = torch.full((len(chunk), width), -1, dtype=torch.long)
-        for r, (q, seg) in enumerate(zip(seqs, segments)):
+        pos_ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (q, seg, pos) in enumerate(zip(seqs, segments, positions)):
             ids[r, :len(q)] = torch.tensor(q)
             mask[r, :len(q)] = 1
             seg_ids[r, :len(q)] = torch.tensor(seg)
+            pos_ids[r, :len(q)] = torch.tensor(pos)
         firsts = [rows[0] for rows in chunk]
         batch = Batch(ids, mask, bos=torch.tensor([flags[i] for i in firsts], dtype=torch.bool))
         forward = None
         if any(len(rows) > 1 for rows in chunk):
-            opening_len = [len(openings[i]) for i in firsts]
             forward = {"input_ids": ids, "attention_mask": _packed_attention(seg_ids, model.dtype),
-                       "position_ids": _packed_positions(seg_ids, opening_len)}
+                       "position_ids": pos_ids}
         if position == "all":
             conditions = [None if a is None else Intervention(layer, [a], [None], "add", "all_prompt")
                           for a in additions]  # a forward pass's tokens are all "prompt": every one is steered
@@ -396,17 +407,15 @@ def continuation_logprobs(
     return out
 
 
-def _packed_positions(segments: torch.Tensor, opening_lengths: Sequence[int]) -> torch.Tensor:
-    """Position ids of packed sequences: the opening's 0, 1, ...; each continuation numbered on
-    from the opening's end, as if it followed the opening alone (pads: 0)."""
-    pos = torch.zeros_like(segments)
-    for r, ko in enumerate(opening_lengths):
-        pos[r, :ko] = torch.arange(ko)
-        for k in segments[r].unique().tolist():
-            if k > 0:
-                where = (segments[r] == k).nonzero()[:, 0]
-                pos[r, where] = ko + torch.arange(len(where))
-    return pos
+def _packing_window(model: Model) -> float:
+    """The longest packed sequence :func:`continuation_logprobs` may build on ``model``: its
+    sliding attention window where it has one; 0 (no packing) unless its attention takes a 4D
+    mask as given (``sdpa``, ``eager``)."""
+    config = model.hf.config
+    if getattr(config, "_attn_implementation", "eager") not in ("sdpa", "eager"):
+        return 0
+    window = getattr(config, "sliding_window", None)
+    return float(window) if window else math.inf
 
 
 def _packed_attention(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
