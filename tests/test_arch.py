@@ -21,7 +21,8 @@ from steerlab.arch import (
     final_norm_of,
     logit_softcap_of,
 )
-from steerlab.models import ModelLoadError, _wrap
+from steerlab.load import _wrap
+from steerlab.models import ModelLoadError
 from steerlab.trace import residuals
 from torch import nn
 
@@ -90,8 +91,6 @@ def test_the_self_check_sees_a_change_between_the_last_block_and_the_norm(tiny_l
     """A model that changes the residual between its last block and the final norm (here a
     hook that scales it): what steerlab calls layer n_layers is then not what the norm
     receives, although the lens still equals the logits."""
-    from steerlab.models import ModelLoadError, _wrap
-
     model = steerlab.load_model(tiny_llama.source)
     hf = model.hf
     hf.model.norm.register_forward_pre_hook(lambda m, a: (a[0] * 3.0,))

@@ -1,8 +1,5 @@
-"""The construction registry: one name, one vector, whichever entry point builds it.
-
-Notebook 03's examples, notebook 04's comparison and the widget all build through
-``steerlab.constructions.build``; these tests build every construction through each entry
-point on a tiny model and require identical tensors and identical evaluation vocabularies."""
+"""The construction registry: each construction's vector against an oracle computed by plain
+transformers passes, named sets and your own texts alike; names and inputs checked."""
 
 from __future__ import annotations
 
@@ -11,18 +8,17 @@ from typing import Any
 import pytest
 import steerlab
 import torch
-from steerlab.constructions import CONSTRUCTIONS, build, named_sets, set_stats, set_word, typical_norm
+from steerlab.constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm
+from steerlab.sets import UnitSpec, set_word
 from steerlab.stats import pool_stats
 from steerlab.study import compare, examples
 from steerlab.study.vocab import evaluation_vocabulary
-from steerlab.vectors import RECIPES
 
 LAYER = 1
 SPEC: dict[str, Any] = {"sample_size": 4, "max_length": 32}
 
 
-def test_every_construction_is_a_recipe_a_vector_can_carry() -> None:
-    assert set(CONSTRUCTIONS) == set(RECIPES) - {"imported"}
+def test_every_construction_says_what_it_is_and_what_it_needs() -> None:
     for c in CONSTRUCTIONS.values():
         assert c.description and set(c.inputs) <= {"target", "reference", "counter", "plus", "minus"}
 
@@ -50,7 +46,7 @@ def test_the_arithmetic_of_each_construction(tiny_llama: steerlab.Model) -> None
     # mixed pools every genre's statistics, each sampled the same way
     pooled = pool_stats([set_stats(m, g, **SPEC) for g in steerlab.genres()], "mixed")
     torch.testing.assert_close(s["mixed"].mean_at(LAYER), pooled.mean_at(LAYER))
-    assert typical_norm(m, LAYER, **SPEC) == pytest.approx(float(s["general"].mean_norm[s["general"].index(LAYER)]))
+    assert typical_norm(m, LAYER, UnitSpec(**SPEC)) == pytest.approx(float(s["general"].mean_norm[s["general"].index(LAYER)]))
 
 
 def test_unknown_names_and_missing_inputs_are_clear_errors(tiny_gpt2: steerlab.Model) -> None:
@@ -68,30 +64,40 @@ def test_unknown_names_and_missing_inputs_are_clear_errors(tiny_gpt2: steerlab.M
     assert set_word("science_fiction") == " science fiction"
 
 
-def test_notebook_compare_and_widget_build_identical_vectors(tiny_llama: steerlab.Model) -> None:
-    """Each construction through each entry point: identical tensors and vocabularies."""
-    from steerlab.lab.widget import SteeringWidget
+def _oracle_mean(model: steerlab.Model, texts: list[str], layer: int, max_length: int) -> torch.Tensor:
+    """Mean residual at ``layer`` over every token but each text's first, by plain
+    ``output_hidden_states=True`` passes, one text at a time: independent of steerlab's tracing."""
+    rows = []
+    for text in texts:
+        ids = model.tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
+        with torch.no_grad():
+            hidden = model.hf(input_ids=ids, output_hidden_states=True).hidden_states[layer][0]
+        rows.append(hidden[1:])
+    return torch.cat(rows).double().mean(0).float()
 
+
+def _set_texts(name: str) -> list[str]:
+    return list(steerlab.load_dataset(name, "train").sample(SPEC["sample_size"], seed=0).texts)
+
+
+def test_constructions_match_an_oracle_from_plain_hidden_states(tiny_llama: steerlab.Model) -> None:
+    """Every set-based construction, through the registry and through the comparison's builder,
+    equals the arithmetic on means computed by plain transformers passes."""
     m = tiny_llama
+    mean = {n: _oracle_mean(m, _set_texts(n), LAYER, SPEC["max_length"]) for n in ("fantasy", "sports", "general")}
+    want = {
+        "raw": mean["fantasy"],
+        "mean_centred": mean["fantasy"] - mean["general"],
+        "counterbalanced": mean["fantasy"] - mean["sports"],
+        "bias": mean["general"],
+    }
     cfg = compare.CompareConfig(targets=("fantasy",), counters={"fantasy": "sports"}, layers=(LAYER,), sample_size=4,
                                 max_length=32)
     via_compare = compare.build_methods(m, cfg, "fantasy", [LAYER], progress=False)
-    widget = SteeringWidget(m, layer=LAYER, sample_size=4, max_length=32, max_new_tokens=5, background=False,
-                            target="fantasy", reference="sports")
-    for name in compare.METHODS:
-        if name == "bias_ablated" or name == "bias":
-            torch.testing.assert_close(via_compare[name].at(LAYER),
-                                       build(name, m, [LAYER], target="fantasy", **SPEC).at(LAYER), rtol=0, atol=0)
-            continue
-        direct = build(name, m, [LAYER], target="fantasy", counter="sports", **SPEC).at(LAYER)
-        torch.testing.assert_close(via_compare[name].at(LAYER), direct, rtol=0, atol=0)
-        if name == "prompt_pair":
-            widget.controls["target"].value, widget.controls["reference"].value = " fantasy", " "
-        else:
-            second = "mixed" if name == "isolated" else "sports"  # the box holds the construction's second input
-            widget.controls["target"].value, widget.controls["reference"].value = "fantasy", second
-        widget.controls["recipe"].value = name
-        torch.testing.assert_close(widget.vector().at(LAYER), direct, rtol=0, atol=0, msg=name)
+    for name, expected in want.items():
+        got = build(name, m, [LAYER], target="fantasy", counter="sports", **SPEC).at(LAYER)
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=2e-4, msg=name)
+        torch.testing.assert_close(via_compare[name].at(LAYER), expected, atol=2e-4, rtol=2e-4, msg=name)
     # The write-up's examples name their construction and inputs; the notebook helper builds the same.
     for name, spec in examples.EXAMPLES.items():
         ex = examples.build_example(m, name, LAYER, sample_size=4, max_length=32)
@@ -99,8 +105,25 @@ def test_notebook_compare_and_widget_build_identical_vectors(tiny_llama: steerla
         direct = build(spec["construction"], m, [LAYER], **inputs, **SPEC).at(LAYER)
         torch.testing.assert_close(ex.vector.at(LAYER), direct, rtol=0, atol=0)
         assert ex.vocab == evaluation_vocabulary(spec["vocab"])
-    # One vocabulary per target, whoever scores with it.
-    assert evaluation_vocabulary("fantasy") == examples.build_example(m, "additional", LAYER, **SPEC).vocab
+
+
+def test_your_own_texts_build_like_a_named_set(tiny_llama: steerlab.Model) -> None:
+    """target=[...] takes your own texts: the oracle mean of exactly those texts, minus general text."""
+    m = tiny_llama
+    mine = ["Arr, the pirate hoisted the black flag.", "The ship's crew sang sea shanties all night long.",
+            "Buried treasure lay under the palm tree."]
+    v = build("mean_centred", m, [LAYER], target=mine, **SPEC)
+    general = _oracle_mean(m, _set_texts("general"), LAYER, SPEC["max_length"])
+    torch.testing.assert_close(v.at(LAYER), _oracle_mean(m, mine, LAYER, SPEC["max_length"]) - general,
+                               atol=2e-4, rtol=2e-4)
+    cb = build("counterbalanced", m, [LAYER], target=mine, counter=["A calm office memo about budgets."], **SPEC)
+    assert cb.at(LAYER).shape == (m.d_model,)
+    with pytest.raises(ValueError, match="target is an empty list"):
+        build("mean_centred", m, [LAYER], target=[])
+    with pytest.raises(ValueError, match=r"target\[1\] is None"):
+        build("mean_centred", m, [LAYER], target=["ok", None])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="must be a named set for this construction"):
+        build("word_pair", m, [LAYER], target=mine, counter="sports")
 
 
 def test_isolated_and_counterbalanced_defaults_differ(tiny_gpt2: steerlab.Model) -> None:

@@ -40,10 +40,11 @@ import pytest
 import steerlab
 import torch
 from steerlab.arch import blocks_of
+from steerlab.intervention import Intervention
 from steerlab.metrics import completion_perplexity, continuation_logprobs, relevance, steered_text_scores
 from steerlab.replay import steered_logits_each
 from steerlab.sampling import NucleusSampler, row_generators
-from steerlab.steer import Intervention, steered_generate, steered_logits
+from steerlab.steer import steered_generate, steered_logits
 from steerlab.tokens import encode
 from torch.overrides import TorchFunctionMode
 

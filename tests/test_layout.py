@@ -1,6 +1,7 @@
 """The package's floors: core (``steerlab/*.py``) never imports ``steerlab.study`` or
-``steerlab.lab``; study never imports lab. Parsed from the source, so a lazy import inside a
-function counts too. Every module says what it is for in its first lines."""
+``steerlab.lab``; study never imports lab; no import cycle among core modules. Parsed from the
+source, so a lazy import inside a function or under ``TYPE_CHECKING`` counts too. Every module
+says what it is for in its first lines."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ def _floor(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else "core"
 
 
-def _imported(path: Path) -> set[str]:
-    """Absolute dotted names of the steerlab modules a file imports."""
-    tree = ast.parse(path.read_text())
+def _imported(path: Path, source: str | None = None) -> set[str]:
+    """Absolute dotted names of the steerlab modules a file imports (``source``: its text, if not on disk)."""
+    tree = ast.parse(path.read_text() if source is None else source)
     package = ["steerlab", *path.relative_to(PKG).parts[:-1]]
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -52,11 +53,70 @@ def test_module_says_what_it_is_for(path: Path) -> None:
     assert doc and len(doc.split()) >= 5, f"{path.relative_to(PKG)} has no docstring saying what it is for"
 
 
-def test_checker_sees_a_violation(tmp_path: Path) -> None:
-    """The parser itself: a relative import from core into lab is caught."""
-    fake = PKG / "_probe_tmp.py"
-    try:
-        fake.write_text('"""probe module for the layout test itself."""\nfrom .lab import widget\n')
-        assert "steerlab.lab.widget" in _imported(fake) or "steerlab.lab" in _imported(fake)
-    finally:
-        fake.unlink()
+def _core_graph(imports: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Edges between core modules. The package itself (``steerlab``, its ``__init__``) is left out:
+    it imports every module to export them, and ``remote.register_steerlab`` imports it to ship the
+    package to NDIF, which is not a dependency of one module on another."""
+    core = set(imports)
+    return {m: {n for n in deps if n in core and n != m} for m, deps in imports.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _core_imports() -> dict[str, set[str]]:
+    return {"steerlab." + p.stem: _imported(p) for p in PKG.glob("*.py") if p.name != "__init__.py"}
+
+
+def test_no_import_cycle_among_core_modules() -> None:
+    assert _cycles(_core_graph(_core_imports())) == []
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    # a lazy import and one under TYPE_CHECKING are edges too
+    probe = PKG / "models.py"
+    src = ('"""probe."""\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .steer import x\n'
+           'def f():\n    from .lens import y\n')
+    assert {"steerlab.steer", "steerlab.lens"} <= _imported(probe, src)
+
+
+def test_checker_sees_a_violation() -> None:
+    """The parser itself: a relative import from core into lab is caught (parsed from text: nothing
+    is written into the package)."""
+    probe = PKG / "_probe.py"
+    found = _imported(probe, '"""probe module for the layout test itself."""\nfrom .lab import widget\n')
+    assert "steerlab.lab.widget" in found or "steerlab.lab" in found

@@ -276,8 +276,8 @@ def test_steerability_refuses_bad_grids(tiny_gpt2: sl.Model) -> None:
 
 def test_replay_keeps_only_the_positions_asked_for(tiny_llama: sl.Model) -> None:
     """``keep=``: the logits of exactly those positions, per condition, as the full replay gives them."""
+    from steerlab.intervention import Intervention
     from steerlab.replay import replay_conditions
-    from steerlab.steer import Intervention
 
     model = tiny_llama
     batch = sl.encode(model.tokenizer, ["The river runs past the mill", "A dog"], padding_side="right")

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import steerlab
 import steerlab.embedded as embedded_mod
+import steerlab.load as load_mod
 import steerlab.models as models_mod
 import torch
 from steerlab.embedded import EmbeddedModel
-from steerlab.models import ModelLoadError, content_hash, load_model, provision_embedded
+from steerlab.load import load_model
+from steerlab.models import ModelLoadError, content_hash, provision_embedded
 
 
 def test_tiny_models_load_from_local_folders(tiny_gpt2: steerlab.Model, tiny_llama: steerlab.Model) -> None:
@@ -130,14 +132,14 @@ def test_an_edited_checkpoint_saved_in_place_gets_a_new_fingerprint_in_a_new_pro
     model = _fresh_copy(tiny_llama, folder)
     original = model.fingerprint
     # Loading the unchanged folder again reads the hash cache instead of hashing.
-    real_hash = models_mod.content_hash
+    real_hash = load_mod.content_hash
 
     def no_hash(hf: object) -> str:
         raise AssertionError("hashed the weights although the checkpoint files did not change")
 
-    monkeypatch.setattr(models_mod, "content_hash", no_hash)
+    monkeypatch.setattr(load_mod, "content_hash", no_hash)
     assert load_model(str(folder)).fingerprint == original
-    monkeypatch.setattr(models_mod, "content_hash", real_hash)
+    monkeypatch.setattr(load_mod, "content_hash", real_hash)
     with torch.no_grad():
         model.hf.model.layers[1].self_attn.o_proj.weight[5, 9:12] += 0.25
     edited = model.fingerprint
@@ -273,7 +275,7 @@ def test_bfloat16_loads_and_other_dtypes_are_refused(tiny_llama: steerlab.Model)
 
 
 def test_cast_copies_into_the_other_dtype_and_leaves_the_model_alone(tiny_llama: steerlab.Model) -> None:
-    from steerlab.models import cast
+    from steerlab.load import cast
 
     before = tiny_llama.fingerprint
     half = cast(tiny_llama, "bfloat16")
@@ -291,7 +293,7 @@ def test_cast_copies_into_the_other_dtype_and_leaves_the_model_alone(tiny_llama:
 
 
 def test_fast_dtype_follows_the_hardware_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from steerlab.models import fast_dtype
+    from steerlab.load import fast_dtype
 
     for avx, amx, want in ((True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, torch.float32)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda a=avx: a, raising=False)
@@ -314,7 +316,7 @@ def test_bad_arguments_fail_before_the_embedded_cache_is_touched(monkeypatch: py
         raise AssertionError("the embedded cache was touched")
 
     monkeypatch.setattr(embedded_mod, "provision", touched)
-    monkeypatch.setattr(models_mod, "provision", touched)
+    monkeypatch.setattr(load_mod, "provision", touched)
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match=r"device 'cuda' requested but CUDA is not available"):
             load_model(device="cuda")
@@ -383,7 +385,7 @@ def test_a_load_failure_with_intact_files_leaves_the_checkpoint_alone(
     def fails(*args: object, **kwargs: object) -> None:
         raise RuntimeError("out of memory (planted)")
 
-    monkeypatch.setattr(models_mod, "_from_folder", fails)
+    monkeypatch.setattr(load_mod, "_from_folder", fails)
     with pytest.raises(ModelLoadError, match=r"out of memory \(planted\).*checksums, so it was left in place"):
         load_model("fake-tiny", progress=False)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before and len(rebuilt) == 1

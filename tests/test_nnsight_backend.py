@@ -1,4 +1,4 @@
-"""The nnsight steering backend (steerlab.nnsight_steer): the same logits, tokens and
+"""The nnsight steering backend (steerlab.trace, steerlab.remote): the same logits, tokens and
 per-step residuals as the hook backend on every supported family and on the real model;
 the model untouched afterwards; remote requests that serialize (nnsight's ``remote="local"``
 dry run, steerlab hidden) and a remote call that fails fast and clearly without NDIF;
@@ -16,8 +16,8 @@ import pytest
 import steerlab
 import torch
 from steerlab.arch import ARCHITECTURES, final_norm_of
-from steerlab.models import _wrap
-from steerlab.nnsight_steer import NdifUnavailableError, RemoteModel, load_remote_model
+from steerlab.load import _wrap
+from steerlab.remote import NdifUnavailableError, RemoteModel, load_remote_model
 from steerlab.steer import generate, steered_generate, steered_logits
 from test_arch import _config
 
@@ -301,7 +301,7 @@ def test_without_registering_steerlab_the_request_cannot_be_rebuilt(tiny_gpt2: s
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """What register_steerlab buys: unregistered, the dry run's deserialize cannot import steerlab."""
     import cloudpickle
-    import steerlab.nnsight_steer as ns
+    import steerlab.remote as ns
 
     monkeypatch.setattr(ns, "register_steerlab", lambda: None)
     cloudpickle.unregister_pickle_by_value(steerlab)

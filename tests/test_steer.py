@@ -11,8 +11,9 @@ import steerlab
 import steerlab.steer as steer_mod
 import torch
 from steerlab.arch import blocks_of
+from steerlab.intervention import addition_tensor
 from steerlab.sampling import NucleusSampler, row_generators
-from steerlab.steer import addition_tensor, generate, steered_generate, steered_logits
+from steerlab.steer import generate, steered_generate, steered_logits
 from steerlab.vectors import SteeringVector, VectorMismatchError
 
 # Different token lengths, so a batch of them is left-padded.
@@ -627,15 +628,38 @@ def test_after_bos_steers_the_first_word_not_the_bos(tiny_gemma: steerlab.Model)
     assert _greedy(m, PROMPTS, vector, coefficients=1.0, position="after_bos") != _greedy(m, PROMPTS)
 
 
-def test_relative_scale_is_what_relative_addition_multiplies_by() -> None:
+def test_added_vector_is_the_one_coefficient_rule() -> None:
     """One scale for the library, the widget's llama.cpp export and notebook 03's: a [k, d] prompt
-    pair is measured by its largest row, not its Frobenius norm."""
-    from steerlab.steer import relative_addition, relative_scale
+    pair is measured by its largest row, not its Frobenius norm; coefficient 0 adds nothing."""
+    from steerlab.steer import added_vector, relative_scale
 
     v = torch.tensor([3.0, 4.0])
     assert relative_scale(v, 10.0, 0.5) == pytest.approx(1.0)
     pair = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
     assert relative_scale(pair, 10.0, 1.0) == pytest.approx(2.0)
-    torch.testing.assert_close(relative_addition(pair, 10.0, 1.0), pair * 2.0)
+    torch.testing.assert_close(added_vector(pair, 1.0, 10.0), pair * 2.0)
+    torch.testing.assert_close(added_vector(v, -0.5, 10.0), torch.tensor([-3.0, -4.0]))
+    torch.testing.assert_close(added_vector(v, 2.0, None), 2 * v)  # scale="raw"
+    assert added_vector(v, 0.0, 10.0) is None and added_vector(v, 0, None) is None
+    with pytest.raises(ValueError, match="not finite"):
+        added_vector(v, float("nan"), 10.0)
     with pytest.raises(ValueError, match="zero vector"):
         relative_scale(torch.zeros(3), 1.0, 1.0)
+
+
+@pytest.mark.parametrize("operator", ["ablate", "ablate_then_add"])
+def test_coefficient_zero_is_the_unsteered_row_under_every_operator(tiny_llama: steerlab.Model,
+                                                                    operator: str) -> None:
+    """generate(coefficients=[0, c]) documents row 0 as unsteered: under the ablating operators it
+    was ablated too (its text differed from the add operator's row 0)."""
+    m = tiny_llama
+    v = steerlab.build("mean_centred", m, [1], target="fantasy", sample_size=4, max_length=32)
+    kw = {"layer": 1, "max_new_tokens": 8, "do_sample": False}
+    plain = generate(m, PROMPTS, None, **kw)
+    ablated = generate(m, PROMPTS, v, coefficients=[0, 1.0], operator=operator, **kw)
+    assert [c.token_ids for c in ablated if c.coefficient == 0] == [c.token_ids for c in plain]
+    assert [c.token_ids for c in ablated if c.coefficient != 0] != [c.token_ids for c in plain]
+    batch = steerlab.encode(m.tokenizer, PROMPTS)
+    with steerlab.steering(m, v, coefficient=0.0, operator=operator):
+        scoped = m.hf(**batch.as_inputs()).logits
+    torch.testing.assert_close(scoped, m.hf(**batch.as_inputs()).logits)

@@ -11,16 +11,26 @@ Example:
     ...     out = model.hf.generate(**inputs)
 """
 
+from . import llamacpp  # noqa: F401  registers the ".gguf" vector format with steerlab.vectors
 from .arch import ARCHITECTURES, UnsupportedArchitectureError
 from .constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm
 from .data import DataError, TextSet, genres, load_dataset
 from .lens import lens_logits, top_tokens, topk_table
-from .models import EMBEDDED_MODEL, Model, ModelLoadError, load_model
+from .load import load_model, wrap
+from .models import EMBEDDED_MODEL, Model, ModelLoadError
 from .stats import ActivationStats, activation_stats, per_text_means
-from .steer import OPERATORS, Completion, generate, steered_generate, steered_logits, steering, steering_rows
+from .steer import (
+    OPERATORS,
+    Completion,
+    added_vector,
+    generate,
+    steered_generate,
+    steered_logits,
+    steering,
+    steering_rows,
+)
 from .tokens import STAT_POSITIONS, STEER_POSITIONS, encode
 from .vectors import (
-    RECIPES,
     SteeringVector,
     VectorMismatchError,
     counterbalanced,
@@ -37,7 +47,6 @@ __all__ = [
     "CONSTRUCTIONS",
     "EMBEDDED_MODEL",
     "OPERATORS",
-    "RECIPES",
     "STAT_POSITIONS",
     "STEER_POSITIONS",
     "ActivationStats",
@@ -50,6 +59,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VectorMismatchError",
     "activation_stats",
+    "added_vector",
     "build",
     "counterbalanced",
     "encode",
@@ -74,4 +84,5 @@ __all__ = [
     "top_tokens",
     "topk_table",
     "typical_norm",
+    "wrap",
 ]

@@ -8,7 +8,7 @@ the output of the last block, *before* the final norm. For the Gemma families
 layer 0 is the *scaled* embedding (``embed_tokens`` multiplies by
 ``sqrt(d_model)``), as in ``hidden_states[0]``; their final logits may be soft
 capped (``final_logit_softcapping``: set for Gemma 2, ``None`` for Gemma 3).
-``steerlab.models.self_check`` verifies each entry on the loaded model.
+``steerlab.load.self_check`` verifies each entry on the loaded model.
 """
 
 from __future__ import annotations

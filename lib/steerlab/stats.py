@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .data import TextSet
 from .models import Model, cache_root
-from .nnsight_steer import Remote, check_remote
+from .remote import Remote, check_remote
 from .store import StoreError, load_tensors, paths_of, save_tensors
 from .tokens import STAT_POSITIONS, added_bos_id, check_position, encode, position_limit
 from .trace import Reduce, check_layers, residuals

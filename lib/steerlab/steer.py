@@ -19,7 +19,7 @@ batch-1 step of SmolLM2; ``bench/README.md``). The hook costs one Python call a 
 ``tests/test_steer.py`` checks both give the same logits and tokens. ``backend="nnsight"``
 on :func:`steered_logits`, :func:`steered_generate` and :func:`generate` makes the same
 edit as an nnsight trace instead, which can also run on NDIF (``remote=True``;
-:mod:`steerlab.nnsight_steer`).
+:mod:`steerlab.trace`).
 
 Positions (:data:`steerlab.tokens.STEER_POSITIONS`), from each call's own attention mask:
 
@@ -37,14 +37,17 @@ Operators: ``add`` (``h + c v``), ``ablate`` (project the direction of ``v`` out
 
 Coefficients: with ``scale="typical"`` (default) the added vector has norm
 ``coefficient x`` the layer's typical activation norm (mean norm over general text,
-first token excluded; :func:`steerlab.constructions.typical_norm`), so a coefficient means
-the same for every construction; ``scale="raw"`` multiplies the vector as it is.
+first token excluded, from the one default :data:`steerlab.sets.UNIT`), so a coefficient means
+the same for every construction; ``scale="raw"`` multiplies the vector as it is. One
+function, :func:`added_vector`, applies that rule for every caller; coefficient 0 is the
+unsteered row under every operator.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,21 +57,21 @@ from typing import Any
 import torch
 
 from .arch import blocks_of
+from .intervention import OPERATORS, Intervention, check_row, row_intervention
 from .models import Model
-from .nnsight_steer import Remote, check_backend, nnsight_generate, nnsight_logits
+from .remote import Remote, check_backend, check_local
 from .sampling import NucleusSampler, row_generators
-from .tokens import STEER_POSITIONS, Batch, check_position, encode, leading_bos, position_limit, position_mask
-from .trace import check_layers
+from .sets import typical_norm
+from .tokens import STEER_POSITIONS, Batch, check_position, encode, leading_bos, position_limit
+from .trace import check_layers, nnsight_generate, nnsight_logits
 from .vectors import SteeringVector
 
 __all__ = [
     "OPERATORS",
     "SCALES",
     "Completion",
-    "Intervention",
-    "addition_tensor",
+    "added_vector",
     "generate",
-    "relative_addition",
     "relative_scale",
     "steered_generate",
     "steered_logits",
@@ -76,7 +79,6 @@ __all__ = [
     "steering_rows",
 ]
 
-OPERATORS = ("add", "ablate", "ablate_then_add")
 SCALES = ("typical", "raw")
 
 
@@ -92,104 +94,6 @@ class Completion:
     coefficient: float
     token_ids: list[int]
     label: str = ""
-
-
-def _check_row(model: Model, t: torch.Tensor, row: int, what: str) -> None:
-    if t.dim() not in (1, 2) or t.shape[-1] != model.d_model:
-        raise ValueError(f"{what} for row {row} has shape {tuple(t.shape)}; expected [{model.d_model}] "
-                         f"or [k, {model.d_model}]")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{what} for row {row} contains NaN or inf")
-
-
-@dataclass
-class Intervention:
-    """What one steering scope does to the residual stream at one layer, row by row.
-
-    ``adds[i]`` (already scaled; ``[d_model]``, a ``[k, d_model]`` prompt pair, or ``None``)
-    is added to row ``i``; ``directions[i]`` (a unit ``[d_model]`` or ``None``) is projected
-    out first where the operator ablates. A single row broadcasts to any batch size.
-    """
-
-    layer: int
-    adds: list[torch.Tensor | None]
-    directions: list[torch.Tensor | None]
-    operator: str
-    position: str
-
-    def __post_init__(self) -> None:
-        check_position(self.position, STEER_POSITIONS)
-        if self.operator not in OPERATORS:
-            raise ValueError(f"unknown operator {self.operator!r}; expected one of {', '.join(OPERATORS)}")
-        if len(self.adds) != len(self.directions):
-            raise ValueError(f"{len(self.adds)} additions but {len(self.directions)} directions")
-        if self.position == "all" and any(a is not None and a.dim() == 2 for a in self.adds):
-            raise ValueError("position 'all' needs [d_model] vectors, not a [k, d_model] prompt pair")
-        self._dense: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-    def _rows(self, batch: int) -> int:
-        if len(self.adds) not in (1, batch):
-            raise ValueError(f"this steering scope has {len(self.adds)} rows but a forward call has "
-                             f"batch size {batch}")
-        return batch
-
-    def _tensors(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Dense ``[rows, d]`` additions (prompt pairs excluded) and unit directions, on ``hidden``'s device."""
-        key = (hidden.device, hidden.dtype)
-        if key not in self._dense:
-            d = hidden.shape[-1]
-            add = torch.stack([a.float() if a is not None and a.dim() == 1 else torch.zeros(d) for a in
-                               (x.detach().cpu() if x is not None else None for x in self.adds)])
-            direction = None
-            if self.operator != "add":
-                direction = torch.stack([u.detach().float().cpu() if u is not None else torch.zeros(d)
-                                         for u in self.directions]).to(hidden.device, hidden.dtype)
-            self._dense[key] = (add.to(hidden.device, hidden.dtype), direction)
-        return self._dense[key]
-
-    def apply(self, hidden: torch.Tensor, real: torch.Tensor, *, continuing: bool,
-              bos: torch.Tensor | None = None) -> torch.Tensor:
-        """The edited ``hidden`` (``[batch, seq, d_model]``), a new tensor.
-
-        Args:
-            real: ``[batch, seq]`` mask of the call's real (unpadded) tokens.
-            continuing: the call continues a cache (its tokens are generated ones).
-            bos: ``[batch]`` bool, rows that start with a BOS the tokenizer added
-                (:func:`steerlab.tokens.leading_bos`); needed by ``after_bos``.
-        """
-        b = self._rows(hidden.shape[0])
-        if bos is None:
-            bos = torch.zeros(real.shape[0], dtype=torch.bool)
-        if continuing:
-            mask = real.bool() if self.position == "all" else torch.zeros_like(real, dtype=torch.bool)
-        else:
-            mask = position_mask(real.long(), self.position, bos)
-        mask = mask.to(hidden.device)
-        add, direction = self._tensors(hidden)
-        m = mask[..., None].to(hidden.dtype)  # [batch, seq, 1]
-        out = hidden
-        if direction is not None:
-            u = direction.expand(b, -1)[:, None, :]  # [batch, 1, d]
-            out = out - m * (out * u).sum(-1, keepdim=True) * u
-        if self.operator != "ablate":
-            out = out + m * add.expand(b, -1)[:, None, :]
-            if not continuing and any(a is not None and a.dim() == 2 for a in self.adds):
-                out = out + self._prompt_pairs(hidden, real, b, bos)
-        return out
-
-    def _prompt_pairs(self, hidden: torch.Tensor, real: torch.Tensor, b: int, bos: torch.Tensor) -> torch.Tensor:
-        """A ``[k, d]`` pair is added from the first token after a tokenizer-added BOS."""
-        delta = torch.zeros_like(hidden)
-        first = position_mask(real.long(), "after_bos", bos).float().argmax(dim=1)
-        for i in range(b):
-            a = self.adds[i if len(self.adds) > 1 else 0]
-            if a is None or a.dim() != 2:
-                continue
-            k, start, n = a.shape[0], int(first[i]), int(real[i].sum())
-            if k > n:
-                raise ValueError(f"a {k}-token prompt-pair vector does not fit row {i}, which has {n} tokens")
-            delta[i, start:start + k] = a.detach().to(hidden.device, hidden.dtype)
-        return delta
 
 
 def _call_tokens(tokenizer: Any, args: tuple[Any, ...],
@@ -244,15 +148,9 @@ def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
             handle.remove()
 
 
-def _typical_norm(model: Model, layer: int) -> float:
-    from .constructions import typical_norm
-
-    return typical_norm(model, layer)
-
-
 def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float) -> float:
     """The raw multiplier that makes ``vector`` ``coefficient * typical_norm`` long: what
-    :func:`relative_addition` multiplies by (a llama.cpp export's coefficient, for one).
+    :func:`added_vector` multiplies by (a llama.cpp export's coefficient, for one).
 
     A ``[k, d_model]`` prompt-pair vector is measured by its largest row.
 
@@ -266,16 +164,31 @@ def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float
     return coefficient * typical_norm / norm
 
 
-def relative_addition(vector: torch.Tensor, typical_norm: float, coefficient: float) -> torch.Tensor:
-    """``coefficient * typical_norm`` times the unit direction of ``vector``.
+def added_vector(vector: torch.Tensor, coefficient: float, unit: float | None) -> torch.Tensor | None:
+    """The one coefficient rule: what a steering row adds for ``coefficient``.
 
-    A ``[k, d_model]`` prompt-pair vector is scaled so its largest row has that norm.
+    With a ``unit`` (the layer's typical norm, :func:`steerlab.sets.typical_norm`) the
+    result is ``coefficient x unit`` long, along ``vector`` (a ``[k, d_model]`` prompt pair
+    is scaled so its largest row has that norm), so a coefficient means the same for every
+    construction. ``unit=None`` multiplies the vector as it is (``scale="raw"``).
+    Coefficient 0 gives ``None``: the unsteered row, left untouched under every operator
+    (no addition, no ablation). ``generate``, the steering scope, the widget, the notebooks
+    and the comparison's scores all add what this returns.
 
     Example:
-        >>> relative_addition(torch.ones(4), 10.0, 0.5).norm()
+        >>> added_vector(torch.ones(4), 0.5, 10.0).norm()
         tensor(5.)
+        >>> added_vector(torch.ones(4), 0.0, 10.0) is None
+        True
     """
-    return vector * relative_scale(vector, typical_norm, coefficient)
+    c = float(coefficient)
+    if not math.isfinite(c):
+        raise ValueError(f"coefficient {coefficient!r} is not finite")
+    if c == 0:
+        return None
+    if unit is None:
+        return c * vector
+    return vector * relative_scale(vector, unit, c)
 
 
 def _coefficients(coefficient: float | Sequence[float]) -> list[float]:
@@ -306,29 +219,25 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor, layer: int | N
         raise TypeError(f"vector must be a SteeringVector or a tensor, got {type(vector).__name__}")
     if layer is None:
         raise ValueError("a plain tensor needs layer=")
-    _check_row(model, vector, 0, "vector")
+    check_row(model, vector, 0, "vector")
     return vector, layer
 
 
 def _rows_for(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None,
               coefficients: list[float], scale: str, operator: str, position: str) -> Intervention:
-    """The per-row intervention for one vector and a list of coefficients (one row each)."""
+    """The per-row intervention for one vector and a list of coefficients (one row each);
+    a coefficient-0 row is unsteered under every operator (:func:`added_vector`)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
     v, la = _resolve(model, vector, layer)
     check_layers(model, [la], allow_last=False)
-    unit = relative_addition(v, 1.0, 1.0)
-    size = _typical_norm(model, la) if scale == "typical" else None
-    adds: list[torch.Tensor | None] = []
-    for c in coefficients:
-        if c == 0:
-            adds.append(None)
-        else:
-            adds.append(c * size * unit if size is not None else c * v)
-    direction = unit if unit.dim() == 1 else None
-    if operator != "add" and direction is None:
+    if operator != "add" and v.dim() != 1:
         raise ValueError("ablation needs a [d_model] direction, not a [k, d_model] prompt pair")
-    return Intervention(la, adds, [direction] * len(adds), operator, position)
+    unit = typical_norm(model, la) if scale == "typical" else None
+    adds = [added_vector(v, c, unit) for c in coefficients]
+    direction = v / v.norm() if v.dim() == 1 and operator != "add" else None
+    directions = [None if a is None else direction for a in adds]
+    return Intervention(la, adds, directions, operator, position)
 
 
 def steering(
@@ -359,6 +268,7 @@ def steering(
         >>> with sl.steering(model, v, layer=15, coefficient=0.5):
         ...     out = model.hf.generate(**inputs, max_new_tokens=20)
     """
+    check_local(model, "sl.steering")
     return _scope(model, _rows_for(model, vector, layer, _coefficients(coefficient), scale, operator, position))
 
 
@@ -378,47 +288,8 @@ def steering_rows(
         >>> with steering_rows(model, [None, 2 * v, 4 * v], layer=6):
         ...     logits = model.hf(**batch.as_inputs()).logits
     """
-    return _scope(model, _row_intervention(model, additions, layer, position, operator, directions))
-
-
-def _row_intervention(model: Model, additions: Sequence[torch.Tensor | None], layer: int, position: str,
-                      operator: str, directions: Sequence[torch.Tensor | None] | None) -> Intervention:
-    """The checked :class:`Intervention` of :func:`steering_rows` (shared by both backends)."""
-    adds = list(additions)
-    for i, a in enumerate(adds):
-        if a is not None:
-            _check_row(model, a, i, "addition")
-    if directions is None:
-        dirs: list[torch.Tensor | None] = [None] * len(adds)
-        if operator != "add":
-            raise ValueError(f"operator {operator!r} needs directions=")
-    else:
-        dirs = []
-        for i, u in enumerate(directions):
-            if u is not None:
-                _check_row(model, u, i, "direction")
-                if u.dim() != 1 or float(u.norm()) == 0:
-                    raise ValueError(f"direction for row {i} must be a non-zero [d_model] vector")
-                u = u / u.norm()
-            dirs.append(u)
-    return Intervention(layer, adds, dirs, operator, position)
-
-
-def addition_tensor(model: Model, batch: Batch, additions: Sequence[torch.Tensor | None],
-                    position: str) -> torch.Tensor:
-    """The ``[batch, seq, d_model]`` tensor a prompt's forward call gets added (``add`` operator).
-
-    Zeros wherever a row is unsteered, padded, or not selected by ``position``. This is
-    the edit the steering scope makes, applied to zeros.
-    """
-    if len(additions) != batch.input_ids.shape[0]:
-        raise ValueError(f"{len(additions)} additions for {batch.input_ids.shape[0]} prompts")
-    for i, a in enumerate(additions):
-        if a is not None:
-            _check_row(model, a, i, "addition")
-    intervention = Intervention(0, list(additions), [None] * len(additions), "add", position)
-    zeros = torch.zeros(*batch.input_ids.shape, model.d_model)
-    return intervention.apply(zeros, batch.attention_mask.bool(), continuing=False, bos=batch.bos)
+    check_local(model, "sl.steering_rows")
+    return _scope(model, row_intervention(model, additions, layer, position, operator, directions))
 
 
 def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) -> list[str]:
@@ -480,7 +351,7 @@ def steered_generate(
     and the row's key (default: its prompt, its addition and its index among equal rows).
 
     ``backend="nnsight"`` makes the same edits in an nnsight trace
-    (:func:`steerlab.nnsight_steer.nnsight_generate`); ``remote=True`` runs that trace
+    (:func:`steerlab.trace.nnsight_generate`); ``remote=True`` runs that trace
     on NDIF (a model from ``load_model(hub_id, remote=True)``; ``should_stop`` is
     refused there), ``remote="local"`` is nnsight's serialized dry run of it.
 
@@ -529,7 +400,7 @@ def steered_generate(
     eos = _eos_ids(model)
     if backend == "nnsight":
         plain = all(a is None for a in additions) and operator == "add"
-        intervention = None if plain else _row_intervention(model, additions, layer, position, operator, directions)
+        intervention = None if plain else row_intervention(model, additions, layer, position, operator, directions)
         new = nnsight_generate(model, batch, intervention, max_new_tokens=max_new_tokens,
                                generate_kwargs={k: v for k, v in gen_kwargs.items() if k != "max_new_tokens"},
                                remote=remote)
@@ -626,7 +497,7 @@ def steered_logits(
     """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by ``additions[i]``.
 
     With ``additions=None`` this is the plain forward. ``backend="nnsight"`` makes the
-    same edit in an nnsight trace (:func:`steerlab.nnsight_steer.nnsight_logits`);
+    same edit in an nnsight trace (:func:`steerlab.trace.nnsight_logits`);
     ``remote=True`` runs it on NDIF, ``remote="local"`` is nnsight's serialized dry run.
 
     Example:
@@ -636,7 +507,7 @@ def steered_logits(
     check_layers(model, [layer], allow_last=False)
     plain = additions is None or (all(a is None for a in additions) and operator == "add")
     if backend == "nnsight":
-        intervention = None if plain or additions is None else _row_intervention(
+        intervention = None if plain or additions is None else row_intervention(
             model, additions, layer, position, operator, directions)
         return nnsight_logits(model, batch, intervention, remote=remote)
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}

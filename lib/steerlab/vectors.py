@@ -17,7 +17,7 @@ the control.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,14 @@ import torch
 
 from .data import TextSet
 from .models import Model
-from .nnsight_steer import Remote
+from .remote import Remote
 from .stats import ActivationStats, activation_stats, as_textset
-from .store import load_tensors, save_tensors
+from .store import load_tensors, paths_of, save_tensors
 from .tokens import Batch
 from .trace import check_layers, residuals
 
 __all__ = [
     "ADDED_AT",
-    "RECIPES",
     "SteeringVector",
     "VectorMismatchError",
     "counterbalanced",
@@ -44,13 +43,25 @@ __all__ = [
     "prompt_pair",
     "random_like",
     "raw",
+    "register_format",
 ]
 
-# Every recipe a saved vector may carry: the constructions of
-# :data:`steerlab.constructions.CONSTRUCTIONS`, plus ``imported`` (a llama.cpp control
-# vector written elsewhere, with no steerlab provenance).
-RECIPES = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random", "bias",
-           "bias_ablated", "imported")
+# Other file formats, by suffix: (save(vector, path, **options) -> paths, load(path, model) -> vector).
+# A format module registers itself (steerlab.llamacpp: ".gguf"); this module knows none by name.
+Saver = Callable[..., "list[Path]"]
+Loader = Callable[[Path, "Model | None"], "SteeringVector"]
+_FORMATS: dict[str, tuple[Saver, Loader]] = {}
+
+
+def register_format(suffix: str, save: Saver, load: Loader) -> None:
+    """Let :meth:`SteeringVector.save` and :func:`load_vector` handle files ending in ``suffix``.
+
+    Example:
+        >>> register_format(".gguf", save_gguf_paths, load_gguf)  # what steerlab.llamacpp does
+    """
+    if not suffix.startswith(".") or len(suffix) < 2:
+        raise ValueError(f"a format suffix starts with a dot, like '.gguf'; got {suffix!r}")
+    _FORMATS[suffix.lower()] = (save, load)
 
 # Where a vector is added: the residual stream entering block L (Hugging Face's
 # ``hidden_states[L]``). steering-vectors, nnterp and llama.cpp add at block *outputs*:
@@ -85,8 +96,8 @@ class SteeringVector:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+        if not isinstance(self.recipe, str) or not self.recipe.strip():
+            raise ValueError(f"a steering vector's recipe names its construction; got {self.recipe!r}")
         if not self.vectors:
             raise ValueError("a steering vector needs at least one layer")
         for layer, vec in self.vectors.items():
@@ -123,16 +134,37 @@ class SteeringVector:
                 f"{self.model_fingerprint}), not {model.name!r} ({model.fingerprint})"
             )
 
+    def __repr__(self) -> str:
+        norms = ", ".join(f"{la}: {self.norm(la):.3g}" for la in self.layers)
+        src = ", ".join(f"{k}={v}" for k, v in self.sources.items() if not isinstance(v, (dict, list)))
+        return (f"SteeringVector({self.recipe}, model={self.model_name!r}, layers={self.layers}, "
+                f"norm={{{norms}}}, position={self.position!r}, sources=({src}))")
+
     def describe(self) -> str:
         src = ", ".join(f"{k}={v}" for k, v in self.sources.items())
         return f"{self.recipe}({src}) @ layers {self.layers}, position {self.position}"
 
-    def save(self, path: str | Path) -> None:
-        """Write ``path.safetensors`` and ``path.json`` (no pickle).
+    def save(self, path: str | Path, **options: Any) -> list[Path]:
+        """Write the vector; returns the paths written.
 
-        The JSON records ``"added_at": "block_input"``: layer L is the residual stream
-        entering block L (peers that add at block outputs call it L - 1).
+        By default ``path.safetensors`` and ``path.json`` (no pickle); the JSON records
+        ``"added_at": "block_input"``: layer L is the residual stream entering block L
+        (peers that add at block outputs call it L - 1). A path ending in a registered
+        format's suffix is written in that format: ``v.save("x.gguf", coefficient=4.0)``
+        writes a llama.cpp control vector (:mod:`steerlab.llamacpp`), which
+        :func:`load_vector` reads back. ``~`` is expanded.
+
+        Example:
+            >>> v.save("fantasy_l15")
+            [PosixPath('fantasy_l15.safetensors'), PosixPath('fantasy_l15.json')]
         """
+        target = Path(path).expanduser()
+        fmt = _FORMATS.get(target.suffix.lower())
+        if fmt is not None:
+            return list(fmt[0](self, target, **options))
+        if options:
+            raise TypeError(f"save() options {sorted(options)} apply only to the formats "
+                            f"{', '.join(sorted(_FORMATS)) or '(none registered)'}")
         for layer, vec in self.vectors.items():
             if not bool(torch.isfinite(vec).all()):
                 raise ValueError(f"vector at layer {layer} contains NaN or inf: refusing to save it")
@@ -147,28 +179,23 @@ class SteeringVector:
             "extra": self.extra,
             "layers": self.layers,
         }
-        save_tensors(Path(path), {f"layer_{k}": v for k, v in self.vectors.items()}, meta)
-
-    def save_gguf(self, path: str | Path, *, coefficient: float = 1.0) -> Path:
-        """Write a llama.cpp control vector (``--control-vector``); see :mod:`steerlab.llamacpp`."""
-        from .llamacpp import save_gguf
-
-        return save_gguf(self, path, coefficient=coefficient)
+        save_tensors(target, {f"layer_{k}": v for k, v in self.vectors.items()}, meta)
+        return list(paths_of(target))
 
 
 def load_vector(path: str | Path, model: Model | None = None) -> SteeringVector:
-    """Load a vector saved with :meth:`SteeringVector.save` (or a llama.cpp ``.gguf`` control
-    vector); check it fits ``model``.
+    """Load a vector saved with :meth:`SteeringVector.save` (or a file of a registered format,
+    such as a llama.cpp ``.gguf`` control vector); check it fits ``model``.
 
     Raises:
         steerlab.store.StoreError: missing, truncated or altered files.
         VectorMismatchError: made for another model or width.
     """
-    if str(path).endswith(".gguf"):
-        from .llamacpp import load_gguf
-
-        return load_gguf(path, model)
-    tensors, meta = load_tensors(Path(path))
+    path = Path(path).expanduser()
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is not None:
+        return fmt[1](path, model)
+    tensors, meta = load_tensors(path)
     vectors = {int(k.removeprefix("layer_")): v for k, v in tensors.items()}
     if sorted(vectors) != sorted(int(la) for la in meta.get("layers", vectors)):
         raise VectorMismatchError(f"{path}: its metadata lists layers {meta.get('layers')} but it holds "

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(build_report(args.run_dir))
         return 0
     if args.command == "provision":
-        from ..models import provision_embedded
+        from ..embedded import provision_embedded
 
         print(f"embedded model checkpoint: {provision_embedded()}")
         return 0

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Self, TypeVar
 
-from ..constructions import named_sets
+from ..constructions import CONSTRUCTIONS, named_sets
 from ..data import genres as _genres
 from ..models import Model
 from ..study.compare import PRESETS, CompareConfig
@@ -378,6 +378,8 @@ class CompareParams(NotebookParams):
     coefficients: list[float] | None = param(None, list_of(number(), min_len=3, optional=True),
                                              "steerability grid x typical norm: 0, a negative and a positive value")
     positions: list[str] | None = param(None, list_of(one_of(STEER_POSITIONS), optional=True), "position rules")
+    methods: list[str] | None = param(None, list_of(one_of(list(CONSTRUCTIONS)), optional=True),
+                                      "constructions to compare (None: every construction in the registry)")
     n_prompts: int | None = param(None, integer(min=2, optional=True),
                                   "story openings: half choose each coefficient, half report the score")
     damage_threshold: float = param(1.5, number(above=1), "damage reference: perplexity ratio on general text")
@@ -395,7 +397,7 @@ class CompareParams(NotebookParams):
     def config(self) -> CompareConfig:
         """The experiment: the preset's settings with every non-None parameter over them."""
         overrides = {k: getattr(self, k) for k in ("targets", "depths", "layers", "coefficients", "positions",
-                                                   "n_prompts")}
+                                                   "methods", "n_prompts")}
         try:
             return CompareConfig.from_preset(self.preset, damage_threshold=self.damage_threshold,
                                              score_dtype=self.score_dtype, **overrides)

@@ -60,7 +60,7 @@ from ..lens import lens_logits
 from ..metrics import completion_perplexity
 from ..models import EMBEDDED_MODEL, Model
 from ..projection import token_projections
-from ..steer import OPERATORS, relative_addition, relative_scale, steered_generate
+from ..steer import OPERATORS, added_vector, relative_scale, steered_generate
 from ..study.judge import ConceptJudge, JudgeError, default_classes
 from ..study.vocab import vocab_rate, vocabularies
 from ..tokens import STEER_POSITIONS
@@ -554,8 +554,7 @@ class SteeringWidget:
                              "[d_model] vector")
         size = self.typical_norm(layer)
         # The same arithmetic as steerlab.generate, so the reproduce code gives the same tokens.
-        unit = relative_addition(v, 1.0, 1.0)
-        addition = None if coefficient == 0 else coefficient * size * unit
+        addition = added_vector(v, coefficient, size)
         operator = s["operator"]
         greedy = bool(s["greedy"])
         n = 1 if greedy else int(s["samples"])
@@ -575,7 +574,7 @@ class SteeringWidget:
         rows_unsteered = 0 if cached is not None else n
         unsteered_rows: list[torch.Tensor | None] = [None] * rows_unsteered
         additions = unsteered_rows + [addition] * n
-        directions = None if operator == "add" else unsteered_rows + [unit] * n
+        directions = None if operator == "add" else unsteered_rows + [v / v.norm()] * n
         vocab = vocabularies().get(s["target"].strip())
         stop_ids = _stop_ids(self.model)
         tok = self.model.tokenizer

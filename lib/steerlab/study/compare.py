@@ -31,7 +31,7 @@ activation norm for every method. Every (target, layer, position) shares one bat
 greedy generate call over all conditions x prompts; forward-pass measures replay only the
 blocks from the steered layer up. Forward-pass measures (steerability, damage, fluency,
 relevance) run on a copy of the model in ``score_dtype`` (``"auto"``: bfloat16 where the
-hardware has bfloat16 units, :func:`steerlab.models.fast_dtype`); vectors, typical norms
+hardware has bfloat16 units, :func:`steerlab.load.fast_dtype`); vectors, typical norms
 and generations always come from the model as loaded. ``bench/`` section 8 measures what
 bfloat16 scoring changes against float32 on the same cell.
 """
@@ -47,8 +47,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..constructions import build, set_stats, typical_norm
+from ..constructions import CONSTRUCTIONS, build, set_stats, typical_norm
 from ..data import genres, load_dataset
+from ..load import DTYPES, cast, fast_dtype
 from ..metrics import (
     bootstrap_mean_ci,
     completion_perplexity,
@@ -57,8 +58,9 @@ from ..metrics import (
     steerability_each,
     steered_text_scores,
 )
-from ..models import DTYPES, Model, cast, fast_dtype
-from ..steer import relative_addition, steered_generate
+from ..models import Model
+from ..sets import UNIT
+from ..steer import added_vector, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
 from .judge import ConceptJudge
@@ -96,8 +98,7 @@ __all__ = [
     "summarise",
 ]
 
-METHODS = ("raw", "mean_centred", "isolated", "counterbalanced", "prompt_pair", "word_pair", "random", "bias",
-           "bias_ablated")
+METHODS = tuple(CONSTRUCTIONS)  # the registry is the one list of constructions
 # Each target and its counter genre (the minus side of counterbalanced and word_pair).
 TARGETS: dict[str, str] = {"fantasy": "sports", "science_fiction": "western", "romance": "horror",
                            "horror": "romance", "shakespeare": "sports"}
@@ -164,7 +165,7 @@ class CompareConfig:
     def resolved_score_dtype(self, model: Model) -> str:
         """The dtype the forward-pass measures run in on ``model``: ``score_dtype`` as given,
         or for ``"auto"`` the model's own dtype when it is bfloat16 already, else
-        :func:`steerlab.models.fast_dtype` of its device."""
+        :func:`steerlab.load.fast_dtype` of its device."""
         if self.score_dtype != "auto":
             return self.score_dtype
         chosen = torch.bfloat16 if model.dtype == torch.bfloat16 else fast_dtype(model.device)
@@ -326,7 +327,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         if target not in vectors:
             vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
         vecs = vectors[target]
-        typical = typical_norm(model, layer, sample_size=cfg.sample_size, max_length=cfg.max_length)
+        typical = typical_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
         if position == cfg.positions[0]:
             general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
                                      max_length=cfg.max_length).mean_at(layer)
@@ -334,8 +335,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
             bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
         conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
         for method, vec in vecs.items():
-            unit = relative_addition(vec.at(layer), typical, 1.0)
-            conditions += [(method, c, c * unit) for c in gen_coefs]
+            conditions += [(method, c, added_vector(vec.at(layer), c, typical)) for c in gen_coefs]
         additions = [a for (_, _, a) in conditions]
         # Generation: every condition x prompt in one batched greedy call.
         ids = steered_generate(model, [p for _ in conditions for p in prompts],
@@ -530,7 +530,9 @@ def best_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
 
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
-    return asdict(cfg)
+    """The configuration as recorded in ``summary.json``, with the coefficient unit's statistics
+    (:data:`steerlab.sets.UNIT`) that every "x typical norm" in the run refers to."""
+    return {**asdict(cfg), "coefficient_unit": {"what": "typical activation norm", **UNIT.as_dict()}}
 
 
 def describe(config: Mapping[str, Any], layers: Sequence[int] | None = None) -> str:

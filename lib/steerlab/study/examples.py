@@ -19,7 +19,7 @@ from ..constructions import build, typical_norm
 from ..llamacpp import save_both
 from ..metrics import completion_perplexity
 from ..models import Model
-from ..steer import Completion, relative_addition, relative_scale, steered_generate
+from ..steer import Completion, added_vector, relative_scale, steered_generate
 from ..vectors import SteeringVector
 from .vocab import evaluation_vocabulary, vocab_rate
 
@@ -72,7 +72,7 @@ def build_example(model: Model, name: str, layer: int, *, sample_size: int = 32,
     spec_kw: dict[str, Any] = {"sample_size": sample_size, "max_length": max_length, "seed": seed}
     vector = build(construction, model, [layer], **spec, **spec_kw)
     return Example(name, vector, layer, prompt, vocab_name, evaluation_vocabulary(vocab_name),
-                   typical_norm(model, layer, **spec_kw))
+                   typical_norm(model, layer))  # the one unit, steerlab.sets.UNIT
 
 
 @dataclass
@@ -100,9 +100,9 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
     Rows with coefficient 0 are the unsteered control of the same call.
     """
     coefs = sorted({float(c) for c in sweep})
-    unit = relative_addition(example.vector.at(example.layer), example.typical_norm, 1.0)
     rows = [c for c in coefs for _ in range(samples)]
-    ids = steered_generate(model, [example.prompt] * len(rows), [None if c == 0 else c * unit for c in rows],
+    vector = example.vector.at(example.layer)
+    ids = steered_generate(model, [example.prompt] * len(rows), [added_vector(vector, c, example.typical_norm) for c in rows],
                            layer=example.layer, position=position, max_new_tokens=max_new_tokens, seed=seed)
     tok = model.tokenizer
     label = example.vector.describe()

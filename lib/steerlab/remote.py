@@ -1,69 +1,33 @@
-"""Steering as nnsight traces: the second backend, local or remote on NDIF.
+"""Models that stay on NDIF (the National Deep Inference Fabric), and the checks before a remote trace.
 
-:func:`steerlab.steer.steered_logits`, :func:`steerlab.steer.steered_generate` and
-:func:`steerlab.steer.generate` take ``backend="hook"`` (default: a forward pre-hook,
-:func:`steerlab.steer.steering`) or ``backend="nnsight"``: the traces below, which make
-the same edit with the same code, :meth:`steerlab.steer.Intervention.apply`, so the
-mathematics lives in one place. ``remote=True`` sends the trace to NDIF (the National
-Deep Inference Fabric), which runs it on its copy of the model, named by hub id; only
-``.save()``d values come back. ``remote="local"`` is nnsight's dry run of that path: the
-request is serialized and deserialized with steerlab hidden, then run here.
+``sl.load_model(hub_id, remote=True)`` builds a :class:`RemoteModel`: the module tree on
+PyTorch's meta device from the hub config, the tokenizer here, no weights. Its traces
+(:mod:`steerlab.trace`) run with ``remote=True``: the request goes to NDIF, which runs it
+on its copy of the model, named by hub id, and only ``.save()``d values come back.
+``remote="local"`` is nnsight's dry run of that path (serialized, deserialized with
+steerlab hidden, run here). :func:`check_remote` fails fast, before anything is sent:
+no API key, NDIF unreachable, a local model asked to run remotely or the reverse.
+steerlab is registered with ``nnsight.register`` so the server can run its code.
 
-Where the edit goes: steerlab's layer ``L`` is the residual stream *entering* block
-``L``, so the trace replaces ``blocks[L].input`` (for every ``L``, layer 0 included:
-the embeddings entering block 0), as the hook backend edits block ``L``'s input.
-
-Which tokens: in the first call (the prompt) the positions the rule selects, from the
-batch's attention mask (and its BOS flags, for ``after_bos``); under ``position="all"``
-also every generated token, one ``tracer.iter`` step each (an edit outside the loop
-binds to the first call only). The generated ids are read in a second, empty
-``tracer.invoke()``, so they come back also when generation ends early (every row at end-of-sequence, or ``should_stop``) and the
-step loop is left waiting for a step that never ran.
-
-Inputs: nnsight adds ``position_ids`` counted from each row's first real token to a
-left-padded *forward*; the hook backend calls the model without them, so
-:func:`nnsight_logits` passes the positions the model would use itself
-(``0 .. seq-1``) and both backends compute the same logits. Generation gets its
-positions from ``generate`` on both backends.
-
-Per function, what the nnsight backend does with what the hook backend offers:
-
-- :func:`steerlab.steer.steered_logits`: everything (operators, positions, per-row
-  additions, prompt pairs); returns the full ``[batch, seq, vocab]`` logits, which
-  remotely is what comes back over the network.
-- :func:`steerlab.steer.steered_generate` / :func:`steerlab.steer.generate`: locally
-  everything, :class:`steerlab.sampling.NucleusSampler` and ``should_stop`` included
-  (they are passed to ``generate`` as on the hook backend). Remotely, ``should_stop``
-  is an error (it polls this process while the server generates; generate without it),
-  and sampling uses the same sampler, whose per-row generators travel with the request.
-- ``scale="typical"`` in :func:`steerlab.steer.generate` reads the typical norm from
-  cached statistics, computed locally; for a remote model pass ``scale="raw"``.
-- Local-only, hook backend only: :mod:`steerlab.replay` (calls blocks directly) and
-  :func:`steerlab.metrics.completion_perplexity` (shares a prompt's key-value cache).
-  They need the weights in this process.
-
-A model loaded with :func:`load_remote_model` (``sl.load_model(hub_id, remote=True)``)
-has no weights here: its modules are on PyTorch's meta device. It traces only with
-``remote=True``; anything that would run it here is refused.
+What runs remotely, per function: :mod:`steerlab.trace` (statistics, residuals, the
+lens, steered logits and generation through ``backend="nnsight"``). The steering scope
+(:func:`steerlab.steer.steering`), block replay and completion perplexity need the
+weights in this process and refuse a remote model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 import time
-import warnings
-from collections.abc import Mapping
+import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import torch
+from typing import Any, Literal
 
 from .arch import architecture_of
-from .models import Model, ModelLoadError, reachable
-from .tokens import Batch
-
-if TYPE_CHECKING:
-    from .steer import Intervention
+from .embedded import embedded_model
+from .models import Model, ModelLoadError
 
 __all__ = [
     "BACKENDS",
@@ -71,20 +35,40 @@ __all__ = [
     "Remote",
     "RemoteModel",
     "check_backend",
+    "check_local",
     "check_remote",
     "load_remote_model",
     "ndif_host",
-    "nnsight_generate",
-    "nnsight_lens",
-    "nnsight_logits",
+    "reachable",
     "register_steerlab",
 ]
 
 BACKENDS = ("hook", "nnsight")
 Remote = bool | Literal["local"]
-# A dangling step loop ends generation that stopped before max_new_tokens: expected here.
-_DANGLING = r".*was never reached: the loop asked for a step the run did not make"
 _API_KEY_VAR = "NDIF_API_KEY"
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included).
+
+    Run in a thread because name resolution has no timeout of its own.
+    """
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    ok: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(ok)
+
 
 
 class NdifUnavailableError(RuntimeError):
@@ -211,118 +195,20 @@ def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.
             "nothing was sent and the model is unchanged")
 
 
-def _forward_inputs(model: Model, batch: Batch, remote: Remote) -> dict[str, torch.Tensor]:
-    device = torch.device("cpu") if remote is True else model.device
-    inputs = {k: v.to(device) for k, v in batch.as_inputs().items()}
-    ids = inputs["input_ids"]
-    # The positions the model counts itself without position_ids (what the hook backend
-    # gets), so nnsight does not add left-padding-corrected ones.
-    inputs["position_ids"] = torch.arange(ids.shape[1], device=device).expand_as(ids)
-    return inputs
+def check_local(model: Model, what: str) -> None:
+    """Refuse a :class:`RemoteModel` where ``what`` needs the weights in this process.
 
-
-def _block(model: Model, layer: int) -> Any:
-    return model.envoy(model.arch.blocks)[layer]
-
-
-@torch.inference_mode()
-def nnsight_logits(model: Model, batch: Batch, intervention: Intervention | None, *,
-                   remote: Remote = False) -> torch.Tensor:
-    """Logits ``[batch, seq, vocab]`` of one forward pass, block ``intervention.layer``'s input edited.
-
-    The nnsight form of :func:`steerlab.steer.steered_logits` (which validates the
-    arguments and builds the :class:`~steerlab.steer.Intervention`); ``None`` is the
-    plain forward.
+    Raises:
+        RuntimeError: naming ``what`` and the remote route, if there is one.
 
     Example:
-        >>> logits = nnsight_logits(model, batch, Intervention(6, [v], [None], "add", "all_prompt"))
+        >>> check_local(model, "steering")
     """
-    check_remote(model, remote, "steered_logits")
-    inputs = _forward_inputs(model, batch, remote)
-    lm = model.lm
-    real, bos = batch.attention_mask.bool(), batch.bos
-    if intervention is None:
-        with lm.trace(inputs, remote=remote):
-            logits = lm.output.logits.save()
-    else:
-        block = _block(model, intervention.layer)
-        with lm.trace(inputs, remote=remote):
-            block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
-            logits = lm.output.logits.save()
-    return logits.float()
-
-
-@torch.inference_mode()
-def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | None, *,
-                     max_new_tokens: int, generate_kwargs: Mapping[str, Any],
-                     remote: Remote = False) -> torch.Tensor:
-    """Generate from a left-padded ``batch``, steered like the hook backend; ``[batch, new]`` token ids.
-
-    The nnsight form of :func:`steerlab.steer.steered_generate`: the prompt call is
-    edited at the positions the rule selects; under ``position="all"`` every later step
-    at its one new token. ``generate_kwargs`` go to ``generate`` (``do_sample``,
-    ``pad_token_id``, ``logits_processor``, ``stopping_criteria``).
-
-    Example:
-        >>> ids = nnsight_generate(model, batch, None, max_new_tokens=5,
-        ...                        generate_kwargs={"do_sample": False})
-    """
-    check_remote(model, remote, "steered_generate")
-    device = torch.device("cpu") if remote is True else model.device
-    inputs = {k: v.to(device) for k, v in batch.as_inputs().items()}
-    prompt_len = batch.input_ids.shape[1]
-    kwargs = {"max_new_tokens": max_new_tokens, **generate_kwargs}
-    lm = model.lm
-    real, bos = batch.attention_mask.bool(), batch.bos
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_DANGLING)
-        if intervention is None:
-            with lm.generate(inputs, remote=remote, **kwargs) as tracer:
-                ids = tracer.result.save()
-        elif intervention.position != "all":
-            block = _block(model, intervention.layer)
-            with lm.generate(inputs, remote=remote, **kwargs) as tracer:
-                block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
-                ids = tracer.result.save()
-        else:
-            block = _block(model, intervention.layer)
-            with lm.generate(remote=remote, **kwargs) as tracer:
-                with tracer.invoke(inputs):
-                    block.input = intervention.apply(block.input, real, continuing=False, bos=bos)
-                    for _step in tracer.iter[1:max_new_tokens]:
-                        hidden = block.input  # [batch, 1, d_model]: the token generated last
-                        new = torch.ones(hidden.shape[:2], dtype=torch.bool)
-                        block.input = intervention.apply(hidden, new, continuing=True)
-                with tracer.invoke():
-                    ids = tracer.result.save()
-    return ids[:, prompt_len:].cpu()
-
-
-@torch.inference_mode()
-def nnsight_lens(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False) -> torch.Tensor:
-    """``unembed(final_norm(x))`` for ``x`` ``[..., d_model]`` run in an nnsight session (on NDIF with
-    ``remote=True``); before any logit soft cap, which :func:`steerlab.lens.lens_logits` applies.
-
-    Example:
-        >>> logits = nnsight_lens(model, vector.at(16), remote=True)  # [vocab]
-    """
-    check_remote(model, remote, "lens_logits")
-    output = model.hf.get_output_embeddings()
-    path = next(name for name, module in model.hf.named_modules() if module is output)
-    head = model.envoy(path)
-    norm = model.envoy(model.arch.final_norm) if apply_norm else None
-    lm = model.lm
-    h = x.detach().float().cpu()
-    with lm.session(remote=remote):
-        # The server's weights decide device and dtype (meta here, bfloat16 there, perhaps).
-        h = h.to(device=head.weight.device, dtype=head.weight.dtype)
-        if norm is not None:
-            h = norm(h)
-        logits = head(h).save()
-    return logits.float().cpu()
-
-
-# --- loading a model that stays on NDIF ------------------------------------------------
+    if isinstance(model, RemoteModel):
+        raise RuntimeError(  # noqa: TRY004 - like every "cannot run here" refusal
+            f"{what} needs the weights in this process, but {model.name!r} was loaded with "
+                           "remote=True (its weights are on NDIF). Use steered_logits / steered_generate / "
+                           "generate with backend='nnsight', remote=True, or load the model without remote=")
 
 
 def _revision_of(name: str, revision: str | None, local: Path | None) -> str:
@@ -359,8 +245,6 @@ def load_remote_model(name: str, *, revision: str | None = None) -> RemoteModel:
         >>> logits = sl.steered_logits(model, batch, [v], layer=16, backend="nnsight", remote=True)
     """
     import nnsight
-
-    from .embedded import embedded_model
 
     if not isinstance(name, str) or embedded_model(name) is not None:
         raise ModelLoadError(f"remote=True needs a Hugging Face hub id of a model NDIF serves (e.g. "

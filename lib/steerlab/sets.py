@@ -1,0 +1,108 @@
+"""Named text sets, their cached statistics, and the coefficient unit (the layer's typical norm).
+
+A named set is a genre, ``shakespeare``, ``general`` or ``mixed`` (every genre pooled);
+an unknown name is an error listing the known ones. :func:`set_stats` reads a set's
+statistics at every layer (first token excluded), cached in memory and on disk.
+
+The coefficient unit: "coefficient 1" adds a vector as long as the layer's typical
+activation norm, the mean norm over general text (:func:`typical_norm`). Its statistics
+are one named default, :data:`UNIT`, used by every caller (``generate``, the widget, the
+notebooks, the comparison) and recorded in every result that uses it, so "x 1.0" is the
+same vector everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .data import genres, load_dataset
+from .models import Model
+from .stats import ActivationStats, activation_stats, pool_stats
+from .trace import check_layers
+
+__all__ = ["UNIT", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm"]
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """Which statistics define the coefficient unit: ``sample_size`` general-text training
+    texts, ``max_length`` tokens each, drawn with ``seed``, first token excluded."""
+
+    sample_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    set_name: str = "general"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The spec as plain values, for a result's provenance."""
+        return asdict(self)
+
+
+UNIT = UnitSpec()
+"""The one default behind every "coefficient x typical norm" in steerlab."""
+
+
+def named_sets() -> list[str]:
+    """Every set name a construction accepts: the genres, ``shakespeare``, ``general``, ``mixed``."""
+    return [*genres(), "shakespeare", "general", "mixed"]
+
+
+def check_set(name: str | None, role: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{role} is empty: expected one of {', '.join(named_sets())}")
+    name = name.strip()
+    if name not in named_sets():
+        raise ValueError(f"unknown set {name!r} for {role}; known sets: {', '.join(named_sets())} "
+                         "(to steer with words of your own, use prompt_pair)")
+    return name
+
+
+_STATS: dict[tuple[Any, ...], ActivationStats] = {}
+
+
+def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int = 128, seed: int = 0,
+              progress: bool = False) -> ActivationStats:
+    """Statistics of a named set at every layer (first token excluded), cached in memory and on disk.
+
+    ``mixed`` is the exact pool of every genre's statistics (no extra forward pass).
+
+    Example:
+        >>> set_stats(model, "fantasy").mean_at(15).shape
+        torch.Size([576])
+    """
+    name = check_set(name, "set")
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
+        raise ValueError(f"sample_size must be an integer >= 1, got {sample_size!r}")
+    key = (model.fingerprint, name, sample_size, max_length, seed)
+    if key not in _STATS:
+        if name == "mixed":
+            parts = [set_stats(model, g, sample_size=sample_size, max_length=max_length, seed=seed,
+                               progress=progress) for g in genres()]
+            _STATS[key] = pool_stats(parts, "mixed")
+        else:
+            data = load_dataset(name, "train").sample(sample_size, seed=seed)
+            _STATS[key] = activation_stats(model, data, None, max_length=max_length, progress=progress)
+    return _STATS[key]
+
+
+def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
+    """The layer's typical activation norm: mean norm over general text, first token excluded.
+
+    The unit of every relative coefficient (``steering(..., scale="typical")``), from the
+    statistics :data:`UNIT` names (pass another :class:`UnitSpec` only to study the unit).
+
+    Example:
+        >>> typical_norm(model, 15)
+        156.5...
+    """
+    if not isinstance(unit, UnitSpec):
+        raise TypeError(f"unit must be a steerlab.sets.UnitSpec, got {unit!r}")
+    general = set_stats(model, unit.set_name, sample_size=unit.sample_size, max_length=unit.max_length,
+                        seed=unit.seed)
+    return float(general.mean_norm[general.index(check_layers(model, [layer])[0])])
+
+
+def set_word(name: str) -> str:
+    """A set's name as prompt text: ``science_fiction`` -> ``" science fiction"``."""
+    return " " + name.replace("_", " ")
