@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -209,7 +209,8 @@ def samples_from_lists(rows: Iterable[Mapping[str, Any]], *, values: str = "slop
     for r in rows:
         vals = _field(r, values)
         if isinstance(vals, (str, bytes)) or not isinstance(vals, (Sequence, np.ndarray)):
-            raise ValueError(f"field {values!r} is {type(vals).__name__}; expected a list of per-sample values")
+            raise ValueError(  # noqa: TRY004 - a bad row value, as for every other field
+                f"field {values!r} is {type(vals).__name__}; expected a list of per-sample values")
         out += [Sample(str(_field(r, "target")), str(_field(r, construction)), _field(r, "layer"),
                        str(_field(r, "position")), i, float(v) if isinstance(v, np.floating) else v)
                 for i, v in enumerate(vals)]
@@ -248,6 +249,19 @@ def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
     return d
 
 
+def _mean_sd(d: np.ndarray) -> tuple[float, float]:
+    """Mean and sample sd of ``d`` (n >= 2); sd exactly 0 when all values are equal (float sums
+    would leave a spurious 1e-17). Plain sums: numpy's ``std`` costs more than the test itself
+    on the few values here, and the null simulations run it a hundred thousand times."""
+    first = d[0]
+    if (d == first).all():
+        return float(first), 0.0
+    n = d.size
+    mean = float(d.sum()) / n
+    centred = d - mean
+    return mean, math.sqrt(float(centred @ centred) / (n - 1))
+
+
 def _check_level(alpha: float, power: float | None = None) -> None:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha is {alpha!r}; expected a number in (0, 1)")
@@ -268,10 +282,10 @@ def paired_t_test(differences: Sequence[float] | np.ndarray, *, alpha: float = A
     _check_level(alpha)
     d = _differences(differences)
     n = d.size
-    mean, sd = float(d.mean()), float(d.std(ddof=1))
-    se = sd / math.sqrt(n)
-    if se == 0.0:
+    mean, sd = _mean_sd(d)
+    if sd == 0.0:
         return PairedTest(mean, 0.0, n, (mean, mean), 1.0 if mean == 0.0 else 0.0)
+    se = sd / math.sqrt(n)
     half = _t_quantile(1 - alpha / 2, n - 1) * se
     p = min(1.0, 2 * _t_sf(abs(mean) / se, n - 1))
     return PairedTest(mean, sd, n, (mean - half, mean + half), p)
@@ -290,9 +304,10 @@ def tost_p(differences: Sequence[float] | np.ndarray, margin: float) -> float:
         raise ValueError(f"margin is {margin!r}; expected a positive number")
     d = _differences(differences)
     n = d.size
-    mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n)
-    if se == 0.0:
+    mean, sd = _mean_sd(d)
+    if sd == 0.0:
         return 0.0 if abs(mean) < margin else 1.0
+    se = sd / math.sqrt(n)
     p_lower = _t_sf((mean + margin) / se, n - 1)   # H0: mean <= -margin
     p_upper = _t_sf((margin - mean) / se, n - 1)   # H0: mean >= +margin
     return max(p_lower, p_upper)
@@ -318,7 +333,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * float(p[i])))
         adjusted[i] = running
-    return [round(float(x), 15) for x in adjusted]
+    return [float(x) for x in adjusted]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -329,7 +344,15 @@ def _mdd_factor(n: int, alpha: float, power: float) -> float:
     crit = _t_quantile(1 - alpha / 2, df)
 
     def shortfall(k: float) -> float:
-        return float(stats.nct.sf(crit, df, k) + stats.nct.cdf(-crit, df, k)) - power
+        # P(T > crit) + P(T < -crit) for T ~ noncentral t(df, k); the lower tail as the upper of -k
+        # (scipy's cdf at -crit is nan for large k). The upper tail is nan only far above crit, where it is 1.
+        upper = 1.0 - float(special.nctdtr(df, k, crit))
+        lower = 1.0 - float(special.nctdtr(df, -k, crit))
+        if math.isnan(upper) and k > crit + 10:
+            upper = 1.0
+        if math.isnan(upper) or math.isnan(lower):
+            raise ValueError(f"power of the t test is not computable at n = {n}, alpha = {alpha}, k = {k}")
+        return upper + lower - power
 
     hi = crit + 4.0
     while shortfall(hi) < 0:
@@ -461,21 +484,32 @@ Unit = Hashable
 Cell = tuple[int, str]
 
 
-def _by_unit(samples: Sequence[Sample]) -> dict[tuple[str, str, Cell], dict[Unit, float]]:
-    """``(target, construction, cell) -> {sample_id: value}``; several rows of one sample count once, by their mean."""
+@dataclass(frozen=True)
+class _Values:
+    """One construction's values at one target and cell, by sample id (ids sorted by ``repr``)."""
+
+    ids: tuple[Unit, ...]
+    values: np.ndarray  # [n], in the order of ids
+
+
+def _by_unit(samples: Sequence[Sample]) -> dict[tuple[str, str, Cell], _Values]:
+    """``(target, construction, cell) -> values by sample``; several rows of one sample count once, by their mean."""
     lists: dict[tuple[str, str, Cell], dict[Unit, list[float]]] = {}
     for s in samples:
         lists.setdefault((s.target, s.construction, (int(s.layer), s.position)), {}).setdefault(
             s.sample_id, []).append(float(s.value))
-    return {k: {u: sum(v) / len(v) for u, v in by.items()} for k, by in lists.items()}
+    out = {}
+    for key, by in lists.items():
+        ids = tuple(sorted(by, key=repr))
+        out[key] = _Values(ids, np.array([sum(by[u]) / len(by[u]) for u in ids]))
+    return out
 
 
-def _paired(a: Mapping[Unit, float], b: Mapping[Unit, float], what: str) -> np.ndarray:
-    if set(a) != set(b):
-        only_a, only_b = sorted(set(a) - set(b), key=repr)[:5], sorted(set(b) - set(a), key=repr)[:5]
-        raise ValueError(f"{what}: the two sides cover different samples: only in a {only_a}, only in b {only_b}")
-    ids = sorted(a, key=repr)
-    return np.array([a[u] - b[u] for u in ids])
+def _paired(a: _Values, b: _Values, where: Callable[[], str]) -> np.ndarray:
+    if a.ids != b.ids:
+        only_a, only_b = sorted(set(a.ids) - set(b.ids), key=repr)[:5], sorted(set(b.ids) - set(a.ids), key=repr)[:5]
+        raise ValueError(f"{where()}: the two sides cover different samples: only in a {only_a}, only in b {only_b}")
+    return a.values - b.values
 
 
 @dataclass
@@ -490,9 +524,8 @@ class _Pending:
     p_eq: float | None = None
 
 
-def _gather(table: Mapping[tuple[str, str, Cell], Mapping[Unit, float]], contrast: Contrast, scope: str,
+def _gather(table: Mapping[tuple[str, str, Cell], _Values], contrast: Contrast, scope: str,
             targets: Sequence[str], cell: Cell) -> _Pending:
-    where = f"{contrast.name} on {scope}, layer {cell[0]}, {cell[1]!r}"
     missing = [c for c in (contrast.a, contrast.b) if not any((t, c, cell) in table for t in targets)]
     if missing:
         return _Pending(contrast, scope, cell, (), None,
@@ -500,7 +533,10 @@ def _gather(table: Mapping[tuple[str, str, Cell], Mapping[Unit, float]], contras
     both = [t for t in targets if (t, contrast.a, cell) in table and (t, contrast.b, cell) in table]
     if not both:
         return _Pending(contrast, scope, cell, (), None, f"no target has both {contrast.a!r} and {contrast.b!r} rows")
-    diffs = np.concatenate([_paired(table[(t, contrast.a, cell)], table[(t, contrast.b, cell)], f"{where} ({t})")
+    def where(t: str) -> Callable[[], str]:
+        return lambda: f"{contrast.name} on {t}, layer {cell[0]}, {cell[1]!r}"
+
+    diffs = np.concatenate([_paired(table[(t, contrast.a, cell)], table[(t, contrast.b, cell)], where(t))
                             for t in both])
     if diffs.size < 2:
         return _Pending(contrast, scope, cell, tuple(both), None, f"{diffs.size} paired sample (need 2)")
@@ -530,25 +566,24 @@ def _finish(pending: Sequence[_Pending], *, measure: str, margin: float | None, 
                     raise ValueError(f"{r.contrast.name} is an equivalence question: it needs a margin")
                 r.p_eq = tost_p(r.diffs, margin)
     # Holm families: every hypothesis of the call, or of each (scope, cell).
-    groups: dict[Any, list[tuple[int, str]]] = {}
+    groups: dict[Any, list[tuple[int, str, float]]] = {}
     for i, r in enumerate(pending):
         if r.test is None:
             continue
-        key = "all" if family == "all" else (r.scope, r.cell)
-        groups.setdefault(key, []).append((i, "difference"))
+        hyps = groups.setdefault("all" if family == "all" else (r.scope, r.cell), [])
+        hyps.append((i, "difference", r.test.p))
         if r.p_eq is not None:
-            groups[key].append((i, "equivalence"))
+            hyps.append((i, "equivalence", r.p_eq))
     adjusted: dict[tuple[int, str], float] = {}
     sizes: dict[int, int] = {}
     for hyps in groups.values():
-        ps = [pending[i].test.p if kind == "difference" else pending[i].p_eq for i, kind in hyps]  # type: ignore[union-attr]
-        for (i, kind), q in zip(hyps, holm([float(p) for p in ps])):  # type: ignore[arg-type]
+        for (i, kind, _), q in zip(hyps, holm([p for _, _, p in hyps])):
             adjusted[(i, kind)] = q
             sizes[i] = len(hyps)
     out = []
     for i, r in enumerate(pending):
         c = r.contrast
-        base = {"label": c.label, "a": c.a, "b": c.b, "question": c.question, "scope": r.scope,
+        base: dict[str, Any] = {"label": c.label, "a": c.a, "b": c.b, "question": c.question, "scope": r.scope,
                 "layer": r.cell[0], "position": r.cell[1], "measure": measure, "alpha": alpha, "power": power,
                 "targets": r.targets, "note": note}
         if r.test is None:
