@@ -767,8 +767,9 @@ def conclusions(results: Iterable[ContrastResult]) -> list[str]:
     its CI, the corrected p and the corrected verdict (or why it was not run).
 
     Example:
-        >>> conclusions(run_contrasts(samples))[0]
-        '(a) raw vs random, fantasy, layer 15, all_prompt (steerability): raw − random = +0.0412, 95% CI [...]'
+        >>> conclusions(run_contrasts(samples))[0]  # doctest: +SKIP
+        '(a) raw vs random, fantasy, layer 15, all_prompt (steerability): raw − random = +0.0412, 95% CI
+        [−0.0609, +0.143] (paired t, n = 24); Holm p = 1 over 30 tests: not resolved at this sample size (MDD 0.21).'
     """
     out = []
     for r in results:
