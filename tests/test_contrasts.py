@@ -5,6 +5,7 @@ of N is chosen and tested on different samples."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,16 +17,19 @@ from steerlab.study.contrasts import (
     EQUIVALENCE_MARGINS,
     PREREGISTERED,
     Sample,
+    at_cells,
     best_of,
     conclusions,
     holm,
     mdd,
     paired_t_test,
     preregistered,
+    registration,
     required_n,
     run_contrasts,
     samples_from_dicts,
     samples_from_lists,
+    to_records,
     tost_p,
 )
 from steerlab.study.scoring import PromptSplit
@@ -303,3 +307,23 @@ def test_cells_are_compared_at_the_same_layer_and_position_only() -> None:
     assert only.family_size == 1
     per_scope = run_contrasts(samples, contrasts=contrasts, family="scope")
     assert {r.family_size for r in per_scope} == {1}
+
+
+def test_prompting_pairs_at_every_cell_and_results_go_to_json() -> None:
+    rng = np.random.default_rng(9)
+    steered = (_rows({"mean_centred": 0.5}, targets=("fantasy",), n=12, rng=rng, layer=9)
+               + _rows({"mean_centred": 0.5}, targets=("fantasy",), n=12, rng=rng, layer=15))
+    asked = [Sample("fantasy", "prompting", 0, "none", i, 1.0 + 0.1 * rng.standard_normal()) for i in range(12)]
+    placed = at_cells(asked, [(9, "all_prompt"), (15, "all_prompt")])
+    assert len(placed) == 24 and {(s.layer, s.position) for s in placed} == {(9, "all_prompt"), (15, "all_prompt")}
+    (g9, g15) = [r for r in run_contrasts([*steered, *placed], pooled=False)
+                 if r.name == "(g) mean_centred vs prompting"]
+    assert (g9.layer, g15.layer) == (9, 15) and g9.verdict == g15.verdict == "mean_centred < prompting"
+    records = to_records(run_contrasts([*steered, *placed]))
+    text = json.dumps(records, allow_nan=False)  # nan of "not run" rows became null
+    assert json.loads(text)[0]["name"] == "(a) raw vs random" and records[0]["estimate"] is None
+    assert {"estimate", "ci", "mdd", "mdd_corrected", "p_holm", "verdict", "status", "reason"} <= set(records[0])
+    config = registration(cells=[(15, "all_prompt")])
+    assert config["equivalence_margin"] == EQUIVALENCE_MARGINS["steerability"] and config["correction"] == "holm"
+    assert [c["name"] for c in config["contrasts"]] == [c.name for c in PREREGISTERED]
+    json.dumps(config, allow_nan=False)

@@ -37,6 +37,13 @@ contrasts ``"not run"`` with the reason, never a silent omission.
 "Best of N" claims go through :func:`best_of`: the best condition is chosen on a selection
 half of the samples and tested on the other half, never on the samples that chose it.
 
+Rows: one :class:`Sample` per (target, construction, layer, position, sample id) with its
+value: steerability rows carrying per-sample ``slopes`` convert with :func:`samples_from_lists`,
+per-prompt AxBench scores at each condition's chosen coefficient (report prompts) with
+:func:`samples_from_dicts`; a condition with no layer (``prompting``) is placed at every cell
+with :func:`at_cells`. :func:`to_records` and :func:`registration` give ``summary.json`` the
+results and the configuration that produced them.
+
 Everything here is a pure function of plain rows: no model.
 """
 
@@ -45,7 +52,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -64,16 +71,19 @@ __all__ = [
     "ContrastResult",
     "PairedTest",
     "Sample",
+    "at_cells",
     "best_of",
     "conclusions",
     "holm",
     "mdd",
     "paired_t_test",
     "preregistered",
+    "registration",
     "required_n",
     "run_contrasts",
     "samples_from_dicts",
     "samples_from_lists",
+    "to_records",
     "tost_p",
 ]
 
@@ -89,6 +99,9 @@ EQUIVALENCE_MARGINS: dict[str, float] = {"steerability": 0.10, "score": 0.02}
 CONSTRUCTIONS_UNDER_TEST: tuple[str, ...] = (
     "raw", "mean_centred", "isolated", "counterbalanced", "bias_ablated", "bias", "prompt_pair", "word_pair",
     "pca_diff", "pca_center", "probe", "prompting", "prompting_steered")
+
+Unit = Hashable  # what pairs two constructions' values: a sample id, or (target, sample id) pooled
+Cell = tuple[int, str]  # (layer, position)
 
 
 @dataclass(frozen=True)
@@ -215,6 +228,52 @@ def samples_from_lists(rows: Iterable[Mapping[str, Any]], *, values: str = "slop
                        str(_field(r, "position")), i, float(v) if isinstance(v, np.floating) else v)
                 for i, v in enumerate(vals)]
     return out
+
+
+def at_cells(samples: Iterable[Sample], cells: Iterable[Cell]) -> list[Sample]:
+    """Copies of ``samples`` at each (layer, position) of ``cells``: for a condition measured once,
+    with no layer (``prompting``: no vector), to be paired with constructions at every cell.
+
+    Example:
+        >>> asked = [Sample("fantasy", "prompting", 0, "none", i, v) for i, v in enumerate([0.9, 0.7])]
+        >>> len(at_cells(asked, [(9, "all_prompt"), (15, "all_prompt")]))
+        4
+    """
+    items, where = list(samples), [(int(la), str(pos)) for la, pos in cells]
+    return [replace(s, layer=la, position=pos) for la, pos in where for s in items]
+
+
+def to_records(results: Iterable[ContrastResult]) -> list[dict[str, Any]]:
+    """Results as JSON-ready dicts (``summary.json``): every field plus ``name``, ``nan`` as ``None``,
+    tuples as lists.
+
+    Example:
+        >>> to_records(run_contrasts(samples))[0]["verdict"]  # doctest: +SKIP
+        'not resolved at this sample size (MDD 0.21)'
+    """
+    def plain(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, tuple):
+            return [plain(v) for v in x]
+        return x
+
+    return [{"name": r.name, **{k: plain(v) for k, v in asdict(r).items()}} for r in results]
+
+
+def registration(contrasts: Sequence[Contrast] = PREREGISTERED, *, measure: str = "steerability",
+                 margin: float | None = None, alpha: float = ALPHA, power: float = POWER,
+                 cells: Sequence[Cell] | None = None, family: str = "all") -> dict[str, Any]:
+    """The configuration a :func:`run_contrasts` call is made with, as plain values for ``summary.json``.
+
+    Example:
+        >>> registration()["correction"]
+        'holm'
+    """
+    return {"contrasts": [{"name": c.name, **asdict(c)} for c in contrasts], "measure": measure,
+            "equivalence_margin": _margin(measure, margin), "alpha": alpha, "power": power,
+            "cells": None if cells is None else [list(c) for c in cells], "correction": "holm",
+            "family": family, "ci": "paired t", "mdd": "two-sided paired t at alpha / family size, exact power"}
 
 
 # --- the tests -------------------------------------------------------------------------------
@@ -478,10 +537,6 @@ class ContrastResult:
     def calls_difference(self) -> bool:
         """The corrected verdict says one side is larger."""
         return self.verdict.startswith(f"{self.a} >") or self.verdict.startswith(f"{self.a} <")
-
-
-Unit = Hashable
-Cell = tuple[int, str]
 
 
 @dataclass(frozen=True)
