@@ -208,6 +208,13 @@ def test_mdd_scales_as_one_over_root_n_and_has_80_percent_power() -> None:
     runs = 2000
     found = sum(paired_t_test(rng.normal(values[12], 1.0, 12)).p < 0.05 for _ in range(runs)) / runs
     assert abs(found - 0.80) <= _mc_margin(0.8, runs), found
+    # At a Holm-style level and few samples (where scipy's noncentral t gives nan) as well:
+    # 20,000 vectorised draws of n = 6 at alpha = 0.05 / 30.
+    k = mdd(1.0, 6, alpha=0.05 / 30)
+    x = rng.normal(k, 1.0, (20000, 6))
+    t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(6))
+    found = float((np.abs(t) > stats.t.ppf(1 - 0.05 / 60, 5)).mean())
+    assert abs(found - 0.80) <= _mc_margin(0.8, 20000), found
     # required_n is mdd's inverse.
     n = required_n(1.0, 0.5)
     assert mdd(1.0, n) <= 0.5 < mdd(1.0, n - 1)

@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import integrate, optimize, special, stats
 
 from .scoring import PromptSplit, split_prompts
 
@@ -395,6 +395,21 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(x) for x in adjusted]
 
 
+def _two_sided_power(df: int, k: float, crit: float) -> float:
+    """P(|T| > crit) for T ~ noncentral t(df, k): scipy's ``nctdtr``, or where that gives nan
+    (it does for some small df and large crit) the same integral over the chi-square."""
+    value = (1.0 - float(special.nctdtr(df, k, crit))) + (1.0 - float(special.nctdtr(df, -k, crit)))
+    if math.isfinite(value):
+        return value
+
+    def integrand(v: float) -> float:
+        s = crit * math.sqrt(v / df)
+        return float(stats.chi2.pdf(v, df) * (special.ndtr(k - s) + special.ndtr(-s - k)))
+
+    lo, hi = float(stats.chi2.ppf(1e-12, df)), float(stats.chi2.ppf(1 - 1e-12, df))
+    return float(integrate.quad(integrand, lo, hi, limit=200, epsabs=1e-12)[0])
+
+
 @functools.lru_cache(maxsize=4096)
 def _mdd_factor(n: int, alpha: float, power: float) -> float:
     """``k`` such that the two-sided paired t test at ``alpha`` finds a mean of ``k * sd / sqrt(n)``
@@ -403,15 +418,7 @@ def _mdd_factor(n: int, alpha: float, power: float) -> float:
     crit = _t_quantile(1 - alpha / 2, df)
 
     def shortfall(k: float) -> float:
-        # P(T > crit) + P(T < -crit) for T ~ noncentral t(df, k); the lower tail as the upper of -k
-        # (scipy's cdf at -crit is nan for large k). The upper tail is nan only far above crit, where it is 1.
-        upper = 1.0 - float(special.nctdtr(df, k, crit))
-        lower = 1.0 - float(special.nctdtr(df, -k, crit))
-        if math.isnan(upper) and k > crit + 10:
-            upper = 1.0
-        if math.isnan(upper) or math.isnan(lower):
-            raise ValueError(f"power of the t test is not computable at n = {n}, alpha = {alpha}, k = {k}")
-        return upper + lower - power
+        return _two_sided_power(df, k, crit) - power
 
     hi = crit + 4.0
     while shortfall(hi) < 0:
