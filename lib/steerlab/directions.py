@@ -47,7 +47,8 @@ def _matrix(x: torch.Tensor, name: str, *, min_rows: int) -> torch.Tensor:
 
 def _same_width(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"{names} differ in width: {a.shape[-1]} and {b.shape[-1]} (the same layer's d_model expected)")
+        raise ValueError(f"{names} differ in width: {a.shape[-1]} and {b.shape[-1]} "
+                         "(the same layer's d_model expected)")
 
 
 def _first_component(x: torch.Tensor, name: str) -> torch.Tensor:
