@@ -312,15 +312,14 @@ def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
 
 def _mean_sd(d: np.ndarray) -> tuple[float, float]:
     """Mean and sample sd of ``d`` (n >= 2); sd exactly 0 when all values are equal (float sums
-    would leave a spurious 1e-17). Plain sums: numpy's ``std`` costs more than the test itself
-    on the few values here, and the null simulations run it a hundred thousand times."""
-    first = d[0]
-    if (d == first).all():
-        return float(first), 0.0
-    n = d.size
-    mean = float(d.sum()) / n
-    centred = d - mean
-    return mean, math.sqrt(float(centred @ centred) / (n - 1))
+    would leave a spurious 1e-17). Plain Python on a list: on the few values here numpy's calls
+    cost more than the arithmetic, and the null simulations run this a hundred thousand times."""
+    values = d.tolist()
+    if min(values) == max(values):
+        return float(values[0]), 0.0
+    n = len(values)
+    mean = math.fsum(values) / n
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 def _check_level(alpha: float, power: float | None = None) -> None:
@@ -341,7 +340,11 @@ def paired_t_test(differences: Sequence[float] | np.ndarray, *, alpha: float = A
         (0.25, 0.0305)
     """
     _check_level(alpha)
-    d = _differences(differences)
+    return _t_test(_differences(differences), alpha)
+
+
+def _t_test(d: np.ndarray, alpha: float) -> PairedTest:
+    """:func:`paired_t_test` of checked differences (``n >= 2``, finite) at a checked ``alpha``."""
     n = d.size
     mean, sd = _mean_sd(d)
     if sd == 0.0:
@@ -624,7 +627,7 @@ def _finish(pending: Sequence[_Pending], *, measure: str, margin: float | None, 
             family: Literal["all", "scope"], note: str = "") -> list[ContrastResult]:
     for r in pending:
         if r.diffs is not None:
-            r.test = paired_t_test(r.diffs, alpha=alpha)
+            r.test = _t_test(r.diffs, alpha)  # finite (Sample checks) and n >= 2 (_gather checks)
             if r.contrast.equivalence:
                 if margin is None:
                     raise ValueError(f"{r.contrast.name} is an equivalence question: it needs a margin")
