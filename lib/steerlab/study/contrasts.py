@@ -547,8 +547,9 @@ class ContrastResult:
 
     @property
     def calls_difference(self) -> bool:
-        """The corrected verdict says one side is larger."""
-        return self.verdict.startswith(f"{self.a} >") or self.verdict.startswith(f"{self.a} <")
+        """The corrected verdict says one side is larger (also inside an "equivalent ... (A > B by less
+        than the margin)" verdict)."""
+        return f"{self.a} > {self.b}" in self.verdict or f"{self.a} < {self.b}" in self.verdict
 
 
 @dataclass(frozen=True)
