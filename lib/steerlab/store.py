@@ -57,7 +57,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: pairs are then checked, not locked
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["StoreError", "StoreWriteError", "atomic_write_text", "load_tensors", "paths_of", "save_tensors"]
+__all__ = ["StoreError", "StoreWriteError", "atomic_write", "atomic_write_text", "load_tensors", "paths_of", "save_tensors"]
 
 # A temporary file this old whose writer process is gone is an orphan of a killed write.
 STALE_SECONDS = 10 * 60
@@ -152,7 +152,24 @@ def _write_text(path: Path, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
+def atomic_write(path: Path | str, write: Callable[[str], Any]) -> Path:
+    """Write one file atomically: ``write(temporary name)`` fills a temporary file beside ``path``,
+    which is renamed over ``path`` when complete (and removed if ``write`` raises).
+
+    The file gets mode ``0666`` less the umask whatever ``write`` does to the temporary
+    file's mode; stale temporary files of dead writers in the folder are removed first.
+
+    Returns:
+        ``path`` (as a ``Path``).
+
+    Raises:
+        OSError: the file could not be written (:class:`StoreWriteError` for a failure inside safetensors).
+
+    Example:
+        >>> atomic_write("out/v.bin", lambda tmp: Path(tmp).write_bytes(b"\\x00"))
+        PosixPath('out/v.bin')
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(path.parent)
     tmp = _new_temp(path)
@@ -162,6 +179,7 @@ def _atomic(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -170,7 +188,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     Example:
         >>> atomic_write_text(Path("out/summary.json"), "{}")
     """
-    _atomic(Path(path), lambda tmp: _write_text(Path(tmp), text))
+    atomic_write(Path(path), lambda tmp: _write_text(Path(tmp), text))
 
 
 def _sha256(path: Path) -> str:
@@ -311,7 +329,7 @@ def save_tensors(stem: Path, tensors: dict[str, torch.Tensor], meta: dict[str, A
         entries = {tensor_path.name: temps[0].name, meta_path.name: temps[1].name}
         with _locked(folder, exclusive=True):
             _recover(folder)
-            _atomic(journal, lambda tmp: _write_text(Path(tmp), json.dumps(entries)))
+            atomic_write(journal, lambda tmp: _write_text(Path(tmp), json.dumps(entries)))
             committed = True  # from here on the journal owns the temporary files
             _roll_forward(journal)
     except BaseException:
