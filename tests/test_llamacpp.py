@@ -561,6 +561,8 @@ def test_gguf_files_get_the_umasks_mode_and_tilde_is_expanded(tmp_path: Path,
     import os
 
     monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where a literal "~" folder would appear
     v = _vector({3: torch.ones(8)})
     old = os.umask(0o022)
     try:
@@ -569,6 +571,6 @@ def test_gguf_files_get_the_umasks_mode_and_tilde_is_expanded(tmp_path: Path,
         os.umask(old)
     assert written == tmp_path / "out" / "v.gguf"
     assert written.stat().st_mode & 0o777 == 0o644  # was 0600 (tempfile.mkstemp), whatever the umask
-    assert not (Path.cwd() / "~").exists()
+    assert not (tmp_path / "cwd" / "~").exists()
     assert load_gguf("~/out/v.gguf").layers == [3]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v.gguf"]
