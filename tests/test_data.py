@@ -148,3 +148,56 @@ def test_inline_texts_must_be_strings() -> None:
         TextSet.from_texts("mine", ["One.", None])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="got a single string"):
         TextSet.from_texts("mine", "One.")
+
+
+def test_a_file_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    second = json.dumps({**GOOD, "id": "a-2", "text": "Caf\u00e9 au lait."}, ensure_ascii=False)
+    path.write_bytes((json.dumps(GOOD) + "\n").encode() + second.encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match=r"latin1.jsonl:2: not UTF-8 text \(byte b'\\xe9' at column \d+\)"):
+        read_jsonl(path)
+
+
+def test_a_record_with_an_extra_field_is_refused(tmp_path: Path) -> None:
+    """``read_jsonl``'s docstring always said so; the record used to load with the field dropped."""
+    with pytest.raises(DataError, match=r"bad.jsonl:2: unknown field\(s\) 'label'; expected exactly id, genre"):
+        read_jsonl(write(tmp_path, [GOOD, {**GOOD, "id": "a-2", "label": "x"}]))
+
+
+def _data_folder(root: Path, *, stories: bool = True, general: bool = True) -> Path:
+    (root / "stories").mkdir(parents=True)
+    if stories:
+        (root / "stories" / "fantasy.jsonl").write_text(json.dumps({**GOOD, "genre": "fantasy"}) + "\n")
+    if general:
+        (root / "general").mkdir()
+        (root / "general" / "part_a.jsonl").write_text(json.dumps({**GOOD, "genre": "general"}) + "\n")
+    return root
+
+
+def test_a_data_folder_without_general_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
+    root = _data_folder(tmp_path / "data", general=False)
+    assert sl.load_dataset("fantasy", root=root).texts == ["Some text."]
+    with pytest.raises(DataError, match=r"dataset 'general' has no files: expected .*data/general/\*.jsonl"):
+        sl.load_dataset("general", root=root)
+    (root / "general").mkdir()  # an empty folder is no better
+    with pytest.raises(DataError, match="dataset 'general' has no files"):
+        sl.load_dataset("general", root=root)
+
+
+def test_an_empty_stories_folder_is_an_error_not_an_empty_set(tmp_path: Path) -> None:
+    root = _data_folder(tmp_path / "data", stories=False)
+    with pytest.raises(DataError, match=r"no story genres: .*data/stories holds no .jsonl files"):
+        sl.load_dataset("mixed", root=root)
+    with pytest.raises(DataError, match="no story genres"):
+        sl.genres(root)
+    assert len(sl.load_dataset("general", root=root)) == 1
+
+
+def test_steerlab_data_expands_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerlab.data import data_dir
+
+    _data_folder(tmp_path / "mydata")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("STEERLAB_DATA", "~/mydata")
+    assert data_dir() == tmp_path / "mydata"
+    assert sl.load_dataset("fantasy").texts == ["Some text."]

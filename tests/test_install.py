@@ -1,4 +1,5 @@
-"""``pip install .`` (not editable) gives a package that finds its corpora.
+"""``pip install .`` (not editable) gives a package that finds its corpora; and the embedded
+model's provisioned cache (steerlab.embedded) is usable by others, and checked, as installed.
 
 Builds a wheel from a copy of the source (so the shared tree gets no ``build/``),
 installs it into a fresh virtual environment, and imports it from a temporary
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +86,129 @@ def test_the_installed_package_loads_the_embedded_model(installed_python: Path, 
     )
     out = _run([str(installed_python), "-c", code], cwd=tmp_path, env=_clean_env()).splitlines()
     assert out[-1] == "30 576 True"
+
+
+# --- the provisioned cache: modes, in-place damage, errors naming the file -----------------
+
+
+@pytest.fixture
+def fake_embedded(tiny_llama: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """An embedded model whose "de-quantizing" copies the tiny Llama (weights 0600, as
+    safetensors writes them), in a private cache."""
+    import shutil
+
+    from steerlab import embedded
+    from steerlab.embedded import EmbeddedModel
+
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path / "cache"))
+    rebuilt: list[str] = []
+
+    def dequantize(gguf: Path, out: Path, steps: object) -> None:
+        rebuilt.append(str(out))
+        shutil.copytree(tiny_llama.source, out)
+        os.chmod(out / "model.safetensors", 0o600)
+        embedded._write_marker(out, gguf.name)
+
+    spec = EmbeddedModel("fake-tiny", (), "pip install nothing", lambda: "fake:1", lambda scratch: Path("fake.gguf"))
+    monkeypatch.setattr(embedded, "_dequantize", dequantize)
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, spec.name, spec)
+    return spec, rebuilt
+
+
+def test_provisioned_files_get_the_umasks_mode(fake_embedded: tuple[Any, list[str]]) -> None:
+    """safetensors writes 0600: another user of a shared cache could not load the model."""
+    from steerlab import embedded
+
+    spec, _ = fake_embedded
+    old = os.umask(0o022)
+    try:
+        folder = embedded.provision(spec, progress=False)
+        assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+            p.name: 0o644 for p in folder.iterdir()}
+        assert folder.stat().st_mode & 0o777 == 0o755
+        os.chmod(folder / "model.safetensors", 0o600)  # a checkpoint provisioned by an older steerlab
+        assert embedded.provision(spec, progress=False) == folder
+        assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_a_byte_changed_in_place_in_the_weights_is_found_before_loading(fake_embedded: tuple[Any, list[str]],
+                                                                      tiny_llama: Any) -> None:
+    """Same size, so the size check passed and the damaged weights loaded silently as another
+    model; the file's modification time moved, so its checksum is checked now."""
+    import steerlab
+    from steerlab import embedded
+
+    spec, rebuilt = fake_embedded
+    folder = embedded.provision(spec, progress=False)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's values
+    weights.write_bytes(bytes(data))
+    model = steerlab.load_model("fake-tiny", progress=False)
+    assert len(rebuilt) == 2 and model.fingerprint == tiny_llama.fingerprint
+    (aside,) = folder.parent.glob(f".{folder.name}.damaged-*")
+    assert "model.safetensors has SHA-256" in (aside / "steerlab-damaged.txt").read_text()
+
+
+def test_an_unchanged_checkpoint_is_not_hashed_and_old_markers_learn_the_times(
+        fake_embedded: tuple[Any, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from steerlab import embedded
+
+    spec, rebuilt = fake_embedded
+    folder = embedded.provision(spec, progress=False)
+    marker_path = folder / embedded.COMPLETE_MARKER
+    marker = json.loads(marker_path.read_text())
+    for info in marker["files"].values():  # as written before the times were recorded
+        del info["mtime_ns"]
+    marker_path.write_text(json.dumps(marker))
+    hashed: list[str] = []
+    real_sha256 = embedded._sha256
+    monkeypatch.setattr(embedded, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    assert embedded.provision(spec, progress=False) == folder
+    assert "model.safetensors" in hashed and len(rebuilt) == 1  # checked, not rebuilt
+    assert all("mtime_ns" in info for info in json.loads(marker_path.read_text())["files"].values())
+    hashed.clear()
+    assert embedded.provision(spec, progress=False) == folder
+    assert hashed == []  # sizes and times prove it unchanged
+
+
+def test_a_damaged_gguf_is_a_load_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The de-quantizing step raised transformers' own error, which named no file."""
+    from steerlab import embedded
+    from steerlab.embedded import EmbeddedModel, ModelLoadError
+
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path / "cache"))
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x07" * 40)
+    spec = EmbeddedModel("cut-gguf", (), "pip install cut", lambda: "cut:1", lambda scratch: cut)
+    with pytest.raises(ModelLoadError, match=f"could not de-quantize {cut} into the cut-gguf checkpoint"):
+        embedded.provision(spec, progress=False)
+    assert not spec.checkpoint_dir().exists()
+    assert not [p for p in spec.checkpoint_dir().parent.iterdir() if not p.name.endswith(".lock")]
+
+
+def test_the_lock_is_taken_read_only_where_the_cache_is_not_writable(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from steerlab import embedded
+    from steerlab.embedded import ModelLoadError
+
+    lock = tmp_path / ".x.lock"
+    real_open = os.open
+
+    def no_write(path: Any, flags: int, *args: Any) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    lock.write_text("")
+    monkeypatch.setattr(os, "open", no_write)
+    with embedded._lock(lock):  # another user's lock file: read-only is enough for flock
+        pass
+    lock.unlink()
+    with pytest.raises(ModelLoadError, match="cannot take the provisioning lock .* not writable by this user"), \
+            embedded._lock(lock):
+        pass

@@ -445,3 +445,132 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
     assert min(report["top5_overlap"]) >= 4, report
     for wrong in (layer - 1, layer + 1):
         assert np.mean(corr[wrong]) < np.mean(corr[layer]) - 0.05, report
+
+
+# --- hostile files: a clear error naming the file, no huge allocation ------------------
+
+_KEYS = {"steerlab.format": 1, "steerlab.model_name": "m", "steerlab.model_fingerprint": "f",
+         "steerlab.d_model": 8, "steerlab.recipe": "raw", "steerlab.sources": "{}",
+         "steerlab.position": "last", "steerlab.coefficient": 1.0, "steerlab.added_at": "block_input",
+         "steerlab.layers": [2], "steerlab.extra": "{}"}
+
+
+def _good_bytes(tmp_path: Path) -> bytes:
+    return save_gguf(_vector({2: torch.arange(8.0), 3: torch.ones(8)}), tmp_path / "good.gguf").read_bytes()
+
+
+def _string_length_offset(data: bytes, text: bytes) -> int:
+    """Where the 8-byte length of the GGUF string ``text`` starts."""
+    return data.index(len(text).to_bytes(8, "little") + text)
+
+
+def _hostile(kind: str, tmp_path: Path) -> bytes:
+    import struct
+
+    data = _good_bytes(tmp_path)
+    if kind.startswith("cut_"):
+        return data[: int(kind.removeprefix("cut_"))]
+    if kind == "tensor_count_2**62":
+        return data[:8] + struct.pack("<Q", 2**62) + data[16:]
+    if kind == "kv_count_2**62":
+        return data[:16] + struct.pack("<Q", 2**62) + data[24:]
+    if kind in ("key_length_2**62", "value_length_2**62", "tensor_name_length_2**62"):
+        text = {"key_length_2**62": b"steerlab.recipe", "value_length_2**62": b"mean_centred",
+                "tensor_name_length_2**62": b"direction.2"}[kind]
+        at = _string_length_offset(data, text)
+        return data[:at] + struct.pack("<Q", 2**62) + data[at + 8:]
+    if kind == "array_count_2**62":
+        key = b"steerlab.layers"
+        at = _string_length_offset(data, key) + 8 + len(key) + 4 + 4  # past the key, its type, the item type
+        return data[:at] + struct.pack("<Q", 2**62) + data[at + 8:]
+    if kind == "duplicated_key":
+        return data.replace(b"steerlab.recipe", b"steerlab.format"[:15], 1)
+    if kind == "nan_values":
+        values = np.ones(8, np.float32)
+        values[3] = np.nan
+        return _write_raw(tmp_path / "nan.gguf", {"direction.1": values}, steerlab_keys={**_KEYS}).read_bytes()
+    if kind == "inf_values":
+        values = np.ones(8, np.float32)
+        values[0] = np.inf
+        return _write_raw(tmp_path / "inf.gguf", {"direction.1": values}).read_bytes()
+    if kind == "extra_not_json":
+        keys = {**_KEYS, "steerlab.extra": "{not json"}
+    elif kind == "sources_not_an_object":
+        keys = {**_KEYS, "steerlab.sources": "[1, 2]"}
+    elif kind == "no_d_model":
+        keys = {k: v for k, v in _KEYS.items() if k != "steerlab.d_model"}
+    elif kind == "d_model_a_string":
+        keys = {**_KEYS, "steerlab.d_model": "eight"}
+    elif kind == "coefficient_nan":
+        keys = {**_KEYS, "steerlab.coefficient": float("nan")}
+    else:
+        raise AssertionError(kind)
+    return _write_raw(tmp_path / "keys.gguf", {"direction.1": np.ones(8, np.float32)}, steerlab_keys=keys).read_bytes()
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("cut_0", "not a readable GGUF file"),
+    ("cut_6", "cut short: 6 bytes, less than the 24-byte GGUF header"),
+    ("cut_20", "cut short"),
+    ("cut_40", "cannot fit"),
+    ("cut_300", "cut short or damaged: .* needs 16 bytes, only 4 are left"),
+    ("cut_700", "cut short"),
+    ("tensor_count_2**62", "claims 4611686018427387904 tensors"),
+    ("kv_count_2**62", "4611686018427387904 metadata entries"),
+    ("key_length_2**62", "the key of metadata entry 7 needs 4611686018427387904 bytes"),
+    ("value_length_2**62", "cut short or damaged"),
+    ("tensor_name_length_2**62", "the name of tensor 1 needs 4611686018427387904 bytes"),
+    ("array_count_2**62", "claims 4611686018427387904 items"),
+    ("duplicated_key", "metadata key 'steerlab.format' appears twice"),
+    ("nan_values", "'direction.1' holds 1 NaN or infinite values"),
+    ("inf_values", "'direction.1' holds 1 NaN or infinite values"),
+    ("extra_not_json", "steerlab.extra is not JSON"),
+    ("sources_not_an_object", "steerlab.sources is \\[1, 2\\]; expected a JSON object"),
+    ("no_d_model", "lacks steerlab.d_model"),
+    ("d_model_a_string", "steerlab.d_model is 'eight'; expected an integer"),
+    ("coefficient_nan", "steerlab.coefficient is nan; expected a finite number"),
+])
+def test_a_hostile_file_is_a_clear_error_naming_it(kind: str, message: str, tmp_path: Path) -> None:
+    """Each of these gave a raw IndexError / KeyError / JSONDecodeError / ValueError without the
+    file's name, or loaded NaN values; an array count of 2**62 made the gguf package allocate
+    without end (seen: 22 GB). The load runs under an address-space limit, so a regression
+    fails here instead of exhausting a shared machine."""
+    import os
+    import resource
+    import tracemalloc
+
+    path = tmp_path / f"{kind}.gguf"
+    path.write_bytes(_hostile(kind, tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    in_use = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    tracemalloc.start()
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + (1 << 30), hard))
+    try:
+        with pytest.raises(ControlVectorError, match=message) as caught:
+            load_gguf(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert str(path) in str(caught.value)
+    assert peak < 20 << 20, f"{peak} bytes allocated"
+
+
+def test_gguf_files_get_the_umasks_mode_and_tilde_is_expanded(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where a literal "~" folder would appear
+    v = _vector({3: torch.ones(8)})
+    old = os.umask(0o022)
+    try:
+        written = save_gguf(v, "~/out/v.gguf")
+    finally:
+        os.umask(old)
+    assert written == tmp_path / "out" / "v.gguf"
+    assert written.stat().st_mode & 0o777 == 0o644  # was 0600 (tempfile.mkstemp), whatever the umask
+    assert not (tmp_path / "cwd" / "~").exists()
+    assert load_gguf("~/out/v.gguf").layers == [3]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["v.gguf"]

@@ -73,8 +73,9 @@ def test_damage_is_detected(tmp_path: Path, damage: str, match: str) -> None:
 
 def test_a_consistent_but_unreadable_tensor_file_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "x.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{oops")
-    digest = store._sha256(tmp_path / "x.safetensors")
-    (tmp_path / "x.json").write_text(json.dumps({"tensor_sha256": digest}))
+    meta: dict[str, Any] = {"tensor_sha256": store._sha256(tmp_path / "x.safetensors")}
+    meta["meta_sha256"] = store._meta_sha256(meta)
+    (tmp_path / "x.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="cannot read tensors"):
         load_tensors(tmp_path / "x")
 
@@ -103,15 +104,16 @@ def test_failed_overwrite_keeps_the_old_pair_or_is_detected(tmp_path: Path,
     assert torch.equal(back["a"], tensors["a"]) and back_meta["recipe"] == "raw"
     monkeypatch.undo()
 
-    # Tensors replaced but the JSON write failing: the mismatch is caught on load.
+    # The JSON write failing (after the tensors were written): the old pair is still there, whole.
     def fail_text(path: Path, text: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(store, "atomic_write_text", fail_text)
+    monkeypatch.setattr(store, "_write_text", fail_text)
     with pytest.raises(OSError):
         save_tensors(tmp_path / "x", {"a": torch.zeros(2)}, {"recipe": "other"})
-    with pytest.raises(StoreError, match="does not match the checksum"):
-        load_tensors(tmp_path / "x")
+    back, back_meta = load_tensors(tmp_path / "x")
+    assert torch.equal(back["a"], tensors["a"]) and back_meta["recipe"] == "raw"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
 
 
 def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,13 +170,16 @@ def test_metadata_checksum_ignores_formatting_and_key_order(tmp_path: Path) -> N
     assert meta["b"] == {"2": 1, "10": 2} and meta["a"] == [1.5, None, "é"]
 
 
-def test_a_pair_written_before_metadata_checksums_still_loads(tmp_path: Path) -> None:
+def test_a_deleted_metadata_checksum_is_detected(tmp_path: Path) -> None:
+    """Deleting ``meta_sha256`` used to skip the metadata check: an edit plus a deletion loaded."""
     save_tensors(tmp_path / "x", *_pair())
     path = tmp_path / "x.json"
     meta = json.loads(path.read_text())
     del meta["meta_sha256"]
+    meta["recipe"] = "mean_centred"
     path.write_text(json.dumps(meta))
-    assert load_tensors(tmp_path / "x")[1] == _pair()[1]
+    with pytest.raises(StoreError, match="x.json has no meta_sha256 checksum.*save it again"):
+        load_tensors(tmp_path / "x")
 
 
 def test_reserved_metadata_keys_are_refused(tmp_path: Path) -> None:
@@ -227,3 +232,172 @@ def test_stale_temporary_files_of_dead_writers_are_cleaned(tmp_path: Path) -> No
     left = {key for key, path in files.items() if path.exists()}
     assert left == {"dead_recent", "alive_old", "not_ours"}
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"w.json", "w.safetensors"}
+
+
+# --- a pair is one thing: the old pair or the new one, never a mix ---------------------
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import torch
+from steerlab import store
+
+real_replace = os.replace
+def replace(src, dst, **kw):
+    if Path(dst).name == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst, **kw)
+os.replace = replace
+store.save_tensors(Path(sys.argv[1]), {"a": torch.full((3,), 2.0)}, {"recipe": "new"})
+"""
+
+
+def _run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(store.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("killed_before", [".x.publish", "x.safetensors", "x.json"])
+def test_a_writer_killed_at_any_rename_leaves_the_old_or_the_new_pair(tmp_path: Path, killed_before: str) -> None:
+    """SIGKILL just before each rename of an overwrite. Before the journal is committed the old
+    pair stays; after it, the next reader finishes the renames. (The old store renamed the
+    tensors, then the JSON: a kill between the two left neither pair loadable.)"""
+    save_tensors(tmp_path / "x", {"a": torch.full((3,), 1.0)}, {"recipe": "old"})
+    done = _run_python(_KILLED_WRITER, str(tmp_path / "x"), killed_before)
+    assert done.returncode == -9, done.stderr
+    tensors, meta = load_tensors(tmp_path / "x")
+    expected = {".x.publish": ("old", 1.0), "x.safetensors": ("new", 2.0), "x.json": ("new", 2.0)}[killed_before]
+    assert (meta["recipe"], float(tensors["a"][0])) == expected
+    assert torch.equal(tensors["a"], torch.full((3,), expected[1]))
+    # The dead writer's leftovers go once stale; a pending journal's files never before it is finished.
+    old = time.time() - store.STALE_SECONDS - 60
+    for leftover in tmp_path.glob(".*"):
+        os.utime(leftover, (old, old))
+    save_tensors(tmp_path / "y", *_pair())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors", "y.json", "y.safetensors"]
+
+
+def test_a_journal_left_by_a_dead_writer_is_finished_before_its_files_are_cleaned(tmp_path: Path) -> None:
+    save_tensors(tmp_path / "x", {"a": torch.full((3,), 1.0)}, {"recipe": "old"})
+    done = _run_python(_KILLED_WRITER, str(tmp_path / "x"), "x.safetensors")  # journal committed, nothing renamed
+    assert done.returncode == -9, done.stderr
+    old = time.time() - store.STALE_SECONDS - 60
+    for leftover in tmp_path.glob(".*"):
+        os.utime(leftover, (old, old))
+    save_tensors(tmp_path / "y", *_pair())  # cleans stale files, then finishes x's journal
+    assert load_tensors(tmp_path / "x")[1]["recipe"] == "new"
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_two_writers_never_pair_one_writers_tensors_with_the_others_json(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer A stops right after its tensors reach their final name; writer B saves the same
+    stem meanwhile. The old store let B finish, then A's JSON landed beside B's tensors (both
+    writers' work lost, detected on read); now B waits for A's pair to be published."""
+    import threading
+
+    real_replace = os.replace
+    a_paused, a_go = threading.Event(), threading.Event()
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        real_replace(src, dst, **kw)
+        if threading.current_thread().name == "A" and Path(dst).name == "x.safetensors":
+            a_paused.set()
+            a_go.wait(10)
+
+    monkeypatch.setattr(os, "replace", replace)
+    errors: list[BaseException] = []
+
+    def writer(value: float) -> None:
+        try:
+            save_tensors(tmp_path / "x", {"a": torch.full((3,), value)}, {"value": value})
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    a = threading.Thread(target=writer, args=(1.0,), name="A")
+    a.start()
+    assert a_paused.wait(10)
+    b = threading.Thread(target=writer, args=(2.0,), name="B")
+    b.start()
+    b.join(1.0)  # the old store finished B here
+    read: list[Any] = []
+    reader = threading.Thread(target=lambda: read.append(load_tensors(tmp_path / "x")), name="R")
+    reader.start()
+    a_go.set()
+    for t in (a, b, reader):
+        t.join(20)
+    assert not errors
+    tensors, meta = load_tensors(tmp_path / "x")
+    assert float(tensors["a"][0]) == meta["value"] == 2.0  # B published last
+    (seen_tensors, seen_meta), = read
+    assert float(seen_tensors["a"][0]) == seen_meta["value"]
+
+
+_BUSY_WRITER = """
+import sys
+from pathlib import Path
+import torch
+from steerlab import store
+for i in range(int(sys.argv[3])):
+    value = float(sys.argv[2]) + i
+    store.save_tensors(Path(sys.argv[1]), {"a": torch.full((64,), value)}, {"value": value})
+"""
+
+
+def test_concurrent_writer_processes_and_a_reader_see_whole_pairs(tmp_path: Path) -> None:
+    save_tensors(tmp_path / "x", {"a": torch.full((64,), -1.0)}, {"value": -1.0})
+    env = {**os.environ, "PYTHONPATH": str(Path(store.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    writers = [subprocess.Popen([sys.executable, "-c", _BUSY_WRITER, str(tmp_path / "x"), str(start), "40"],
+                                env=env, stderr=subprocess.PIPE, text=True) for start in (1000, 2000)]
+    reads = 0
+    while any(w.poll() is None for w in writers) or reads == 0:
+        tensors, meta = load_tensors(tmp_path / "x")  # never a StoreError
+        assert torch.equal(tensors["a"], torch.full((64,), meta["value"]))
+        reads += 1
+    for w in writers:
+        assert w.wait(60) == 0, w.stderr.read() if w.stderr else ""
+    assert load_tensors(tmp_path / "x")[1]["value"] in (1039.0, 2039.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
+
+
+# --- a failed write is an OSError, and leaves the old pair ------------------------------
+
+def test_a_safetensors_failure_is_an_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors import SafetensorError
+
+    save_tensors(tmp_path / "x", *_pair())
+
+    def full_disk(tensors: Any, filename: str) -> None:
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                              "message: \"No space left on device\" }) (os error 28)")
+
+    monkeypatch.setattr(store, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        save_tensors(tmp_path / "x", {"a": torch.zeros(2)}, {})
+    assert isinstance(caught.value, store.StoreWriteError) and caught.value.errno == 28
+    assert load_tensors(tmp_path / "x")[1] == _pair()[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.safetensors"]
+
+
+_SMALL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+import torch
+from steerlab import store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    store.save_tensors(Path(sys.argv[1]), {"a": torch.zeros(100_000)}, {})
+except OSError as err:
+    print("OSError", type(err).__name__, err)
+"""
+
+
+def test_a_file_too_large_for_the_disk_is_an_oserror_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real write failure inside safetensors (a file-size limit stands in for a full disk):
+    the old store raised ``SafetensorError``, which callers catching ``OSError`` let through."""
+    done = _run_python(_SMALL_DISK, str(tmp_path / "x"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OSError StoreWriteError"), done.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -111,7 +111,7 @@ class TextSet:
 def data_dir() -> Path:
     """The folder holding the corpora, looked up in this order.
 
-    1. ``$STEERLAB_DATA``, if set (it must be a folder);
+    1. ``$STEERLAB_DATA``, if set (it must be a folder; ``~`` is expanded);
     2. ``steerlab/corpora`` beside this module: the corpora shipped as package
        data by ``pip install .`` (in a checkout, a symlink to the repository's
        ``data/``, the one source of truth);
@@ -127,9 +127,10 @@ def data_dir() -> Path:
     """
     env = os.environ.get("STEERLAB_DATA")
     if env:
-        if not Path(env).is_dir():
+        folder = Path(env).expanduser()
+        if not folder.is_dir():
             raise DataError(f"STEERLAB_DATA={env!r} is not a folder")
-        return Path(env)
+        return folder
     here = Path(__file__).resolve().parent
     candidates = [here / "corpora", here.parents[1] / "data"]
     for folder in candidates:
@@ -141,39 +142,61 @@ def data_dir() -> Path:
     )
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file; bytes that are not UTF-8 are a DataError naming the line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read data file {path}: {err}") from err
+    for lineno, line in enumerate(raw.splitlines(keepends=True), start=1):
+        try:
+            yield lineno, line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {line[err.start:err.start + 1]!r} at column "
+                            f"{err.start + 1}); data files are UTF-8 JSON Lines") from err
+
+
 def read_jsonl(path: Path) -> list[Record]:
-    """Read and validate one data file.
+    """Read and validate one data file (UTF-8 JSON Lines, one record of exactly the five fields a line).
 
     Raises:
-        DataError: bad JSON, a missing or extra field, an empty text, an unknown
-            split or a duplicate id, naming the file and line.
+        DataError: an unreadable file, bytes that are not UTF-8, bad JSON, a missing or
+            extra field, an empty text, an unknown split or a duplicate id, naming the
+            file and line.
+
+    Example:
+        >>> read_jsonl(data_dir() / "prompts.jsonl")[0].split
+        'eval'
     """
     records: list[Record] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                raise DataError(f"{path}:{lineno}: blank line")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            missing = [k for k in _FIELDS if k not in obj]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
-            for key in _FIELDS:
-                if not isinstance(obj[key], str) or not obj[key].strip():
-                    raise DataError(f"{path}:{lineno}: field {key!r} is empty or not a string")
-            if obj["split"] not in _SPLITS:
-                raise DataError(f"{path}:{lineno}: split {obj['split']!r} is not one of {_SPLITS}")
-            if obj["id"] in seen:
-                raise DataError(
-                    f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})"
-                )
-            seen[obj["id"]] = lineno
-            records.append(Record(*(obj[k] for k in _FIELDS)))
+    for lineno, line in _lines(path):
+        if not line.strip():
+            raise DataError(f"{path}:{lineno}: blank line")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object")
+        missing = [k for k in _FIELDS if k not in obj]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+        extra = [k for k in obj if k not in _FIELDS]
+        if extra:
+            raise DataError(f"{path}:{lineno}: unknown field(s) {', '.join(map(repr, extra))}; "
+                            f"expected exactly {', '.join(_FIELDS)}")
+        for key in _FIELDS:
+            if not isinstance(obj[key], str) or not obj[key].strip():
+                raise DataError(f"{path}:{lineno}: field {key!r} is empty or not a string")
+        if obj["split"] not in _SPLITS:
+            raise DataError(f"{path}:{lineno}: split {obj['split']!r} is not one of {_SPLITS}")
+        if obj["id"] in seen:
+            raise DataError(
+                f"{path}:{lineno}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})"
+            )
+        seen[obj["id"]] = lineno
+        records.append(Record(*(obj[k] for k in _FIELDS)))
     if not records:
         raise DataError(f"{path}: no records")
     return records
@@ -190,9 +213,22 @@ def _files(root: Path) -> dict[str, list[Path]]:
 
 
 def genres(root: Path | None = None) -> list[str]:
-    """The story genres found in ``data/stories/`` (file names without ``.jsonl``)."""
+    """The story genres found in ``data/stories/`` (file names without ``.jsonl``).
+
+    Raises:
+        DataError: ``stories/`` is missing or holds no ``.jsonl`` file (an empty list would
+            make every genre loop and the ``mixed`` set silently empty).
+
+    Example:
+        >>> "fantasy" in genres()
+        True
+    """
     root = root or data_dir()
-    return sorted(p.stem for p in (root / "stories").glob("*.jsonl"))
+    found = sorted(p.stem for p in (root / "stories").glob("*.jsonl"))
+    if not found:
+        raise DataError(f"no story genres: {root / 'stories'} holds no .jsonl files (expected one per genre, "
+                        "e.g. stories/fantasy.jsonl)")
+    return found
 
 
 def load_dataset(name: str, split: str | None = None, *, root: Path | None = None,
@@ -207,7 +243,8 @@ def load_dataset(name: str, split: str | None = None, *, root: Path | None = Non
 
     Raises:
         KeyError: an unknown name (the message lists the known ones).
-        DataError: a malformed file, or a split with no records.
+        DataError: a malformed file (naming file and line), a missing or empty folder
+            (``stories/``, ``general/``), or a split with no records.
 
     Example:
         >>> len(load_dataset("fantasy", "train")) > 0
@@ -226,6 +263,8 @@ def load_dataset(name: str, split: str | None = None, *, root: Path | None = Non
     if include_generated:
         names = genres(root) if name == "mixed" else [name]
         paths = paths + [p for n in names if (p := root / "generated" / f"{n}.jsonl").is_file()]
+    if not paths:  # general/ missing or empty
+        raise DataError(f"dataset {name!r} has no files: expected {root / name}/*.jsonl")
     records: list[Record] = []
     for path in paths:
         if not path.is_file():

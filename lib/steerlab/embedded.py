@@ -12,8 +12,14 @@ checkpoint under :func:`cache_root` and later loads read that (under a second).
 The cache is shared by every process of the user, so it is handled with care:
 
 - a checkpoint is written into a temporary folder and renamed into place only
-  when complete, with a marker file listing every file's size and SHA-256;
-- provisioning takes a file lock, so two processes never both de-quantize;
+  when complete, with a marker file listing every file's size, modification
+  time and SHA-256; its files get the umask's usual mode (safetensors writes
+  0600, which would lock other users of a shared cache out);
+- every use checks sizes and modification times; a file whose time differs
+  from the marker's (touched since provisioning) has its SHA-256 checked, so a
+  byte changed in place is found before the model loads;
+- provisioning takes a file lock, so two processes never both de-quantize; a
+  user who may only read a shared cache takes the lock read-only;
 - a checkpoint is replaced only when a check *proves* it damaged (marker
   missing, a file missing or of the wrong size, a checksum mismatch), and then
   it is renamed aside, never deleted while another process may be reading it.
@@ -198,13 +204,52 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(folder: Path) -> None:
+    """Give ``folder`` and the files in it at least the umask's usual mode (0644 / 0755 under 022).
+
+    safetensors (hence ``save_pretrained``) and ``tempfile`` create files 0600 and folders
+    0700 whatever the umask; in a cache shared by a group, others could then not read the
+    model. Only files this user owns are changed, and only ever widened to the usual mode.
+    """
+    mask = _umask()
+    for path in [folder, *folder.iterdir()]:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            usual = (0o777 if path.is_dir() else 0o666) & ~mask
+            if st.st_uid == os.getuid() and st.st_mode & usual != usual:
+                os.chmod(path, (st.st_mode & 0o777) | usual)
+
+
 def _write_marker(folder: Path, source: str) -> None:
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.name: {"bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": _sha256(p)}
              for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_MARKER}
     marker = {"format": _MARKER_FORMAT, "source": source, "written": time.time(), "files": files}
     tmp = folder / f".{COMPLETE_MARKER}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(marker, indent=1))
     os.replace(tmp, folder / COMPLETE_MARKER)  # atomic: readers see the old marker or the new one
+
+
+def _refresh_times(folder: Path, marker: dict[str, object]) -> None:
+    """Record the files' current modification times in the marker (their checksums were just verified)."""
+    files = marker.get("files")
+    if not isinstance(files, dict):
+        return
+    for name, info in files.items():
+        with contextlib.suppress(OSError, TypeError):
+            info["mtime_ns"] = (folder / name).stat().st_mtime_ns
+    tmp = folder / f".{COMPLETE_MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(marker, indent=1))
+    os.replace(tmp, folder / COMPLETE_MARKER)
 
 
 def read_marker(folder: Path) -> dict[str, object] | None:
@@ -217,10 +262,12 @@ def read_marker(folder: Path) -> dict[str, object] | None:
 
 
 def checkpoint_problems(folder: Path) -> list[str]:
-    """What is provably wrong with a provisioned checkpoint folder (cheap: sizes, no checksums).
+    """What is provably wrong with a provisioned checkpoint folder.
 
-    An empty list means the marker is there and every file it lists exists with
-    its recorded size.
+    Cheap when nothing changed: every file the marker lists must exist with its
+    recorded size, and a file whose modification time is not the recorded one
+    (touched since provisioning, or a marker written before times were recorded)
+    must also match its recorded SHA-256. An empty list means all of that holds.
 
     Example:
         >>> checkpoint_problems(provision_embedded())
@@ -237,10 +284,15 @@ def checkpoint_problems(folder: Path) -> list[str]:
     problems = []
     for name, info in files.items():
         path = folder / name
-        if not path.is_file():
+        if not isinstance(info, dict) or not isinstance(info.get("bytes"), int):
+            problems.append(f"the marker's entry for {name} is malformed")
+        elif not path.is_file():
             problems.append(f"{name} is missing")
-        elif path.stat().st_size != info["bytes"]:
-            problems.append(f"{name} has {path.stat().st_size} bytes, expected {info['bytes']}")
+        elif (st := path.stat()).st_size != info["bytes"]:
+            problems.append(f"{name} has {st.st_size} bytes, expected {info['bytes']}")
+        elif st.st_mtime_ns != info.get("mtime_ns") and (got := _sha256(path)) != info.get("sha256"):
+            problems.append(f"{name} has SHA-256 {got[:12]}..., expected {str(info.get('sha256'))[:12]}... "
+                            "(changed since it was provisioned)")
     return problems
 
 
@@ -262,10 +314,25 @@ def verify_checksums(folder: Path) -> list[str]:
             for name, info in files.items() if (got := _sha256(folder / name)) != info["sha256"]]
 
 
+def _stale_times_or_modes(folder: Path, files: dict[str, object]) -> bool:
+    """Whether a file's modification time is not the one recorded, or a file is narrower than the umask's mode."""
+    usual = 0o666 & ~_umask()
+    for name, info in files.items():
+        with contextlib.suppress(OSError):
+            st = (folder / name).stat()
+            if not isinstance(info, dict) or st.st_mtime_ns != info.get("mtime_ns"):
+                return True
+            if st.st_uid == os.getuid() and st.st_mode & usual != usual:
+                return True
+    return False
+
+
 def _needs_upgrade(folder: Path) -> bool:
     marker = read_marker(folder)
     if marker is not None and not isinstance(marker.get("files"), dict):
         return True  # format 1: no sizes or checksums recorded
+    if marker is not None and _stale_times_or_modes(folder, marker["files"]):  # type: ignore[arg-type]
+        return True  # checked by checksum this time; record the times so the next check is cheap
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
@@ -278,7 +345,9 @@ def _upgrade(folder: Path) -> None:
 
     Older checkpoints kept the GGUF's ``quantization_config`` in ``config.json``,
     which makes transformers attach a GGUF quantizer to plain float32 weights
-    (``is_quantized``, no ``save_pretrained``); and format-1 markers list no files.
+    (``is_quantized``, no ``save_pretrained``); format-1 markers list no files;
+    older format-2 markers record no modification times; and their weights were
+    written 0600. Call only after :func:`checkpoint_problems` found nothing.
     Call under the provisioning lock: the config is replaced first, then the
     marker, and a reader that sees the new config with the old marker's sizes
     waits for this lock before judging the folder damaged.
@@ -286,13 +355,18 @@ def _upgrade(folder: Path) -> None:
     if not _needs_upgrade(folder):
         return
     marker = read_marker(folder) or {}
+    _honour_umask(folder)
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
-    if config.pop("quantization_config", None) is not None:
+    had_quantizer = config.pop("quantization_config", None) is not None
+    if had_quantizer:
         tmp = folder / f".config.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, config_path)
-    _write_marker(folder, str(marker.get("source", marker.get("gguf", ""))))
+    if had_quantizer or not isinstance(marker.get("files"), dict):
+        _write_marker(folder, str(marker.get("source", marker.get("gguf", ""))))
+    else:  # only times to record: the caller has just checked the checksums of the files whose time moved
+        _refresh_times(folder, marker)
 
 
 def move_aside(folder: Path, why: str) -> Path:
@@ -322,13 +396,24 @@ def _remove_leftovers(final: Path) -> None:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, also if we crash
+    """An exclusive ``flock`` on ``path`` (created with the umask's mode; opened read-only where
+    this user may not write it, e.g. another user's lock file in a shared cache)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            raise ModelLoadError(
+                f"cannot take the provisioning lock {path} ({err}): the cache folder {path.parent} is not writable "
+                "by this user. Ask its owner to provision it (`make setup`), or set STEERLAB_CACHE to a folder of "
+                "your own") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes, also if we crash
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- provisioning ----------------------------------------------------------------
@@ -383,7 +468,9 @@ def provision(spec: EmbeddedModel, progress: bool = True) -> Path:
         True
     """
     final = spec.checkpoint_dir()
-    if final.is_dir() and not checkpoint_problems(final) and not _needs_upgrade(final):
+    # Complete: returned as is (a cache this user cannot write is not upgraded, and need not be).
+    if final.is_dir() and not checkpoint_problems(final) and (
+            not _needs_upgrade(final) or not os.access(final, os.W_OK)):
         return final
     models = final.parent
     models.mkdir(parents=True, exist_ok=True)
@@ -401,7 +488,14 @@ def provision(spec: EmbeddedModel, progress: bool = True) -> Path:
             steps.set_postfix_str("locating GGUF")
             gguf = spec.gguf(tmp / "scratch")
             steps.update()
-            _dequantize(gguf, tmp / "checkpoint", steps)
+            try:
+                _dequantize(gguf, tmp / "checkpoint", steps)
+            except ModelLoadError:
+                raise
+            except Exception as err:  # transformers and gguf raise many types on a damaged file
+                raise ModelLoadError(f"could not de-quantize {gguf} into the {spec.name} checkpoint: "
+                                     f"{type(err).__name__}: {err}. Reinstall with `{spec.install}`") from err
+            _honour_umask(tmp / "checkpoint")
             os.replace(tmp / "checkpoint", final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,9 @@
 """Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | report | compare-table``.
 
-``run-notebooks --params FILE`` checks every name and value in ``FILE`` against the
-notebooks before running any (exit status 2 and a message naming the bad parameter).
+``run-notebooks --params FILE`` checks every name and value in ``FILE`` (and ``--model``)
+against the notebooks before running any or creating a run folder: a bad parameter, a
+params file that is missing or not YAML, a missing notebook or a model that cannot be
+found is exit status 2 and one line naming it, never a traceback.
 """
 
 from __future__ import annotations
@@ -44,11 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     from .report import ParameterError
     from .runner import run_notebooks
 
+    def refuse(message: str) -> int:
+        print(f"run-notebooks: {message}; nothing was run", file=sys.stderr)
+        return 2
+
     params: dict[str, object] = {}
     if args.params:
-        loaded = yaml.safe_load(args.params.read_text())
+        try:
+            loaded = yaml.safe_load(args.params.expanduser().read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return refuse(f"params file not found: {args.params}")
+        except (OSError, UnicodeDecodeError) as err:
+            return refuse(f"cannot read params file {args.params}: {err}")
+        except yaml.YAMLError as err:
+            return refuse(f"params file {args.params} is not valid YAML: {' '.join(str(err).split())}")
         if not isinstance(loaded, dict):
-            parser.error(f"{args.params} must hold a mapping of parameter names to values")
+            return refuse(f"params file {args.params} must hold a mapping of parameter names to values, "
+                          f"got {type(loaded).__name__}")
         params.update(loaded)
     if args.model:
         params["model_name"] = args.model
@@ -59,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         source = f"{args.params}" if args.params else "the command line"
         print(f"run-notebooks: bad parameters in {source}, nothing was run: {err}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:
+        return refuse(str(err))
     return 0 if all(r.ok for r in results) else 1
 
 

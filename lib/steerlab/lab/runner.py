@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "check_parameters", "export_html", "repo_root", "run_notebooks"]
+__all__ = ["NotebookResult", "check_model_name", "check_parameters", "export_html", "repo_root", "run_notebooks"]
 
 
 def repo_root() -> Path:
@@ -119,6 +120,75 @@ def check_parameters(paths: Sequence[Path], parameters: Mapping[str, Any]) -> di
     return out
 
 
+# A hub id: "name" or "org/name" (what huggingface_hub accepts).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def check_model_name(name: object) -> None:
+    """Check that ``model_name`` names a model that can be found, without loading it (cheap).
+
+    Accepted: ``None`` (the embedded default), an embedded model's name, an existing
+    checkpoint folder (holding ``config.json``) or ``.gguf`` file (``~`` expanded), or a
+    hub id that is in the local Hugging Face cache or, with the hub not switched off
+    (``HF_HUB_OFFLINE``), may be downloaded. Whether the files load is the notebook's to find.
+
+    Raises:
+        ParameterError: a path that does not exist or is not a checkpoint, a name that is
+            neither a path nor a hub id, a hub id not cached while the hub is switched off.
+
+    Example:
+        >>> check_model_name("models/nowhere")
+        Traceback (most recent call last):
+        ParameterError: parameter model_name='models/nowhere' is not allowed: no such file or folder ...
+    """
+    from ..embedded import EMBEDDED_MODELS, embedded_model
+    from .report import ParameterError
+
+    def refuse(why: str) -> ParameterError:
+        return ParameterError(f"parameter model_name={name!r} is not allowed: {why}")
+
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.strip():
+        raise refuse("expected a model name, a checkpoint folder, a .gguf file or a hub id")
+    if embedded_model(name) is not None:
+        return
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise refuse(f"no such .gguf file: {path}")
+        return
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise refuse(f"{path} is a folder without config.json, not a Hugging Face checkpoint folder")
+        return
+    local = name.startswith(("/", "./", "../", "~")) or path.exists() or not _HUB_ID.fullmatch(name)
+    if local:
+        raise refuse(f"no such file or folder: {path}; expected a checkpoint folder, a .gguf file, a hub id "
+                     f"or an embedded model ({', '.join(map(repr, EMBEDDED_MODELS))})")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    offline = constants.HF_HUB_OFFLINE or any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline or not _hub_reachable():
+        why = "the hub is switched off (HF_HUB_OFFLINE)" if offline else f"the hub ({constants.ENDPOINT}) is unreachable"
+        raise refuse(f"there is no folder {path} here, and as a hub id {name!r} is not in the local Hugging Face "
+                     f"cache ({constants.HF_HUB_CACHE}) while {why}; embedded models: "
+                     f"{', '.join(map(repr, EMBEDDED_MODELS))}")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or the HTTPS proxy in front of it) accepts a connection within ``timeout``."""
+    from huggingface_hub import constants
+
+    from ..remote import reachable
+
+    return reachable(os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or constants.ENDPOINT, timeout)
+
+
 def _point_latest(root: Path, run_dir: Path) -> None:
     link = root / "latest"
     tmp = root / f".latest.{os.getpid()}"
@@ -152,6 +222,14 @@ def run_notebooks(
 
     Returns:
         The run folder and one result per notebook.
+
+    Raises:
+        FileNotFoundError: a notebook that does not exist (before anything runs).
+        ParameterError: a bad parameter or ``model_name`` (:func:`check_parameters`,
+            :func:`check_model_name`), before a run folder is created.
+
+    Example:
+        >>> run_dir, results = run_notebooks([Path("notebooks/01_bias.ipynb")], parameters={"max_length": 32})
     """
     import papermill
 
@@ -165,6 +243,7 @@ def run_notebooks(
         if not p.is_file():
             raise FileNotFoundError(f"notebook not found: {p}")
     given = check_parameters(paths, {k: v for k, v in (parameters or {}).items() if k != "output_dir"})
+    check_model_name((parameters or {}).get("model_name"))  # before a run folder exists
     runs_root = Path(runs_root) if runs_root is not None else root / "runs"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = runs_root / stamp

@@ -104,6 +104,64 @@ TARGETS: dict[str, str] = {"fantasy": "sports", "science_fiction": "western", "r
                            "horror": "romance", "shakespeare": "sports"}
 
 
+def _bad(name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"CompareConfig {name}={value!r} is not allowed: expected {expected}")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or torch scalar (or 0-d array/tensor) as the Python number it holds; anything else as is."""
+    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
+def _integer(value: Any, minimum: int | None) -> int | None:
+    """``value`` as an ``int`` >= ``minimum``, or ``None`` if it is not one (floats and bools are not)."""
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if minimum is None or value >= minimum else None
+
+
+def _real(value: Any, ok: Any) -> float | None:
+    """``value`` as a ``float`` that passes ``ok``, or ``None`` (bools and strings are not numbers)."""
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if ok(value) else None
+
+
+def _items(name: str, value: Any, expected: str) -> list[Any]:
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1:
+        return list(value.tolist())
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+        raise _bad(name, value, expected)
+    return list(value)
+
+
+def _numbers(name: str, value: Any, expected: str, convert: Any, allow_empty: bool = False) -> Any:
+    """A list (or tuple, as given) of converted numbers: non-empty unless allowed, each valid, none repeated."""
+    items = _items(name, value, expected)
+    converted = [convert(v) for v in items]
+    if (not items and not allow_empty) or any(c is None for c in converted) or len(set(converted)) != len(converted):
+        raise _bad(name, value, expected)
+    return tuple(converted) if isinstance(value, tuple) else converted
+
+
+def _names(name: str, value: Any, known: list[str]) -> Any:
+    """A non-empty list (or tuple, as given) of distinct names, each one of ``known``."""
+    expected = f"a non-empty list of distinct names from {', '.join(known)}"
+    items = _items(name, value, expected)
+    if not items or any(v not in known for v in items) or len(set(items)) != len(items):
+        unknown = [v for v in items if v not in known]
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        why = (f" ({', '.join(map(repr, unknown))} unknown)" if unknown else
+               f" ({', '.join(map(repr, repeated))} repeated)" if repeated else "")
+        raise _bad(name, value, expected + why)
+    return value if isinstance(value, (list, tuple)) else items
+
+
 @dataclass
 class CompareConfig:
     """Everything the experiment depends on (notebook 04's parameters).
@@ -136,29 +194,61 @@ class CompareConfig:
     score_dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field before any model work, and turn numpy/torch numbers into Python ones.
+
+        numpy and torch scalars (and 1-D arrays or tensors for the lists) are accepted
+        wherever a number or a list of numbers is expected; ``bool`` is not a number here.
+        Called on construction; call it again after changing a field.
+
+        Raises:
+            ValueError: the first bad field, naming the field, the value and what was expected.
+
+        Example:
+            >>> CompareConfig(max_new_tokens=0)
+            Traceback (most recent call last):
+            ValueError: CompareConfig max_new_tokens=0 is not allowed: expected an integer >= 1
+        """
         known = [*genres(), "shakespeare"]
-        bad = [t for t in self.targets if t not in known]
-        if not self.targets or bad:
-            raise ValueError(f"targets {list(self.targets)}: expected some of {known}")
+        self.targets = _names("targets", self.targets, known)
         for t in self.targets:
-            counter = self.counters.get(t)
+            counter = self.counters.get(t) if isinstance(self.counters, Mapping) else None
             if counter not in genres() or counter == t:
                 raise ValueError(f"target {t!r} needs a counter genre other than itself in counters; "
                                  f"got {counter!r}; genres: {genres()}")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods {list(self.methods)}: expected some of {METHODS}")
-        for p in self.positions:
-            if p not in STEER_POSITIONS:
-                raise ValueError(f"position {p!r}: expected one of {STEER_POSITIONS}")
-        coefs = [float(c) for c in self.coefficients]
+        self.methods = _names("methods", self.methods, list(METHODS))
+        self.positions = _names("positions", self.positions, list(STEER_POSITIONS))
+        if self.layers is not None:
+            self.layers = _numbers("layers", self.layers, "a list of distinct integers >= 0 (block inputs)",
+                                   lambda v: _integer(v, 0))
+        self.depths = _numbers("depths", self.depths, "a list of distinct fractions of the model's depth in (0, 1)",
+                               lambda v: _real(v, lambda x: 0 < x < 1), allow_empty=self.layers is not None)
+        coefs = _numbers("coefficients", self.coefficients, "a list of distinct finite numbers",
+                         lambda v: _real(v, math.isfinite))
         if 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
-            raise ValueError(f"coefficients {coefs} must include 0, a negative and a positive value "
+            raise ValueError(f"coefficients {list(coefs)} must include 0, a negative and a positive value "
                              "(the steerability slope runs through the unsteered point, both ways)")
-        if self.n_prompts < 2:
-            raise ValueError(f"n_prompts={self.n_prompts}: need at least 2 (one selection, one report prompt)")
-        if self.layers is None and not all(0 < d < 1 for d in self.depths):
-            raise ValueError(f"depths {list(self.depths)} must be fractions of the model's depth in (0, 1)")
+        self.coefficients = coefs
+        for name, minimum, why in (
+                ("n_prompts", 2, "one selection, one report prompt"), ("max_new_tokens", 1, "tokens to generate"),
+                ("n_steer", 1, "held-out stories for steerability"), ("n_general", 1, "general texts for damage"),
+                ("sample_size", 1, "texts per statistic"), ("max_length", 2, "tokens per text"),
+                ("eval_length", 2, "tokens per damage text"), ("split_seed", None, "the prompt split's seed")):
+            value = _integer(getattr(self, name), minimum)
+            if value is None:
+                raise _bad(name, getattr(self, name), f"an integer{'' if minimum is None else f' >= {minimum}'} "
+                                                      f"({why})")
+            setattr(self, name, value)
+        threshold = _real(self.damage_threshold, lambda x: math.isfinite(x) and x > 1)
+        if threshold is None:
+            raise _bad("damage_threshold", self.damage_threshold, "a finite perplexity ratio > 1")
+        self.damage_threshold = threshold
+        accuracy = _real(self.min_judge_accuracy, lambda x: 0 <= x <= 1)
+        if accuracy is None:
+            raise _bad("min_judge_accuracy", self.min_judge_accuracy, "an accuracy in [0, 1]")
+        self.min_judge_accuracy = accuracy
         if self.score_dtype != "auto" and self.score_dtype not in DTYPES:
             raise ValueError(f"score_dtype {self.score_dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
 
@@ -308,6 +398,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         steerlab.study.judge.JudgeError: the judge's held-out accuracy is under
             ``cfg.min_judge_accuracy`` (no concept score is reported from it).
     """
+    cfg.validate()  # a config edited after construction is checked again, before any model work
     judge = judge or ConceptJudge.train()
     layers = cfg.resolved_layers(model)
     score_dtype = cfg.resolved_score_dtype(model)
