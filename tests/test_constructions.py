@@ -132,3 +132,20 @@ def test_isolated_and_counterbalanced_defaults_differ(tiny_gpt2: steerlab.Model)
     cb = build("counterbalanced", tiny_gpt2, [LAYER], target="fantasy", counter="sports", **SPEC)
     assert iso.sources["reference"] == "mixed" and cb.sources["minus"].startswith("sports")
     assert not torch.allclose(iso.at(LAYER), cb.at(LAYER))
+
+
+@pytest.mark.parametrize("name", ["pca_diff", "pca_center", "probe"])
+def test_the_fields_directions_point_along_the_planted_mean_difference(tiny_llama: steerlab.Model, name: str) -> None:
+    """pca_diff, pca_center and probe, built from real per-text means of a tiny model: each is
+    aligned (cosine > 0) with the mean difference it is read from and has its length along it,
+    and a steering vector of each steers: generate at 0 equals the plain run, at 2 differs."""
+    m = tiny_llama
+    v = build(name, m, [LAYER], target="fantasy", counter="sports", **SPEC).at(LAYER)
+    ref = "sports" if name == "pca_diff" else "general"
+    diff = (_oracle_mean(m, _set_texts("fantasy"), LAYER, SPEC["max_length"])
+            - _oracle_mean(m, _set_texts(ref), LAYER, SPEC["max_length"]))
+    cos = float(torch.nn.functional.cosine_similarity(v, diff, dim=0))
+    assert cos > 0.5, cos  # (d.u)^2 >= 0 always: the test is that u is close to d, not its sign
+    assert CONSTRUCTIONS[name].description
+    with pytest.raises(ValueError):
+        build(name, m, [LAYER], target="fantsy", counter="sports", **SPEC)

@@ -15,7 +15,14 @@ needs and one builder:
 ``random``                a random direction with the mean-centred vector's norm (control)
 ``bias``                  the general-text mean itself: the bias direction alone
 ``bias_ablated``          the raw target mean with the bias direction projected out
+``pca_diff``              RepE / repeng: first PC of paired target - counter text means
+``pca_center``            first PC of target text means about the general-text mean
+``probe``                 a logistic-regression probe's normal, target vs general text
 ========================  =========================================================
+
+The last three are the field's own methods (:mod:`steerlab.directions`): each gives a unit
+direction ``u``, returned with the length of the mean difference along it
+(``((mean_target - mean_ref) . u) u``), so their norms compare with the others'.
 
 Set inputs are named sets (the genres, ``shakespeare``, ``general``, ``mixed``); an
 unknown name is an error listing the known ones (a typo never becomes a prompt).
@@ -31,10 +38,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import torch
+
+from .data import load_dataset
+from .directions import pca_of_centred, pca_of_differences, probe_direction
 from .models import Model
 from .sets import check_set, named_sets, set_stats, set_word, typical_norm
-from .stats import ActivationStats, activation_stats
+from .stats import ActivationStats, activation_stats, per_text_means
 from .trace import check_layers
 from .vectors import (
     SteeringVector,
@@ -175,6 +187,60 @@ def _bias_ablated(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
                           {**r.sources, "ablated": "general"}, r.position)
 
 
+def _text_means(m: Model, name: SetInput, role: str, x: Inputs, layers: list[int]) -> torch.Tensor:
+    """Per-text means ``[n_texts, len(layers), d_model]`` of a named set's sampled texts or your own."""
+    own = _own_texts(name, role)
+    if own is None:
+        own = load_dataset(check_set(name if isinstance(name, str) else None, role), "train").sample(
+            x.sample_size, seed=x.seed).texts
+    return per_text_means(m, own, layers, max_length=x.max_length, progress=False)
+
+
+def _direction_vector(m: Model, recipe: str, x: Inputs, layers: list[int], sources: dict[str, Any],
+                      direction_at: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> SteeringVector:
+    """A vector per layer from ``direction_at(k) -> (unit direction, mean difference)``: the direction
+    with the length of the mean difference along it."""
+    vecs = {}
+    for k, la in enumerate(layers):
+        u, diff = direction_at(k)
+        vecs[la] = float(diff.float() @ u) * u
+    return SteeringVector(vecs, m.name, m.fingerprint, m.d_model, recipe,
+                          {**sources, "sample_size": x.sample_size, "max_length": x.max_length, "seed": x.seed},
+                          "all_but_first")
+
+
+def _label(name: SetInput) -> str | None:
+    return name if isinstance(name, str) or name is None else f"{len(list(name))} texts of your own"
+
+
+def _pca_diff(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    if x.counter is None:
+        raise ValueError(f"pca_diff needs a counter set to pair with; known sets: {', '.join(named_sets())}")
+    a, b = _text_means(m, x.target, "target", x, layers), _text_means(m, x.counter, "counter", x, layers)
+    n = min(len(a), len(b))  # pairs by index: the i-th target text with the i-th counter text
+    if n < 2:
+        raise ValueError(f"pca_diff needs at least 2 pairs of texts; got {n}")
+    return _direction_vector(m, "pca_diff", x, layers,
+                             {"plus": _label(x.target), "minus": _label(x.counter), "pairs": n},
+                             lambda k: (pca_of_differences(a[:n, k], b[:n, k]), (a[:n, k] - b[:n, k]).mean(0)))
+
+
+def _pca_center(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    t = _text_means(m, x.target, "target", x, layers)
+    general = _stats(m, "general", "centre", x)
+    return _direction_vector(m, "pca_center", x, layers, {"target": _label(x.target), "centre": "general"},
+                             lambda k: (pca_of_centred(t[:, k], general.mean_at(layers[k])),
+                                        t[:, k].mean(0) - general.mean_at(layers[k])))
+
+
+def _probe(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    t = _text_means(m, x.target, "target", x, layers)
+    g = _text_means(m, "general", "other", x, layers)
+    return _direction_vector(m, "probe", x, layers, {"target": _label(x.target), "other": "general"},
+                             lambda k: (probe_direction(t[:, k], g[:, k], seed=x.seed),
+                                        t[:, k].mean(0) - g[:, k].mean(0)))
+
+
 CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
     Construction("raw", "mean activation of the target set (mostly the layer's bias)", ("target",), _raw),
     Construction("mean_centred", "target mean minus the general-text mean (the bias removed)", ("target",),
@@ -192,6 +258,12 @@ CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
     Construction("bias", "the general-text mean: the layer's bias direction alone", (), _bias),
     Construction("bias_ablated", "the raw target mean with the bias direction projected out", ("target",),
                  _bias_ablated),
+    Construction("pca_diff", "RepE/repeng: first principal component of paired (target - counter) text means",
+                 ("target", "counter"), _pca_diff),
+    Construction("pca_center", "first principal component of target text means about the general-text mean",
+                 ("target",), _pca_center),
+    Construction("probe", "a logistic-regression probe's normal, target vs general text (per-text means)",
+                 ("target",), _probe),
 )}
 
 
