@@ -63,6 +63,16 @@ from ..sets import UNIT
 from ..steer import added_vector, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
+from .contrasts import (
+    Sample,
+    best_of,
+    conclusions,
+    registration,
+    run_contrasts,
+    samples_from_dicts,
+    samples_from_lists,
+    to_records,
+)
 from .judge import ConceptJudge
 from .scoring import (
     PromptSplit,
@@ -89,6 +99,9 @@ __all__ = [
     "build_methods",
     "conclusion",
     "config_dict",
+    "contrast_samples",
+    "contrast_summary",
+    "contrasts_table",
     "describe",
     "format_cell",
     "frontier",
@@ -479,7 +492,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                                  position=position, typical_norm=typical)
         for method, s in zip(vecs, each):
             steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
-                               **s.summary(), "propensity_ci_by_coefficient": {
+                               **s.summary(), "slopes": [float(x) for x in s.slopes],
+                               "propensity_ci_by_coefficient": {
                                    c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
         bar.update()
     bar.close()
@@ -552,7 +566,76 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
             out.append({"method": cond[0], "layer": cond[1], "position": cond[2], "baseline": b,
                         "difference": d.mean, "difference_ci": list(d.ci), "excludes_zero": d.excludes_zero})
         pooled_diffs[b] = out
-    return {"per_target": per_target, "pooled": pooled, "pooled_differences": pooled_diffs}
+    return {"per_target": per_target, "pooled": pooled, "pooled_differences": pooled_diffs,
+            "contrasts": contrast_summary(result, seed=seed)}
+
+
+def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "pooled") -> dict[str, list[str]]:
+    """The pre-registered contrasts of one measure at one scope as table columns (notebook 04's first
+    table): the contrast, where, the estimate with its CI, the minimum detectable difference at 80%
+    power after correction, the Holm p and the verdict; contrasts not run say why.
+
+    Example:
+        >>> contrasts_table(summary, "steerability")["verdict"][0]
+        'not resolved at this sample size (MDD 0.21)'
+    """
+    cols: dict[str, list[str]] = {k: [] for k in ("contrast", "layer", "position", "n", "estimate [95% CI]",
+                                                  "MDD", "Holm p", "verdict")}
+    for r in summary.get("contrasts", {}).get(measure, {}).get("results", []):
+        if r["scope"] != scope:
+            continue
+        cols["contrast"].append(r["name"])
+        cols["layer"].append("-" if r["layer"] is None else str(r["layer"]))
+        cols["position"].append(str(r["position"] or "-"))
+        if r["status"] != "run":
+            for k in ("n", "estimate [95% CI]", "MDD", "Holm p"):
+                cols[k].append("-")
+            cols["verdict"].append(f"not run: {r['reason']}")
+            continue
+        cols["n"].append(str(r["n"]))
+        cols["estimate [95% CI]"].append(f"{r['estimate']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]")
+        mdd = r.get("mdd_corrected")
+        cols["MDD"].append("-" if mdd is None else f"{mdd:.3f}")
+        cols["Holm p"].append("<0.0001" if r["p_holm"] < 1e-4 else f"{r['p_holm']:.3g}")
+        cols["verdict"].append(str(r["verdict"]))
+    return cols
+
+
+def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
+    """The per-sample values the pre-registered contrasts pair: steerability slopes (one per held-out
+    story pair, the same stories for every construction at a target, layer and position) and
+    held-out AxBench scores (one per report prompt, each condition at the coefficient it chose on
+    the selection prompts)."""
+    steer = samples_from_lists([r for r in result.steerability if r.get("slopes") is not None],
+                               values="slopes", construction="method")
+    score_rows = []
+    for t in sorted({c["target"] for c in result.completions}):
+        comp = _for_target(result.completions, t)
+        for cond, coef in choose_coefficient(comp, result.split.selection).items():
+            for prompt, value in per_prompt(comp, cond, coef, result.split.report).items():
+                score_rows.append({"target": t, "construction": cond[0], "layer": cond[1], "position": cond[2],
+                                   "sample_id": prompt, "value": value})
+    return {"steerability": steer, "score": samples_from_dicts(score_rows)}
+
+
+def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:
+    """Per measure: the registration (the fixed list, margins, alpha, power), every contrast's
+    estimate, CI, MDD and Holm-corrected verdict per target and pooled, their sentences, and the one
+    "best of N" claim allowed: chosen on the selection half of the samples, tested on the other."""
+    out: dict[str, Any] = {}
+    for measure, samples in contrast_samples(result).items():
+        if not samples:
+            continue
+        results = run_contrasts(samples, measure=measure)
+        block: dict[str, Any] = {"registration": registration(measure=measure), "results": to_records(results),
+                                 "conclusions": conclusions(results)}
+        try:
+            best = best_of(samples, baseline="random", measure=measure, seed=seed)
+            block["best_of"] = {"chosen": list(best.chosen), "conclusion": conclusions([best.result])}
+        except ValueError as err:  # too few samples to split, or no random control
+            block["best_of"] = {"chosen": None, "conclusion": [f"best of N not tested: {err}"]}
+        out[measure] = block
+    return out
 
 
 TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
@@ -642,61 +725,35 @@ def _ci(x: Sequence[float]) -> str:
 
 def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str, Any],
                bias_rows: Sequence[Mapping[str, Any]] = (), judge: Mapping[str, Any] | None = None) -> list[str]:
-    """The plain-language answer of a run, sentence by sentence, from its numbers only.
+    """The plain-language answer of a run, sentence by sentence, from the pre-registered contrasts only.
 
-    It names the best condition pooled over targets and per target, says whether its lead is
-    settled (paired CI against the runner-up method and against the random control), and
-    what the numbers say about the write-up's hypothesis: does mean-centring beat the raw
-    vector, does it match counterbalancing, and does removing the bias by projection
-    (``bias_ablated``) do what mean-centring does.
+    Each sentence after the first two is one contrast pooled over targets (its estimate, CI, and
+    verdict after Holm's correction over the whole list: "not resolved at this sample size (MDD x)"
+    is an answer), then the one "best of N" claim allowed (chosen on half the samples, tested on
+    the other half), then how many per-target contrasts were called. No ranking is read off the
+    point estimates.
     """
     lines = [f"Model {model_name}: {describe(config)}."]
     if judge:
         lines.append(f"The concept judge (not the steered model) scored {judge['heldout_accuracy']:.2f} held-out "
                      f"accuracy over {len(judge['classes'])} classes.")
-    pooled = [r for r in summary["pooled"] if r["method"] != "none"]
-    if not pooled:
-        return [*lines, "No steered condition was scored."]
-    best = pooled[0]
-    lines.append(f"Pooled over targets, the best held-out AxBench score was {best['method']} (layer {best['layer']}, "
-                 f"{best['position']}): {best['mean']:.3f} {_ci(best['ci'])}.")
-    none = next((r for r in summary["pooled"] if r["method"] == "none" and r["layer"] == best["layer"]
-                 and r["position"] == best["position"]), None)
-    if none:
-        lines.append(f"Unsteered, the same prompts score {none['mean']:.3f} {_ci(none['ci'])}.")
-    diffs = summary["pooled_differences"]
-
-    def diff(method: str, baseline: str, layer: int, position: str) -> Mapping[str, Any] | None:
-        return next((d for d in diffs.get(baseline, []) if d["method"] == method and d["layer"] == layer
-                     and d["position"] == position), None)
-
-    rnd = diff(best["method"], "random", best["layer"], best["position"])
-    if best["method"] != "random" and rnd:
-        verdict = "clearly above" if rnd["excludes_zero"] and rnd["difference"] > 0 else "not separable from"
-        lines.append(f"It is {verdict} the random control at the same norm: difference {rnd['difference']:+.3f} "
-                     f"{_ci(rnd['difference_ci'])} (paired over report prompts).")
-    runner = next((r for r in pooled[1:] if r["method"] != best["method"]), None)
-    if runner:
-        overlap = runner["ci"][1] >= best["ci"][0]
-        lines.append(f"Runner-up: {runner['method']} (layer {runner['layer']}, {runner['position']}) {runner['mean']:.3f} "
-                     f"{_ci(runner['ci'])}; " + ("the intervals overlap, so the ranking between them is not settled."
-                                                 if overlap else "the intervals do not overlap."))
-    for other in ("raw", "counterbalanced", "isolated", "bias_ablated"):
-        for pos_row in [r for r in summary["pooled"] if r["method"] == "mean_centred"]:
-            d = diff(other, "mean_centred", pos_row["layer"], pos_row["position"])
-            if d is None:
-                continue
-            sign = ("better than" if d["difference"] > 0 else "worse than") if d["excludes_zero"] else \
-                "not separable from"
-            lines.append(f"{other} vs mean-centred (layer {pos_row['layer']}, {pos_row['position']}): "
-                         f"{d['difference']:+.3f} {_ci(d['difference_ci'])}: {other} is {sign} mean-centring.")
-            break
-    for t, block in summary["per_target"].items():
-        scored = [s for s in block["heldout"] if s["method"] != "none"]
-        if scored:
-            s = scored[0]
-            lines.append(f"{t}: best {s['method']} (layer {s['layer']}, {s['position']}, x{s['coefficient']:g}) "
-                         f"{s['mean']:.3f} {_ci(s['ci'])}.")
+    contrasts = summary.get("contrasts") or {}
+    if not contrasts:
+        return [*lines, "No contrast could be run (no steered condition was scored)."]
+    for measure, block in contrasts.items():
+        records = block["results"]
+        run = [r for r in records if r["status"] == "run"]
+        called = [r for r in run if r["verdict"] and not r["verdict"].startswith("not resolved")]
+        lines.append(f"{measure}: {len(run)} pre-registered contrasts run ({len(records) - len(run)} not run), "
+                     f"Holm-corrected together; {len(called)} called, the rest not resolved at this sample size.")
+        lines += [c for c, r in zip(block["conclusions"], records)
+                  if r["scope"] == "pooled" and r["status"] == "run" and r["label"] in "abcde"]
+        lines += block["best_of"]["conclusion"]
+        per_target = [r for r in called if r["scope"] != "pooled"]
+        if per_target:
+            lines.append(f"{measure}, per target: " + "; ".join(
+                f"{r['name']} at {r['scope']} (layer {r['layer']}, {r['position']}): {r['verdict']}"
+                for r in per_target[:8]) + (" ..." if len(per_target) > 8 else "") + ".")
     if bias_rows:
         cos = [r["cosine"] for r in bias_rows]
         lo, hi = f"{min(cos):.3f}", f"{max(cos):.3f}"
