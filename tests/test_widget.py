@@ -443,14 +443,14 @@ def test_newer_request_supersedes(real_model: steerlab.Model, calls: list[dict[s
                        target="fantasy", reference="sports", layer=LAYER, coefficient=0.5, **SMALL)
     try:
         # The first request is in flight or queued; two rapid changes follow it.
-        w.controls["coefficient"].value = 1.0
-        w.controls["coefficient"].value = -1.5
+        w.controls["coefficient"].value = 1.0  # within the slider's first span (+-1) before any range is measured
+        w.controls["coefficient"].value = -0.75
         assert "generating" in w.status.value
         wait_ready(w, timeout=90)
         assert w._pool is not None
         w._pool.submit(lambda: None).result(timeout=90)  # everything queued has run
         assert w.status.value == "ready" and w.last_error is None
-        assert w.settings()["coefficient"] == -1.5 and "× -1.50" in w.steered.value
+        assert w.settings()["coefficient"] == -0.75 and "× -0.75" in w.steered.value
         finished = [c for c in calls[n:] if not c["superseded"]]
         assert len(finished) == 1 and finished[0]["steered"] == [False, True], calls[n:]
     finally:
@@ -710,7 +710,9 @@ def test_notebooks_open_on_the_projects_kernel() -> None:
 def test_broken_text_warns_on_the_real_model(widget: SteeringWidget) -> None:
     w = widget
     baseline(w)
-    assert not html.unescape(w.warnings.value), "the fixture's 0.5 at layer 10 reads as fluent"
+    assert w.range is not None and w.range.low < 0.2 < w.range.high, w.range  # measured: about -0.30 to +0.25
+    w.controls["coefficient_text"].value = "0.2"
+    assert "outside the useful range" not in html.unescape(w.warnings.value)
     w.controls["coefficient_text"].value = "2"  # far past the useful range: loops or gibberish
     shown = html.unescape(w.warnings.value)
     assert "outside the useful range" in shown

@@ -94,6 +94,7 @@ from .widget_view import (
     MetricRow,
     RangeView,
     Side,
+    controls_html,
     fmt,
     grey,
     lens_html,
@@ -102,6 +103,7 @@ from .widget_view import (
     range_html,
     warnings_html,
 )
+from .widget_view import page_html as _page_html
 
 __all__ = [
     "DAMAGE_GRID",
@@ -651,6 +653,21 @@ class SteeringWidget:
         coefficient = "" if s["coefficient"] is None else f"-c{float(s['coefficient']):g}"
         return "-".join([name, *used, f"L{int(s['layer'])}"]) + coefficient
 
+    def page_html(self) -> str:
+        """The views on show as one standalone HTML page (the controls as a static summary): to
+        look at the widget's state in a browser without a kernel, or to keep it.
+
+        Example:
+            >>> Path("widget.html").write_text(ui.page_html())
+        """
+        s = self.settings()
+        shown = {k: v for k, v in s.items() if k not in ("prompt",)}
+        slider = self.controls["coefficient"]
+        views = {name: getattr(self, name).value for name in
+                 ("status", "message", "warnings", "unsteered", "steered", "metrics", "lens", "tokens", "saved")}
+        return _page_html({"controls": controls_html(shown, slider=(slider.min, slider.max)),
+                           "range": self.range_note.value, **views})
+
     # -- the coefficient: a slider over the measured range and a box for any number ---
     def _check_coefficient(self, value: float) -> None:
         slider = self.controls["coefficient"]
@@ -920,7 +937,8 @@ class SteeringWidget:
         last_flush = [0.0]
         live: dict[str, float] = {}
 
-        def show(rows: list[list[int]], done: bool) -> None:
+        def show(rows: list[list[int]]) -> None:
+            """The rows so far, as live text (their perplexities come after the generation)."""
             with self._lock:
                 if self._stale(request):
                     return
@@ -929,18 +947,17 @@ class SteeringWidget:
                     live["first_tokens_s"] = now - self._started
                 rows = [_until_eos(r, eos) for r in rows]
                 texts = [tok.decode(r, skip_special_tokens=True) for r in rows]
-                state = "done" if done else "live"
-                if rows_unsteered:  # the perplexities come after the generation
-                    self._sides["unsteered"] = Side(texts[:rows_unsteered], rows[:rows_unsteered], [], state)
+                if rows_unsteered:
+                    self._sides["unsteered"] = Side(texts[:rows_unsteered], rows[:rows_unsteered], [], "live")
                     self._render_side("unsteered", "unsteered")
-                self._sides["steered"] = Side(texts[rows_unsteered:], rows[rows_unsteered:], [], state)
+                self._sides["steered"] = Side(texts[rows_unsteered:], rows[rows_unsteered:], [], "live")
                 self._render_side("steered", title)
                 self.metrics.value = self._metrics_html(vocab, s, size, coefficient, live, "live")
                 last_flush[0] = now
 
         def on_step(rows: list[list[int]]) -> None:
             if time.perf_counter() - last_flush[0] >= FLUSH_SECONDS:
-                show([list(r) for r in rows], done=False)
+                show([list(r) for r in rows])
 
         if cached is not None:
             with self._lock:
@@ -955,7 +972,7 @@ class SteeringWidget:
                 top_p=float(s["top_p"]), should_stop=lambda: self._stale(request))
         if self._stale(request):
             return
-        show(ids, done=False)  # the whole text, its perplexity still to come
+        show(ids)  # the whole text, its perplexity still to come
         perplexity = completion_perplexity(self.model, [prompt] * len(ids), ids)
         with self._lock:
             if self._stale(request):

@@ -30,6 +30,7 @@ __all__ = [
     "MetricRow",
     "RangeView",
     "Side",
+    "controls_html",
     "fmt",
     "grey",
     "lens_html",
@@ -120,6 +121,23 @@ def grey(view: str, state: str = "stale") -> str:
     if not view:
         return view
     return f"<div class='steerlab-stale' data-state='{html.escape(state)}' style='{GREY}'>{view}</div>"
+
+
+def controls_html(settings: Mapping[str, object], *, slider: tuple[float, float] | None = None) -> str:
+    """A static summary of the controls' values (for a page without a kernel behind it).
+
+    Example:
+        >>> controls_html({"recipe": "counterbalanced", "layer": 15, "coefficient": 0.24}, slider=(-2.0, 2.0))
+        "<div class='steerlab-controls-summary' ...
+    """
+    items = []
+    for name, value in settings.items():
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if name == "coefficient" and slider is not None:
+            shown += f" (slider {slider[0]:g} to {slider[1]:g})"
+        items.append(f"<span style='white-space:nowrap'><b>{html.escape(name)}</b> {html.escape(shown)}</span>")
+    return ("<div class='steerlab-controls-summary' style='display:flex;flex-flow:row wrap;gap:4px 16px;"
+            "padding:6px;background:#f6f6f6;border:1px solid #ddd'>" + "".join(items) + "</div>")
 
 
 def pane_html(title: str, prompt: str, side: Side) -> str:
