@@ -805,13 +805,13 @@ class SteeringWidget:
             request = self._request_id
             self._started = time.perf_counter()
             self.status.value = "<i>generating…</i>"
-            self._grey("steered")
-            if self._unsteered_key(settings) not in self._unsteered_cache:
-                self._grey("unsteered")
-            for view in (self.metrics, self.lens, self.tokens, self.warnings):
+            for view in (self.metrics, self.lens, self.tokens, self.warnings):  # the numbers first
                 if view.value and "steerlab-stale" not in view.value.split(">")[0]:
                     view.value = grey(view.value)
             self._show_range(settings)
+            self._grey("steered")
+            if self._unsteered_key(settings) not in self._unsteered_cache:
+                self._grey("unsteered")
         self._submit(self._run, request, settings)
 
     def _show_range(self, s: dict[str, Any]) -> None:
