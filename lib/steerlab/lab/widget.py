@@ -539,9 +539,10 @@ class SteeringWidget:
                                                           align_items="center", grid_gap="2px 12px"))
 
         c = self.controls
+        self._coefficient_box = w.HBox([c["coefficient"], c["coefficient_text"]])
         self.ui = w.VBox([
             row(c["recipe"], c["target"], c["reference"]),
-            row(c["layer"], w.HBox([c["coefficient"], c["coefficient_text"]]), c["position"], c["operator"]),
+            row(c["layer"], self._coefficient_box, c["position"], c["operator"]),
             self.range_note,
             row(c["max_new_tokens"], c["seed"], c["samples"], c["greedy"], c["temperature"], c["top_p"]),
             c["prompt"],
@@ -729,19 +730,31 @@ class SteeringWidget:
 
     def _apply_range(self, found: UsefulRange) -> None:
         """Set the slider over a measured range (and the coefficient to its default when none
-        was given), without a generation."""
+        was given), without a generation.
+
+        A new range gets a new slider: the browser's slider (noUiSlider, as ipywidgets 8 ships
+        it) keeps its first range for the Home and End keys after ``min``/``max`` change (seen:
+        End went to the provisional 1.0 of a slider now spanning -2 to 2).
+        """
         lo, hi, step = found.slider
-        slider = self.controls["coefficient"]
+        old = self.controls["coefficient"]
         self._syncing = True
         try:
-            with slider.hold_trait_notifications():
-                slider.min, slider.max = -1e9, 1e9  # any order of the two assignments stays valid
-                slider.min, slider.max, slider.step = lo, hi, step
             if self._coefficient is None:
                 self._coefficient = round(found.default, 6)
                 self.controls["coefficient_text"].value = f"{self._coefficient:g}"
             coefficient = self._coefficient
-            slider.value = self._clamped(coefficient)
+            if (old.min, old.max, old.step) != (lo, hi, step):
+                slider = w.FloatSlider(value=min(max(coefficient, lo), hi), min=lo, max=hi, step=step,
+                                       description=old.description, continuous_update=False, readout=False,
+                                       disabled=old.disabled, layout=old.layout, style=old.style)
+                slider.observe(self._on_slider, names="value")
+                old.unobserve(self._on_slider, names="value")
+                self.controls["coefficient"] = slider
+                self._coefficient_box.children = (slider, self.controls["coefficient_text"])
+                old.close()
+            else:
+                old.value = self._clamped(coefficient)
         finally:
             self._syncing = False
         self._check_coefficient(coefficient)
