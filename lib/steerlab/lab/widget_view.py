@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "GREY",
+    "PAGE_ORDER",
     "MetricRow",
     "RangeView",
     "Side",
