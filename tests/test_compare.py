@@ -61,7 +61,6 @@ def test_the_summary_and_conclusion_name_the_planted_winner(planted: str) -> Non
     vs_random = next(d for d in summary["pooled_differences"]["random"] if d["method"] == planted)
     assert vs_random["excludes_zero"] and vs_random["difference"] == pytest.approx(0.3, abs=0.05)
     lines = conclusion("model-x", _config(), summary)
-    text = " ".join(lines)
     # Claims come from the pre-registered contrasts, Holm-corrected; the best is chosen on the
     # selection half and tested on the report half.
     best_line = next(line for line in lines if line.startswith("(best)"))

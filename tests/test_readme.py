@@ -18,7 +18,7 @@ SKIP = "# not run in the tests:"
 
 def python_blocks(text: str) -> list[str]:
     """Every fenced ```python block of ``text``, in order."""
-    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
+    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)]
 
 
 def runnable(blocks: list[str]) -> list[str]:
@@ -73,7 +73,7 @@ def _run(blocks: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     import json
 
     return subprocess.run([sys.executable, "-c", REPL], input=json.dumps(blocks), text=True, capture_output=True,
-                          cwd=cwd, timeout=1200)
+                          cwd=cwd, check=False, timeout=1200)
 
 
 def test_the_repl_runner_catches_what_a_paste_would_break(tmp_path: Path) -> None:
@@ -93,6 +93,6 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "README OK" in done.stdout
     # What the one screen promises: a one-line repr, readable lens, the files save returned.
-    assert re.search(r"^SteeringVector\(mean_centred, model=.*layers=\[15\]", done.stdout, flags=re.M)
+    assert re.search(r"^SteeringVector\(mean_centred, model=.*layers=\[15\]", done.stdout, flags=re.MULTILINE)
     assert (tmp_path / "fantasy_l15.safetensors").is_file() and (tmp_path / "fantasy_l15.gguf").is_file()
     assert "fantasy_l15.json" in done.stdout

@@ -1,14 +1,22 @@
-"""The live steering widget, run synchronously (``background=False``) on the real model, and
-the per-token projection it shows (on a tiny model, against a plain forward pass).
+"""The live steering widget: its HTML view from plain values (no model), its guidance (the
+measured useful range, the warnings, greyed stale numbers, a refused NaN, saves named from
+the inputs used) on a tiny model, the whole widget run synchronously (``background=False``)
+on the real model, and the per-token projection it shows (on a tiny model, against a plain
+forward pass); notebook 03's widget cell and the notebooks' kernel.
 
 The oracle for what the widget shows is the library called directly with the same
-settings: :func:`steerlab.build` for the vector and :func:`steerlab.generate` for the
-completions (sampling is seeded, one generator per row, on CPU).
+settings: :func:`steerlab.build` for the vector, :func:`steerlab.generate` for the
+completions (sampling is seeded, one generator per row, on CPU),
+:func:`steerlab.metrics.steered_text_scores` for the useful range and
+:func:`steerlab.metrics.distinct_n` / :func:`steerlab.metrics.completion_perplexity` for the
+warnings.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -18,17 +26,38 @@ from typing import Any
 import pytest
 import steerlab
 import torch
-from steerlab.constructions import build, named_sets
+from steerlab.constructions import build, named_sets, typical_norm
 from steerlab.lab.tokens_view import readable_token, tokens_html
-from steerlab.lab.widget import SteeringWidget, default_threads, second_input
+from steerlab.lab.widget import (
+    SteeringWidget,
+    UsefulRange,
+    default_threads,
+    general_texts,
+    second_input,
+    text_warnings,
+    useful_range,
+)
+from steerlab.lab.widget_view import (
+    MetricRow,
+    RangeView,
+    Side,
+    grey,
+    metrics_html,
+    page_html,
+    pane_html,
+    range_html,
+    warnings_html,
+)
 from steerlab.lens import lens_logits
-from steerlab.metrics import completion_perplexity
+from steerlab.metrics import completion_perplexity, distinct_n, steered_text_scores
 from steerlab.projection import token_projections
+from steerlab.steer import relative_addition
 from steerlab.study.judge import ConceptJudge
 from steerlab.study.vocab import evaluation_vocabulary, vocab_rate
 from steerlab.tokens import encode
 from steerlab.trace import residuals
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = "Yesterday, my son was out kicking a football. Then, he"
 SMALL: dict[str, Any] = {"sample_size": 4, "max_length": 32, "max_new_tokens": 8, "seed": 0}
 LAYER = 10
@@ -192,7 +221,7 @@ def test_coefficient_box_takes_any_number_and_says_when_beyond_the_slider(
 
     box.value = "100"
     assert w.settings()["coefficient"] == 100.0, "not clamped"
-    assert slider.value == slider.max == 4.0
+    assert w.range is not None and slider.value == slider.max == w.range.slider[1] < 100
     message = html.unescape(w.message.value)
     assert "100" in message and "outside the slider's range" in message
     assert "× +100.00" in w.steered.value and w.last_error is None
@@ -414,16 +443,277 @@ def test_newer_request_supersedes(real_model: steerlab.Model, calls: list[dict[s
                        target="fantasy", reference="sports", layer=LAYER, coefficient=0.5, **SMALL)
     try:
         # The first request is in flight or queued; two rapid changes follow it.
-        w.controls["coefficient"].value = 1.0
-        w.controls["coefficient"].value = -1.5
+        w.controls["coefficient"].value = 1.0  # within the slider's first span (+-1) before any range is measured
+        w.controls["coefficient"].value = -0.75
         assert "generating" in w.status.value
         wait_ready(w, timeout=90)
         assert w._pool is not None
         w._pool.submit(lambda: None).result(timeout=90)  # everything queued has run
         assert w.status.value == "ready" and w.last_error is None
-        assert w.settings()["coefficient"] == -1.5 and "× -1.50" in w.steered.value
+        assert w.settings()["coefficient"] == -0.75 and "× -0.75" in w.steered.value
         finished = [c for c in calls[n:] if not c["superseded"]]
         assert len(finished) == 1 and finished[0]["steered"] == [False, True], calls[n:]
     finally:
         assert w._pool is not None
         w._pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- the view: plain values in, HTML out (no model) -----------------------------------
+
+def test_panes_grey_stale_and_failed_text_only() -> None:
+    for state, greyed in (("done", False), ("live", False), ("stale", True), ("error", True), ("empty", False)):
+        view = pane_html("steered", "Once <upon>", Side(["a dragon & a knight"], state=state))
+        assert f"data-state='{state}'" in view
+        assert ("opacity:0.4" in view.split(">")[0]) is greyed, state
+        assert "Once &lt;upon&gt;" in view and "a dragon &amp; a knight" in view  # escaped
+
+
+def test_metrics_grey_every_pending_number() -> None:
+    rows = [MetricRow("perplexity under the unsteered model", "3.95", "…", frozenset({"steered"})),
+            MetricRow("tokens (mean per sample)", "20", "4", frozenset({"steered"}))]
+    view = metrics_html(rows, state="live", generation=7, footer="added vector norm 37.5", timing="first tokens")
+    cells = re.findall(r"<td class='(steerlab-\w+)' style='([^']*)'>([^<]*)</td>", view)
+    assert [(c, v) for c, _, v in cells] == [("steerlab-value", "3.95"), ("steerlab-pending", "…"),
+                                             ("steerlab-value", "20"), ("steerlab-pending", "4")]
+    assert all(("opacity:0.4" in style) is (cls == "steerlab-pending") for cls, style, _ in cells)
+    assert "data-generation='7'" in view and "data-state='live'" in view
+    done = metrics_html([MetricRow("x", "1", "2")], state="done", generation=8)
+    assert "opacity" not in done and "steerlab-pending" not in done
+    # A view computed for older settings is greyed whole, its content kept.
+    assert grey(done).startswith("<div class='steerlab-stale' data-state='stale' style='opacity:0.4;'>")
+    assert done in grey(done) and grey("") == ""
+
+
+def test_range_and_warnings_views() -> None:
+    inside = range_html(RangeView(-0.28, 0.26, 1.5, 15, "counterbalanced", 4, coefficient=0.24))
+    outside = range_html(RangeView(-0.28, 0.26, 1.5, 15, "counterbalanced", 4, coefficient=1.0))
+    assert "data-inside='true'" in inside and "-0.28 to +0.26" in inside and "layer 15" in inside
+    assert "data-inside='false'" in outside and ">outside<" in outside and "passes 1.5" in outside
+    assert "opacity" in range_html(RangeView(-1, 1, 1.5, 3, "raw", 4), stale=True)
+    assert range_html(None) == "" and warnings_html([]) == ""
+    shown = warnings_html(["repetition: distinct-2 0.03 <low>"])
+    assert "role='alert'" in shown and "&lt;low&gt;" in shown
+    page = page_html({"unsteered": "<p>U</p>", "steered": "<p>S</p>", "warnings": shown, "metrics": "<p>M</p>"})
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.index("steerlab-warnings") < page.index("<p>U</p>") < page.index("<p>S</p>") < page.index("<p>M</p>")
+
+
+# -- the guidance: warnings and the useful range ----------------------------------------
+
+def test_text_warnings_catch_damage_and_loops_a_low_perplexity_hides() -> None:
+    fluent = list(range(100, 130))  # 30 distinct tokens
+    loop = [42, 17] * 15  # "m m m m": 2 distinct bigrams of 29
+    assert text_warnings([4.0, 3.0], [5.0], [fluent]) == []
+    # A loop is very predictable: its perplexity is below the unsteered text's, it must warn anyway.
+    found = text_warnings([4.0, 3.0], [1.2], [fluent, loop])
+    assert len(found) == 1 and found[0].startswith("repetition") and f"{distinct_n(loop, 2):.2f}" in found[0]
+    found = text_warnings([4.0, 3.0], [5.0, 3.5 * 9], [fluent, fluent])  # 9x the unsteered mean 3.5
+    assert len(found) == 1 and found[0].startswith("damage") and "9.0 ×" in found[0]
+    assert text_warnings([float("nan")], [float("nan")], [[]]) == []  # empty completions: nothing to judge
+
+
+def test_useful_range_is_where_general_text_damage_crosses_the_threshold(tiny_llama: steerlab.Model) -> None:
+    """On a random tiny Llama the damage grows smoothly and stays small (ratios 1.00-1.03):
+    the threshold is planted between two measured ratios."""
+    model, layer = tiny_llama, 1
+    torch.manual_seed(3)
+    v = torch.randn(model.d_model)
+    size = typical_norm(model, layer)
+    grid = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    # The oracle: the library's damage measure at every grid coefficient, called directly.
+    texts = general_texts()
+    ratios = {c: steered_text_scores(model, texts, [relative_addition(v, size, c)], layer=layer, position="all",
+                                     max_length=32)[0]["perplexity_ratio"] for c in grid}
+    # Plant the threshold between the ratios at 1.0 and 2.0 (above every ratio before 2.0).
+    below, above = 1.0, 2.0
+    low_ratio = ratios[below]
+    threshold = math.sqrt(low_ratio * ratios[above])
+    assert max(ratios[g] for g in grid if g <= below) < threshold < ratios[above], ratios
+    found = useful_range(model, v, layer, threshold=threshold, grid=grid, texts=texts)
+    assert found.reached_high and below < found.high < above
+    expected = below + (above - below) * (math.log(threshold) - math.log(low_ratio)) / (
+        math.log(ratios[above]) - math.log(low_ratio))
+    assert found.high == pytest.approx(expected, rel=1e-4)
+    assert found.ratios[len(grid):] == pytest.approx([ratios[c] for c in grid], rel=1e-4)
+    assert found.low < 0
+    lo, hi, step = found.slider
+    assert lo <= found.low < 0 < found.high <= hi and hi >= 4 * found.high * 0.999 and step == hi / 100
+    assert 0 < found.default <= found.high or found.high < step
+    # A threshold nothing reaches: the range ends at the grid's largest coefficient, marked so.
+    far = useful_range(model, v, layer, threshold=1e12, grid=grid, texts=texts)
+    assert (far.high, far.reached_high, far.low, far.reached_low) == (8.0, False, -8.0, False)
+    with pytest.raises(ValueError, match="above 1"):
+        useful_range(model, v, layer, threshold=1.0)
+
+
+def test_slider_bounds_and_default_follow_the_range() -> None:
+    r = UsefulRange(-0.28, 0.256, True, True, 1.5, (), ())
+    assert r.slider == (-2.0, 2.0, 0.02) and r.default == pytest.approx(0.24)
+    wide = UsefulRange(-3.0, 5.0, False, False, 1.5, (), ())
+    assert wide.slider == (-8.0, 8.0, 0.08) and wide.default <= 5.0
+
+
+# -- the guidance in the widget (tiny model, synchronous) -----------------------------
+
+TINY: dict[str, Any] = {"sample_size": 4, "max_length": 32, "max_new_tokens": 6, "seed": 0, "judge": False,
+                        "background": False, "layer": 1}
+
+
+@pytest.fixture()
+def tiny_widget(tiny_gpt2: steerlab.Model, calls: list[dict[str, Any]], tmp_path: Path) -> SteeringWidget:
+    """A widget on the tiny GPT-2 without a coefficient: it opens at the measured default."""
+    w = SteeringWidget(tiny_gpt2, prompt=PROMPT, recipe="counterbalanced", target="fantasy", reference="sports",
+                       save_dir=tmp_path / "run" / "vectors", **TINY)
+    assert w.last_error is None, w.last_error
+    return w
+
+
+def test_widget_opens_inside_the_measured_useful_range(tiny_gpt2: steerlab.Model,
+                                                       tiny_widget: SteeringWidget) -> None:
+    w = tiny_widget
+    v = build("counterbalanced", tiny_gpt2, [1], target="fantasy", counter="sports", sample_size=4,
+              max_length=32).at(1)
+    expected = useful_range(tiny_gpt2, v, 1)  # the oracle, measured again directly
+    assert w.range is not None
+    assert (w.range.low, w.range.high) == pytest.approx((expected.low, expected.high), rel=1e-4)
+    coefficient = w.settings()["coefficient"]
+    assert coefficient == pytest.approx(expected.default) and expected.low <= coefficient <= expected.high
+    slider = w.controls["coefficient"]
+    assert (slider.min, slider.max, slider.step) == pytest.approx(expected.slider)
+    assert slider.value == pytest.approx(coefficient) and w.controls["coefficient_text"].value == f"{coefficient:g}"
+    assert f"× {coefficient:.2f}"[2:] in w.metrics.value or f"{coefficient:.2f} × typical norm" in w.metrics.value
+    note = html.unescape(w.range_note.value)
+    assert "useful range" in note and "data-inside='true'" in note and "opacity" not in note
+
+
+def test_a_nan_from_the_slider_never_becomes_the_coefficient(tiny_widget: SteeringWidget,
+                                                             calls: list[dict[str, Any]]) -> None:
+    w, n = tiny_widget, len(calls)
+    before = w.settings()["coefficient"]
+    w.controls["coefficient"].value = float("nan")
+    assert w.settings()["coefficient"] == before and len(calls) == n, "nothing generated for a NaN"
+    assert "not a finite number" in html.unescape(w.message.value)
+    assert w.controls["coefficient"].value == pytest.approx(before)
+    w.controls["coefficient_text"].value = "nan"
+    assert w.settings()["coefficient"] == before and len(calls) == n
+
+
+def test_every_number_is_greyed_while_stale(tiny_widget: SteeringWidget) -> None:
+    w = tiny_widget
+    seen: dict[str, list[str]] = {"metrics": [], "lens": [], "tokens": [], "range_note": []}
+    def recorder(log: list[str]) -> Any:
+        return lambda change: log.append(change["new"])
+
+    recorders = {name: recorder(log) for name, log in seen.items()}
+    for name in seen:
+        getattr(w, name).observe(recorders[name], names="value")
+    try:
+        w.controls["layer"].value = 0  # a new vector, a new range: everything goes stale
+    finally:
+        for name in seen:
+            getattr(w, name).unobserve(recorders[name], names="value")
+    assert w.last_error is None, w.last_error
+    for name in ("metrics", "lens", "tokens", "range_note"):
+        first = seen[name][0]
+        assert "data-state='stale'" in first.split(">")[0] and "opacity:0.4" in first.split(">")[0], (name, first[:120])
+        assert "data-state='stale'" not in seen[name][-1].split(">")[0], name
+    # While the steered side streams in, its numbers are greyed and its perplexity waits.
+    live = [m for m in seen["metrics"] if "data-state='live'" in m]
+    assert live
+    for m in live:
+        row = next(r for r in m.split("<tr>") if "perplexity under the unsteered model" in r)
+        steered = re.findall(r"<td class='(steerlab-\w+)'[^>]*>([^<]*)</td>", row)[1]
+        assert steered == ("steerlab-pending", "…"), row
+    final = seen["metrics"][-1]
+    assert "data-state='done'" in final and "steerlab-pending" not in final
+
+
+def test_warnings_follow_the_steered_text(tiny_gpt2: steerlab.Model, tiny_widget: SteeringWidget,
+                                         calls: list[dict[str, Any]]) -> None:
+    w = tiny_widget
+    assert w.range is not None
+    for typed in ("0", "100"):
+        w.controls["coefficient_text"].value = typed
+        assert w.last_error is None, w.last_error
+        ids = calls[-1]["ids"]
+        unsteered = w._sides["unsteered"]
+        perplexity = completion_perplexity(tiny_gpt2, [PROMPT] * len(ids), ids)
+        expected = text_warnings(unsteered.perplexity, perplexity[-1:], ids[-1:])  # the oracle
+        shown = html.unescape(w.warnings.value)
+        assert all(text in shown for text in expected), (expected, shown)
+        assert ("outside the useful range" in shown) is (typed == "100")
+        assert bool(shown) is bool(expected or typed == "100")
+
+
+def test_save_names_the_inputs_used_and_writes_into_save_dir(tiny_gpt2: steerlab.Model,
+                                                              tiny_widget: SteeringWidget, tmp_path: Path) -> None:
+    w = tiny_widget
+    w.controls["recipe"].value = "mean_centred"  # no second input: "sports" is not used
+    assert w.last_error is None, w.last_error
+    stem = w.save()
+    c = w.settings()["coefficient"]
+    assert stem == tmp_path / "run" / "vectors" / f"mean_centred-fantasy-L1-c{c:g}"
+    assert "sports" not in stem.name and Path(f"{stem}.safetensors").exists()
+    loaded = steerlab.load_vector(stem, tiny_gpt2)
+    assert loaded.recipe == "mean_centred" and loaded.layers == [1]
+    w.controls["recipe"].value = "counterbalanced"
+    assert w.save() == tmp_path / "run" / "vectors" / f"counterbalanced-fantasy-sports-L1-c{c:g}"
+    w.controls["save_path"].value = "mine/pirate"  # a typed stem: relative to save_dir
+    assert w.save() == tmp_path / "run" / "vectors" / "mine" / "pirate"
+    assert not (REPO / "notebooks" / "runs").exists()
+
+
+# -- notebook 03's widget cell and the notebooks' kernel ---------------------------------
+
+def test_notebook_03_widget_saves_into_its_run_folder_and_measures_its_default(tmp_path: Path) -> None:
+    """Run 03's widget cell with a stand-in widget that records how it was made."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "03_steer.ipynb", as_version=4)
+    cell = next(c.source for c in nb.cells if c.cell_type == "code" and "SteeringWidget(" in c.source)
+    made: list[dict[str, Any]] = []
+
+    class Recorder:
+        def __init__(self, model: Any, **kwargs: Any) -> None:
+            made.append(kwargs)
+            self.ui = None
+
+    import steerlab.lab.widget as module
+
+    class Params:
+        show_widget, sample_size, max_length, max_new_tokens, seed = True, 32, 128, 32, 0
+        coefficient, output_dir = 1.0, str(tmp_path / "runs" / "20261203")
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "SteeringWidget", Recorder)
+    try:
+        exec(compile(cell, "03_steer widget cell", "exec"),  # noqa: S102 - the notebook's own cell
+             {"params": Params, "model": None, "layer": 15, "display": lambda *a: None,
+              "widget_with_note": lambda ui: (ui,)})
+    finally:
+        patch.undo()
+    (kwargs,) = made
+    assert Path(kwargs["save_dir"]) == tmp_path / "runs" / "20261203" / "vectors"
+    assert kwargs.get("coefficient") is None, "the widget should open at its measured default"
+
+
+def test_notebooks_open_on_the_projects_kernel() -> None:
+    make = (REPO / "Makefile").read_text()
+    install = re.search(r"ipykernel install .*--name (\S+) --display-name \"([^\"]+)\"", make)
+    assert install, "the Makefile no longer installs the project's kernel"
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert (spec["name"], spec["display_name"], spec["language"]) == (*install.groups(), "python"), path.name
+
+
+@pytest.mark.real
+def test_broken_text_warns_on_the_real_model(widget: SteeringWidget) -> None:
+    w = widget
+    baseline(w)
+    assert w.range is not None and w.range.low < 0.2 < w.range.high, w.range  # measured: about -0.30 to +0.25
+    w.controls["coefficient_text"].value = "0.2"
+    assert "outside the useful range" not in html.unescape(w.warnings.value)
+    w.controls["coefficient_text"].value = "2"  # far past the useful range: loops or gibberish
+    shown = html.unescape(w.warnings.value)
+    assert "outside the useful range" in shown
+    assert "repetition:" in shown or "damage:" in shown, (w.last_steered, shown)
