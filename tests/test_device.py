@@ -314,7 +314,7 @@ def test_steering_edit_stays_on_the_residuals_device(operator: str) -> None:
 
 def test_log_probs_read_logits_on_their_device() -> None:
     """The metrics' log-probs of CPU token ids against logits on another device stay there, in float32."""
-    from steerlab.metrics import _logprobs_of
+    from steerlab.logprobs import logprobs_of as _logprobs_of
 
     logp = _logprobs_of(torch.empty(19, 11, device="meta", dtype=torch.bfloat16), torch.tensor([1, 2, 3] * 6 + [4]))
     assert logp.device.type == "meta" and logp.dtype == torch.float32 and logp.shape == (19,)

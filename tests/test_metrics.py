@@ -313,7 +313,7 @@ def test_steerability_of_several_vectors_equals_one_call_each(planted_model: tup
 
 def test_chunked_log_probs_equal_a_whole_log_softmax() -> None:
     """The metrics' chunked log-probs (8 rows at a time, float32 from any dtype) against log_softmax of the block."""
-    from steerlab.metrics import _logprobs_of
+    from steerlab.logprobs import logprobs_of as _logprobs_of
 
     torch.manual_seed(0)
     logits = torch.randn(19, 301) * 4  # 19 rows: two full chunks and a partial one

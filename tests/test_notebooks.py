@@ -2,7 +2,7 @@
 parameters; the tests check the metrics each records in summary.json (shape,
 finiteness, invariants that hold by construction), never which way a finding goes.
 
-The four notebooks write into one run folder, as ``make run`` does; the last test builds
+The five notebooks write into one run folder, as ``make run`` does; the last test builds
 that run's report page and opens it, and an HTML export, in Chromium with no network."""
 
 from __future__ import annotations
@@ -144,6 +144,20 @@ def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert any("preset `quick`" in line for line in lines)
 
 
+def test_05_your_concept(run_dir: Path) -> None:
+    concept = run_notebook("05_your_concept.ipynb", run_dir, coefficients=[0.0, 0.25], max_new_tokens=8, top_k=5)["concept"]
+    assert concept["layer"] == 15 and concept["n_texts"] == 4 and concept["vector_norm"] > 0
+    rows = concept["rows"]
+    assert [r["coefficient"] for r in rows] == [0.0, 0.25]
+    # The unsteered row is its own reference: ratio 1 and projection 0, by construction.
+    assert rows[0]["perplexity_ratio"] == pytest.approx(1.0) and rows[0]["projection"] == pytest.approx(0.0)
+    assert all(math.isfinite(r["perplexity"]) and 0 <= r["distinct_2"] <= 1 for r in rows)
+    assert len(concept["lens"]) == 5 and len(concept["conclusion"]) == 1
+    v = steerlab.load_vector(Path(concept["saved"]["safetensors"]).with_suffix(""))
+    assert v.recipe == "mean_centred" and v.layers == [15]
+    assert concept["saved"]["gguf"] and Path(concept["saved"]["gguf"]).is_file()
+
+
 @pytest.mark.browser
 def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     """The report of this module's run draws every figure the notebooks saved and shows every
@@ -151,7 +165,7 @@ def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     from test_report import render_offline
 
     summary = load_summary(run_dir)
-    assert set(summary) == {"bias", "interpret", "steer", "compare"}, "run the whole module: the notebooks fill it"
+    assert set(summary) == {"bias", "interpret", "steer", "compare", "concept"}, "run the whole module: the notebooks fill it"
     figures = sorted((run_dir / "figures").glob("*.json"))
     assert len(figures) == 4 + 4 + 2 + 4  # 01, 02, 03 (two examples), 04 (one target: frontier, steerability; scores, judge)
     shown = render_offline(build_report(run_dir), ".figure")
