@@ -15,13 +15,12 @@ import torch
 from steerlab.study.compare import (
     CompareConfig,
     CompareResult,
-    conclusion,
     config_dict,
     frontier,
-    heldout_table,
     run_compare,
     summarise,
 )
+from steerlab.study.compare_report import conclusion, heldout_table
 from steerlab.study.scoring import split_prompts
 
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare_table(run_dir: Path) -> int:
-    from ..study.compare import best_table, describe
+    from ..study.compare_report import best_table, describe
     from .report import load_summary, markdown_table
 
     compare = load_summary(run_dir).get("compare")
