@@ -35,7 +35,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.json_schema import JsonDict, JsonSchemaValue
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from ..constructions import CONSTRUCTIONS, named_sets
 from ..data import genres as _genres
@@ -198,20 +198,25 @@ class NotebookParams(BaseModel):
 
     @classmethod
     def _message(cls, err: ValidationError, values: Mapping[str, Any]) -> str:
-        """One sentence per bad parameter, in the notebook's order: its value and what was expected."""
-        by_name: dict[str, list[Any]] = {}
+        """One sentence per bad parameter, in the notebook's order: its value and what was expected.
+
+        Every check is a field's (types and field validators), so each error's ``loc`` starts
+        with the parameter's name; a list item's error goes on with the item's index.
+        """
+        by_name: dict[str, list[ErrorDetails]] = {}
         for e in err.errors(include_url=False):
-            by_name.setdefault(str(e["loc"][0]) if e["loc"] else "", []).append(e)
+            by_name.setdefault(str(e["loc"][0]), []).append(e)
         properties = cls.model_json_schema()["properties"]
         problems = []
-        for name in sorted(by_name, key=lambda n: cls.names().index(n) if n in cls.names() else -1):
-            errors = by_name[name]
-            own = [e for e in errors if e["type"] == "not_allowed"]
-            expected = own[0]["ctx"]["expected"] if own else expected_words(properties[name])
-            items = [loc for e in errors for loc in e["loc"][1:2] if isinstance(loc, int)]
-            where = f" (item {items[0]}: {values[name][items[0]]!r})" if items and not own else ""
-            value = values[name] if name in values else cls.defaults().get(name)
-            problems.append(f"parameter {name}={value!r} is not allowed: expected {expected}{where}")
+        for name in (n for n in cls.names() if n in by_name):
+            own = [e["ctx"]["expected"] for e in by_name[name] if e["type"] == "not_allowed"]
+            items = [e for e in by_name[name] if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)]
+            value = values[name] if name in values else cls.defaults()[name]
+            expected = own[0] if own else expected_words(properties[name])
+            message = f"parameter {name}={value!r} is not allowed: expected {expected}"
+            if items and not own:
+                message += f" (item {items[0]['loc'][1]}: {items[0]['input']!r})"
+            problems.append(message)
         return f"{cls.NOTEBOOK}: " + "; ".join(problems)
 
     @classmethod
