@@ -123,14 +123,17 @@ def _listing(options: Any) -> str:
 FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
     # a wrong type: a string is never read as a number, a bool never counts as an integer
     (BiasParams, {"batch_size": "16"}, "parameter batch_size='16' is not allowed: expected an integer >= 1"),
-    (SteerParams, {"layer_fraction": "0.5"}, "parameter layer_fraction='0.5' is not allowed: expected a number in [0, 1)"),
+    (SteerParams, {"layer_fraction": "0.5"},
+     "parameter layer_fraction='0.5' is not allowed: expected a number in [0, 1)"),
     (SteerParams, {"coefficient": True}, "parameter coefficient=True is not allowed: expected a number"),
     # an out-of-range number
     (InterpretParams, {"top_k": 101}, "parameter top_k=101 is not allowed: expected an integer from 1 to 100"),
     (CompareParams, {"damage_threshold": 1}, "parameter damage_threshold=1 is not allowed: expected a number > 1"),
     # an unknown choice lists the known ones
-    (CompareParams, {"preset": "fast"}, "parameter preset='fast' is not allowed: expected one of 'quick', 'default', 'full'"),
-    (BiasParams, {"split": "test"}, "parameter split='test' is not allowed: expected None or one of 'train', 'heldout'"),
+    (CompareParams, {"preset": "fast"},
+     "parameter preset='fast' is not allowed: expected one of 'quick', 'default', 'full'"),
+    (BiasParams, {"split": "test"},
+     "parameter split='test' is not allowed: expected None or one of 'train', 'heldout'"),
     # a bad list element: the whole list, what each item must be, and which item is wrong
     (BiasParams, {"layers": [1, "2"]}, ("parameter layers=[1, '2'] is not allowed: expected None or a list of at least "
                                        "1 item(s), each an integer >= 0 (item 1: '2')")),

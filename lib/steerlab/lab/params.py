@@ -149,7 +149,8 @@ def expected_words(schema: Mapping[str, Any]) -> str:
         if high[1] is not None:
             return f"{noun} {'<=' if high[0] == ']' else '<'} {high[1]}"
         return noun
-    raise TypeError(f"no words for the JSON schema {dict(schema)!r}: give the field json_schema_extra={{'expected': ...}}")
+    raise TypeError(f"no words for the JSON schema {dict(schema)!r}: "
+                    "give the field json_schema_extra={'expected': ...}")
 
 
 def unknown_names(names: Sequence[str], known: Sequence[str], where: str) -> str | None:
@@ -301,9 +302,11 @@ class BiasParams(NotebookParams):
     model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
     dataset: Annotated[str, OneOf(named_sets)] = Field(
         "general", description="text set standing in for the training distribution")
-    split: Annotated[str, OneOf(["train", "heldout"])] | None = Field("train", description="split of that set (None: all)")
+    split: Annotated[str, OneOf(["train", "heldout"])] | None = Field(
+        "train", description="split of that set (None: all)")
     sample_size: Annotated[int, Ge(2)] | None = Field(120, description="texts sampled from the set (None: all)")
-    layers: ListOf[Layer] | None = Field(None, description="residual layers to measure (None: all, embeddings included)")
+    layers: ListOf[Layer] | None = Field(
+        None, description="residual layers to measure (None: all, embeddings included)")
     batch_size: Annotated[int, Ge(1)] = Field(16, description="texts per forward pass")
     max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text")
     seed: int = Field(0, description="sampling seed")
