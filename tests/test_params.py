@@ -10,10 +10,13 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Annotated, Any
 
 import papermill
 import pytest
+from pydantic import TypeAdapter, ValidationError
+from steerlab.constructions import CONSTRUCTIONS
+from steerlab.data import genres
 from steerlab.lab.cli import main
 from steerlab.lab.params import (
     SCHEMAS,
@@ -21,7 +24,9 @@ from steerlab.lab.params import (
     CompareParams,
     InterpretParams,
     NotebookParams,
+    OneOf,
     SteerParams,
+    expected_words,
     schema_for,
     validate,
 )
@@ -109,6 +114,90 @@ def test_bad_value_names_parameter(schema: type[NotebookParams], name: str, valu
     assert f"parameter {name}={value!r} is not allowed" in message
     assert expected in message
     assert schema.NOTEBOOK in message
+
+
+def _listing(options: Any) -> str:
+    return ", ".join(repr(o) for o in options)
+
+
+FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
+    # a wrong type: a string is never read as a number, a bool never counts as an integer
+    (BiasParams, {"batch_size": "16"}, "parameter batch_size='16' is not allowed: expected an integer >= 1"),
+    (SteerParams, {"layer_fraction": "0.5"},
+     "parameter layer_fraction='0.5' is not allowed: expected a number in [0, 1)"),
+    (SteerParams, {"coefficient": True}, "parameter coefficient=True is not allowed: expected a number"),
+    # an out-of-range number
+    (InterpretParams, {"top_k": 101}, "parameter top_k=101 is not allowed: expected an integer from 1 to 100"),
+    (CompareParams, {"damage_threshold": 1}, "parameter damage_threshold=1 is not allowed: expected a number > 1"),
+    # an unknown choice lists the known ones
+    (CompareParams, {"preset": "fast"},
+     "parameter preset='fast' is not allowed: expected one of 'quick', 'default', 'full'"),
+    (BiasParams, {"split": "test"},
+     "parameter split='test' is not allowed: expected None or one of 'train', 'heldout'"),
+    # a bad list element: the whole list, what each item must be, and which item is wrong
+    (BiasParams, {"layers": [1, "2"]}, ("parameter layers=[1, '2'] is not allowed: expected None or a list of at least "
+                                       "1 item(s), each an integer >= 0 (item 1: '2')")),
+    (CompareParams, {"depths": [0.5, 1.0]}, ("parameter depths=[0.5, 1.0] is not allowed: expected None or a list of "
+                                            "at least 1 item(s), each a number in (0, 1) (item 1: 1.0)")),
+    (CompareParams, {"methods": ["mean_centred", "centred"]},
+     ("parameter methods=['mean_centred', 'centred'] is not allowed: expected None or a list of at least 1 item(s), "
+     f"each one of {_listing(CONSTRUCTIONS)} (item 1: 'centred')")),
+    (InterpretParams, {"genres": ("fantasy", "fantasi")},
+     ("parameter genres=('fantasy', 'fantasi') is not allowed: expected None or a list of at least 2 item(s), "
+     f"each one of {_listing(genres())} (item 1: 'fantasi')")),
+    # a validator's own words
+    (SteerParams, {"sweep": [1.0]}, ("parameter sweep=[1.0] is not allowed: expected a list of at least 1 item(s), "
+                                    "each a number, including 0 (the unsteered control)")),
+]
+
+
+@pytest.mark.parametrize(("schema", "values", "message"), FULL, ids=[f"{s.__name__}.{v}" for s, v, _ in FULL])
+def test_message_in_full(schema: type[NotebookParams], values: dict[str, Any], message: str) -> None:
+    """The whole message: the notebook, the parameter, the value as given and what was expected."""
+    with pytest.raises(ParameterError) as err:
+        schema(**values)
+    assert str(err.value) == f"{schema.NOTEBOOK}: {message}"
+
+
+def test_values_kept_or_read_as_documented() -> None:
+    """An int is a number (read as a float); a tuple is a list; a set (no order) is not; strings keep their spaces."""
+    params = SteerParams(coefficient=2, sweep=(0, 1), positions=("all",))
+    assert params.coefficient == 2.0 and isinstance(params.coefficient, float)
+    assert params.sweep == [0.0, 1.0] and params.positions == ["all"]
+    assert params.as_dict()["sweep"] == [0.0, 1.0]
+    with pytest.raises(ParameterError, match=r"parameter positions=\{'all'\} is not allowed: expected a list"):
+        SteerParams(positions={"all"})
+    assert BiasParams(output_dir=" runs ").output_dir == " runs "
+    assert BiasParams(split=None, sample_size=None).split is None
+
+
+def test_params_are_frozen() -> None:
+    params = SteerParams()
+    with pytest.raises(ValidationError, match="frozen"):
+        params.samples = 3  # type: ignore[misc]
+    assert params.samples == 2
+
+
+def test_help_words_come_from_the_types() -> None:
+    """Every field of every schema has words (expected_words knows every type used), the same as in the errors."""
+    for schema in SCHEMAS.values():
+        assert list(schema.help()) == schema.names()
+    assert BiasParams.help()["max_length"] == "tokens kept per text (an integer >= 2)"
+    assert CompareParams.help()["coefficients"].endswith("(None or a list of at least 3 item(s), each a number)")
+    with pytest.raises(TypeError, match="no words for the JSON schema"):
+        expected_words({"type": "object"})
+
+
+def test_choices_are_read_when_checked() -> None:
+    """OneOf reads a callable's options at each check (the genres found in data/, a registry that grows)."""
+    options = ["a"]
+    adapter = TypeAdapter(Annotated[str, OneOf(lambda: options)])
+    assert adapter.validate_python("a") == "a"
+    with pytest.raises(ValidationError):
+        adapter.validate_python("b")
+    options.append("b")
+    assert adapter.validate_python("b") == "b"
+    assert expected_words(adapter.json_schema()) == "one of 'a', 'b'"
 
 
 def test_unknown_name_lists_real_parameters() -> None:

@@ -1,26 +1,42 @@
-"""Declared parameter schemas of the notebooks: one frozen dataclass per notebook.
+"""Declared parameter schemas of the notebooks: one frozen pydantic model per notebook.
 
 A notebook keeps its papermill ``parameters`` cell of plain variables (papermill injects
 there); the next cell validates them all in one call::
 
     params = BiasParams.from_locals(globals())
 
-Every field carries a :class:`Rule` (what the value must be, in words). A bad value
-raises :class:`~steerlab.lab.report.ParameterError` naming the parameter, the value and
-what was expected; an unknown name (``max_lenght``) is an error that lists the schema's
-real parameters. The runner (``run-notebooks --params``) checks a params file against
-these schemas before it executes anything (papermill itself only warns).
+pydantic checks each value against its field's type (strict: no bool for an integer, no
+string read as a number, no NaN); the words of what was expected come from the same
+types (their JSON schema), so the rule and its description cannot drift apart. A bad value
+raises :class:`~steerlab.lab.report.ParameterError` naming the notebook, the parameter,
+the value and what was expected; an unknown name (``max_lenght``) is an error that lists
+the schema's real parameters. The runner (``run-notebooks --params``) checks a params file
+against these schemas before it executes anything (papermill itself only warns).
 """
-
-# ruff: noqa: RUF009 - param() returns a dataclasses.field (default, rule, help), which ruff cannot see
 
 from __future__ import annotations
 
+import copy
 import difflib
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Self, TypeVar
+
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import JsonDict, JsonSchemaValue
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 from ..constructions import CONSTRUCTIONS, named_sets
 from ..data import genres as _genres
@@ -34,146 +50,109 @@ __all__ = [
     "SCHEMAS",
     "BiasParams",
     "CompareParams",
+    "ConceptParams",
     "InterpretParams",
+    "ListOf",
     "NotebookParams",
-    "Rule",
+    "OneOf",
     "SteerParams",
-    "flag",
-    "integer",
-    "list_of",
-    "number",
-    "one_of",
-    "param",
+    "Text",
+    "expected_words",
     "schema_for",
-    "text",
     "unknown_names",
     "validate",
 ]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What a parameter's value must be: a predicate and its description in words.
+@dataclass(frozen=True, eq=False)  # options may be a dict (a registry): compared and hashed by identity
+class OneOf:
+    """A type's metadata: the value must be one of ``options``, read when a value is checked.
 
-    ``expected`` may be a callable, for lists known only at run time (the genres).
-    """
-
-    ok: Callable[[Any], bool]
-    expected: str | Callable[[], str]
-
-    def describe(self) -> str:
-        return self.expected() if callable(self.expected) else self.expected
-
-    def check(self, value: Any) -> bool:
-        try:
-            return bool(self.ok(value))
-        except Exception:  # noqa: BLE001 - a predicate that raises means the value is not allowed
-            return False
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _maybe(rule: Rule, optional: bool) -> Rule:
-    if not optional:
-        return rule
-    return Rule(lambda v: v is None or rule.ok(v), lambda: f"None or {rule.describe()}")
-
-
-def integer(*, min: int | None = None, max: int | None = None, optional: bool = False) -> Rule:
-    """An integer (never a bool) in ``[min, max]``.
+    ``options`` may be a callable, for lists known only at run time (the genres found in
+    ``data/``), or a registry that may grow (``CONSTRUCTIONS``).
 
     Example:
-        >>> integer(min=2).describe()
-        'an integer >= 2'
+        >>> from pydantic import TypeAdapter
+        >>> TypeAdapter(Annotated[str, OneOf(["train", "heldout"])]).validate_python("train")
+        'train'
     """
-    if min is not None and max is not None:
-        words = f"an integer from {min} to {max}"
-    elif min is not None:
-        words = f"an integer >= {min}"
-    elif max is not None:
-        words = f"an integer <= {max}"
-    else:
-        words = "an integer"
-    return _maybe(Rule(lambda v: _is_int(v) and (min is None or v >= min) and (max is None or v <= max), words),
-                  optional)
+
+    options: Collection[Any] | Callable[[], Collection[Any]]
+
+    def allowed(self) -> list[Any]:
+        """The options now."""
+        return list(self.options() if callable(self.options) else self.options)
+
+    def _check(self, value: Any) -> Any:
+        if value not in self.allowed():
+            raise ValueError(f"{value!r} is not one of {self.allowed()!r}")
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        out = handler(schema)
+        out["enum"] = self.allowed()
+        return out
 
 
-def number(*, min: float | None = None, below: float | None = None, above: float | None = None,
-           nonzero: bool = False, optional: bool = False) -> Rule:
-    """A finite int or float: ``min <= v``, ``v < below``, ``v > above``, ``v != 0`` as asked.
+def _tuple_as_list(value: Any) -> Any:
+    """A tuple is a list written with parentheses (a set is not: it has no order)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+T = TypeVar("T")
+ListOf = Annotated[list[T], BeforeValidator(_tuple_as_list), MinLen(1)]
+"""A list (or tuple) of at least one ``T``; a further ``MinLen(n)`` after it raises the minimum."""
+
+Text = Annotated[str, StringConstraints(pattern=r"\S")]
+"""A string that is not blank."""
+
+Layer = Annotated[int, Ge(0)]
+Number = float  # strict and finite by the schemas' config: an int is taken (as a float), a bool or "1" is not
+
+
+def expected_words(schema: Mapping[str, Any]) -> str:
+    """What a value must be, in words, from a field's JSON schema (pydantic's own account of its type).
+
+    A field may give its own words as ``json_schema_extra={"expected": ...}``.
 
     Example:
-        >>> number(min=0, below=1).describe()
-        'a number in [0, 1)'
-    """
-    if min is not None and below is not None:
-        words = f"a number in [{min}, {below})"
-    elif above is not None and below is not None:
-        words = f"a number in ({above}, {below})"
-    elif above is not None:
-        words = f"a number > {above}"
-    elif min is not None:
-        words = f"a number >= {min}"
-    else:
-        words = "a non-zero number" if nonzero else "a number"
-    return _maybe(Rule(lambda v: _is_number(v) and (min is None or v >= min) and (below is None or v < below)
-                       and (above is None or v > above) and (not nonzero or v != 0), words), optional)
-
-
-def flag(*, optional: bool = False) -> Rule:
-    """``True`` or ``False`` (not 0 or 1)."""
-    return _maybe(Rule(lambda v: isinstance(v, bool), "True or False"), optional)
-
-
-def text(what: str = "a non-empty string", *, optional: bool = False) -> Rule:
-    """A string that is not blank."""
-    return _maybe(Rule(lambda v: isinstance(v, str) and bool(v.strip()), what), optional)
-
-
-def one_of(options: Sequence[Any] | Callable[[], Sequence[Any]], *, optional: bool = False) -> Rule:
-    """One of ``options`` (a callable is read when checked: e.g. the genres found in ``data/``).
-
-    Example:
-        >>> one_of(["train", "heldout"]).describe()
-        "one of 'train', 'heldout'"
-    """
-    def allowed() -> list[Any]:
-        return list(options() if callable(options) else options)
-
-    return _maybe(Rule(lambda v: v in allowed(), lambda: "one of " + ", ".join(repr(o) for o in allowed())),
-                  optional)
-
-
-def list_of(item: Rule, *, min_len: int = 1, must_include: Any = MISSING, optional: bool = False) -> Rule:
-    """A list (or tuple) of at least ``min_len`` items, each passing ``item``.
-
-    Example:
-        >>> list_of(integer(min=0)).describe()
+        >>> expected_words({"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}})
         'a list of at least 1 item(s), each an integer >= 0'
     """
-    def ok(v: Any) -> bool:
-        return (isinstance(v, (list, tuple)) and len(v) >= min_len and all(item.check(x) for x in v)
-                and (must_include is MISSING or must_include in v))
-
-    def words() -> str:
-        extra = "" if must_include is MISSING else f", including {must_include!r}"
-        return f"a list of at least {min_len} item(s), each {item.describe()}{extra}"
-
-    return _maybe(Rule(ok, words), optional)
-
-
-def param(default: Any, rule: Rule, help: str) -> Any:
-    """A schema field: its default (the notebook's), its :class:`Rule` and a one-line meaning."""
-    meta = {"rule": rule, "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    if "expected" in schema:
+        return str(schema["expected"])
+    if "anyOf" in schema:
+        kinds = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        words = " or ".join(expected_words(s) for s in kinds)
+        return f"None or {words}" if len(kinds) < len(schema["anyOf"]) else words
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(o) for o in schema["enum"])
+    kind = schema.get("type")
+    if kind == "boolean":
+        return "True or False"
+    if kind == "string":
+        return "a non-empty string"
+    if kind == "array":
+        return f"a list of at least {schema.get('minItems', 0)} item(s), each {expected_words(schema['items'])}"
+    if kind in ("integer", "number"):
+        noun = "an integer" if kind == "integer" else "a number"
+        low = ("[", schema["minimum"]) if "minimum" in schema else ("(", schema.get("exclusiveMinimum"))
+        high = ("]", schema["maximum"]) if "maximum" in schema else (")", schema.get("exclusiveMaximum"))
+        if low[1] is not None and high[1] is not None:
+            if kind == "integer":
+                return f"an integer from {low[1]} to {high[1]}"
+            return f"a number in {low[0]}{low[1]}, {high[1]}{high[0]}"
+        if low[1] is not None:
+            return f"{noun} {'>=' if low[0] == '[' else '>'} {low[1]}"
+        if high[1] is not None:
+            return f"{noun} {'<=' if high[0] == ']' else '<'} {high[1]}"
+        return noun
+    raise TypeError(f"no words for the JSON schema {dict(schema)!r}: "
+                    "give the field json_schema_extra={'expected': ...}")
 
 
 def unknown_names(names: Sequence[str], known: Sequence[str], where: str) -> str | None:
@@ -194,47 +173,78 @@ def unknown_names(names: Sequence[str], known: Sequence[str], where: str) -> str
     return f"unknown {noun} {', '.join(parts)}; {where}'s parameters: {', '.join(known)}"
 
 
-@dataclass(frozen=True)
-class NotebookParams:
-    """Base of the notebook schemas: validation on construction, ``from_locals``, ``as_dict``."""
+def _not_allowed(expected: str) -> PydanticCustomError:
+    """A validator's own account of what was expected (used as is in the error message)."""
+    return PydanticCustomError("not_allowed", "expected {expected}", {"expected": expected})
+
+
+class NotebookParams(BaseModel):
+    """Base of the notebook schemas: validation on construction, ``from_locals``, ``as_dict``.
+
+    Constructing one (``SteerParams(samples=2)``) checks every value and raises
+    :class:`ParameterError` listing every bad one at once.
+    """
+
+    model_config = ConfigDict(strict=True, frozen=True, allow_inf_nan=False, validate_default=True,
+                              protected_namespaces=())
 
     NOTEBOOK: ClassVar[str] = ""
 
-    def __post_init__(self) -> None:
-        problems = []
-        for f in fields(self):
-            rule: Rule = f.metadata["rule"]
-            value = getattr(self, f.name)
-            if not rule.check(value):
-                problems.append(f"parameter {f.name}={value!r} is not allowed: expected {rule.describe()}")
-        problems.extend(self._cross_checks())
-        if problems:
-            raise ParameterError(f"{self.NOTEBOOK}: " + "; ".join(problems))
+    def __init__(self, **values: Any) -> None:
+        message = unknown_names(list(values), self.names(), self.NOTEBOOK)
+        if message:
+            raise ParameterError(message)
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise ParameterError(self._message(err, values)) from None
 
-    def _cross_checks(self) -> list[str]:
-        """Rules between fields (e.g. counter differs from target); messages name the parameter."""
-        return []
+    @classmethod
+    def _message(cls, err: ValidationError, values: Mapping[str, Any]) -> str:
+        """One sentence per bad parameter, in the notebook's order: its value and what was expected.
+
+        Every check is a field's (types and field validators), so each error's ``loc`` starts
+        with the parameter's name; a list item's error goes on with the item's index.
+        """
+        by_name: dict[str, list[ErrorDetails]] = {}
+        for e in err.errors(include_url=False):
+            by_name.setdefault(str(e["loc"][0]), []).append(e)
+        properties = cls.model_json_schema()["properties"]
+        problems = []
+        for name in (n for n in cls.names() if n in by_name):
+            own = [e["ctx"]["expected"] for e in by_name[name] if e["type"] == "not_allowed"]
+            items = [e for e in by_name[name] if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)]
+            value = values[name] if name in values else cls.defaults()[name]
+            expected = own[0] if own else expected_words(properties[name])
+            message = f"parameter {name}={value!r} is not allowed: expected {expected}"
+            if items and not own:
+                message += f" (item {items[0]['loc'][1]}: {items[0]['input']!r})"
+            problems.append(message)
+        return f"{cls.NOTEBOOK}: " + "; ".join(problems)
 
     @classmethod
     def names(cls) -> list[str]:
         """The parameter names, in the notebook's order."""
-        return [f.name for f in fields(cls)]
+        return list(cls.model_fields)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Each parameter's default (the value in the notebook's ``parameters`` cell)."""
-        out = {}
-        for f in fields(cls):
-            out[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
-        return out
+        return {n: copy.deepcopy(f.get_default(call_default_factory=True)) for n, f in cls.model_fields.items()}
 
     @classmethod
     def help(cls) -> dict[str, str]:
-        """One line per parameter: what it means and what it must be."""
-        return {f.name: f"{f.metadata['help']} ({f.metadata['rule'].describe()})" for f in fields(cls)}
+        """One line per parameter: what it means and what it must be.
+
+        Example:
+            >>> BiasParams.help()["max_length"]
+            'tokens kept per text (an integer >= 2)'
+        """
+        properties = cls.model_json_schema()["properties"]
+        return {n: f"{f.description} ({expected_words(properties[n])})" for n, f in cls.model_fields.items()}
 
     @classmethod
-    def validate(cls, **values: Any) -> Self:
+    def validate(cls, **values: Any) -> Self:  # type: ignore[override]  # pydantic's v1-era validate(value)
         """Check every value (unknown names too) and return the validated parameters.
 
         Raises:
@@ -244,9 +254,6 @@ class NotebookParams:
             >>> BiasParams.validate(max_length=64).max_length
             64
         """
-        message = unknown_names(list(values), cls.names(), cls.NOTEBOOK)
-        if message:
-            raise ParameterError(message)
         return cls(**values)
 
     @classmethod
@@ -264,7 +271,7 @@ class NotebookParams:
 
     def as_dict(self) -> dict[str, Any]:
         """The values, for ``summary.json`` and the run report."""
-        return asdict(self)
+        return self.model_dump()
 
 
 P = TypeVar("P", bound=NotebookParams)
@@ -279,7 +286,8 @@ def validate(schema: type[P], **values: Any) -> P:
     return schema.validate(**values)
 
 
-_MODEL = "None (the embedded SmolLM2-135M-Instruct) or a hub id / local path"
+_MODEL: JsonDict = {"expected": "None or a hub id / local path (None: the embedded SmolLM2-135M-Instruct)"}
+_FOLDER: JsonDict = {"expected": "a folder path"}
 
 
 def _check_layer(name: str, value: int, model: Model, *, top: int) -> int:
@@ -289,71 +297,91 @@ def _check_layer(name: str, value: int, model: Model, *, top: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
 class BiasParams(NotebookParams):
     """``01_bias.ipynb``: the residual-stream bias per layer."""
 
     NOTEBOOK: ClassVar[str] = "01_bias.ipynb"
-    model_name: str | None = param(None, text(_MODEL, optional=True), "the model")
-    dataset: str = param("general", one_of(named_sets), "text set standing in for the training distribution")
-    split: str | None = param("train", one_of([None, "train", "heldout"]), "split of that set (None: all)")
-    sample_size: int | None = param(120, integer(min=2, optional=True), "texts sampled from the set (None: all)")
-    layers: list[int] | None = param(None, list_of(integer(min=0), optional=True),
-                                     "residual layers to measure (None: all, embeddings included)")
-    batch_size: int = param(16, integer(min=1), "texts per forward pass")
-    max_length: int = param(128, integer(min=2), "tokens kept per text")
-    seed: int = param(0, integer(), "sampling seed")
-    output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    dataset: Annotated[str, OneOf(named_sets)] = Field(
+        "general", description="text set standing in for the training distribution")
+    split: Annotated[str, OneOf(["train", "heldout"])] | None = Field(
+        "train", description="split of that set (None: all)")
+    sample_size: Annotated[int, Ge(2)] | None = Field(120, description="texts sampled from the set (None: all)")
+    layers: ListOf[Layer] | None = Field(
+        None, description="residual layers to measure (None: all, embeddings included)")
+    batch_size: Annotated[int, Ge(1)] = Field(16, description="texts per forward pass")
+    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text")
+    seed: int = Field(0, description="sampling seed")
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
+                             json_schema_extra=_FOLDER)
 
 
-@dataclass(frozen=True)
 class InterpretParams(NotebookParams):
     """``02_interpret.ipynb``: raw, mean-centred and isolated genre vectors through the lens."""
 
     NOTEBOOK: ClassVar[str] = "02_interpret.ipynb"
-    model_name: str | None = param(None, text(_MODEL, optional=True), "the model")
-    genres: list[str] | None = param(None, list_of(one_of(_genres), min_len=2, optional=True),
-                                     "genres to compare (None: every genre in data/stories)")
-    layer: int | None = param(None, integer(min=0, optional=True), "lens layer (None: about 60% depth)")
-    top_k: int = param(8, integer(min=1, max=100), "tokens per vector in the lens tables")
-    sample_size: int = param(32, integer(min=1), "training texts per set (each genre and general text)")
-    heldout_per_genre: int | None = param(None, integer(min=1, optional=True),
-                                          "held-out stories per genre to classify (None: all)")
-    apply_norm: bool = param(True, flag(), "apply the final norm before the unembedding in the lens")
-    batch_size: int = param(16, integer(min=1), "texts per forward pass (held-out stories)")
-    max_length: int = param(128, integer(min=2), "tokens kept per text")
-    seed: int = param(0, integer(), "sampling seed")
-    output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    genres: Annotated[ListOf[Annotated[str, OneOf(_genres)]], MinLen(2)] | None = Field(
+        None, description="genres to compare (None: every genre in data/stories)")
+    layer: Layer | None = Field(None, description="lens layer (None: about 60% depth)")
+    top_k: Annotated[int, Ge(1), Le(100)] = Field(8, description="tokens per vector in the lens tables")
+    sample_size: Annotated[int, Ge(1)] = Field(32, description="training texts per set (each genre and general text)")
+    heldout_per_genre: Annotated[int, Ge(1)] | None = Field(
+        None, description="held-out stories per genre to classify (None: all)")
+    apply_norm: bool = Field(True, description="apply the final norm before the unembedding in the lens")
+    batch_size: Annotated[int, Ge(1)] = Field(16, description="texts per forward pass (held-out stories)")
+    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text")
+    seed: int = Field(0, description="sampling seed")
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
+                             json_schema_extra=_FOLDER)
 
     def lens_layer(self, model: Model) -> int:
-        """The layer of the tables and heatmaps: ``layer``, or ``round(0.6 * n_layers)`` for None."""
+        """The layer of the tables and heatmaps: ``layer``, or ``round(0.6 * n_layers)`` for None.
+
+        Example:
+            >>> InterpretParams(layer=12).lens_layer(model)
+            12
+        """
         layer = round(0.6 * model.n_layers) if self.layer is None else self.layer
         return _check_layer("layer", layer, model, top=model.n_layers)
 
 
-@dataclass(frozen=True)
 class SteerParams(NotebookParams):
     """``03_steer.ipynb``: the write-up's steering examples, swept over coefficients."""
 
     NOTEBOOK: ClassVar[str] = "03_steer.ipynb"
-    model_name: str | None = param(None, text(_MODEL, optional=True), "the model")
-    layer_fraction: float = param(0.5, number(min=0, below=1), "steering layer as a fraction of depth")
-    examples: list[str] = param(["centring", "isolating", "additional", "love_hate"], list_of(one_of(list(EXAMPLES))),
-                                "which examples to run")
-    coefficient: float = param(1.0, number(), "coefficient shown side by side (x typical activation norm)")
-    sweep: list[float] = param([0.0, 0.5, 1.0, 2.0], list_of(number(), must_include=0),
-                               "coefficients of the batched sweep (0 is the unsteered control)")
-    positions: list[str] = param(["first", "all_prompt"], list_of(one_of(STEER_POSITIONS)), "position rules compared")
-    samples: int = param(2, integer(min=1), "completions per coefficient")
-    max_new_tokens: int = param(32, integer(min=1, max=512), "tokens generated per completion")
-    sample_size: int = param(32, integer(min=2), "texts sampled from each set to build its mean")
-    max_length: int = param(128, integer(min=2), "tokens kept per text when building means")
-    seed: int = param(0, integer(), "sampling seed")
-    show_widget: bool = param(True, flag(), "show the live steering widget at the end")
-    output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    layer_fraction: Annotated[Number, Ge(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
+    examples: ListOf[Annotated[str, OneOf(EXAMPLES)]] = Field(
+        ["centring", "isolating", "additional", "love_hate"], description="which examples to run")
+    coefficient: Number = Field(1.0, description="coefficient shown side by side (x typical activation norm)")
+    sweep: ListOf[Number] = Field([0.0, 0.5, 1.0, 2.0],
+                                  description="coefficients of the batched sweep, including 0 (the unsteered control)")
+    positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] = Field(
+        ["first", "all_prompt"], description="position rules compared")
+    samples: Annotated[int, Ge(1)] = Field(2, description="completions per coefficient")
+    max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
+    sample_size: Annotated[int, Ge(2)] = Field(32, description="texts sampled from each set to build its mean")
+    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text when building means")
+    seed: int = Field(0, description="sampling seed")
+    show_widget: bool = Field(True, description="show the live steering widget at the end")
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
+                             json_schema_extra=_FOLDER)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_has_control(cls, sweep: list[float]) -> list[float]:
+        if 0 not in sweep:
+            raise _not_allowed("a list of at least 1 item(s), each a number, including 0 (the unsteered control)")
+        return sweep
 
     def steering_layer(self, model: Model) -> int:
-        """``round(layer_fraction * n_layers)``, at most the last block's input."""
+        """``round(layer_fraction * n_layers)``, at most the last block's input.
+
+        Example:
+            >>> SteerParams(layer_fraction=0.5).steering_layer(model)  # a 30-layer model
+            15
+        """
         return min(model.n_layers - 1, round(self.layer_fraction * model.n_layers))
 
 
@@ -361,41 +389,48 @@ def _targets() -> list[str]:
     return [*_genres(), "shakespeare"]
 
 
-@dataclass(frozen=True)
 class CompareParams(NotebookParams):
     """``04_compare_methods.ipynb``: a preset of :class:`CompareConfig` with explicit overrides
     (``None``: the preset's value)."""
 
     NOTEBOOK: ClassVar[str] = "04_compare_methods.ipynb"
-    model_name: str | None = param(None, text(_MODEL, optional=True), "the model")
-    preset: str = param("default", one_of(list(PRESETS)), "quick (tests), default (make run) or full (every target)")
-    targets: list[str] | None = param(None, list_of(one_of(_targets), optional=True),
-                                      "target sets, each with its counter genre (None: the preset's)")
-    depths: list[float] | None = param(None, list_of(number(above=0, below=1), optional=True),
-                                       "layers as fractions of the model's depth (None: the preset's)")
-    layers: list[int] | None = param(None, list_of(integer(min=0), optional=True),
-                                     "explicit layers, over depths (None: by depth)")
-    coefficients: list[float] | None = param(None, list_of(number(), min_len=3, optional=True),
-                                             "steerability grid x typical norm: 0, a negative and a positive value")
-    positions: list[str] | None = param(None, list_of(one_of(STEER_POSITIONS), optional=True), "position rules")
-    methods: list[str] | None = param(None, list_of(one_of(list(CONSTRUCTIONS)), optional=True),
-                                      "constructions to compare (None: every construction in the registry)")
-    n_prompts: int | None = param(None, integer(min=2, optional=True),
-                                  "story openings: half choose each coefficient, half report the score")
-    damage_threshold: float = param(1.5, number(above=1), "damage reference: perplexity ratio on general text")
-    score_dtype: str = param("auto", one_of(["auto", "float32", "bfloat16"]),
-                             "forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
-    output_dir: str = param("../runs/interactive", text("a folder path"), "where summary.json and figures go")
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    preset: Annotated[str, OneOf(PRESETS)] = Field(
+        "default", description="quick (tests), default (make run) or full (every target)")
+    targets: ListOf[Annotated[str, OneOf(_targets)]] | None = Field(
+        None, description="target sets, each with its counter genre (None: the preset's)")
+    depths: ListOf[Annotated[Number, Gt(0), Lt(1)]] | None = Field(
+        None, description="layers as fractions of the model's depth (None: the preset's)")
+    layers: ListOf[Layer] | None = Field(None, description="explicit layers, over depths (None: by depth)")
+    coefficients: Annotated[ListOf[Number], MinLen(3)] | None = Field(
+        None, description="steerability grid x typical norm: 0, a negative and a positive value")
+    positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] | None = Field(None, description="position rules")
+    methods: ListOf[Annotated[str, OneOf(CONSTRUCTIONS)]] | None = Field(
+        None, description="constructions to compare (None: every construction in the registry)")
+    n_prompts: Annotated[int, Ge(2)] | None = Field(
+        None, description="story openings: half choose each coefficient, half report the score")
+    damage_threshold: Annotated[Number, Gt(1)] = Field(
+        1.5, description="damage reference: perplexity ratio on general text")
+    score_dtype: Annotated[str, OneOf(["auto", "float32", "bfloat16"])] = Field(
+        "auto", description="forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
+                             json_schema_extra=_FOLDER)
 
-    def _cross_checks(self) -> list[str]:
-        c = self.coefficients
-        if c is not None and all(isinstance(x, (int, float)) for x in c) and not (0 in c and min(c) < 0 < max(c)):
-            return [(f"parameter coefficients={c!r} is not allowed: expected a list that includes 0, a negative and "
-                    "a positive value (the steerability slope runs through the unsteered point, both ways)")]
-        return []
+    @field_validator("coefficients")
+    @classmethod
+    def _coefficients_span_zero(cls, c: list[float] | None) -> list[float] | None:
+        if c is not None and not (0 in c and min(c) < 0 < max(c)):
+            raise _not_allowed("a list that includes 0, a negative and a positive value (the steerability slope "
+                               "runs through the unsteered point, both ways)")
+        return c
 
     def config(self) -> CompareConfig:
-        """The experiment: the preset's settings with every non-None parameter over them."""
+        """The experiment: the preset's settings with every non-None parameter over them.
+
+        Example:
+            >>> CompareParams(preset="quick", n_prompts=6).config().n_prompts
+            6
+        """
         overrides = {k: getattr(self, k) for k in ("targets", "depths", "layers", "coefficients", "positions",
                                                    "methods", "n_prompts")}
         try:
@@ -405,7 +440,12 @@ class CompareParams(NotebookParams):
             raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
 
     def check_model(self, config: CompareConfig, model: Model) -> list[int]:
-        """The swept layers on ``model``; a layer that is not a block input names ``layers``."""
+        """The swept layers on ``model``; a layer that is not a block input names ``layers``.
+
+        Example:
+            >>> params.check_model(params.config(), model)  # CompareParams(preset="quick"), 30 layers
+            [15]
+        """
         try:
             return config.resolved_layers(model)
         except ValueError as err:
@@ -413,12 +453,57 @@ class CompareParams(NotebookParams):
                                  f"({model.name} has {model.n_layers} layers)") from err
 
 
+# Those that take your texts as the target (word_pair reads a named set's name as a word).
+_TARGET_CONSTRUCTIONS = [n for n, c in CONSTRUCTIONS.items() if "target" in c.inputs and n != "word_pair"]
+
+
+class ConceptParams(NotebookParams):
+    """``05_your_concept.ipynb``: a vector from your own texts, steered and saved."""
+
+    NOTEBOOK: ClassVar[str] = "05_your_concept.ipynb"
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    texts: Annotated[ListOf[Text], MinLen(2)] = Field(
+        ["Arr, matey! Hoist the black flag and make for the island.",
+         "The pirate captain buried his gold beneath the old palm tree.",
+         "Our ship sailed on, the crew singing shanties under a crescent moon.",
+         "Avast! Ready the cannons, lads, a merchant ship lies off the bow."],
+        description="texts that show your concept")
+    construction: Annotated[str, OneOf(_TARGET_CONSTRUCTIONS)] = Field(
+        "mean_centred", description="a construction that takes a target set")
+    counter_texts: ListOf[Text] | None = Field(None, description="texts of the opposite, for counterbalanced / pca_diff")
+    layer_fraction: Annotated[Number, Gt(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
+    prompt: Text = Field("The weather today is", description="the prompt to steer")
+    coefficients: ListOf[Number] = Field([0.0, 0.125, 0.25, 0.5],
+                                         description="coefficients x typical norm; 0 is the unsteered row")
+    max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
+    top_k: Annotated[int, Ge(1), Le(100)] = Field(10, description="tokens shown by the logit lens")
+    name: Annotated[str, StringConstraints(pattern=r"^[\w.-]+$")] = Field(
+        "my_concept", description="file name of the saved vector",
+        json_schema_extra={"expected": "a file name of letters, digits, _ . and -"})
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and the vector go",
+                             json_schema_extra=_FOLDER)
+
+    @field_validator("counter_texts")
+    @classmethod
+    def _counter_when_needed(cls, counter: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        construction = info.data.get("construction")
+        if counter is None and construction in ("counterbalanced", "pca_diff"):
+            raise _not_allowed(f"a list of texts of the opposite: construction {construction!r} needs them")
+        return counter
+
+
 SCHEMAS: dict[str, type[NotebookParams]] = {
-    s.NOTEBOOK.removesuffix(".ipynb"): s for s in (BiasParams, InterpretParams, SteerParams, CompareParams)
+    s.NOTEBOOK.removesuffix(".ipynb"): s
+    for s in (BiasParams, InterpretParams, SteerParams, CompareParams, ConceptParams)
 }
 
 
 def schema_for(notebook: str) -> type[NotebookParams] | None:
-    """The schema of a notebook by file name or stem (``03_steer.ipynb``), or ``None``."""
+    """The schema of a notebook by file name or stem (``03_steer.ipynb``), or ``None``.
+
+    Example:
+        >>> schema_for("notebooks/03_steer.ipynb") is SteerParams
+        True
+    """
     stem = notebook.rsplit("/", 1)[-1].removesuffix(".ipynb")
     return SCHEMAS.get(stem)
