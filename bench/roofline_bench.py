@@ -580,7 +580,7 @@ def levers(plain16: Any, plain32: Any, fb: Batch, flops: float, tokens: int, pea
     for k, x in t.items():
         if k == "bfloat16 eager":
             continue
-        dt = "float32" if k.startswith("float32") and "bf16" not in k else "bfloat16"
+        dt = "float32" if k.startswith("float32") else "bfloat16"  # the model's dtype
         share = flops / x.median / 1e9 / peak[dt]
         out.append(Row(sec, f"lever: {k} (vs bfloat16 eager)", tokens / x.median, "tok/s", "bfloat16 eager",
                        tokens / base.median, base.median / x.median, "x faster",
