@@ -35,14 +35,17 @@ __all__ = [
     "BF16_MIN_SHARE_OF_PEAK",
     "GEN_MIN_SHARE_OF_FORWARD",
     "Shape",
+    "counted_flops",
     "cpu_info",
     "fast_generate",
     "flops_per_token",
     "gen_workload",
+    "levers",
     "matmul_peaks",
     "plain_forward",
     "plain_generate",
     "profile_top",
+    "run_roofline",
 ]
 
 # The targets.
