@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite", "bf16", "protocol", "slider")
+SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite", "bf16", "protocol", "slider", "roofline")
 
 
 def log(msg: str) -> None:
@@ -51,6 +51,9 @@ def params_for(quick: bool) -> dict[str, Any]:
             "protocol_texts": 2, "protocol_conditions": 2, "protocol_prompts": 2, "protocol_tokens": 8,
             "protocol_cell_methods": ["mean_centred"], "protocol_cell_general": 2,
             "slider_tokens": 8, "slider_load_seconds": 300,
+            "roof_fwd_rows": 8, "roof_fwd_length": 64, "roof_gen_prompts": 8, "roof_gen_conditions": 4,
+            "roof_gen_tokens": 8, "roof_replay_texts": 2, "roof_replay_conditions": 2, "roof_steer_texts": 2,
+            "roof_pair_tokens": 8, "roof_peak_rounds": 3, "roof_profile_conditions": 2, "roof_levers": False,
         }
     return {
         "stats_texts": 0,             # all 256 texts of general:train, about 26.6k tokens
@@ -63,6 +66,10 @@ def params_for(quick: bool) -> dict[str, Any]:
         "protocol_texts": 6, "protocol_conditions": 4, "protocol_prompts": 6, "protocol_tokens": 24,
         "protocol_cell_methods": ["raw", "mean_centred", "counterbalanced"], "protocol_cell_general": 0,
         "slider_tokens": 32, "slider_load_seconds": 600,
+        # the comparison's generation shape: 8 prompts x 28 conditions = batch 224, 24 new tokens
+        "roof_fwd_rows": 32, "roof_fwd_length": 128, "roof_gen_prompts": 8, "roof_gen_conditions": 28,
+        "roof_gen_tokens": 24, "roof_replay_texts": 8, "roof_replay_conditions": 8, "roof_steer_texts": 6,
+        "roof_pair_tokens": 32, "roof_peak_rounds": 5, "roof_profile_conditions": 8, "roof_levers": True,
     }
 
 
@@ -951,6 +958,14 @@ def bench_slider(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any
     return rows
 
 
+# ---------------------------------------------------------------- section 10
+
+def bench_roofline(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any], batch: int = 0) -> list:
+    from roofline_bench import run_roofline
+
+    return run_roofline(model, P, repeats, out, batch=batch, log=log)
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
@@ -962,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-repeats", type=int, default=0,
                         help="rounds for generation and the sweep (default 7 in a full run, else --repeats)")
     parser.add_argument("--no-peers", action="store_true", help="skip nnsight-naive and TransformerLens")
+    parser.add_argument("--roof-batch", type=int, default=0,
+                        help="roofline: generation conditions x prompts (default 224 full, 32 quick); a smaller "
+                             "batch keeps the section short on a loaded machine")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON results")
     args = parser.parse_args(argv)
     if args.repeats < 3 or (args.gen_repeats and args.gen_repeats < 3):
@@ -991,7 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"steerlab benchmark ({out['mode']}), sections {','.join(chosen)}; torch threads "
         f"{torch.get_num_threads()}, load average {loadavg()}")
     model = plain = None
-    if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load", "bf16", "protocol", "slider")):
+    if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load", "bf16", "protocol", "slider",
+                                 "roofline")):
         t0 = time.perf_counter()
         model = sl.load_model(progress=False)
         log(f"model {model!r} loaded in {time.perf_counter() - t0:.1f} s")
@@ -1023,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_protocol(model, P, args.repeats, out)
             elif name == "slider":
                 rows += bench_slider(model, P, args.repeats, out)
+            elif name == "roofline":
+                rows += bench_roofline(model, P, args.repeats, out, batch=args.roof_batch)
         except Exception as err:  # noqa: BLE001 - one broken section must not lose the others' results
             import traceback
 

@@ -1,4 +1,5 @@
-"""Sampling the next token (temperature, top-k, top-p) with one random generator per row.
+"""Choosing the next token: sampling (temperature, top-k, top-p) with one random generator per
+row, and :func:`decode`, a lean batched decoding loop (greedy or sampled) for steered generation.
 
 :class:`NucleusSampler` runs as a logits processor inside a *greedy* ``generate``: it draws
 the next token of each row itself and leaves only that token finite, so greedy decoding
@@ -6,16 +7,27 @@ picks it. Each row draws from its own ``torch.Generator``, seeded from ``(seed, 
 so a row's sample depends on its prompt, its steering and the seed, never on which other
 rows share the batch, and torch's global generator is never touched (the widget samples
 from a worker thread).
+
+:func:`decode` produces the tokens ``model.hf.generate`` produces (greedy, or with a
+:class:`NucleusSampler` as its logits processor) without ``generate``'s per-step
+machinery: the prompt's forward keeps only the last position's logits, each step takes
+the arg-max (or the sampler's draw) of ``[batch, vocab]`` logits directly, and the loop
+ends when every row has produced an end-of-sequence token. A steering scope
+(:func:`steerlab.steer.steering_rows`) steers it as it steers ``generate``: every call
+passes the growing 2D attention mask.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["NucleusSampler", "row_generators"]
+__all__ = ["CACHES", "NucleusSampler", "decode", "row_generators"]
+
+CACHES = ("dynamic", "static")
 
 
 def row_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
@@ -105,3 +117,89 @@ class NucleusSampler:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         drawn = self.draw(scores)
         return torch.full_like(scores, -float("inf")).scatter(-1, drawn, 0.0)
+
+
+@torch.inference_mode()
+def decode(
+    hf: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    pad_token_id: int,
+    eos_token_ids: Collection[int] = (),
+    sampler: NucleusSampler | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    cache: str = "dynamic",
+) -> torch.Tensor:
+    """New tokens of a left-padded batch, as ``hf.generate(...)[:, prompt_len:]`` returns them.
+
+    Greedy (the arg-max of each step's logits) unless ``sampler`` is given, in which case
+    each row's token is ``sampler.draw``'s. A row that has produced one of ``eos_token_ids``
+    gets ``pad_token_id`` afterwards; the loop stops when every row has, after
+    ``max_new_tokens`` steps, or when ``should_stop()`` (polled after each step) is True.
+    The tokens equal ``generate``'s with ``do_sample=False`` (and the sampler as its logits
+    processor): the same forward calls (the prompt, then one token a step with the key-value
+    cache, position ids counted over real tokens), only the logits of the last position.
+
+    Args:
+        hf: a Hugging Face causal language model (``model.hf``).
+        input_ids: ``[batch, prompt_len]`` token ids, padded on the left.
+        attention_mask: ``[batch, prompt_len]``, 1 on real tokens.
+        max_new_tokens: the most tokens to add to each row (>= 1).
+        pad_token_id: the id written after a row's end-of-sequence token.
+        eos_token_ids: the ids that end a row.
+        sampler: draw each token with this sampler instead of taking the arg-max.
+        should_stop: polled after each step; True ends decoding there.
+        cache: ``"dynamic"`` (transformers' default, grows a step at a time) or ``"static"``
+            (preallocated for ``prompt_len + max_new_tokens`` positions).
+
+    Returns:
+        ``[batch, steps]`` token ids, ``steps <= max_new_tokens``, on ``input_ids``' device.
+
+    Example:
+        >>> batch = encode(model.tokenizer, ["Once upon a time"], padding_side="left")
+        >>> new = decode(model.hf, batch.input_ids, batch.attention_mask, max_new_tokens=8,
+        ...              pad_token_id=model.tokenizer.pad_token_id, eos_token_ids={2})
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                         "must be the same [batch, prompt_len] shape")
+    if cache not in CACHES:
+        raise ValueError(f"unknown cache {cache!r}; expected one of {', '.join(CACHES)}")
+    device = input_ids.device
+    batch, prompt_len = input_ids.shape
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # [batch, prompt_len], as generate counts them
+    kv: Any = None
+    if cache == "static":
+        from transformers import StaticCache
+
+        kv = StaticCache(config=hf.config, max_cache_len=prompt_len + max_new_tokens)
+    eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    out = torch.empty(batch, max_new_tokens, dtype=torch.long, device=device)
+    ids = input_ids
+    steps = 0
+    for step in range(max_new_tokens):
+        outputs = hf(input_ids=ids, attention_mask=mask, position_ids=positions, cache=kv, use_cache=True,
+                     logits_to_keep=1)
+        kv = outputs.cache
+        logits = outputs.logits[:, -1]  # [batch, vocab]
+        token = sampler.draw(logits).squeeze(-1) if sampler is not None else logits.argmax(-1)
+        token = token.masked_fill(finished, pad_token_id)
+        out[:, step] = token
+        steps = step + 1
+        if eos.numel():
+            finished |= torch.isin(token, eos)
+            if bool(finished.all()):
+                break
+        if should_stop is not None and should_stop():
+            break
+        if step + 1 < max_new_tokens:
+            ids = token[:, None]
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+    return out[:, :steps]
