@@ -51,7 +51,7 @@ def tiny_overhead(batch: int, tokens: int, repeats: int) -> None:
     import steerlab as sl
     import transformers
     from gen_bench import hf_generate, hook_generate, steerlab_generate
-    from steerlab.models import _wrap
+    from steerlab.load import _wrap
     from transformers import LlamaConfig, LlamaForCausalLM
 
     real_tok = sl.load_model(progress=False).tokenizer

@@ -17,27 +17,26 @@ from typing import Any
 
 import steerlab as sl
 import torch
-from steerlab.metrics import _text_scores, steered_text_scores
-from steerlab.steer import relative_addition, steered_generate, steered_logits
+from steerlab.logprobs import steered_text_scores, text_scores
+from steerlab.steer import added_vector, steered_generate, steered_logits
 from steerlab.tokens import encode
 
 
 def conditions(model: sl.Model, vector: sl.SteeringVector, layer: int, n: int) -> list[torch.Tensor | None]:
     """The unsteered control and ``n`` coefficients (0.0625, 0.125, ...) x the layer's typical norm."""
     typical = sl.typical_norm(model, layer)
-    unit = relative_addition(vector.at(layer), typical, 1.0)
-    return [None] + [0.0625 * 2 ** i * unit for i in range(n)]
+    return [None] + [added_vector(vector.at(layer), 0.0625 * 2 ** i, typical) for i in range(n)]
 
 
 @torch.inference_mode()
 def naive_text_scores(model: sl.Model, texts: Sequence[str], additions: Sequence[torch.Tensor | None], *,
                       layer: int, max_length: int = 64) -> list[dict[str, float]]:
     """What ``steered_text_scores`` returns, from one full steered forward per condition (scored
-    by the same ``steerlab.metrics._text_scores``)."""
+    by the same ``steerlab.logprobs.text_scores``)."""
     batch = encode(model.tokenizer, list(texts), padding_side="right", max_length=max_length)
     each = (steered_logits(model, batch, None if a is None else [a] * len(texts), layer=layer, position="all_prompt")
             for a in [None, *(a for a in additions if a is not None)])
-    return _text_scores(batch, each, additions)
+    return text_scores(batch, each, additions)
 
 
 def replayed_text_scores(model: sl.Model, texts: Sequence[str], additions: Sequence[torch.Tensor | None], *,
@@ -89,8 +88,8 @@ def cell_inputs(model: sl.Model, target: str = "fantasy", methods: Sequence[str]
     cfg = compare.CompareConfig.from_preset("default", targets=[target], positions=["all"], methods=list(methods))
     layer = cfg.resolved_layers(model)[0]
     vecs = compare.build_methods(model, cfg, target, [layer], progress=False)
-    typical = sl.typical_norm(model, layer, sample_size=cfg.sample_size, max_length=cfg.max_length)
-    adds = [None] + [c * relative_addition(v.at(layer), typical, 1.0) for v in vecs.values()
+    typical = sl.typical_norm(model, layer)
+    adds = [None] + [added_vector(v.at(layer), c, typical) for v in vecs.values()
                      for c in cfg.generation_coefficients]
     return {"cfg": cfg, "layer": layer, "vectors": vecs, "typical": typical, "additions": adds,
             "general": sl.load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts,

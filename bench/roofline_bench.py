@@ -269,7 +269,7 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     from bf16_bench import stats_texts
     from gen_bench import pristine_model
     from steerlab.metrics import steerability_each
-    from steerlab.models import cast
+    from steerlab.load import cast
     from steerlab.replay import steered_logits_each
 
     sec = "10 roofline"

@@ -836,7 +836,7 @@ def bench_protocol(model: Any, P: dict[str, Any], repeats: int, out: dict[str, A
         cell_scores,
         score_agreement,
     )
-    from steerlab.models import cast, fast_dtype
+    from steerlab.load import cast, fast_dtype
 
     cell = cell_inputs(model, methods=P["protocol_cell_methods"])
     if P["protocol_cell_general"]:
