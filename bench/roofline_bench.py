@@ -268,8 +268,8 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     from benchutil import Row, interleaved, judge
     from bf16_bench import stats_texts
     from gen_bench import pristine_model
-    from steerlab.metrics import steerability_each
     from steerlab.load import cast
+    from steerlab.metrics import steerability_each
     from steerlab.replay import steered_logits_each
 
     sec = "10 roofline"
