@@ -51,7 +51,7 @@ from steerlab.lab.widget_view import (
 from steerlab.lens import lens_logits
 from steerlab.metrics import completion_perplexity, distinct_n, steered_text_scores
 from steerlab.projection import token_projections
-from steerlab.steer import relative_addition
+from steerlab.steer import added_vector
 from steerlab.study.judge import ConceptJudge
 from steerlab.study.vocab import evaluation_vocabulary, vocab_rate
 from steerlab.tokens import encode
@@ -522,7 +522,7 @@ def test_useful_range_is_where_general_text_damage_crosses_the_threshold(tiny_ll
     grid = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     # The oracle: the library's damage measure at every grid coefficient, called directly.
     texts = general_texts()
-    ratios = {c: steered_text_scores(model, texts, [relative_addition(v, size, c)], layer=layer, position="all",
+    ratios = {c: steered_text_scores(model, texts, [added_vector(v, c, size)], layer=layer, position="all",
                                      max_length=32)[0]["perplexity_ratio"] for c in grid}
     # Plant the threshold between the ratios at 1.0 and 2.0 (above every ratio before 2.0).
     below, above = 1.0, 2.0
