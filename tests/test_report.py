@@ -22,8 +22,16 @@ import pytest
 import torch
 from steerlab.lab import plots
 from steerlab.lab.plotlyjs import PLOTLY_JS, plotly_banner, share_plotlyjs
-from steerlab.lab.report import (HEADLINES, WIDGET_NOTE, build_report, figure_order, headlines, record, save_figure,
-                                 widget_with_note)
+from steerlab.lab.report import (
+    HEADLINES,
+    WIDGET_NOTE,
+    build_report,
+    figure_order,
+    headlines,
+    record,
+    save_figure,
+    widget_with_note,
+)
 from steerlab.lab.runner import _headline
 from steerlab.lab.tables import heldout_columns, html_table, markdown_table
 
@@ -55,7 +63,10 @@ LAYOUT = """() => {
                       text: (el.textContent || '').slice(0, 60), left: b.left - s.left, right: b.right - s.right});
     }
   }
-  return {viewport: window.innerWidth, scrollWidth: document.documentElement.scrollWidth,
+  const tables = [...document.querySelectorAll('.steerlab-table, table')]
+    .filter(t => t.scrollWidth > t.clientWidth + 1 || t.getBoundingClientRect().right > window.innerWidth)
+    .map(t => (t.innerText || '').slice(0, 60));
+  return {viewport: window.innerWidth, scrollWidth: document.documentElement.scrollWidth, tables,
           contentLeft: box.left + parseFloat(style.paddingLeft),
           contentRight: box.right - parseFloat(style.paddingRight), clipped};
 }"""
@@ -162,6 +173,7 @@ def check_report(run_dir: Path, *, widths: Sequence[int] = (1024, 1400), shots: 
         assert shown.requested == []
         layout = shown.layout
         assert layout["clipped"] == [], f"cut off at {width} px: {layout['clipped']}"
+        assert layout["tables"] == [], f"tables wider than their box at {width} px: {layout['tables']}"
         assert layout["scrollWidth"] <= width, f"the page is wider than {width} px: {layout['scrollWidth']}"
         assert layout["contentLeft"] >= 16 and width - layout["contentRight"] >= 16, f"no side margin at {width} px"
         assert absolute_paths(shown.text, run_dir) == []
@@ -473,7 +485,7 @@ def test_tables_align_and_drop_empty_columns() -> None:
     assert "text-align:right" in by_text["0.413 [0.353, 0.473]"] and "nowrap" in by_text["0.413 [0.353, 0.473]"]
     assert "text-align:right" in by_text["-0.112 [-0.200, -0.020]"] and "text-align:left" in by_text["mean_centred"]
     assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
-    assert "held-out score, 0-1 [95% CI]" in table and "<code>" not in table
+    assert "score, 0-1 [95% CI]" in table and "<code>" not in table and "per target" not in table
     # Tokens as repr (a leading space shows); completions as text with their line breaks, never repr.
     tokens = html_table({"fantasy": [" dragon", "magic"]})
     assert "<code>&#x27; dragon&#x27;</code>" in tokens

@@ -226,9 +226,13 @@ def _parameters_html(params: Mapping[str, Any], rel: Callable[[str], str]) -> st
 
 
 def _figure_script(div_id: str, figure_json: str) -> str:
+    # The page shows the title as a heading (HTML wraps it at any width), so the figure drops its own.
     safe = figure_json.replace("</", "<\\/")
-    return (f'<script>(function () {{ var fig = {safe}; Plotly.newPlot("{div_id}", fig.data, fig.layout, '
-            f'{{responsive: true}}); }})();</script>')
+    return (f'<script>(function () {{ var fig = {safe}; var layout = fig.layout || {{}}; '
+            f'var margin = Object.assign({{}}, layout.margin || {{}}, {{t: 40}}); '
+            f'layout = Object.assign({{}}, layout, {{title: {{text: ""}}, margin: margin}}); '
+            f'if (layout.height) {{ layout.height = layout.height - Math.max(0, ((fig.layout.margin || {{}}).t || 0) - 40); }} '
+            f'Plotly.newPlot("{div_id}", fig.data, layout, {{responsive: true}}); }})();</script>')
 
 
 def _figures(run_dir: Path) -> list[Path]:
@@ -255,7 +259,7 @@ def write_page(run_dir: str | Path) -> Path:
         >>> write_page("runs/latest")
         PosixPath('runs/latest/index.html')
     """
-    from .plots import caption_of, title_of
+    from .plots import caption_of, subtitle_of, title_of
 
     run_dir = Path(run_dir)
     share_plotlyjs(run_dir)
@@ -297,7 +301,10 @@ def write_page(run_dir: str | Path) -> Path:
         link = (f' · <a href="figures/{_esc(standalone.name)}">open alone</a>' if standalone.exists() else "")
         caption = caption_of(fig)
         scripts.append(_figure_script(div, figure_json))
-        return (f'<figure id="fig-{_esc(path.stem)}"><h4>{_esc(title_of(fig) or path.stem)}</h4>'
+        # The page's header names the model and the run: keep only what else the subtitle says.
+        sub = " · ".join(part for part in subtitle_of(fig).split(" · ") if part not in (*models, f"run {name}"))
+        sub_html = f' <span class="status">· {_esc(sub)}</span>' if sub else ""
+        return (f'<figure id="fig-{_esc(path.stem)}"><h4>{_esc(title_of(fig) or path.stem)}{sub_html}</h4>'
                 f'<div class="figure" id="{div}" data-name="{_esc(path.stem)}"></div>'
                 f'<figcaption>{_esc(caption)}{link}</figcaption></figure>')
 

@@ -50,6 +50,7 @@ __all__ = [
     "score_by_method",
     "setup_notebook",
     "steerability_curves",
+    "subtitle_of",
     "sweep_panels",
     "title_of",
 ]
@@ -166,6 +167,21 @@ def title_of(fig: go.Figure | Mapping[str, Any]) -> str:
     text = str(title.get("text", "") if isinstance(title, Mapping) else title)
     text = text.split("<sup>")[0]
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+
+
+def subtitle_of(fig: go.Figure | Mapping[str, Any]) -> str:
+    """A figure's subtitle as plain text (what it shows, the model and the run), or ``""``.
+
+    Example:
+        >>> subtitle_of(layer_lines([0, 1], {"raw": [1, 2]}, title="Accuracy", yaxis="y", where="tiny · run x"))
+        'tiny · run x'
+    """
+    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
+    title = layout.get("title") or {}
+    text = str(title.get("text", "") if isinstance(title, Mapping) else title)
+    if "<sup>" not in text:
+        return ""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text.split("<sup>", 1)[1])).strip()
 
 
 def _layout(fig: go.Figure, title: str, where: str, height: int, caption: str | None = None) -> go.Figure:
@@ -481,7 +497,7 @@ def _methods(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[
 
 
 DAMAGE_AXIS = "damage: perplexity ratio on general text (steered / unsteered, log axis)"
-EFFECT_AXIS = "concept effect (ΔP(target) by the judge; bars: 95% CI)"
+EFFECT_AXIS = "concept effect, ΔP(target) (bars: 95% CI)"
 
 
 def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, threshold: float, target: str,
@@ -575,9 +591,12 @@ def confusion_heatmap(judge: Mapping[str, Any], *, where: str) -> go.Figure:
         text=[[f"{int(c)}" for c in row] for row in counts], texttemplate="%{text}",
         hovertemplate="true: %{y}<br>judged: %{x}<br>share: %{z:.2f}<extra></extra>"))
     fig.update_layout(xaxis_title="judged class", yaxis_title="true class (held-out texts)", yaxis_autorange="reversed")
+    by_words = judge.get("accuracy_by_words") or {}
+    snippets = (" On snippets of " + ", ".join(f"{k}" for k in by_words) + " words its accuracy is "
+                + ", ".join(f"{float(v):.2f}" for v in by_words.values()) + ".") if by_words else ""
     return _layout(fig, f"Concept judge on held-out texts: accuracy {judge['heldout_accuracy']:.2f}", where, 520, (
         "Rows: the true class of each held-out text; columns: the class the judge gave it. Colour: share of the row; "
-        "numbers: texts. A dark diagonal is a judge that can be trusted."))
+        f"numbers: texts. A dark diagonal is a judge that can be trusted.{snippets}"))
 
 
 def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str], *, where: str) -> go.Figure:

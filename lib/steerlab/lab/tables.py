@@ -150,9 +150,9 @@ HELDOUT_HEADINGS: dict[str, str] = {
     "layer": "layer",
     "position": "position",
     "coefficient": "coefficient (× norm)",
-    "score": "held-out score, 0-1 [95% CI]",
-    "vs_mean_centred": "vs mean_centred [95% CI]",
-    "vs_random": "vs random [95% CI]",
+    "score": "score, 0-1 [95% CI]",
+    "vs_mean_centred": "vs mean_centred",
+    "vs_random": "vs random",
     "steerability": "steerability (nats/token per × norm)",
     "anti_steerable": "anti-steerable (share)",
     "concept_effect": "concept effect (ΔP)",
@@ -163,7 +163,9 @@ HELDOUT_HEADINGS: dict[str, str] = {
 def heldout_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Notebook 04's held-out table (:func:`steerlab.study.compare.heldout_table`) as display columns:
     the score and its CI in one cell, each heading with its unit, formatted by
-    :func:`steerlab.study.compare.best_table`.
+    :func:`steerlab.study.compare.best_table`. The differences ``vs ...`` are paired, score
+    units, with their 95% CI; a pooled table's coefficient column (``per target`` in every
+    row) is left out.
 
     Example:
         >>> html_table(heldout_columns(heldout_table(summary, result.steerability)), quote_strings=False)
@@ -173,8 +175,8 @@ def heldout_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     table = best_table(rows)
     out: dict[str, list[str]] = {}
     for column, values in table.items():
-        if column == "score_ci":
-            continue
+        if column == "score_ci" or (column == "coefficient" and set(values) == {"per target"}):
+            continue  # the CI goes with the score; a pooled table's coefficients are each target's own
         if column == "score" and "score_ci" in table:
             values = [f"{v} {ci}" for v, ci in zip(values, table["score_ci"])]
         out[HELDOUT_HEADINGS.get(column, column)] = list(values)
