@@ -5,7 +5,7 @@
 - :func:`save_figure` writes each figure as plotly JSON (what the report draws) and as a
   small standalone HTML file that loads the run folder's one shared ``plotly.min.js``
   (:mod:`steerlab.lab.plotlyjs`), and notes the order figures were saved in
-  (``figures/_order.json``), which is the order the notebooks show them.
+  (``figures/_order.txt``), which is the order the notebooks show them.
 - :data:`HEADLINES` says what every headline number means and in what units;
   :func:`headlines` names each the same way for the printed summary and the report.
 - :func:`build_report` writes ``index.html`` (:mod:`steerlab.lab.page`): a contents list, one
@@ -90,8 +90,9 @@ def record(output_dir: str | Path, key: str, values: Mapping[str, Any]) -> Path:
     return path
 
 
-FIGURE_ORDER = "_order.json"
-"""In ``figures/``: the names of the figures in the order they were saved (first save wins the place)."""
+FIGURE_ORDER = "_order.txt"
+"""In ``figures/``: the names of the figures, one a line, in the order they were saved (first save wins the
+place). Plain text, so ``figures/*.json`` stays the figures alone."""
 
 
 def figure_order(output_dir: str | Path) -> list[str]:
@@ -104,8 +105,7 @@ def figure_order(output_dir: str | Path) -> list[str]:
     path = Path(output_dir) / "figures" / FIGURE_ORDER
     if not path.exists():
         return []
-    names = json.loads(path.read_text(encoding="utf-8"))
-    return [str(n) for n in names] if isinstance(names, list) else []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
@@ -114,7 +114,7 @@ def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     The HTML loads the run folder's shared ``plotly.min.js`` (written once, beside
     ``figures/``), so it renders offline inside its run folder at a few hundred kB instead
     of 4.8 MB; to send one figure alone, ``fig.write_html(path)`` embeds plotly.js. The
-    figure's place in ``figures/_order.json`` is the order of the calls, so the report shows
+    figure's place in ``figures/_order.txt`` is the order of the calls, so the report shows
     figures as the notebooks do.
 
     Example:
@@ -133,7 +133,7 @@ def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     atomic_write_text(folder / f"{name}.json", fig.to_json())
     order = figure_order(output_dir)
     if name not in order:
-        atomic_write_text(folder / FIGURE_ORDER, json.dumps([*order, name], indent=0))
+        atomic_write_text(folder / FIGURE_ORDER, "".join(f"{n}\n" for n in [*order, name]))
     return path
 
 
