@@ -127,8 +127,9 @@ def setup_notebook() -> None:
     pio.renderers.default = "plotly_mimetype+steerlab_offline"
 
 
-TITLE_CHARS = 62
-"""Longest title line, in characters: at plotly's 17 px title font this fits a figure 1024 px pages leave."""
+TITLE_CHARS = 70
+"""Longest title line, in characters (about 600 px at plotly's 17 px title font): it fits the ~900 px a
+figure gets in a notebook export or the report at 1024 px; longer titles wrap."""
 
 
 def _wrap_title(title: str, width: int = TITLE_CHARS) -> str:
@@ -280,7 +281,7 @@ def _readable_log_axes(fig: go.Figure) -> None:
             axis.update(tickmode="array", tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
 
 
-def dodge(fig: go.Figure, width: float = 0.5) -> go.Figure:
+def dodge(fig: go.Figure, width: float = 0.3) -> go.Figure:
     """Offset the traces that share a panel sideways, so many methods' error bars at the same x
     stay apart; the hover text keeps the true x. ``width``: the share of the smallest x step used.
 
