@@ -527,3 +527,13 @@ def test_export_drops_widgets_and_cdn_scripts(tmp_path: Path) -> None:
     assert re.findall(r'<script src="([^"]+)"', html) == []  # no require.js, MathJax or widget-manager CDN
     saved = nbformat.read(path, as_version=4)
     assert "widgets" not in saved.metadata and len(saved.cells[0].outputs) == 1
+
+
+def test_relative_text_hides_this_machines_paths(tmp_path: Path) -> None:
+    import sys
+
+    from steerlab.lab.report import relative_text
+
+    run = tmp_path / "20261201-120000"
+    text = f"{run}/vectors/a.gguf; {run}-2/x; {sys.prefix}/lib/site.py; {Path.home()}/notes"
+    assert relative_text(text, run) == f"./vectors/a.gguf; {run}-2/x; <venv>/lib/site.py; ~/notes"

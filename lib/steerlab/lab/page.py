@@ -11,7 +11,8 @@ One page, read top to bottom or through its contents list:
   completions as text, unsteered against steered, and notebook 04's its held-out table;
 - each notebook's parameters, folded.
 
-Every path is relative to the run folder (no machine's absolute paths: :func:`relative_text`);
+Every path is relative to the run folder (no machine's absolute paths:
+:func:`steerlab.lab.report.relative_text`);
 the page loads the run folder's one ``plotly.min.js`` and fetches nothing else; side margins
 hold from 1024 px up.
 """
@@ -21,18 +22,16 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..store import atomic_write_text
 from .plotlyjs import plotlyjs_tag, share_plotlyjs
-from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary
+from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, relative_text
 from .tables import heldout_columns, html_table
 
-__all__ = ["EXAMPLES_SHOWN", "relative_text", "steered_examples", "write_page"]
+__all__ = ["EXAMPLES_SHOWN", "steered_examples", "write_page"]
 
 EXAMPLES_SHOWN = 2
 """Completions shown per steered example (each side)."""
@@ -77,27 +76,6 @@ code { font-size: 0.9em; }
 
 def _esc(x: Any) -> str:
     return html.escape(str(x))
-
-
-def relative_text(text: str, run_dir: str | Path) -> str:
-    """``text`` with this machine's absolute paths made relative: the run folder becomes ``.``
-    (``./figures/x.json``), the repository ``<repo>``, the Python environment ``<venv>``, the
-    home folder ``~``.
-
-    Example:
-        >>> relative_text("/home/me/steerlab/runs/20261203-120000/figures", "/home/me/steerlab/runs/20261203-120000")
-        './figures'
-    """
-    run_dir = Path(run_dir)
-    roots: list[tuple[str, str]] = []
-    for path, name in ((run_dir.resolve(), "."), (run_dir.absolute(), "."),
-                       (Path(__file__).resolve().parents[3], "<repo>"), (Path(sys.prefix), "<venv>"),
-                       (Path(sys.base_prefix), "<python>"), (Path.home(), "~")):
-        if str(path) not in ("/", "."):
-            roots.append((str(path), name))
-    for root, name in sorted(set(roots), key=lambda r: -len(r[0])):
-        text = re.sub(re.escape(root) + r"(?![\w.-])", name, text)
-    return text
 
 
 def _notebook_title(run_dir: Path, stem: str) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = [
     "load_summary",
     "markdown_table",
     "record",
+    "relative_text",
     "save_figure",
     "to_jsonable",
     "widget_with_note",
@@ -135,6 +138,27 @@ def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     if name not in order:
         atomic_write_text(folder / FIGURE_ORDER, "".join(f"{n}\n" for n in [*order, name]))
     return path
+
+
+def relative_text(text: str, run_dir: str | Path) -> str:
+    """``text`` with this machine's absolute paths made relative: the run folder becomes ``.``
+    (``./figures/x.json``), the repository ``<repo>``, the Python environment ``<venv>``, the
+    home folder ``~``.
+
+    Example:
+        >>> relative_text("/home/me/steerlab/runs/20261203-120000/figures", "/home/me/steerlab/runs/20261203-120000")
+        './figures'
+    """
+    run_dir = Path(run_dir)
+    roots: list[tuple[str, str]] = []
+    for path, name in ((run_dir.resolve(), "."), (run_dir.absolute(), "."),
+                       (Path(__file__).resolve().parents[3], "<repo>"), (Path(sys.prefix), "<venv>"),
+                       (Path(sys.base_prefix), "<python>"), (Path.home(), "~")):
+        if str(path) not in ("/", "."):
+            roots.append((str(path), name))
+    for root, name in sorted(set(roots), key=lambda r: -len(r[0])):
+        text = re.sub(re.escape(root) + r"(?![\w.-])", name, text)
+    return text
 
 
 # --- headline numbers: what each means -------------------------------------------------
