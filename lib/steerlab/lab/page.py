@@ -29,7 +29,7 @@ from typing import Any
 from ..store import atomic_write_text
 from .plotlyjs import plotlyjs_tag, share_plotlyjs
 from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, relative_text
-from .tables import heldout_columns, html_table
+from .tables import heldout_columns, html_table, is_numeric
 
 __all__ = ["EXAMPLES_SHOWN", "steered_examples", "write_page"]
 
@@ -53,6 +53,7 @@ table.numbers { border-collapse: collapse; margin: 0.4rem 0 1rem; width: 100%; }
 table.numbers td, table.numbers th { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: left; }
 table.numbers th { background: #f6f6f6; }
 td.value { font-variant-numeric: tabular-nums; font-weight: 600; white-space: nowrap; text-align: right !important; }
+td.value.text { text-align: left !important; }
 td.meaning { color: #555; font-size: 0.92rem; }
 ul.conclusions { background: #f3f7fb; border-left: 4px solid #0072B2; margin: 0.5rem 0 1rem; padding: 0.6rem 1rem 0.6rem 2rem; }
 ul.conclusions li { margin: 0.25rem 0; }
@@ -190,7 +191,8 @@ def _compare_html(entry: Mapping[str, Any]) -> str:
 
 def _headline_table(hs: Sequence[Headline]) -> str:
     body = "".join(f'<tr class="headline" data-key="{_esc(h.summary_key)}.{_esc(h.key)}"><td>{_esc(h.name)}</td>'
-                   f'<td class="value">{_esc(h.shown)}</td><td class="meaning">{_esc(h.meaning)}</td></tr>'
+                   f'<td class="value{"" if is_numeric(h.value) else " text"}">{_esc(h.shown)}</td>'
+                   f'<td class="meaning">{_esc(h.meaning)}</td></tr>'
                    for h in hs)
     return ('<table class="numbers"><thead><tr><th>quantity</th><th style="text-align:right">value</th>'
             f"<th>meaning and units</th></tr></thead><tbody>{body}</tbody></table>")
