@@ -278,8 +278,9 @@ def write_page(run_dir: str | Path) -> Path:
         fig = json.loads(figure_json)
         div = f"figure-{len(scripts)}"
         standalone = path.with_suffix(".html")
-        link = (f' · <a href="figures/{_esc(standalone.name)}">open alone</a>' if standalone.exists() else "")
         caption = caption_of(fig)
+        link = (f'{" · " if caption else ""}<a href="figures/{_esc(standalone.name)}">open alone</a>'
+                if standalone.exists() else "")
         scripts.append(_figure_script(div, figure_json))
         # The page's header names the model and the run: keep only what else the subtitle says.
         sub = " · ".join(part for part in subtitle_of(fig).split(" · ") if part not in (*models, f"run {name}"))
