@@ -465,6 +465,19 @@ def test_a_line_under_another_is_dashed_and_named() -> None:
     assert "coefficient: ×0" in fig.data[0].hovertext[1]  # the hover text keeps the true coefficient
 
 
+def test_a_line_under_another_in_one_panel_only_gets_a_note_there() -> None:
+    sweep = plots.sweep_panels([0.0, 1.0, 2.0], {"first": [0.0, 0.0, 0.0], "all_prompt": [0.0, 0.0, 0.0]},
+                               {"first": [3.0, 3.2, 3.5], "all_prompt": [3.0, 5.0, 9.0]}, method="isolated",
+                               title="isolating", where="w")
+    assert [t.name for t in sweep.data] == ["first", "first", "all_prompt", "all_prompt"]  # no legend claim
+    notes = [a for a in sweep.layout.annotations if "≡" in (a.text or "")]
+    assert [(a.text, a.yref) for a in notes] == [("all_prompt ≡ first here", "y")]  # the top panel only
+    both = plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1], "all_prompt": [0.0, 0.1]},
+                              {"first": [3.0, 4.0], "all_prompt": [3.0, 4.0]}, method="isolated", title="t", where="w")
+    assert both.data[2].name == "all_prompt (≡ first, dashed)"
+    assert both.data[2].line.dash == "dash" and both.data[0].line.dash == "solid"
+
+
 def test_log_axes_read_as_whole_numbers() -> None:
     assert plots.log_ticks(12, 40) == [10, 15, 20, 30, 50]
     assert plots.log_ticks(1, 120) == [1, 2, 5, 10, 20, 50, 100]

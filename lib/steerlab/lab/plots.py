@@ -203,28 +203,40 @@ def _axis_key(trace: Any, which: str) -> str:
 
 
 def _mark_coincident(fig: go.Figure) -> None:
-    """Dash a line that lies on an earlier one of the same panel and name the one it hides."""
-    drawn: list[tuple[tuple[str, str], list[Any], list[Any], str]] = []
-    notes: dict[str, str] = {}
+    """A line that lies on an earlier one of its panel is dashed (over the solid one, both show)
+    and named: in the legend (``≡ other``) where it coincides in every panel it is drawn in, else
+    by a note beside it in the panel where it does."""
+    drawn: list[tuple[tuple[str, str], list[Any], list[Any], str, Any]] = []
+    hidden: dict[str, list[tuple[Any, str | None]]] = {}  # legend group -> (trace, the one it lies on or None)
     dashes = ("dash", "dot", "dashdot", "longdash")
     for trace in fig.data:
         if not isinstance(trace, go.Scatter) or "lines" not in (trace.mode or "lines") or trace.y is None:
             continue
         panel = (_axis_key(trace, "x"), _axis_key(trace, "y"))
         xs, ys = list(trace.x or []), list(trace.y)
-        same = [name for p, x0, y0, name in drawn
-                if p == panel and name != trace.name and x0 == xs and _close(y0, ys)]
-        if same:
-            n = len(same)
-            trace.line.dash = dashes[(n - 1) % len(dashes)]
-            trace.line.width = 3 + 1.5 * n  # wider than what it covers: the one below shows at its edges
-            group = trace.legendgroup or trace.name
-            notes.setdefault(group, same[0])
-        drawn.append((panel, xs, ys, trace.name))
-    for trace in fig.data:
-        group = trace.legendgroup or trace.name
-        if group in notes and trace.showlegend is not False and "≡" not in (trace.name or ""):
-            trace.name = f"{trace.name} (≡ {notes[group]}, dashed)"
+        under = [(name, dash) for p, x0, y0, name, dash in drawn
+                 if p == panel and name != trace.name and x0 == xs and _close(y0, ys)]
+        if under and all((trace.line.dash or "solid") == (dash or "solid") for _, dash in under):
+            trace.line.dash = dashes[(len(under) - 1) % len(dashes)]  # the same style would hide the one below
+        hidden.setdefault(trace.legendgroup or trace.name, []).append((trace, under[0][0] if under else None))
+        drawn.append((panel, xs, ys, trace.name, trace.line.dash))
+    for group, traces in hidden.items():
+        lies_on = [other for _, other in traces]
+        if all(lies_on) and len(set(lies_on)) == 1:
+            for trace in fig.data:
+                if (trace.legendgroup or trace.name) == group and trace.showlegend is not False:
+                    trace.name = f"{trace.name} (≡ {lies_on[0]}, dashed)"
+            continue
+        for trace, other in traces:
+            if other:
+                at = {}
+                for which, ref in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y")):
+                    value = float(list(getattr(trace, which))[-1])
+                    log = fig.layout[_axis_key(trace, which)].type == "log"
+                    at[which] = math.log10(value) if log and value > 0 else value  # annotations: log10 units
+                    at[f"{which}ref"] = ref
+                fig.add_annotation(**at, text=f"{trace.name} ≡ {other} here", showarrow=False, xanchor="right",
+                                   yanchor="bottom", font={"size": 11})
 
 
 def _close(a: Sequence[Any], b: Sequence[Any], rel: float = 1e-6) -> bool:
