@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,8 @@ def _examples_html(steer: Mapping[str, Any]) -> str:
         return ""
     coefficient = f"{shown[0]['coefficient']:g}"
     parts = ["<h3>Steered examples</h3>",
-             (f"<p>Greedy completions of each example's prompt, unsteered (coefficient 0) against steered at "
+             (f"<p>Completions of each example's prompt as notebook 03 recorded them (sampled with a fixed seed), "
+              f"unsteered (coefficient 0) against steered at "
              f"×{_esc(coefficient)} the typical activation norm, position rule "
              f"<code>{_esc(shown[0]['position'])}</code>, layer {_esc(steer.get('layer', '?'))}; "
              f"up to {EXAMPLES_SHOWN} of each. The same rows are scored in the sweep figures below.</p>")]
@@ -283,7 +285,8 @@ def write_page(run_dir: str | Path) -> Path:
                 if standalone.exists() else "")
         scripts.append(_figure_script(div, figure_json))
         # The page's header names the model and the run: keep only what else the subtitle says.
-        sub = " · ".join(part for part in subtitle_of(fig).split(" · ") if part not in (*models, f"run {name}"))
+        sub = " · ".join(part for part in subtitle_of(fig).split(" · ")
+                         if part not in models and not re.fullmatch(r"run \S+", part))
         sub_html = f' <span class="status">· {_esc(sub)}</span>' if sub else ""
         return (f'<figure id="fig-{_esc(path.stem)}"><h4>{_esc(title_of(fig) or path.stem)}{sub_html}</h4>'
                 f'<div class="figure" id="{div}" data-name="{_esc(path.stem)}"></div>'
