@@ -493,10 +493,12 @@ def test_log_axes_read_as_whole_numbers() -> None:
 
 def test_tables_align_and_drop_empty_columns() -> None:
     table = html_table(heldout_columns(heldout_rows()), quote_strings=False)
-    cells = re.findall(r'<td style="([^"]*)">([^<]*)</td>', table)
-    by_text = {text: style for style, text in cells}
-    assert "text-align:right" in by_text["0.413 [0.353, 0.473]"] and "nowrap" in by_text["0.413 [0.353, 0.473]"]
-    assert "text-align:right" in by_text["-0.112 [-0.200, -0.020]"] and "text-align:left" in by_text["mean_centred"]
+    cells = re.findall(r'<td style="([^"]*)">(.*?)</td>', table)
+    by_text = {re.sub(r"<[^>]+>", "", text): style for style, text in cells}
+    assert "text-align:right" in by_text["0.413 [0.353, 0.473]"] and "text-align:left" in by_text["mean_centred"]
+    assert "text-align:right" in by_text["-0.112 [-0.200, -0.020]"]
+    # The interval never breaks inside (it may go under its number in a narrow column).
+    assert '<span class="interval" style="white-space:nowrap;color:#555">[0.353, 0.473]</span>' in table
     assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
     assert "score, 0-1 [95% CI]" in table and "<code>" not in table and "per target" not in table
     # Tokens as repr (a leading space shows); completions as text with their line breaks, never repr.
@@ -550,3 +552,4 @@ def test_relative_text_hides_this_machines_paths(tmp_path: Path) -> None:
     run = tmp_path / "20261201-120000"
     text = f"{run}/vectors/a.gguf; {run}-2/x; {sys.prefix}/lib/site.py; {Path.home()}/notes"
     assert relative_text(text, run) == f"./vectors/a.gguf; {run}-2/x; <venv>/lib/site.py; ~/notes"
+    assert relative_text("/elsewhere/run-1/vectors", run, ["/elsewhere/run-1"]) == "./vectors"  # a moved run

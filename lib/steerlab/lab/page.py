@@ -246,10 +246,14 @@ def write_page(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     share_plotlyjs(run_dir)
 
-    def rel(text: str) -> str:
-        return relative_text(text, run_dir)
-
     summary = load_summary(run_dir)
+    # Where the notebooks wrote this folder (it may since have been moved or copied): shown as "." too.
+    written_at = sorted({str(e["parameters"]["output_dir"]) for e in summary.values() if isinstance(e, Mapping)
+                         and isinstance(e.get("parameters"), Mapping) and e["parameters"].get("output_dir")})
+
+    def rel(text: str) -> str:
+        return relative_text(text, run_dir, written_at)
+
     run_path = run_dir / "run.json"
     run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.exists() else {}
     results = {Path(r["notebook"]).stem: r for r in run.get("notebooks", [])}

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,17 +140,21 @@ def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     return path
 
 
-def relative_text(text: str, run_dir: str | Path) -> str:
+def relative_text(text: str, run_dir: str | Path, aliases: Sequence[str | Path] = ()) -> str:
     """``text`` with this machine's absolute paths made relative: the run folder becomes ``.``
     (``./figures/x.json``), the repository ``<repo>``, the Python environment ``<venv>``, the
     home folder ``~``.
+
+    Args:
+        aliases: other absolute paths of the same run folder, also shown as ``.`` (where it was
+            written before it was moved or copied: the notebooks' recorded ``output_dir``).
 
     Example:
         >>> relative_text("/home/me/steerlab/runs/20261203-120000/figures", "/home/me/steerlab/runs/20261203-120000")
         './figures'
     """
     run_dir = Path(run_dir)
-    roots: list[tuple[str, str]] = []
+    roots: list[tuple[str, str]] = [(str(a), ".") for a in aliases if Path(a).is_absolute()]
     for path, name in ((run_dir.resolve(), "."), (run_dir.absolute(), "."),
                        (Path(__file__).resolve().parents[3], "<repo>"), (Path(sys.prefix), "<venv>"),
                        (Path(sys.base_prefix), "<python>"), (Path.home(), "~")):

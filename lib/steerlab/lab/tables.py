@@ -1,7 +1,8 @@
 """Tables for notebooks and the run report that cannot be misread.
 
-- text left-aligned, numbers right-aligned in tabular figures; a number with its interval
-  (``0.412 [0.351, 0.470]``) stays on one line;
+- text left-aligned, numbers right-aligned in tabular figures; an interval
+  (``0.412 [0.351, 0.470]``) never breaks inside: where a column is too narrow for the number
+  and its interval on one line, the whole interval goes under the number;
 - a column with no value in any row (``nan``, ``None``, ``-``, empty) is left out, not shown
   as a column of ``nan``;
 - short strings (tokens) are shown as ``repr`` so a leading space is visible; prose (a
@@ -65,9 +66,9 @@ def _is_prose(values: Sequence[Any]) -> bool:
     return any("\n" in t or len(t.split()) >= 4 or len(t) > 30 for t in texts)
 
 
-_TD = "padding:3px 8px;border:1px solid #ddd;vertical-align:top;"
+_TD = "padding:3px 6px;border:1px solid #ddd;vertical-align:top;"
 _STYLE = {
-    "number": _TD + "text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums;",
+    "number": _TD + "text-align:right;font-variant-numeric:tabular-nums;",
     "text": _TD + "text-align:left;",
     "prose": _TD + "text-align:left;white-space:pre-wrap;min-width:14em;max-width:36em;",
     "missing": _TD + "text-align:right;color:#888;",
@@ -78,6 +79,21 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+_WITH_INTERVAL = re.compile(r"^(.*?)\s*([\[(][^\])]*[\])])\s*$")
+
+
+def _number_html(value: Any) -> str:
+    """A number never breaks inside; its interval stays on one line, and goes under the number
+    only where the column is too narrow for both."""
+    text = _shown(value)
+    found = _WITH_INTERVAL.match(text)
+    if not found or not found.group(1):
+        return f'<span style="white-space:nowrap">{html.escape(text)}</span>'
+    estimate, interval = found.groups()
+    return (f'<span style="white-space:nowrap">{html.escape(estimate)}</span> '
+            f'<span class="interval" style="white-space:nowrap;color:#555">{html.escape(interval)}</span>')
 
 
 def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None, quote_strings: bool = True) -> str:
@@ -107,6 +123,8 @@ def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None
         kind = kinds[name]
         if kind == "text" and quote_strings and isinstance(value, str):
             return f'<td style="{_STYLE[kind]}"><code>{html.escape(repr(value))}</code></td>'
+        if kind == "number":
+            return f'<td style="{_STYLE[kind]}">{_number_html(value)}</td>'
         return f'<td style="{_STYLE[kind]}">{html.escape(_shown(value))}</td>'
 
     head = "".join(f'<th style="{_TD}text-align:{"right" if kinds[n] == "number" else "left"};background:#f6f6f6">'
