@@ -501,6 +501,9 @@ def test_tables_align_and_drop_empty_columns() -> None:
     assert '<span class="interval" style="white-space:nowrap;color:#555">[0.353, 0.473]</span>' in table
     assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
     assert "score, 0-1 [95% CI]" in table and "<code>" not in table and "per target" not in table
+    unsteered = html_table(heldout_columns([dict(heldout_rows()[0], method="none", steerability=float("nan"))]),
+                           quote_strings=False)
+    assert ">none</td>" in unsteered  # the unsteered control's name is a value, not a missing one
     # Tokens as repr (a leading space shows); completions as text with their line breaks, never repr.
     tokens = html_table({"fantasy": [" dragon", "magic"]})
     assert "<code>&#x27; dragon&#x27;</code>" in tokens

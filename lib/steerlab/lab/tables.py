@@ -30,14 +30,14 @@ MISSING = "–"
 _NUMBER = r"[+\-−]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:e[+\-]?\d+)?%?"
 _NUMERIC = re.compile(rf"^\s*(?:{_NUMBER}|×{_NUMBER})?\s*(?:[\[(]\s*{_NUMBER}\s*,\s*{_NUMBER}\s*[\])])?\s*$",
                       re.IGNORECASE)
-_EMPTY_TEXT = {"", "nan", "none", "n/a", "-", "–", "null"}
+_EMPTY_TEXT = {"", "nan", "n/a", "-", "–", "null"}  # not "none": the unsteered control's method name
 
 
 def is_missing(value: Any) -> bool:
     """``None``, a non-finite float, or a placeholder string (``nan``, ``n/a``, ``-``, empty).
 
     Example:
-        >>> [is_missing(v) for v in (None, float("nan"), "nan", "-", 0.0, "raw")]
+        >>> [is_missing(v) for v in (None, float("nan"), "nan", "-", 0.0, "none")]
         [True, True, True, True, False, False]
     """
     if value is None:
