@@ -34,7 +34,8 @@ _EMPTY_TEXT = {"", "nan", "n/a", "-", "–", "null"}  # not "none": the unsteere
 
 
 def is_missing(value: Any) -> bool:
-    """``None``, a non-finite float, or a placeholder string (``nan``, ``n/a``, ``-``, empty).
+    """``None``, a non-finite float, or a placeholder string (``nan``, ``None``, ``n/a``, ``-``, empty; not
+    ``none``, the unsteered control's method name).
 
     Example:
         >>> [is_missing(v) for v in (None, float("nan"), "nan", "-", 0.0, "none")]
@@ -44,7 +45,8 @@ def is_missing(value: Any) -> bool:
         return True
     if isinstance(value, float):
         return not math.isfinite(value)
-    return isinstance(value, str) and value.strip().lower() in _EMPTY_TEXT
+    # "None" is how a missing value reads once formatted (JSON null -> None -> str); "none" is a method.
+    return isinstance(value, str) and (value.strip() == "None" or value.strip().lower() in _EMPTY_TEXT)
 
 
 def is_numeric(value: Any) -> bool:
