@@ -302,7 +302,7 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     # Steered examples as text, unsteered against steered, line breaks kept, never a Python repr.
     assert "met a dragon (all_prompt)." in text and "went home.\n\nHe slept." in text and "\\n" not in text
     # 04's held-out table: the score with its CI on one line, units, no all-NaN column.
-    assert "0.413 [0.353, 0.473]" in text and "steerability (nats/token per × norm)" in text
+    assert "0.413 [0.353, 0.473]" in text and "steerability\n(nats/token per × norm)" in text
     assert "concept effect" not in text.split("Held-out AxBench score per condition")[1].split("Figures")[0]
     # Parameters: the run folder's own path shown as ".".
     assert "<code>&quot;.&quot;</code>" in source
@@ -500,7 +500,7 @@ def test_tables_align_and_drop_empty_columns() -> None:
     # The interval never breaks inside (it may go under its number in a narrow column).
     assert '<span class="interval" style="white-space:nowrap;color:#555">[0.353, 0.473]</span>' in table
     assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
-    assert "score, 0-1 [95% CI]" in table and "<code>" not in table and "per target" not in table
+    assert "score, 0-1<br>[95% CI]" in table and "<code>" not in table and "per target" not in table
     unsteered = html_table(heldout_columns([dict(heldout_rows()[0], method="none", steerability=float("nan"))]),
                            quote_strings=False)
     assert ">none</td>" in unsteered  # the unsteered control's name is a value, not a missing one

@@ -129,8 +129,9 @@ def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None
             return f'<td style="{_STYLE[kind]}">{_number_html(value)}</td>'
         return f'<td style="{_STYLE[kind]}">{html.escape(_shown(value))}</td>'
 
+    # A heading's unit or interval goes on a line of its own, so headings do not widen the columns.
     head = "".join(f'<th style="{_TD}text-align:{"right" if kinds[n] == "number" else "left"};background:#f6f6f6">'
-                   f"{html.escape(str(n))}</th>" for n in names)
+                   + re.sub(r" (?=[(\[])", "<br>", html.escape(str(n))) + "</th>" for n in names)
     rows = "".join(f"<tr>{''.join(cell(n, i) for n in names)}</tr>" for i in range(depth))
     caption = (f'<caption style="text-align:left;font-weight:600;padding:4px 0">{html.escape(title)}</caption>'
                if title else "")
