@@ -229,7 +229,7 @@ def _mark_coincident(fig: go.Figure) -> None:
             continue
         for trace, other in traces:
             if other:
-                at = {}
+                at: dict[str, Any] = {}
                 for which, ref in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y")):
                     value = float(list(getattr(trace, which))[-1])
                     log = fig.layout[_axis_key(trace, which)].type == "log"
