@@ -7,7 +7,14 @@ for the word, not one per keystroke), types a bad genre (a message lists the kno
 clicks the save button (the vector file loads) and narrows the page to 1024 px (no
 element is clipped; a screenshot is kept under ``test-output/browser/``).
 
-The notebook is the test's own, not notebooks/03_steer.ipynb (which another test runs
+The second test reads a real run's report as a user would, at 1024 and 1400 px: the four
+notebooks run with small parameters (or ``$STEERLAB_REPORT_RUN``, a finished run folder such
+as ``runs/latest``, is copied and reused), then ``index.html`` must show a contents list, every
+figure with nothing clipped, steered examples as text and no absolute path, and the folder
+must hold one plotly.js and at most 25 MB; screenshots of the page and of notebook 03's export
+at both widths go to ``test-output/browser/``.
+
+The widget's notebook is the test's own, not notebooks/03_steer.ipynb (which another test runs
 headless): this test is about the widget, and stays independent of that notebook's
 experiments and parameters.
 
@@ -22,6 +29,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -389,3 +397,57 @@ def test_widget_in_a_browser(lab: Lab) -> None:
 
     (SHOTS / "latencies.json").write_text(json.dumps(measured, indent=1))
     print("measured in the browser:", measured)
+
+
+# The notebook tests' small parameters, one set for the four notebooks (each ignores what it does not declare).
+SMALL_RUN = {"sample_size": 4, "max_length": 32, "heldout_per_genre": 2, "top_k": 5,
+             "examples": ["additional", "love_hate"], "sweep": [0.0, 1.0], "coefficient": 1.0, "samples": 2,
+             "max_new_tokens": 12, "show_widget": False, "preset": "quick"}
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run folder: a copy of ``$STEERLAB_REPORT_RUN`` if set, else the notebooks run small."""
+    root = tmp_path_factory.mktemp("runs")
+    given = os.environ.get("STEERLAB_REPORT_RUN")
+    if given:
+        source = Path(given).resolve()
+        if not (source / "summary.json").exists():
+            pytest.fail(f"STEERLAB_REPORT_RUN={given} is not a run folder (no summary.json)")
+        return Path(shutil.copytree(source, root / source.name))
+    from steerlab.lab.runner import run_notebooks
+
+    run_dir, results = run_notebooks(runs_root=root, parameters=SMALL_RUN, progress=False)
+    failed = {r.notebook: r.error[-2000:] for r in results if not r.ok}
+    assert not failed, failed
+    return run_dir
+
+
+EXAMPLES_SHOWN = """() => [...document.querySelectorAll('.example')].map(e => ({
+  name: e.getAttribute('data-example'),
+  sides: [...e.querySelectorAll('.pair > div')].map(d => [...d.querySelectorAll('.completion')].map(c => c.innerText)),
+}))"""
+
+
+@pytest.mark.timeout(1800)
+def test_report_of_a_real_run(report_run: Path) -> None:
+    from test_report import check_report, render_offline
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    rendered = check_report(report_run, widths=(1024, 1400), shots=SHOTS, notebooks=4)
+    source = (report_run / "index.html").read_text(encoding="utf-8")
+    steer = json.loads((report_run / "summary.json").read_text())["steer"]
+    for width, shown in rendered.items():
+        assert "Contents" in shown.text and "Steered examples" in shown.text, width
+        for name in steer["examples"]:
+            assert f'data-example="{name}"' in source, name
+        assert steer["examples"] and all(ex["prompt"] in shown.text for ex in steer["examples"].values())
+
+    examples = re.findall(r'<div class="example" data-example="([^"]+)">(.*?)</div></div></div>', source)
+    assert examples and all(body.count('class="completion"') >= 2 for _, body in examples), examples[:1]
+    # Notebook 03's export, as a user opens it from the report: figures drawn from the shared plotly.js.
+    export = report_run / "03_steer.html"
+    for width in (1024, 1400):
+        shown = render_offline(export, ".plotly-graph-div", width=width, screenshot=SHOTS / f"export_03_{width}.png")
+        assert shown.figures >= 2 and shown.drawn == shown.figures and shown.requested == []
+        assert shown.layout["clipped"] == [], shown.layout["clipped"]

@@ -1,7 +1,10 @@
-"""The run report (steerlab.lab.report.build_report) and the figures (steerlab.lab.plots),
-opened in headless Debian Chromium with every non-file request aborted: every figure draws
-(plotly's ``svg.main-svg`` in each figure div), every headline number is shown with its name,
-nothing is fetched. Built from a small synthetic run folder, so it is fast.
+"""The run report (steerlab.lab.report.build_report), the figures (steerlab.lab.plots) and the
+tables (steerlab.lab.tables), opened in headless Debian Chromium at 1024 and 1400 px with every
+non-file request aborted: every figure draws (plotly's ``svg.main-svg`` in each figure div) from
+the run folder's one shared plotly.js, every headline number is shown with its name, the page
+has a contents list, side margins, steered examples and no absolute path, and no figure title,
+axis title or legend runs out of its figure. Built from a small synthetic run folder, so it is
+fast; :func:`check_report` is also what the real-run test in ``test_browser.py`` uses.
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make test`` installs it).
 """
@@ -9,8 +12,8 @@ Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make test`` install
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,19 @@ from typing import Any
 import pytest
 import torch
 from steerlab.lab import plots
-from steerlab.lab.report import HEADLINES, WIDGET_NOTE, build_report, headlines, record, save_figure, widget_with_note
+from steerlab.lab.plotlyjs import PLOTLY_JS, plotly_banner, share_plotlyjs
+from steerlab.lab.report import (
+    HEADLINES,
+    WIDGET_NOTE,
+    build_report,
+    figure_order,
+    headlines,
+    record,
+    save_figure,
+    widget_with_note,
+)
 from steerlab.lab.runner import _headline
+from steerlab.lab.tables import heldout_columns, html_table, markdown_table
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -31,17 +45,47 @@ ALL_DRAWN = """(selector) => {
 }"""
 
 
+# Where the page's content sits, and every figure's title, axis titles and legend that run out
+# of their figure's SVG (plotly does not wrap or shrink them: they are cut off).
+LAYOUT = """() => {
+  const main = document.querySelector('main') || document.body;
+  const box = main.getBoundingClientRect(), style = getComputedStyle(main);
+  const clipped = [];
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const svg = plot.querySelector('svg.main-svg');
+    if (!svg) continue;
+    const s = svg.getBoundingClientRect();
+    for (const el of plot.querySelectorAll('.gtitle, .g-xtitle, .g-ytitle, .g-x2title, .g-y2title, .legend')) {
+      const b = el.getBoundingClientRect();
+      if (b.width === 0) continue;
+      if (b.left < s.left - 1 || b.right > s.right + 1 || b.top < s.top - 1 || b.bottom > s.bottom + 1)
+        clipped.push({figure: plot.id || plot.getAttribute('data-name') || '?', what: el.getAttribute('class'),
+                      text: (el.textContent || '').slice(0, 60), left: b.left - s.left, right: b.right - s.right});
+    }
+  }
+  const tables = [...document.querySelectorAll('.steerlab-table, table')]
+    .filter(t => t.scrollWidth > t.clientWidth + 1 || t.getBoundingClientRect().right > window.innerWidth)
+    .map(t => (t.innerText || '').slice(0, 60));
+  return {viewport: window.innerWidth, scrollWidth: document.documentElement.scrollWidth, tables,
+          contentLeft: box.left + parseFloat(style.paddingLeft),
+          contentRight: box.right - parseFloat(style.paddingRight), clipped};
+}"""
+
+
 @dataclass
 class Rendered:
     figures: int
     drawn: int
     text: str
     requested: list[str] = field(default_factory=list)  # non-file URLs the page tried (all aborted)
+    layout: dict[str, Any] = field(default_factory=dict)  # LAYOUT's answer
+    html: str = ""  # the page's DOM after scripts ran
 
 
-def render_offline(path: Path, selector: str | None, *, timeout_ms: int = 60_000) -> Rendered:
-    """Open ``path`` in Chromium with the network off; wait until every ``selector`` div has drawn
-    (``None``: a page without figures)."""
+def render_offline(path: Path, selector: str | None, *, timeout_ms: int = 60_000, width: int = 1400,
+                   screenshot: Path | None = None) -> Rendered:
+    """Open ``path`` in Chromium with the network off at ``width`` px; wait until every ``selector``
+    div has drawn (``None``: a page without figures); optionally save a full-page screenshot."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -59,7 +103,7 @@ def render_offline(path: Path, selector: str | None, *, timeout_ms: int = 60_000
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
         try:
-            context = browser.new_context(offline=True)
+            context = browser.new_context(offline=True, viewport={"width": width, "height": 1000})
             context.route("**/*", only_files)
             page = context.new_page()
             errors: list[str] = []
@@ -75,10 +119,66 @@ def render_offline(path: Path, selector: str | None, *, timeout_ms: int = 60_000
                 drawn = page.evaluate(f"() => [...document.querySelectorAll({selector!r})]"
                                       ".filter(d => d.querySelector('svg.main-svg')).length")
             text = page.inner_text("body")
+            layout = page.evaluate(LAYOUT)
+            dom = page.content()
+            if screenshot is not None:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
     assert not errors, f"page errors in {path.name}: {errors}"
-    return Rendered(figures, drawn, text, requested)
+    return Rendered(figures, drawn, text, requested, layout, dom)
+
+
+MAX_RUN_BYTES = 25_000_000
+
+
+def absolute_paths(text: str, run_dir: Path) -> list[str]:
+    """This machine's absolute paths in ``text``: the run folder, the repository, the Python
+    environment, the home and temporary folders."""
+    import sys
+
+    roots = {str(run_dir.resolve()), str(run_dir.absolute()), str(Path(__file__).resolve().parents[1]), sys.prefix,
+             str(Path.home()), "/tmp/", "/work/", "file://"}
+    return sorted({root for root in roots if root not in ("/", "") and root in text})
+
+
+def check_report(run_dir: Path, *, widths: Sequence[int] = (1024, 1400), shots: Path | None = None,
+                 notebooks: int | None = None) -> dict[int, Rendered]:
+    """The checks a run folder's report must pass, at each width: every figure drawn from the one
+    shared plotly.js, a contents list linking every notebook section, nothing clipped, side
+    margins, no absolute path, no network request; and the folder at most 25 MB with one plotly.js.
+    Returns what each width rendered, for the caller's own checks."""
+    page = build_report(run_dir)
+    source = page.read_text(encoding="utf-8")
+    banner = plotly_banner()
+    carriers = [p.relative_to(run_dir) for p in run_dir.rglob("*") if p.is_file()
+                and banner.encode() in p.read_bytes()]
+    assert carriers == [Path(PLOTLY_JS)], f"plotly.js should be in {PLOTLY_JS} only, found in {carriers}"
+    size = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert size <= MAX_RUN_BYTES, f"run folder is {size / 1e6:.1f} MB"
+    assert re.findall(r"<script src=\"([^\"]+)\"", source) == [PLOTLY_JS]  # the shared copy, nothing else
+    assert absolute_paths(source, run_dir) == [], "absolute paths in index.html"
+    sections = re.findall(r'<section id="([^"]+)"', source)
+    contents = re.findall(r'<li><a href="#([^"]+)"', source)
+    assert sections and contents == sections, (contents, sections)
+    if notebooks is not None:
+        assert len([s for s in sections if re.match(r"\d\d_", s)]) == notebooks, sections
+    n_figures = len([p for p in (run_dir / "figures").glob("*.json") if not p.name.startswith("_")])
+    out = {}
+    for width in widths:
+        shown = render_offline(page, ".figure", width=width,
+                               screenshot=shots / f"report_{width}.png" if shots else None)
+        assert shown.figures == n_figures and shown.drawn == n_figures, shown.layout
+        assert shown.requested == []
+        layout = shown.layout
+        assert layout["clipped"] == [], f"cut off at {width} px: {layout['clipped']}"
+        assert layout["tables"] == [], f"tables wider than their box at {width} px: {layout['tables']}"
+        assert layout["scrollWidth"] <= width, f"the page is wider than {width} px: {layout['scrollWidth']}"
+        assert layout["contentLeft"] >= 16 and width - layout["contentRight"] >= 16, f"no side margin at {width} px"
+        assert absolute_paths(shown.text, run_dir) == []
+        out[width] = shown
+    return out
 
 
 def synthetic_summary() -> dict[str, Any]:
@@ -92,10 +192,30 @@ def synthetic_summary() -> dict[str, Any]:
                                    "acc_raw_at_layer": 0.333, "acc_centred_at_layer": 0.833},
                       "conclusion": ["Centring separates the genres (synthetic)."]},
         "steer": {"model": "tiny-model", "layer": 15, "coefficient": 1.0, "positions": ["first", "all_prompt"],
-                  "headline": {"additional": -0.0371, "love_hate": 0.0125}},
+                  "examples": {"additional": {"vector": "counterbalanced(fantasy - sports) @ L15",
+                                              "prompt": "Yesterday, my son was out kicking a football. Then, he",
+                                              "by_position": {pos: {"coefficients": [0.0, 1.0], "samples": {
+                                                  "0.0": ["went home.\n\nHe slept.", "scored a goal."],
+                                                  "1.0": [f"met a dragon ({pos}).", "cast a spell."]}}
+                                                  for pos in ("first", "all_prompt")}}},
+                  "conclusion": ["Steering at all prompt tokens moves further than at the first (synthetic)."],
+                  "headline": {"additional": -0.0371, "love_hate": 0.0125},
+                  "parameters": {"examples": ["additional"], "output_dir": "RUN_DIR"}},
         "compare": {"model": "tiny-model", "config": {"damage_threshold": 1.5},
+                    "summary": {"pooled": [{"method": "mean_centred", "layer": 8, "position": "all", "mean": 0.4127,
+                                            "ci": [0.351, 0.47]}]},
+                    "table": heldout_rows(),
                     "headline": {"best_method": "mean_centred", "best_score": 0.4127, "judge_accuracy": 0.912}},
     }
+
+
+def heldout_rows() -> list[dict[str, Any]]:
+    """Rows as steerlab.study.compare_report.heldout_table gives them, pooled (two columns all NaN)."""
+    nan = float("nan")
+    return [{"method": m, "layer": 8, "position": "all", "coefficient": "per target", "score": s,
+             "score_ci": [s - 0.06, s + 0.06], "vs_mean_centred": d, "vs_random": "+0.100 [+0.020, +0.180]",
+             "steerability": 0.0123, "anti_steerable": 0.25, "concept_effect": nan, "vocab_rate": nan}
+            for m, s, d in (("mean_centred", 0.4127, "-"), ("raw", 0.3012, "-0.112 [-0.200, -0.020]"))]
 
 
 def compare_rows() -> list[dict[str, Any]]:
@@ -109,64 +229,97 @@ def compare_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _notebook_json(title: str) -> str:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nWhat it does."), nbformat.v4.new_code_cell("x = 1")]
+    return nbformat.writes(nb)
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Iterator[Path]:
-    """A run folder as the runner leaves it: summary, run.json, three figures, one notebook and export."""
+    """A run folder as the runner leaves it: summary, run.json, four figures saved in notebook order
+    (not name order), one executed notebook and its export, which still embeds plotly.js."""
     folder = tmp_path / "20261201-120000"
     folder.mkdir()
     for key, values in synthetic_summary().items():
+        if key == "steer":  # a parameter holding this machine's absolute path, as papermill passes output_dir
+            values = {**values, "parameters": {**values["parameters"], "output_dir": str(folder.resolve())}}
         record(folder, key, values)
     (folder / "run.json").write_text(json.dumps({"started": "20261201-120000", "seconds": 12.5, "parameters": {},
                                                  "notebooks": [{"notebook": "01_bias.ipynb", "ok": True,
                                                                 "seconds": 4.2, "error": ""},
                                                                {"notebook": "02_interpret.ipynb", "ok": False,
-                                                                "seconds": 1.0, "error": "boom"}]}))
-    (folder / "01_bias.ipynb").write_text("{}")
-    (folder / "01_bias.html").write_text("<html></html>")
+                                                                "seconds": 1.0,
+                                                                "error": f"boom in {folder.resolve()}/x.py"}]}))
+    (folder / "01_bias.ipynb").write_text(_notebook_json("01 · Activations are not zero-centred"))
+    import plotly.offline
+
+    (folder / "01_bias.html").write_text(f"<html><head><script>{plotly.offline.get_plotlyjs()}</script></head>"
+                                         "<body>export</body></html>")
     where = plots.context("tiny-model", folder)
     save_figure(plots.layer_lines([0, 1, 2], {"raw": [0.2, 0.4, 0.5], "centred": [0.3, 0.6, 0.9]}, title="Accuracy",
-                                  yaxis="accuracy", where=where, references={"chance (1/3)": 1 / 3}),
+                                  yaxis="accuracy", where=where, references={"chance (1/3)": 1 / 3},
+                                  caption="Held-out accuracy per layer (synthetic)."),
                 folder, "02_heldout_accuracy")
+    save_figure(plots.confusion_heatmap({"confusion_labels": ["fantasy", "sports"], "confusion": [[9, 1], [2, 8]],
+                                         "heldout_accuracy": 0.85}, where=where), folder, "04_judge_confusion")
     save_figure(plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
                                        target="fantasy", where=where), folder, "04_effect_vs_damage")
     save_figure(plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1], "all_prompt": [0.0, 0.3]},
                                    {"first": [10.0, 12.0], "all_prompt": [10.0, 30.0]}, method="counterbalanced",
-                                   title="sweep", where=where), folder, "03_sweep_additional")
+                                   title="additional: effect and degradation over the coefficient", where=where),
+                folder, "03_sweep_additional")
     yield folder
 
 
 @pytest.mark.browser
 def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> None:
-    page = build_report(run_dir)
-    source = page.read_text(encoding="utf-8")
-    assert "<script src" not in source.replace(" ", "").replace("<scriptsrc", "<script src")  # nothing loaded
-    assert source.count("* plotly.js v") == 1  # plotly.js inline exactly once
-    shown = render_offline(page, ".figure")
-    assert shown.figures == 3 and shown.drawn == 3, shown
-    assert shown.requested == []
-    hs = headlines(synthetic_summary())
-    assert len(hs) == 14  # 4 + 5 + 2 + 3
-    for h in hs:
-        assert h.name in shown.text and h.shown in shown.text, h
-    assert "norm-of-mean ratio at layer 1" in shown.text and "0.714" in shown.text
-    assert "vocabulary-rate change, example additional, ×1.0 at all_prompt, layer 15" in shown.text
-    assert "3.10e-07" in shown.text  # small numbers keep their digits
-    assert "tiny-model" in shown.text and "FAILED" in shown.text and "boom" in shown.text
-    assert "Centring separates the genres (synthetic)." in shown.text
+    rendered = check_report(run_dir, notebooks=4)
+    source = (run_dir / "index.html").read_text(encoding="utf-8")
+    for width, shown in rendered.items():
+        hs = headlines(synthetic_summary())
+        assert len(hs) == 14  # 4 + 5 + 2 + 3
+        for h in hs:
+            assert h.name in shown.text and h.shown in shown.text, (width, h)
+        assert "95% CI [0.351, 0.470]" in shown.text and "in the table" not in shown.text
+    text = rendered[1400].text
+    assert "norm-of-mean ratio at layer 1" in text and "0.714" in text
+    assert "vocabulary-rate change, example additional, ×1.0 at all_prompt, layer 15" in text
+    assert "3.10e-07" in text  # small numbers keep their digits
+    assert "tiny-model" in text and "FAILED" in text and "boom in ./x.py" in text  # the error, path made relative
+    assert "Centring separates the genres (synthetic)." in text
     assert 'href="01_bias.ipynb"' in source and 'href="01_bias.html"' in source
+    # Contents: one entry per notebook, titled from the executed notebook's heading where there is one.
+    assert re.findall(r'<li><a href="#([^"]+)"', source) == ["01_bias", "02_interpret", "03_steer",
+                                                             "04_compare_methods"]
+    assert "01 · Activations are not zero-centred" in text
+    # Figures grouped by notebook, in the order they were saved; each with its caption.
+    assert re.findall(r'data-name="([^"]+)"', source) == ["02_heldout_accuracy", "03_sweep_additional",
+                                                          "04_judge_confusion", "04_effect_vs_damage"]
+    assert "Held-out accuracy per layer (synthetic)." in text and "Lines: each method's frontier" in text
+    # Steered examples as text, unsteered against steered, line breaks kept, never a Python repr.
+    assert "met a dragon (all_prompt)." in text and "went home.\n\nHe slept." in text and "\\n" not in text
+    # 04's held-out table: the score with its CI on one line, units, no all-NaN column.
+    assert "0.413 [0.353, 0.473]" in text and "steerability\n(nats/token per × norm)" in text
+    assert "concept effect" not in text.split("Held-out AxBench score per condition")[1].split("Figures")[0]
+    # Parameters: the run folder's own path shown as ".".
+    assert "<code>&quot;.&quot;</code>" in source
+    # The export that embedded plotly.js now loads the shared copy.
+    export = (run_dir / "01_bias.html").read_text()
+    assert plotly_banner() not in export and f'<script src="{PLOTLY_JS}"' in export
 
 
 @pytest.mark.browser
-def test_standalone_figure_renders_when_copied_alone(run_dir: Path, tmp_path: Path) -> None:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    copy = elsewhere / "fig.html"
-    shutil.copyfile(run_dir / "figures" / "04_effect_vs_damage.html", copy)
-    shown = render_offline(copy, ".plotly-graph-div")
+def test_standalone_figure_renders_from_the_shared_plotlyjs(run_dir: Path) -> None:
+    path = run_dir / "figures" / "04_effect_vs_damage.html"
+    shown = render_offline(path, ".plotly-graph-div", width=1024)
     assert shown.figures == 1 and shown.drawn == 1 and shown.requested == []
     assert "damage threshold: perplexity ratio 1.5" in shown.text  # the labelled reference line
-    size = copy.stat().st_size
-    assert 3_000_000 < size < 8_000_000, size  # plotly.js (~4.8 MB) is in the file
+    assert shown.layout["clipped"] == []
+    assert path.stat().st_size < 300_000  # plotly.js is not in the file
+    assert f'src="../{PLOTLY_JS}"' in path.read_text()
 
 
 @pytest.mark.browser
@@ -240,9 +393,137 @@ def test_figures_cannot_be_misread() -> None:
     sweep = plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1]}, {"first": [10.0, 12.0]}, method="prompt_pair",
                                title="s", where="w")
     assert {t.yaxis for t in sweep.data} == {"y", "y2"}  # rate and perplexity on separate axes
-    assert sweep.layout.yaxis2.type == "log" and sweep.layout.yaxis.title.text == "vocabulary rate"
+    assert sweep.layout.yaxis2.type == "log" and sweep.layout.yaxis.title.text == "vocabulary rate (fraction of words)"
     assert all(t.line.color == plots.METHOD_COLOURS["prompt_pair"] for t in sweep.data)
     assert "target-vocabulary rate: %{y" in sweep.data[0].hovertemplate and "perplexity: %{y" in sweep.data[1].hovertemplate
+    # The construction is named the same way in the legend's title and the figure's title block.
+    assert sweep.layout.legend.title.text == "prompt_pair vector, steered at:"
+    assert "prompt_pair vector" in sweep.layout.title.text and [t.name for t in sweep.data] == ["first", "first"]
+
+
+def _all_figures() -> dict[str, Any]:
+    steer_rows = [{"target": "fantasy", "method": m, "layer": 8, "position": "all", "steerability": 0.1,
+                   "steerability_ci": [0.0, 0.2], "anti_steerable_fraction": 0.1,
+                   "propensity_by_coefficient": {"-1.0": -0.1 * k, "0.0": 0.0, "1.0": 0.1 * k},
+                   "propensity_ci_by_coefficient": {"-1.0": [-0.2, 0.0], "0.0": [-0.1, 0.1], "1.0": [0.0, 0.2]}}
+                  for m, k in (("raw", 1), ("mean_centred", 2), ("bias_ablated", 2))]
+    pooled = [{"method": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
+              {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
+    layers = list(range(31))
+    return {
+        "layer_lines": plots.layer_lines(layers, {"norm of the mean": [1.0 + la for la in layers],
+                                                  "mean norm": [12.0 + 3 * la for la in layers]},
+                                         title="Norm of the mean activation against the typical activation norm",
+                                         yaxis="L2 norm (log scale)", log_y=True, where="SmolLM2-135M · run x"),
+        "layer_panels": plots.layer_panels([0, 1], {"ratio": {"raw": [0.9, 0.8]}, "cosine": {"raw": [0.5, 0.4]}},
+                                           title="How far activations sit from zero", where="w"),
+        "heatmap_pair": plots.heatmap_pair(torch.eye(2), torch.eye(2), ["a", "b"], titles=("raw", "mean-centred"),
+                                           title="Cosine similarity between genre vectors, layer 18", where="w"),
+        "sweep_panels": plots.sweep_panels([0.0, 0.5, 1.0, 2.0], {"first": [0, 0, 0.01, 0.02]},
+                                           {"first": [12.0, 14.0, 19.0, 45.0]}, method="counterbalanced",
+                                           title="additional: effect and degradation over the coefficient", where="w"),
+        "effect_vs_damage": plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
+                                                   target="shakespeare", where="w"),
+        "steerability_curves": plots.steerability_curves(steer_rows, ["raw", "mean_centred", "bias_ablated"],
+                                                         target="fantasy", where="w"),
+        "confusion_heatmap": plots.confusion_heatmap({"confusion_labels": ["a", "b"], "confusion": [[3, 1], [0, 4]],
+                                                      "heldout_accuracy": 0.875}, where="w"),
+        "score_by_method": plots.score_by_method(pooled, ["none", "raw"], where="w"),
+    }
+
+
+def test_every_figure_has_a_short_title_a_caption_and_titled_axes() -> None:
+    for name, fig in _all_figures().items():
+        title = fig.layout.title.text.split("<sup>")[0]
+        lines = [re.sub(r"<[^>]+>", "", line) for line in title.split("<br>") if line]
+        assert lines and all(len(line) <= plots.TITLE_CHARS for line in lines), (name, lines)
+        assert plots.caption_of(fig) and plots.caption_of(json.loads(fig.to_json())) == plots.caption_of(fig), name
+        axes = [k for k in fig.layout.to_plotly_json() if re.fullmatch(r"[xy]axis\d*", k)]
+        used = {f"{w}axis{(getattr(t, w + 'axis') or w)[1:]}" for t in fig.data for w in "xy"}
+        for axis in used & set(axes):
+            if fig.layout[axis].matches or (axis.startswith("x") and any(
+                    fig.layout[a].matches == "x" for a in axes)):  # shared axes carry one title, on the bottom panel
+                continue
+            if name in ("layer_panels", "sweep_panels") and axis.startswith("x") and axis != max(
+                    (a for a in used if a.startswith("x")), key=len):
+                continue
+            if name in ("heatmap_pair",):
+                continue  # genre labels on both axes; the colour bar names the quantity
+            assert fig.layout[axis].title.text, (name, axis)
+    assert plots.title_of(_all_figures()["effect_vs_damage"]) == "Concept effect against damage: shakespeare"
+
+
+def test_a_line_under_another_is_dashed_and_named() -> None:
+    fig = _all_figures()["steerability_curves"]
+    traces = {t.name.split(" (")[0]: t for t in fig.data}
+    assert traces["mean_centred"].line.dash is None  # drawn first: solid
+    assert traces["bias_ablated"].line.dash == "dash" and "(≡ mean_centred, dashed)" in traces["bias_ablated"].name
+    assert "≡" not in traces["raw"].name
+    # Offset sideways so the three methods' error bars at the same coefficient stay apart.
+    xs = [t.x[1] for t in fig.data]
+    assert len(set(xs)) == 3 and 0 < max(xs) - min(xs) <= 0.3  # within a third of the coefficient step
+    assert "coefficient: ×0" in fig.data[0].hovertext[1]  # the hover text keeps the true coefficient
+
+
+def test_a_line_under_another_in_one_panel_only_gets_a_note_there() -> None:
+    sweep = plots.sweep_panels([0.0, 1.0, 2.0], {"first": [0.0, 0.0, 0.0], "all_prompt": [0.0, 0.0, 0.0]},
+                               {"first": [3.0, 3.2, 3.5], "all_prompt": [3.0, 5.0, 9.0]}, method="isolated",
+                               title="isolating", where="w")
+    assert [t.name for t in sweep.data] == ["first", "first", "all_prompt", "all_prompt"]  # no legend claim
+    notes = [a for a in sweep.layout.annotations if "≡" in (a.text or "")]
+    assert [(a.text, a.yref) for a in notes] == [("all_prompt ≡ first here", "y")]  # the top panel only
+    both = plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1], "all_prompt": [0.0, 0.1]},
+                              {"first": [3.0, 4.0], "all_prompt": [3.0, 4.0]}, method="isolated", title="t", where="w")
+    assert both.data[2].name == "all_prompt (≡ first, dashed)"
+    assert both.data[2].line.dash == "dash" and both.data[0].line.dash == "solid"
+
+
+def test_log_axes_read_as_whole_numbers() -> None:
+    assert plots.log_ticks(12, 40) == [10, 15, 20, 30, 50]
+    assert plots.log_ticks(1, 120) == [1, 2, 5, 10, 20, 50, 100]
+    assert plots.log_ticks(3, 3e5) == [10, 100, 1000, 10_000, 100_000]
+    assert plots.log_ticks(0.9, 1.6) == [0.7, 1, 1.5, 2]
+    sweep = _all_figures()["sweep_panels"]
+    assert list(sweep.layout.yaxis2.ticktext) == ["10", "15", "20", "30", "50"]  # not plotly's "2", "3", "5"
+    norms = _all_figures()["layer_lines"]
+    assert list(norms.layout.yaxis.ticktext)[:4] == ["1", "2", "5", "10"] and "100" in norms.layout.yaxis.ticktext
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        plots.log_ticks(0, 1)
+
+
+def test_tables_align_and_drop_empty_columns() -> None:
+    table = html_table(heldout_columns(heldout_rows()), quote_strings=False)
+    cells = re.findall(r'<td style="([^"]*)">(.*?)</td>', table)
+    by_text = {re.sub(r"<[^>]+>", "", text): style for style, text in cells}
+    assert "text-align:right" in by_text["0.413 [0.353, 0.473]"] and "text-align:left" in by_text["mean_centred"]
+    assert "text-align:right" in by_text["-0.112 [-0.200, -0.020]"]
+    # The interval never breaks inside (it may go under its number in a narrow column).
+    assert '<span class="interval" style="white-space:nowrap;color:#555">[0.353, 0.473]</span>' in table
+    assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
+    assert "score, 0-1<br>[95% CI]" in table and "<code>" not in table and "per target" not in table
+    unsteered = html_table(heldout_columns([dict(heldout_rows()[0], method="none", steerability=float("nan"))]),
+                           quote_strings=False)
+    assert ">none</td>" in unsteered  # the unsteered control's name is a value, not a missing one
+    # Tokens as repr (a leading space shows); completions as text with their line breaks, never repr.
+    tokens = html_table({"fantasy": [" dragon", "magic"]})
+    assert "<code>&#x27; dragon&#x27;</code>" in tokens
+    prose = html_table({"unsteered": ["He went home.\n\nThen he slept for a while."]})
+    assert "He went home.\n\nThen" in prose and "pre-wrap" in prose and "\\n" not in prose
+    assert markdown_table({"method": ["raw"], "score": ["0.41"], "empty": ["nan"]}).splitlines()[:2] == [
+        "| method | score |", "|---|---:|"]
+
+
+def test_save_figure_shares_plotlyjs_and_keeps_the_order(tmp_path: Path) -> None:
+    fig = _all_figures()["score_by_method"]
+    for name in ("04_b", "01_a", "04_b"):
+        save_figure(fig, tmp_path, name)
+    assert figure_order(tmp_path) == ["04_b", "01_a"]  # saving again keeps the first place
+    page = (tmp_path / "figures" / "01_a.html").read_text()
+    assert plotly_banner() not in page and f'src="../{PLOTLY_JS}"' in page
+    assert plotly_banner() in (tmp_path / PLOTLY_JS).read_text()
+    with pytest.raises(ValueError, match="figure name '_order'"):
+        save_figure(fig, tmp_path, "_order")
+    assert share_plotlyjs(tmp_path) == []  # nothing inline left to share
 
 
 def test_export_drops_widgets_and_cdn_scripts(tmp_path: Path) -> None:
@@ -261,6 +542,17 @@ def test_export_drops_widgets_and_cdn_scripts(tmp_path: Path) -> None:
     nbformat.write(nb, path)
     html = export_html(path).read_text(encoding="utf-8")
     assert "live widget needs a running kernel" in html and "VBox(children" not in html
-    assert "<script src=" not in html  # no require.js, MathJax or widget-manager CDN
+    assert re.findall(r'<script src="([^"]+)"', html) == []  # no require.js, MathJax or widget-manager CDN
     saved = nbformat.read(path, as_version=4)
     assert "widgets" not in saved.metadata and len(saved.cells[0].outputs) == 1
+
+
+def test_relative_text_hides_this_machines_paths(tmp_path: Path) -> None:
+    import sys
+
+    from steerlab.lab.report import relative_text
+
+    run = tmp_path / "20261201-120000"
+    text = f"{run}/vectors/a.gguf; {run}-2/x; {sys.prefix}/lib/site.py; {Path.home()}/notes"
+    assert relative_text(text, run) == f"./vectors/a.gguf; {run}-2/x; <venv>/lib/site.py; ~/notes"
+    assert relative_text("/elsewhere/run-1/vectors", run, ["/elsewhere/run-1"]) == "./vectors"  # a moved run

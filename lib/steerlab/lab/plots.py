@@ -3,15 +3,23 @@
 - one fixed colour per construction across the suite (:data:`METHOD_COLOURS`, keyed by
   :mod:`steerlab.constructions` names and the comparison's ``bias_ablated``, plus ``none`` for
   the unsteered control);
-- titles name the model and the run (:func:`context`);
+- short titles that fit a 1024 px page (long ones wrap), the model and run as a subtitle
+  (:func:`context`), and a one-line caption that says how to read the figure (kept in
+  ``layout.meta["caption"]``, shown under the figure by the run report: :func:`caption_of`);
 - reference values (chance, a damage threshold, zero) are labelled lines, not data series;
-- one quantity per y axis: two quantities get two panels;
+- one quantity per y axis, with its unit: two quantities get two panels;
+- a line that lies exactly on another is dashed and named in the legend (``≡ other``);
+  where many methods share the same x values their points are offset sideways a little;
+- log axes are labelled with whole numbers (1, 2, 5, 10, 20, ...), not plotly's digit-only minor labels;
 - hover text names each field; intervals are drawn where a number has one.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,19 +31,28 @@ from plotly.subplots import make_subplots
 from ..study.compare import frontier
 
 __all__ = [
+    "COEFFICIENT_AXIS",
+    "DAMAGE_AXIS",
+    "EFFECT_AXIS",
     "LAYER_AXIS",
     "METHOD_COLOURS",
+    "TITLE_CHARS",
+    "caption_of",
     "colour",
     "confusion_heatmap",
     "context",
+    "dodge",
     "effect_vs_damage",
     "heatmap_pair",
     "layer_lines",
     "layer_panels",
+    "log_ticks",
     "score_by_method",
     "setup_notebook",
     "steerability_curves",
+    "subtitle_of",
     "sweep_panels",
+    "title_of",
 ]
 
 # Colour-blind-safe (Okabe-Ito and Tol), one per construction name; "none" is the unsteered control.
@@ -80,16 +97,27 @@ def context(model_name: str, output_dir: str | Path) -> str:
 
 
 def setup_notebook() -> None:
-    """Plotly output that renders live in JupyterLab and offline in an HTML export.
+    """Plotly output that renders live in JupyterLab and offline in the run folder's HTML export.
 
-    The bundle carries plotly's JSON (JupyterLab) and HTML; the HTML renderer embeds
-    plotly.js once, inline, in the output of the cell that calls this, so an nbconvert
-    export draws every figure with no network (no CDN, no MathJax).
+    The bundle carries plotly's JSON (JupyterLab draws it with its plotly extension) and HTML
+    for the export. The HTML does not embed plotly.js: the cell that calls this shows a
+    ``<script>`` loading the run folder's one shared ``plotly.min.js`` (:mod:`steerlab.lab.plotlyjs`;
+    :func:`~steerlab.lab.report.save_figure` writes it), so an nbconvert export beside it draws
+    every figure with no network (no CDN, no MathJax) and without its own 4.8 MB copy.
+
+    Example:
+        >>> setup_notebook()  # once, in a notebook's first code cell
     """
     import plotly.io as pio
+    from IPython.display import HTML, display
     from plotly.io._base_renderers import NotebookRenderer
 
+    from .plotlyjs import plotlyjs_tag
+
     class OfflineNotebookRenderer(NotebookRenderer):
+        def activate(self) -> None:
+            display(HTML("<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>" + plotlyjs_tag()))
+
         def to_mimebundle(self, fig_dict: Any) -> dict[str, str]:
             html = pio.to_html(fig_dict, include_plotlyjs=False, include_mathjax=False, full_html=False,
                                default_width="100%", default_height=525, validate=False)
@@ -99,13 +127,191 @@ def setup_notebook() -> None:
     pio.renderers.default = "plotly_mimetype+steerlab_offline"
 
 
+TITLE_CHARS = 70
+"""Longest title line, in characters (about 600 px at plotly's 17 px title font): it fits the ~900 px a
+figure gets in a notebook export or the report at 1024 px; longer titles wrap."""
+
+
+def _wrap_title(title: str, width: int = TITLE_CHARS) -> str:
+    if "<" in title or len(title) <= width:
+        return title  # a title with markup is the caller's layout
+    return "<br>".join(textwrap.wrap(title, width=width, break_long_words=False))
+
+
 def _titled(title: str, where: str) -> dict[str, Any]:
-    return {"text": f"{title}<br><sup>{where}</sup>"}
+    return {"text": f"{_wrap_title(title)}<br><sup>{where}</sup>", "x": 0.01, "xanchor": "left"}
 
 
-def _layout(fig: go.Figure, title: str, where: str, height: int) -> go.Figure:
-    fig.update_layout(title=_titled(title, where), template="plotly_white", height=height,
-                      legend={"orientation": "h", "y": -0.2}, margin={"t": 90})
+def caption_of(fig: go.Figure | Mapping[str, Any]) -> str:
+    """The one-line caption a figure carries (``layout.meta["caption"]``), or ``""``.
+
+    Works on a figure and on its JSON (as the run report reads it).
+
+    Example:
+        >>> caption_of(layer_lines([0, 1], {"raw": [1, 2]}, title="t", yaxis="y", where="w", caption="How to read."))
+        'How to read.'
+    """
+    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
+    meta = layout.get("meta")
+    return str(meta.get("caption") or "") if isinstance(meta, Mapping) else ""
+
+
+def title_of(fig: go.Figure | Mapping[str, Any]) -> str:
+    """A figure's title as plain text, without its subtitle (the model and run).
+
+    Example:
+        >>> title_of(layer_lines([0, 1], {"raw": [1, 2]}, title="Accuracy", yaxis="y", where="w"))
+        'Accuracy'
+    """
+    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
+    title = layout.get("title") or {}
+    text = str(title.get("text", "") if isinstance(title, Mapping) else title)
+    text = text.split("<sup>")[0]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+
+
+def subtitle_of(fig: go.Figure | Mapping[str, Any]) -> str:
+    """A figure's subtitle as plain text (what it shows, the model and the run), or ``""``.
+
+    Example:
+        >>> subtitle_of(layer_lines([0, 1], {"raw": [1, 2]}, title="Accuracy", yaxis="y", where="tiny · run x"))
+        'tiny · run x'
+    """
+    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
+    title = layout.get("title") or {}
+    text = str(title.get("text", "") if isinstance(title, Mapping) else title)
+    if "<sup>" not in text:
+        return ""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text.split("<sup>", 1)[1])).strip()
+
+
+def _layout(fig: go.Figure, title: str, where: str, height: int, caption: str | None = None) -> go.Figure:
+    lines = _wrap_title(title).count("<br>") + 1
+    fig.update_layout(title=_titled(title, where), template="plotly_white", height=height + 22 * (lines - 1),
+                      legend={"orientation": "h", "y": -0.16, "yanchor": "top", "x": 0, "xanchor": "left"},
+                      margin={"t": 70 + 22 * lines, "l": 70, "r": 30})
+    if caption:
+        fig.update_layout(meta={"caption": caption})
+    _mark_coincident(fig)
+    _readable_log_axes(fig)
+    return fig
+
+
+def _axis_key(trace: Any, which: str) -> str:
+    ref = getattr(trace, f"{which}axis", None) or which
+    return f"{which}axis{ref[1:]}"
+
+
+def _mark_coincident(fig: go.Figure) -> None:
+    """A line that lies on an earlier one of its panel is dashed (over the solid one, both show)
+    and named: in the legend (``≡ other``) where it coincides in every panel it is drawn in, else
+    by a note beside it in the panel where it does."""
+    drawn: list[tuple[tuple[str, str], list[Any], list[Any], str, Any]] = []
+    hidden: dict[str, list[tuple[Any, str | None]]] = {}  # legend group -> (trace, the one it lies on or None)
+    dashes = ("dash", "dot", "dashdot", "longdash")
+    for trace in fig.data:
+        if not isinstance(trace, go.Scatter) or "lines" not in (trace.mode or "lines") or trace.y is None:
+            continue
+        panel = (_axis_key(trace, "x"), _axis_key(trace, "y"))
+        xs, ys = list(trace.x or []), list(trace.y)
+        under = [(name, dash) for p, x0, y0, name, dash in drawn
+                 if p == panel and name != trace.name and x0 == xs and _close(y0, ys)]
+        if under and all((trace.line.dash or "solid") == (dash or "solid") for _, dash in under):
+            trace.line.dash = dashes[(len(under) - 1) % len(dashes)]  # the same style would hide the one below
+        hidden.setdefault(trace.legendgroup or trace.name, []).append((trace, under[0][0] if under else None))
+        drawn.append((panel, xs, ys, trace.name, trace.line.dash))
+    for group, traces in hidden.items():
+        lies_on = [other for _, other in traces]
+        if all(lies_on) and len(set(lies_on)) == 1:
+            for trace in fig.data:
+                if (trace.legendgroup or trace.name) == group and trace.showlegend is not False:
+                    trace.name = f"{trace.name} (≡ {lies_on[0]}, dashed)"
+            continue
+        for trace, other in traces:
+            if other:
+                at: dict[str, Any] = {}
+                for which, ref in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y")):
+                    value = float(list(getattr(trace, which))[-1])
+                    log = fig.layout[_axis_key(trace, which)].type == "log"
+                    at[which] = math.log10(value) if log and value > 0 else value  # annotations: log10 units
+                    at[f"{which}ref"] = ref
+                fig.add_annotation(**at, text=f"{trace.name} ≡ {other} here", showarrow=False, xanchor="right",
+                                   yanchor="bottom", font={"size": 11})
+
+
+def _close(a: Sequence[Any], b: Sequence[Any], rel: float = 1e-6) -> bool:
+    if len(a) != len(b) or not a:
+        return False
+    fa = [float(v) if v is not None else math.nan for v in a]
+    fb = [float(v) if v is not None else math.nan for v in b]
+    scale = max([abs(v) for v in fa + fb if math.isfinite(v)] or [1.0]) or 1.0
+    return all((math.isnan(x) and math.isnan(y)) or abs(x - y) <= rel * scale for x, y in zip(fa, fb))
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Tick values for a log axis over ``[low, high]``: 1-2-5 per decade (1-1.5-2-3-5-7 over a short
+    range), always at least two, one beyond each end where needed.
+
+    Example:
+        >>> log_ticks(12, 40)
+        [10.0, 15.0, 20.0, 30.0, 50.0]
+    """
+    if not (0 < low <= high) or not math.isfinite(high):
+        raise ValueError(f"log_ticks needs 0 < low <= high, got low={low}, high={high}")
+    steps = (1.0,) if high / low > 1e4 else (1.0, 2.0, 5.0) if high / low > 8 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    start, stop = math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1
+    every = sorted({float(f"{m * 10 ** e:.6g}") for e in range(start, stop + 1) for m in steps})
+    inside = [v for v in every if low <= v <= high]
+    below = [v for v in every if v < low][-1:]
+    above = [v for v in every if v > high][:1]
+    if len(inside) >= 2:
+        below = below if inside[0] > low * 1.0001 and len(inside) < 4 else []
+        above = above if inside[-1] < high * 0.9999 and len(inside) < 4 else []
+    return below + inside + above
+
+
+def _tick_text(v: float) -> str:
+    return f"{v:,.0f}" if v >= 1000 else f"{v:g}"
+
+
+def _readable_log_axes(fig: go.Figure) -> None:
+    """Whole-number labels on every log axis (plotly labels 20 as "2" between decades)."""
+    layout = fig.layout
+    for name in [k for k in layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
+        axis = layout[name]
+        if axis.type != "log":
+            continue
+        which = name[0]
+        values: list[float] = []
+        for trace in fig.data:
+            if _axis_key(trace, which) != name:
+                continue
+            data = getattr(trace, which, None)
+            values += [float(v) for v in (data or []) if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+        if values:
+            ticks = log_ticks(min(values), max(values))
+            axis.update(tickmode="array", tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
+
+
+def dodge(fig: go.Figure, width: float = 0.3) -> go.Figure:
+    """Offset the traces that share a panel sideways, so many methods' error bars at the same x
+    stay apart; the hover text keeps the true x. ``width``: the share of the smallest x step used.
+
+    Example:
+        >>> dodge(steerability_curves(rows, methods, target="fantasy", where="w"))
+    """
+    panels: dict[tuple[str, str], list[Any]] = {}
+    for trace in fig.data:
+        if isinstance(trace, go.Scatter) and trace.x is not None and all(isinstance(v, (int, float)) for v in trace.x):
+            panels.setdefault((_axis_key(trace, "x"), _axis_key(trace, "y")), []).append(trace)
+    for traces in panels.values():
+        xs = sorted({float(v) for t in traces for v in t.x})
+        if len(traces) < 2 or len(xs) < 2:
+            continue
+        step = min(b - a for a, b in itertools.pairwise(xs)) * width / len(traces)
+        for i, trace in enumerate(traces):
+            shift = (i - (len(traces) - 1) / 2) * step
+            trace.x = [float(v) + shift for v in trace.x]
     return fig
 
 
@@ -132,7 +338,8 @@ def _floats(values: Sequence[float] | torch.Tensor) -> list[float | None]:
 
 def _line(x: Sequence[Any], y: Sequence[float] | torch.Tensor, name: str, index: int, *, xname: str, yname: str,
           interval: tuple[Sequence[float], Sequence[float]] | None = None, dash: str | None = None,
-          showlegend: bool = True, legendgroup: str | None = None) -> go.Scatter:
+          showlegend: bool = True, legendgroup: str | None = None, colour_of: str | None = None,
+          hover_name: str | None = None) -> go.Scatter:
     ys = _floats(y)
     error = None
     if interval is not None:
@@ -141,9 +348,9 @@ def _line(x: Sequence[Any], y: Sequence[float] | torch.Tensor, name: str, index:
                  "array": [h - v if h is not None and v is not None else None for v, h in zip(ys, hi)],
                  "arrayminus": [v - lo_ if lo_ is not None and v is not None else None for v, lo_ in zip(ys, lo)]}
     return go.Scatter(x=list(x), y=ys, mode="lines+markers", name=name, error_y=error,
-                      line={"color": colour(name.split(":")[0].strip(), index), "dash": dash},
+                      line={"color": colour(colour_of or name, index), "dash": dash},
                       legendgroup=legendgroup or name, showlegend=showlegend,
-                      hovertemplate=f"<b>{name}</b><br>{xname}: %{{x}}<br>{yname}: %{{y:.4g}}<extra></extra>")
+                      hovertemplate=f"<b>{hover_name or name}</b><br>{xname}: %{{x}}<br>{yname}: %{{y:.4g}}<extra></extra>")
 
 
 def layer_lines(
@@ -157,8 +364,11 @@ def layer_lines(
     xaxis: str = LAYER_AXIS,
     references: Mapping[str, float] | None = None,
     intervals: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    caption: str | None = None,
 ) -> go.Figure:
     """One line per named series (one quantity, ``yaxis``) over layers; labelled reference lines.
+
+    ``caption``: one line on how to read the figure (the run report shows it under the figure).
 
     Example:
         >>> layer_lines([0, 1], {"raw": [0.2, 0.4]}, title="Accuracy", yaxis="accuracy",
@@ -175,7 +385,10 @@ def layer_lines(
         fig.update_xaxes(tickvals=list(layers))  # no "layer 9.5" ticks between a few layers
     if log_y:
         fig.update_yaxes(type="log")
-    return _layout(fig, title, where, 420)
+    if not caption:
+        refs = f"; dotted: {', '.join(references)}" if references else ""
+        caption = f"{yaxis.capitalize()} at each {xaxis}, one line per series ({', '.join(series)}){refs}."
+    return _layout(fig, title, where, 420, caption)
 
 
 def layer_panels(
@@ -186,10 +399,14 @@ def layer_panels(
     where: str,
     log_y: Sequence[str] = (),
     xaxis: str = LAYER_AXIS,
+    caption: str | None = None,
 ) -> go.Figure:
     """One panel per quantity (``panels``: y-axis title -> series), stacked over shared layers.
 
-    A series name keeps its colour in every panel.
+    A series name keeps its colour in every panel; ``caption`` as in :func:`layer_lines`.
+
+    Example:
+        >>> layer_panels([0, 1], {"ratio": {"raw": [0.9, 0.8]}, "cosine": {"raw": [0.5, 0.4]}}, title="t", where="w")
     """
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08)
     names: list[str] = []  # first appearance order: a series keeps its colour and one legend entry
@@ -202,14 +419,20 @@ def layer_panels(
             fig.add_trace(trace, row=row, col=1)
         fig.update_yaxes(title_text=yname, type="log" if yname in log_y else "linear", row=row, col=1)
     fig.update_xaxes(title_text=xaxis, row=len(panels), col=1)
-    return _layout(fig, title, where, 260 * len(panels) + 140)
+    caption = caption or (f"One panel per quantity ({'; '.join(panels)}) over the {xaxis}; a series keeps its colour "
+                          "in every panel.")
+    return _layout(fig, title, where, 260 * len(panels) + 140, caption)
 
 
 def heatmap_pair(
     left: torch.Tensor, right: torch.Tensor, labels: Sequence[str], *, titles: tuple[str, str], title: str,
-    where: str, quantity: str = "cosine",
+    where: str, quantity: str = "cosine", caption: str | None = None,
 ) -> go.Figure:
-    """Two square heatmaps side by side on one colour scale (-1..1)."""
+    """Two square heatmaps side by side on one colour scale (-1..1).
+
+    Example:
+        >>> heatmap_pair(torch.eye(2), torch.eye(2), ["a", "b"], titles=("raw", "centred"), title="t", where="w")
+    """
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.15)
     for col, m in enumerate((left, right), start=1):
         fig.add_trace(
@@ -220,7 +443,12 @@ def heatmap_pair(
                                       f"{quantity}: %{{z:.3f}}<extra></extra>")),
             row=1, col=col,
         )
-    return _layout(fig, title, where, 480)
+    caption = caption or (f"{quantity.capitalize()} of each pair, {titles[0]} (left) and {titles[1]} (right), on one "
+                          "colour scale: red = same direction (1), white = unrelated (0), blue = opposite (-1).")
+    return _layout(fig, title, where, 480, caption)
+
+
+COEFFICIENT_AXIS = "coefficient (× typical activation norm)"
 
 
 def sweep_panels(
@@ -231,25 +459,37 @@ def sweep_panels(
     method: str,
     title: str,
     where: str,
+    caption: str | None = None,
 ) -> go.Figure:
     """03's sweep: target-vocabulary rate (top) and perplexity on a log axis (bottom) over the
-    coefficient, one line per position rule (dash), in the construction's colour."""
+    coefficient, one line per position rule (dash), in the construction's colour.
+
+    The legend names the position rules under the construction (``method``), and the subtitle
+    names the construction too, so an example's name in the title cannot be read as another one.
+
+    Example:
+        >>> sweep_panels([0.0, 1.0], {"first": [0.0, 0.1]}, {"first": [10.0, 12.0]}, method="prompt_pair",
+        ...              title="love_hate", where="w")
+    """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
-        "target-vocabulary rate of the completions (fraction of words)",
-        "perplexity of the completions under the unsteered model (log axis)"))
-    xname = "coefficient (× typical activation norm)"
+        "target-vocabulary rate of the completions", "perplexity of the completions under the unsteered model"))
     dashes = ("solid", "dash", "dot", "dashdot", "longdash")
     for i, position in enumerate(rates):
         for row, (yname, values) in enumerate(
                 (("target-vocabulary rate", rates[position]), ("perplexity", perplexities[position])), start=1):
-            trace = _line(coefficients, values, f"{method}: {position}", i, xname=xname, yname=yname,
-                          dash=dashes[i % len(dashes)], showlegend=row == 1, legendgroup=position)
+            trace = _line(coefficients, values, position, i, xname=COEFFICIENT_AXIS, yname=yname,
+                          dash=dashes[i % len(dashes)], showlegend=row == 1, legendgroup=position,
+                          colour_of=method, hover_name=f"{method}, position {position}")
             fig.add_trace(trace, row=row, col=1)
-    fig.update_yaxes(title_text="vocabulary rate", row=1, col=1)
-    fig.update_yaxes(title_text="perplexity", type="log", row=2, col=1)
-    fig.update_xaxes(title_text=xname, row=2, col=1)
+    fig.update_yaxes(title_text="vocabulary rate (fraction of words)", row=1, col=1)
+    fig.update_yaxes(title_text="perplexity (log axis)", type="log", row=2, col=1)
+    fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=2, col=1)
+    fig.update_layout(legend_title_text=f"{method} vector, steered at:")
     fig.add_vline(x=0, annotation_text="unsteered (×0)", annotation_position="top right", **_REFERENCE)
-    return _layout(fig, title, where, 620)
+    caption = caption or (f"The {method} vector added at each coefficient, one line per position rule. A useful "
+                          "coefficient raises the top curve (more target words) before the bottom one climbs "
+                          "(degraded text).")
+    return _layout(fig, title, f"{method} vector · {where}", 620, caption)
 
 
 def _row_hover(r: Mapping[str, Any]) -> str:
@@ -269,10 +509,18 @@ def _methods(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[
     return [m for m in ["none", *methods] if any(r["method"] == m for r in rows)]
 
 
+DAMAGE_AXIS = "damage: perplexity ratio on general text (steered / unsteered, log axis)"
+EFFECT_AXIS = "concept effect, ΔP(target) (bars: 95% CI)"
+
+
 def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, threshold: float, target: str,
                      where: str) -> go.Figure:
     """04: concept effect (judge's P(target) − unsteered, bootstrap 95% CI) against damage for one
-    target, one colour per method; the damage threshold is a labelled line."""
+    target, one colour per method; the damage threshold is a labelled line.
+
+    Example:
+        >>> effect_vs_damage(result.rows, cfg.methods, threshold=1.5, target="fantasy", where="w")
+    """
     rows = [r for r in rows if r.get("target", target) == target]
     fig = go.Figure()
     for method in _methods(rows, methods):
@@ -295,17 +543,23 @@ def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
             hovertext=[_row_hover(p["row"]) for p in front], hoverinfo="text"))
     _vline(fig, threshold, f"damage threshold: perplexity ratio {threshold:g}", log_x=True)
     _hline(fig, 0, "no effect")
-    fig.update_layout(xaxis_title="perplexity ratio on general text (damage, log scale)", xaxis_type="log",
-                      yaxis_title="concept effect (bars: 95% CI)")
-    return _layout(fig, f"Steering towards {target}: concept effect against damage (lines: each method's frontier, "
-                        "the best effect at each damage level; points: every condition)", where, 520)
+    fig.update_layout(xaxis_title=DAMAGE_AXIS, xaxis_type="log", yaxis_title=EFFECT_AXIS)
+    return _layout(fig, f"Concept effect against damage: {target}", where, 540, (
+        "Lines: each method's frontier, the best effect it reaches at each damage level; faint points: every "
+        "condition (layer, position, coefficient), bars 95% CI. Up = more of the target than unsteered, right = "
+        "more damage to general text; the dotted line is the damage threshold."))
 
 
 def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, target: str,
                         where: str) -> go.Figure:
     """04: mean propensity (log p(target continuation) − log p(other), nats/token) against the
     coefficient, one line per method (bars: bootstrap 95% CI over samples), one panel per
-    (layer, position); the slope is the steerability."""
+    (layer, position); the slope is the steerability. Methods are offset sideways a little
+    (:func:`dodge`) so their error bars do not pile into one band.
+
+    Example:
+        >>> steerability_curves(result.steerability, cfg.methods, target="fantasy", where="w")
+    """
     rows = [r for r in steer_rows if r["target"] == target]
     panels = sorted({(r["layer"], r["position"]) for r in rows})
     fig = make_subplots(rows=1, cols=max(1, len(panels)), shared_yaxes=True,
@@ -328,14 +582,20 @@ def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequen
                            f"propensity: {mean[c]:.4f}<br>steerability: {r['steerability']:.4f} "
                            f"[{r['steerability_ci'][0]:.4f}, {r['steerability_ci'][1]:.4f}]<br>anti-steerable: "
                            f"{r['anti_steerable_fraction']:.2f}" for c in coefs], hoverinfo="text"), row=1, col=col)
-        fig.update_xaxes(title_text="coefficient (× typical norm)", row=1, col=col)
+        fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=1, col=col)
     fig.update_yaxes(title_text="propensity (nats/token)", row=1, col=1)
-    return _layout(fig, f"Steerability towards {target}: propensity against coefficient (slope = steerability)",
-                   where, 460)
+    fig = _layout(fig, f"Steerability towards {target}", where, 480, (
+        "Propensity = log p(target continuation) − log p(other), per token, against the coefficient; the slope is "
+        "the steerability. Bars: 95% CI over samples; methods are offset sideways a little so their bars stay apart."))
+    return dodge(fig)
 
 
 def confusion_heatmap(judge: Mapping[str, Any], *, where: str) -> go.Figure:
-    """04: the concept judge's held-out confusion matrix (rows: true class, columns: judged), as shares of each row."""
+    """04: the concept judge's held-out confusion matrix (rows: true class, columns: judged), as shares of each row.
+
+    Example:
+        >>> confusion_heatmap(result.judge, where="w")
+    """
     labels = list(judge["confusion_labels"])
     counts = [[float(x) for x in row] for row in judge["confusion"]]
     shares = [[x / sum(row) if sum(row) else 0.0 for x in row] for row in counts]
@@ -344,13 +604,22 @@ def confusion_heatmap(judge: Mapping[str, Any], *, where: str) -> go.Figure:
         text=[[f"{int(c)}" for c in row] for row in counts], texttemplate="%{text}",
         hovertemplate="true: %{y}<br>judged: %{x}<br>share: %{z:.2f}<extra></extra>"))
     fig.update_layout(xaxis_title="judged class", yaxis_title="true class (held-out texts)", yaxis_autorange="reversed")
-    return _layout(fig, f"Concept judge on held-out texts: accuracy {judge['heldout_accuracy']:.2f}", where, 520)
+    by_words = judge.get("accuracy_by_words") or {}
+    snippets = (" On snippets of " + ", ".join(f"{k}" for k in by_words) + " words its accuracy is "
+                + ", ".join(f"{float(v):.2f}" for v in by_words.values()) + ".") if by_words else ""
+    return _layout(fig, f"Concept judge on held-out texts: accuracy {judge['heldout_accuracy']:.2f}", where, 520, (
+        "Rows: the true class of each held-out text; columns: the class the judge gave it. Colour: share of the row; "
+        f"numbers: texts. A dark diagonal is a judge that can be trusted.{snippets}"))
 
 
 def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str], *, where: str) -> go.Figure:
     """04: each condition's held-out AxBench score (bootstrap 95% CI), one colour per method, one
     point per (layer, position) on a two-level axis (method, then layer and position); the
-    unsteered score is a labelled line (one per (layer, position) where they differ)."""
+    unsteered score is a labelled line (one per (layer, position) where they differ).
+
+    Example:
+        >>> score_by_method(summary["pooled"], ["none", *cfg.methods], where="w")
+    """
     fig = go.Figure()
     for method in [m for m in methods if m != "none" and any(r["method"] == m for r in pooled)]:
         rs = [r for r in pooled if r["method"] == method]
@@ -370,5 +639,7 @@ def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str],
             _hline(fig, r["mean"], f"unsteered (layer {r['layer']}, {r['position']}): {r['mean']:.3f}")
     fig.update_layout(xaxis_title="method, then layer and position",
                       yaxis_title="held-out AxBench score (0-1; bars: 95% CI)", showlegend=False)
-    return _layout(fig, "Held-out AxBench score per method, pooled over targets (coefficient chosen on the other "
-                        "half of the prompts)", where, 560)
+    return _layout(fig, "Held-out AxBench score per method", where, 560, (
+        "Pooled over targets; each condition's coefficient is chosen on half of the prompts and scored on the other "
+        "half (bars: 95% CI). Above the dotted unsteered line = steers without losing fluency and relevance; "
+        "overlapping bars are not a ranking."))

@@ -2,20 +2,24 @@
 
 - ``summary.json`` holds one key per notebook (``bias``, ``interpret``, ``steer``,
   ``compare``); each notebook replaces only its own key, atomically.
-- :func:`save_figure` writes each figure as a standalone HTML file that embeds plotly.js
-  (works offline and copied anywhere, ~4.8 MB each) and as plotly JSON for the report.
+- :func:`save_figure` writes each figure as plotly JSON (what the report draws) and as a
+  small standalone HTML file that loads the run folder's one shared ``plotly.min.js``
+  (:mod:`steerlab.lab.plotlyjs`), and notes the order figures were saved in
+  (``figures/_order.txt``), which is the order the notebooks show them.
 - :data:`HEADLINES` says what every headline number means and in what units;
   :func:`headlines` names each the same way for the printed summary and the report.
-- :func:`build_report` writes ``index.html``: one self-contained page (plotly.js inline
-  once, no network) with the model, parameters, durations, headline numbers,
-  conclusions, every figure and links to the executed notebooks.
+- :func:`build_report` writes ``index.html`` (:mod:`steerlab.lab.page`): a contents list, one
+  section per notebook with its headline numbers, conclusions, steered examples and figures
+  with captions, and links to the executed notebooks; paths relative to the run folder.
+- :func:`html_table` and :func:`markdown_table` come from :mod:`steerlab.lab.tables`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +28,24 @@ from typing import Any
 import torch
 
 from ..store import atomic_write_text
+from .plotlyjs import plotlyjs_tag, write_plotlyjs
+from .tables import html_table, markdown_table
 
 __all__ = [
+    "FIGURE_ORDER",
     "HEADLINES",
     "SUMMARY_KEYS",
     "WIDGET_NOTE",
     "Headline",
     "ParameterError",
     "build_report",
+    "figure_order",
     "headlines",
     "html_table",
     "load_summary",
     "markdown_table",
     "record",
+    "relative_text",
     "save_figure",
     "to_jsonable",
     "widget_with_note",
@@ -84,59 +93,76 @@ def record(output_dir: str | Path, key: str, values: Mapping[str, Any]) -> Path:
     return path
 
 
+FIGURE_ORDER = "_order.txt"
+"""In ``figures/``: the names of the figures, one a line, in the order they were saved (first save wins the
+place). Plain text, so ``figures/*.json`` stays the figures alone."""
+
+
+def figure_order(output_dir: str | Path) -> list[str]:
+    """The names of a run's figures in the order the notebooks saved (and showed) them.
+
+    Example:
+        >>> figure_order("runs/latest")[:2]
+        ['01_bias_norms', '01_bias_cosines']
+    """
+    path = Path(output_dir) / "figures" / FIGURE_ORDER
+    if not path.exists():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def save_figure(fig: Any, output_dir: str | Path, name: str) -> Path:
     """Write a plotly figure to ``output_dir/figures/name.html`` (and ``name.json`` for the report).
 
-    The HTML embeds plotly.js (about 4.8 MB), so the file renders offline and when copied
-    out of its folder; the JSON is the figure itself, which :func:`build_report` draws on
-    one page with a single inline copy of plotly.js.
+    The HTML loads the run folder's shared ``plotly.min.js`` (written once, beside
+    ``figures/``), so it renders offline inside its run folder at a few hundred kB instead
+    of 4.8 MB; to send one figure alone, ``fig.write_html(path)`` embeds plotly.js. The
+    figure's place in ``figures/_order.txt`` is the order of the calls, so the report shows
+    figures as the notebooks do.
 
     Example:
         >>> save_figure(fig, output_dir, "01_bias_norms")
     """
+    if not name or name.startswith(("_", ".")) or "/" in name:
+        raise ValueError(f"figure name {name!r}: expected a file stem not starting with '_' or '.', such as "
+                         "'01_bias_norms'")
     folder = Path(output_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
+    write_plotlyjs(output_dir)
     path = folder / f"{name}.html"
-    atomic_write_text(path, fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True))
+    page = fig.to_html(include_plotlyjs=False, include_mathjax=False, full_html=True)
+    page = page.replace("<head>", f"<head>{plotlyjs_tag('..')}", 1)
+    atomic_write_text(path, page)
     atomic_write_text(folder / f"{name}.json", fig.to_json())
+    order = figure_order(output_dir)
+    if name not in order:
+        atomic_write_text(folder / FIGURE_ORDER, "".join(f"{n}\n" for n in [*order, name]))
     return path
 
 
-def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None, quote_strings: bool = True) -> str:
-    """A small HTML table with one column per key (the write-up's top-k layout).
+def relative_text(text: str, run_dir: str | Path, aliases: Sequence[str | Path] = ()) -> str:
+    """``text`` with this machine's absolute paths made relative: the run folder becomes ``.``
+    (``./figures/x.json``), the repository ``<repo>``, the Python environment ``<venv>``, the
+    home folder ``~``.
 
-    Strings are shown as ``repr`` (so a token's leading space is visible) unless
-    ``quote_strings`` is False.
-    """
-    names = list(columns)
-    depth = max((len(columns[n]) for n in names), default=0)
-    head = "".join(f"<th>{html.escape(str(n))}</th>" for n in names)
-
-    def cell(value: Any) -> str:
-        text = repr(value) if quote_strings and isinstance(value, str) else str(value)
-        return f"<td><code>{html.escape(text)}</code></td>"
-
-    rows = []
-    for i in range(depth):
-        cells = "".join(cell(columns[n][i]) if i < len(columns[n]) else "<td></td>" for n in names)
-        rows.append(f"<tr>{cells}</tr>")
-    caption = f"<caption>{html.escape(title)}</caption>" if title else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def markdown_table(columns: Mapping[str, Sequence[Any]]) -> str:
-    """A Markdown table with one column per key (for READMEs and notes).
+    Args:
+        aliases: other absolute paths of the same run folder, also shown as ``.`` (where it was
+            written before it was moved or copied: the notebooks' recorded ``output_dir``).
 
     Example:
-        >>> print(markdown_table({"method": ["raw", "mean_centred"], "effect": ["0.01", "0.02"]}))
+        >>> relative_text("/home/me/steerlab/runs/20261203-120000/figures", "/home/me/steerlab/runs/20261203-120000")
+        './figures'
     """
-    names = list(columns)
-    depth = max((len(columns[n]) for n in names), default=0)
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for i in range(depth):
-        cells = [str(columns[n][i]).replace("|", "\\|") if i < len(columns[n]) else "" for n in names]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    run_dir = Path(run_dir)
+    roots: list[tuple[str, str]] = [(str(a), ".") for a in aliases if Path(a).is_absolute()]
+    for path, name in ((run_dir.resolve(), "."), (run_dir.absolute(), "."),
+                       (Path(__file__).resolve().parents[3], "<repo>"), (Path(sys.prefix), "<venv>"),
+                       (Path(sys.base_prefix), "<python>"), (Path.home(), "~")):
+        if str(path) not in ("/", "."):
+            roots.append((str(path), name))
+    for root, name in sorted(set(roots), key=lambda r: -len(r[0])):
+        text = re.sub(re.escape(root) + r"(?![\w.-])", name, text)
+    return text
 
 
 # --- headline numbers: what each means -------------------------------------------------
@@ -177,7 +203,7 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                                  "the steered condition with the highest mean score on the report half of the prompts"),
     ("compare", "best_score"): ("its held-out AxBench score",
                                 ("harmonic mean of concept, fluency and relevance per completion, 0 to 1 (0 if any is 0); "
-                                 "its 95% CI is in the table")),
+                                 "95% CI {best_ci}")),
     ("compare", "judge_accuracy"): ("concept judge's held-out accuracy",
                                     "fraction of held-out texts the judge (not the steered model) classifies correctly"),
 }
@@ -209,8 +235,12 @@ class Headline:
 def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> dict[str, Any]:
     positions = entry.get("positions") or ["?"]
     config = entry.get("config") or {}
+    pooled = (entry.get("summary") or {}).get("pooled") or []
+    best = next((r for r in pooled if isinstance(r, Mapping) and r.get("method") != "none" and r.get("ci")), None)
+    best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
     return {**entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
-            "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?")}
+            "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
+            "best_ci": best_ci}
 
 
 def headlines(summary: Mapping[str, Any]) -> list[Headline]:
@@ -260,102 +290,13 @@ def widget_with_note(ui: Any) -> tuple[Any, Any]:
     return note, w.VBox([hide, ui])
 
 
-_PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; }
-h1 { font-size: 1.6rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; } caption { text-align: left; font-weight: 600; }
-td, th { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: left; }
-td.value { font-variant-numeric: tabular-nums; font-weight: 600; white-space: nowrap; }
-.figure { min-height: 420px; margin-bottom: 1.5rem; } .failed { color: #b00020; font-weight: 600; }
-.meaning { color: #555; }
-"""
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _figure_script(div_id: str, figure_json: str) -> str:
-    safe = figure_json.replace("</", "<\\\\/")
-    return (f'<script>(function () {{ var fig = {safe}; Plotly.newPlot("{div_id}", fig.data, fig.layout, '
-            f'{{responsive: true}}); }})();</script>')
-
-
 def build_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/index.html`` from ``summary.json``, ``run.json`` and ``figures/*.json``.
-
-    Self-contained: plotly.js is inline once; figures are drawn from their JSON; nothing is
-    fetched. Links to executed notebooks (``NAME.ipynb``) and exports (``NAME.html``) are
-    relative, for the run folder.
+    """Write ``run_dir/index.html``, the run's report page (see :func:`steerlab.lab.page.write_page`).
 
     Example:
         >>> build_report("runs/latest")
         PosixPath('runs/latest/index.html')
     """
-    import plotly.offline
+    from .page import write_page
 
-    run_dir = Path(run_dir)
-    summary = load_summary(run_dir)
-    run_path = run_dir / "run.json"
-    run = json.loads(run_path.read_text(encoding="utf-8")) if run_path.exists() else {}
-    results = {Path(r["notebook"]).stem: r for r in run.get("notebooks", [])}
-    stems = list(dict.fromkeys([*results, *(SUMMARY_KEYS[k] for k in summary if k in SUMMARY_KEYS)]))
-    models = sorted({str(e["model"]) for e in summary.values() if isinstance(e, Mapping) and e.get("model")})
-    parts = [f"<h1>steerlab run {_esc(run_dir.resolve().name)}</h1>",
-             f"<p>Model: <b>{_esc(', '.join(models) or 'unknown')}</b>"
-             + (f" · started {_esc(run['started'])}" if run.get("started") else "")
-             + (f" · {run['seconds']:.0f} s in all" if isinstance(run.get("seconds"), (int, float)) else "")
-             + "</p>"]
-    rows = []
-    for stem in stems:
-        r = results.get(stem, {})
-        status = ("ok" if r.get("ok") else '<span class="failed">FAILED</span>') if r else "not in run.json"
-        secs = f"{r['seconds']:.0f} s" if isinstance(r.get("seconds"), (int, float)) else ""
-        links = " · ".join(f'<a href="{_esc(stem + ext)}">{_esc(stem + ext)}</a>' for ext in (".ipynb", ".html")
-                           if (run_dir / f"{stem}{ext}").exists())
-        rows.append(f"<tr><td>{_esc(stem)}</td><td>{status}</td><td>{secs}</td><td>{links}</td></tr>")
-        if r.get("error"):
-            rows.append(f'<tr><td colspan="4"><pre>{_esc(r["error"][-3000:])}</pre></td></tr>')
-    parts.append("<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>status</th><th>duration</th>"
-                 f"<th>executed notebook · HTML export</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    parts.append("<h2>Headline numbers</h2>")
-    by_key: dict[str, list[Headline]] = {}
-    for h in headlines(summary):
-        by_key.setdefault(h.summary_key, []).append(h)
-    for skey, hs in by_key.items():
-        body = "".join(f'<tr class="headline" data-key="{_esc(skey)}.{_esc(h.key)}"><td>{_esc(h.name)}</td>'
-                       f'<td class="value">{_esc(h.shown)}</td><td class="meaning">{_esc(h.meaning)}</td></tr>'
-                       for h in hs)
-        parts.append(f"<table><caption>{_esc(SUMMARY_KEYS.get(skey, skey))} ({_esc(skey)})</caption><thead><tr>"
-                     f"<th>quantity</th><th>value</th><th>meaning and units</th></tr></thead><tbody>{body}</tbody></table>")
-    conclusions = [(k, e["conclusion"]) for k, e in summary.items() if isinstance(e, Mapping) and e.get("conclusion")]
-    if conclusions:
-        parts.append("<h2>Conclusions (generated from the numbers)</h2>")
-        for skey, lines in conclusions:
-            items = "".join(f"<li>{_esc(line)}</li>" for line in lines)
-            parts.append(f"<h3>{_esc(SUMMARY_KEYS.get(skey, skey))}</h3><ul>{items}</ul>")
-    parts.append("<h2>Parameters</h2>")
-    for skey, entry in summary.items():
-        params = entry.get("parameters") if isinstance(entry, Mapping) else None
-        if isinstance(params, Mapping):
-            body = "".join(f"<tr><td>{_esc(k)}</td><td><code>{_esc(json.dumps(v))}</code></td></tr>"
-                           for k, v in params.items())
-            parts.append(f"<table><caption>{_esc(SUMMARY_KEYS.get(skey, skey))}</caption><tbody>{body}</tbody></table>")
-    if run.get("parameters"):
-        parts.append(f"<p>Passed to the runner: <code>{_esc(json.dumps(run['parameters']))}</code></p>")
-    parts.append("<h2>Figures</h2>")
-    scripts = []
-    for i, path in enumerate(sorted((run_dir / "figures").glob("*.json"))):
-        div = f"figure-{i}"
-        standalone = path.with_suffix(".html")
-        link = f' · <a href="figures/{_esc(standalone.name)}">standalone</a>' if standalone.exists() else ""
-        parts.append(f'<h3>{_esc(path.stem)}{link}</h3><div class="figure" id="{div}" '
-                     f'data-name="{_esc(path.stem)}"></div>')
-        scripts.append(_figure_script(div, path.read_text(encoding="utf-8")))
-    page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            f"<title>steerlab run {_esc(run_dir.resolve().name)}</title><style>{_PAGE_STYLE}</style>"
-            f"<script>{plotly.offline.get_plotlyjs()}</script></head><body>{''.join(parts)}{''.join(scripts)}"
-            "</body></html>")
-    out = run_dir / "index.html"
-    atomic_write_text(out, page)
-    return out
+    return write_page(run_dir)
