@@ -53,7 +53,7 @@ _OFFLINE_TEMPLATE = """{%- extends "lab/index.html.j2" -%}
 def export_html(executed: Path) -> Path:
     """Export an executed notebook to ``NAME.html`` beside it; figures render offline.
 
-    The notebooks embed plotly.js once (:func:`steerlab.lab.plots.setup_notebook`). Widget
+    The export loads the run folder's one shared ``plotly.min.js`` (:mod:`steerlab.lab.plotlyjs`). Widget
     outputs and saved widget state are removed first (from the ``.ipynb`` too): rendered
     from saved state, a widget shows controls with no kernel behind them; without it, the
     page shows the notebook's static note instead (:func:`steerlab.lab.report.widget_with_note`).
@@ -257,7 +257,9 @@ def run_notebooks(
     for i, path in enumerate(paths, start=1):
         print(f"[{i}/{len(paths)}] {path.name} ...", flush=True)
         executed = run_dir / path.name
-        params = {**given[path], "output_dir": str(run_dir.resolve())}
+        # Relative to the notebook's working folder (papermill's cwd): no absolute path of this
+        # machine in the injected parameters cell of the executed notebooks and their exports.
+        params = {**given[path], "output_dir": os.path.relpath(run_dir.resolve(), path.parent.resolve())}
         started = time.perf_counter()
         try:
             papermill.execute_notebook(
