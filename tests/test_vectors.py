@@ -251,8 +251,9 @@ def test_non_finite_vector_is_refused(bad: float) -> None:
 
 
 def test_other_construction_errors() -> None:
-    with pytest.raises(ValueError, match="unknown recipe 'magic'"):
-        SteeringVector({0: torch.ones(4)}, "m", "f", 4, "magic", {}, "all")
+    # A recipe is provenance (a registry construction, "imported", or your own name), never empty.
+    with pytest.raises(ValueError, match="recipe names its construction; got ' '"):
+        SteeringVector({0: torch.ones(4)}, "m", "f", 4, " ", {}, "all")
     with pytest.raises(ValueError, match="at least one layer"):
         SteeringVector({}, "m", "f", 4, "raw", {}, "all")
     v = SteeringVector({0: torch.ones(4)}, "m", "f", 4, "raw", {}, "all")
