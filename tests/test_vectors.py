@@ -286,3 +286,23 @@ def test_failed_save_leaves_nothing_under_the_final_name(tiny_gpt2: steerlab.Mod
     with pytest.raises(OSError, match="disk full"):
         v.save(tmp_path / "vec")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_expands_tilde_returns_its_paths_and_gguf_round_trips(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """save() used to return None, write a literal '~' folder, and write a pair that
+    load_vector('x.gguf') could not read when given a .gguf name."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    v = SteeringVector({3: torch.randn(8)}, "m", "f", 8, "mean_centred", {"target": "fantasy"}, "all_but_first")
+    written = v.save("~/vecs/fantasy")
+    assert written == [tmp_path / "vecs" / "fantasy.safetensors", tmp_path / "vecs" / "fantasy.json"]
+    assert all(p.is_file() for p in written)
+    (gguf,) = v.save("~/vecs/fantasy.gguf", coefficient=2.0)
+    assert gguf == tmp_path / "vecs" / "fantasy.gguf"
+    back = load_vector("~/vecs/fantasy.gguf")
+    torch.testing.assert_close(back.at(3), 2.0 * v.at(3))
+    with pytest.raises(TypeError, match="options"):
+        v.save(tmp_path / "plain", coefficient=2.0)
+    # One line, with the construction, model, layers and norm: not 576 numbers.
+    text = repr(v)
+    assert "\n" not in text and text.startswith("SteeringVector(mean_centred, model='m', layers=[3], norm={3: ")
