@@ -9,8 +9,10 @@ unit vectors gives two averages exactly, in O(n):
 - average pairwise cosine over distinct pairs: ``(n |mean(u)|^2 - 1) / (n - 1)``.
 
 Memory is one batch plus a few ``[layers, d_model]`` sums, whatever the dataset
-size. Results are cached on disk, one entry per model fingerprint, text content,
-position rule, token limit, centre and the tokenizer's added BOS; the layer set
+size. Results are cached on disk, one entry per model fingerprint (checked against a
+fast checksum of the weights before every read, so edits through ``param.data`` are
+seen), tokenizer, text content, position rule, token limit, centre and the tokenizer's
+added BOS; statistics computed inside a steering scope are not cached. The layer set
 is not part of the key: an entry holds every layer computed so far, serves any
 subset of them without a forward pass, and a request for new layers computes
 only those and adds them to the entry. A damaged or altered entry is recomputed

@@ -227,7 +227,8 @@ def _coefficients(coefficient: Any) -> list[float]:
     if one is not None:
         values: list[Any] = [coefficient]
     elif isinstance(coefficient, (str, bytes, bool)) or not isinstance(coefficient, Iterable):
-        raise TypeError(f"coefficients must be a number or a sequence of numbers, got {coefficient!r}")
+        raise TypeError(f"coefficients must be numbers, got {coefficient!r} (expected a number or a sequence "
+                        "of numbers)")
     else:
         values = coefficient.tolist() if hasattr(coefficient, "tolist") else list(coefficient)
         if not isinstance(values, list):  # a 0-d array's tolist() is a scalar
