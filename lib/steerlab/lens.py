@@ -62,7 +62,7 @@ def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool =
     if x.dim() != 1:
         raise ValueError(f"top_tokens takes one [d_model] vector, got shape {tuple(x.shape)}")
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")  # noqa: TRY004 - like every bad value here
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     logits = lens_logits(model, x, apply_norm=apply_norm, remote=remote)
