@@ -470,3 +470,96 @@ def test_vectors_built_through_the_remote_path_match_the_local_ones(tiny_llama: 
         steerlab.vectors.mean_centred(model, target, general, [1], **kw).at(1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(steerlab.vectors.prompt_pair(model, "Love", "Hate", [1], remote="local").at(1),
                                steerlab.vectors.prompt_pair(model, "Love", "Hate", [1]).at(1), atol=1e-5, rtol=1e-5)
+
+
+# --- issue 26: the remote route under abuse ----------------------------------------------------
+
+
+def test_the_steering_scope_refuses_a_remote_model(remote_model: RemoteModel) -> None:
+    from steerlab.steer import steering, steering_rows
+
+    v = torch.ones(remote_model.d_model)
+    with pytest.raises(RuntimeError, match=r"sl.steering needs the weights in this process.*remote=True"):
+        steering(remote_model, v, layer=1, scale="raw")
+    with pytest.raises(RuntimeError, match=r"sl.steering_rows needs the weights in this process"):
+        steering_rows(remote_model, [v], layer=1)
+    assert not remote_model.steered_here()
+
+
+def test_a_remote_load_without_network_fails_within_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port nothing listens on: the hub is "unreachable" offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    for var in ("HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    started = time.perf_counter()
+    with pytest.raises(steerlab.ModelLoadError, match=r"for remote use: its config is not in the local .* unreachable"):
+        steerlab.load_model("steerlab-test/not-cached", remote=True)
+    assert time.perf_counter() - started < 5.0
+
+
+def test_an_ndif_host_that_never_answers_ends_the_call(remote_model: RemoteModel,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server on 127.0.0.1 accepts the connection and says nothing: the call ends with an error
+    after STEERLAB_NDIF_TIMEOUT instead of hanging (the test bounds itself either way)."""
+    import socket
+    import threading
+
+    import websocket
+    from nnsight.schema.config import CONFIG
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def silent() -> None:  # accept and never answer, until the test ends (30 s at most)
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    serving = threading.Thread(target=silent, daemon=True)
+    serving.start()
+    monkeypatch.setattr(CONFIG.API, "APIKEY", "not-a-real-key")
+    monkeypatch.setattr(CONFIG.API, "HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("STEERLAB_NDIF_TIMEOUT", "1.5")
+    from nnsight.modeling import huggingface as nnsight_hf  # the hub's spelling of the id, known offline
+
+    monkeypatch.setitem(nnsight_hf._ID_CACHE, remote_model.remote_id, remote_model.remote_id)
+    monkeypatch.setattr(websocket._socket, "_default_timeout", websocket.getdefaulttimeout())  # restored after
+    batch = steerlab.encode(remote_model.tokenizer, PROMPTS)
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            steered_logits(remote_model, batch, backend="nnsight", remote=True)
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - what it raised is checked below
+            outcome.append(err)
+
+    started = time.perf_counter()
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(20)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    for conn in accepted:
+        conn.close()  # also frees a caller that hung
+    serving.join(5)
+    server.close()
+    assert outcome, f"the remote call to a silent NDIF host was still waiting after {elapsed:.0f} s"
+    assert isinstance(outcome[0], Exception)
+    assert isinstance(outcome[0], websocket.WebSocketTimeoutException | TimeoutError), repr(outcome[0])
+    assert elapsed < 10

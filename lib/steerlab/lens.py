@@ -7,6 +7,8 @@ tests check.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .arch import final_norm_of, logit_softcap_of
@@ -59,10 +61,16 @@ def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool =
     """
     if x.dim() != 1:
         raise ValueError(f"top_tokens takes one [d_model] vector, got shape {tuple(x.shape)}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")  # noqa: TRY004 - like every bad value here
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     logits = lens_logits(model, x, apply_norm=apply_norm, remote=remote)
-    values, ids = logits.topk(k)
+    vocab = int(logits.shape[-1])
+    if k > vocab:
+        raise ValueError(f"k={k} is more than the {vocab} tokens of {model.name}'s vocabulary: "
+                         f"expected 1..{vocab}")
+    values, ids = logits.topk(int(k))
     return [(model.tokenizer.decode([int(i)]), float(v)) for i, v in zip(ids, values)]
 
 

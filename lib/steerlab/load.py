@@ -46,6 +46,7 @@ from .models import (
     _read_cached_hash,
     _signature,
     _write_cached_hash,
+    content_checksum,
     content_hash,
 )
 from .remote import load_remote_model, reachable
@@ -164,6 +165,7 @@ def _wrap(hf: Any, tokenizer: Any, name: str, source: str, started: float,
             cached = content_hash(hf)
             _write_cached_hash(key, cached)
         model._fp.value, model._fp.signature = cached, signature
+        model._fp.checksum = content_checksum(hf)  # what checked_fingerprint compares with
     if check:
         self_check(model)
     model.load_seconds = time.perf_counter() - started
@@ -353,6 +355,29 @@ def _no_hub_advice() -> str:
             f"the default is {EMBEDDED_MODEL!r}) or a local checkpoint folder.")
 
 
+def _check_hub_for_remote(name: str | None) -> None:
+    """Before building a remote model from the hub: its config cached here, or the hub reachable
+    (checked in 3 s, as for a local load, instead of the hub client's ~47 s of retries)."""
+    if not isinstance(name, str) or embedded_model(name) is not None or Path(name).expanduser().is_dir():
+        return  # load_remote_model refuses the first two and builds a local folder offline
+    try:
+        snapshot = _hub_snapshot(name)
+    except Exception:  # noqa: BLE001 - not a valid hub id: load_remote_model says so
+        return
+    if snapshot is not None:
+        return
+    from huggingface_hub import constants
+
+    where = f"its config is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if _hub_offline():
+        raise ModelLoadError(f"could not load {name!r} for remote use: {where} and the hub is switched off "
+                             "(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)")
+    if not _hub_reachable():
+        raise ModelLoadError(f"could not load {name!r} for remote use: {where} and the hub ({constants.ENDPOINT}) "
+                             "is unreachable (no connection within 3 s); remote models need the hub's config "
+                             "and tokenizer once, then NDIF")
+
+
 def _load_embedded(name: str | None, dtype: torch.dtype, device: torch.device, progress: bool,
                    started: float) -> Model:
     spec = embedded_model(name)
@@ -418,6 +443,7 @@ def load_model(
     torch_dtype = _resolve_dtype(dtype)  # before any file is touched
     torch_device = _resolve_device(device)
     if remote:
+        _check_hub_for_remote(name)
         return load_remote_model(name)  # type: ignore[arg-type]  # it rejects None with a clear error
     if embedded_model(name) is not None:
         return _load_embedded(name, torch_dtype, torch_device, progress, started)

@@ -18,7 +18,7 @@ import torch
 
 from .models import Model
 from .remote import Remote
-from .tokens import encode
+from .tokens import check_fits, encode
 from .trace import check_layers, residuals
 from .vectors import SteeringVector
 
@@ -62,6 +62,7 @@ def token_projections(model: Model, text: str, vector: SteeringVector | torch.Te
     if not bool(torch.isfinite(v).all()) or float(v.norm()) == 0:
         raise ValueError("token_projections needs a finite, non-zero vector")
     batch = encode(model.tokenizer, [text])
+    check_fits(model.hf.config, batch.lengths, what="text")
     unit = v.detach().float().cpu() / v.detach().float().cpu().norm()
 
     def project(_i: int, hidden: torch.Tensor) -> torch.Tensor:  # where the model runs

@@ -18,6 +18,7 @@ weights in this process and refuse a remote model.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from .models import Model, ModelLoadError
 
 __all__ = [
     "BACKENDS",
+    "REQUEST_TIMEOUT",
     "NdifUnavailableError",
     "Remote",
     "RemoteModel",
@@ -41,6 +43,7 @@ __all__ = [
     "ndif_host",
     "reachable",
     "register_steerlab",
+    "request_timeout",
 ]
 
 BACKENDS = ("hook", "nnsight")
@@ -98,6 +101,10 @@ class RemoteModel(Model):
         """The same ``repo@revision`` (nothing to rehash)."""
         return self.fingerprint
 
+    def checked_fingerprint(self) -> str:
+        """The same ``repo@revision`` (no weights here to check)."""
+        return self.fingerprint
+
     def __repr__(self) -> str:
         return (f"RemoteModel({self.name!r} on NDIF, {self.hf.config.model_type}, n_layers={self.n_layers}, "
                 f"d_model={self.d_model})")
@@ -150,12 +157,41 @@ def ndif_host() -> str:
     return str(CONFIG.API.HOST)
 
 
+REQUEST_TIMEOUT = 120.0
+"""Seconds a remote request may wait on NDIF's websocket for any one answer (the handshake,
+the session id, each status update) before it fails; environment ``STEERLAB_NDIF_TIMEOUT``."""
+
+
+def request_timeout() -> float:
+    """The wait limit of a remote request's websocket (:data:`REQUEST_TIMEOUT`, or ``STEERLAB_NDIF_TIMEOUT``)."""
+    text = os.environ.get("STEERLAB_NDIF_TIMEOUT", "").strip()
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"STEERLAB_NDIF_TIMEOUT={text!r} is not a number of seconds") from None
+        if not value > 0:
+            raise ValueError(f"STEERLAB_NDIF_TIMEOUT={text!r} must be a positive number of seconds")
+        return value
+    return REQUEST_TIMEOUT
+
+
+def _bound_websocket_waits() -> None:
+    """nnsight opens NDIF's websocket with no timeout (a host that accepts TCP and never answers
+    would hang the call forever): give every websocket connect and receive a limit."""
+    import websocket
+
+    websocket.setdefaulttimeout(request_timeout())
+
+
 def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.0) -> None:
     """Before a remote trace: steerlab registered, an API key set, NDIF reachable.
 
     nnsight itself would open a websocket with no timeout of its own; this fails in at
     most ``timeout`` seconds instead, before anything is serialized or sent, so nothing
-    about the model changes.
+    about the model changes. It also bounds every wait of the request on NDIF's websocket
+    (:func:`request_timeout`, 120 s by default): a server that accepts the connection and
+    never answers ends the call with an error instead of hanging it.
 
     Raises:
         RuntimeError: ``remote=True`` on a model not loaded with ``remote=True``, or a
@@ -193,6 +229,7 @@ def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.
             f"{what}(remote=True): NDIF at {host} is unreachable from this machine (no connection within "
             f"{timeout:g} s). Remote traces need network access to NDIF and an API key ({_API_KEY_VAR}); "
             "nothing was sent and the model is unchanged")
+    _bound_websocket_waits()
 
 
 def check_local(model: Model, what: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .data import genres, load_dataset
-from .models import Model
+from .models import Model, tokenizer_digest
 from .stats import ActivationStats, activation_stats, pool_stats
 from .trace import check_layers
 
@@ -74,16 +74,23 @@ def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int
     name = check_set(name, "set")
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
         raise ValueError(f"sample_size must be an integer >= 1, got {sample_size!r}")
-    key = (model.fingerprint, name, sample_size, max_length, seed)
-    if key not in _STATS:
+    # The statistics of the model itself, also when called inside a steering scope (the unit
+    # of a nested sl.steering is the unsteered model's), so they may be cached.
+    with model.unsteered():
         if name == "mixed":
             parts = [set_stats(model, g, sample_size=sample_size, max_length=max_length, seed=seed,
                                progress=progress) for g in genres()]
-            _STATS[key] = pool_stats(parts, "mixed")
-        else:
-            data = load_dataset(name, "train").sample(sample_size, seed=seed)
+            key: tuple[Any, ...] = (model.checked_fingerprint(), tokenizer_digest(model.tokenizer), name,
+                                    max_length, tuple(p.dataset_hash for p in parts))
+            if key not in _STATS:
+                _STATS[key] = pool_stats(parts, "mixed")
+            return _STATS[key]
+        data = load_dataset(name, "train").sample(sample_size, seed=seed)
+        # Keyed by the texts' content, not the set's name: edited data files are seen in a running session.
+        key = (model.checked_fingerprint(), tokenizer_digest(model.tokenizer), name, max_length, data.content_hash)
+        if key not in _STATS:
             _STATS[key] = activation_stats(model, data, None, max_length=max_length, progress=progress)
-    return _STATS[key]
+        return _STATS[key]
 
 
 def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:

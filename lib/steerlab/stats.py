@@ -9,8 +9,10 @@ unit vectors gives two averages exactly, in O(n):
 - average pairwise cosine over distinct pairs: ``(n |mean(u)|^2 - 1) / (n - 1)``.
 
 Memory is one batch plus a few ``[layers, d_model]`` sums, whatever the dataset
-size. Results are cached on disk, one entry per model fingerprint, text content,
-position rule, token limit, centre and the tokenizer's added BOS; the layer set
+size. Results are cached on disk, one entry per model fingerprint (checked against a
+fast checksum of the weights before every read, so edits through ``param.data`` are
+seen), tokenizer, text content, position rule, token limit, centre and the tokenizer's
+added BOS; statistics computed inside a steering scope are not cached. The layer set
 is not part of the key: an entry holds every layer computed so far, serves any
 subset of them without a forward pass, and a request for new layers computes
 only those and adds them to the entry. A damaged or altered entry is recomputed
@@ -34,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import TextSet
-from .models import Model, cache_root
+from .models import Model, cache_root, tokenizer_digest
 from .remote import Remote, check_remote
 from .store import StoreError, load_tensors, paths_of, save_tensors
 from .tokens import STAT_POSITIONS, added_bos_id, check_position, encode, position_limit
@@ -152,7 +154,7 @@ def _cache_key(model: Model, data: TextSet, position: str, keep: int | None,
                centre: ActivationStats | None) -> str:
     key = {
         "v": _CACHE_VERSION,
-        "model": model.fingerprint,
+        "model": model.checked_fingerprint(),  # also after an edit through param.data
         "data": data.content_hash,
         "position": position,
         "max_length": keep,
@@ -160,6 +162,7 @@ def _cache_key(model: Model, data: TextSet, position: str, keep: int | None,
         "centre": None if centre is None else [centre.model_fingerprint, centre.dataset_hash,
                                                centre.position, centre.count, centre.centre],
         "bos": added_bos_id(model.tokenizer),
+        "tokenizer": tokenizer_digest(model.tokenizer),
         "dtype": str(next(model.hf.parameters()).dtype),
     }
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -315,9 +318,22 @@ def activation_stats(
     _check_count("batch_size", batch_size, allow_none=False)
     _check_count("max_length", max_length, allow_none=True)
     if centre is not None:
+        if not isinstance(centre, ActivationStats):
+            raise TypeError(f"centre must be ActivationStats (from activation_stats), got {type(centre).__name__}")
+        if centre.model_fingerprint != model.checked_fingerprint():
+            raise ValueError(f"centre statistics of {centre.dataset!r} were computed on {centre.model_name!r} "
+                             f"(fingerprint {centre.model_fingerprint}), not on {model.name!r} (fingerprint "
+                             f"{model.fingerprint}): compute the centre on this model")
         missing = [layer for layer in layers if layer not in centre.layers]
         if missing:
             raise ValueError(f"centre statistics lack layers {missing}")
+    if cache and model.steered_here():
+        # The scope's hook edits these activations: they describe a steered run, which no
+        # cache key (the model's fingerprint) names, so they are neither read nor kept.
+        warnings.warn(f"activation_stats on {model.name} inside a steering scope: these are the steered "
+                      "model's statistics, computed without the statistics cache (compute them outside "
+                      "the `with sl.steering(...)` block for the model's own)", stacklevel=2)
+        cache = False
     # A causal model's first token sees only itself: one token per text suffices.
     keep, limit = (1, None) if position == "first" else _token_budget(model, max_length)
     stem = cache_root() / "stats" / _cache_key(model, textset, position, keep, centre)
@@ -355,8 +371,9 @@ def activation_stats(
             meta["centre_hashes"] = _centre_hashes(centre, entry.layers)
         try:
             save_tensors(stem, entry._tensors(), meta)
-        except OSError as err:
-            warnings.warn(f"could not write statistics cache {stem}: {err}", stacklevel=2)
+        except Exception as err:  # noqa: BLE001 - OSError, or safetensors' SafetensorError on a full disk
+            warnings.warn(f"could not write statistics cache {stem}: {err}; the statistics were computed and "
+                          "are returned, not cached", stacklevel=2)
     return replace(entry._subset(layers), dataset=textset.name, centre=label)
 
 
@@ -520,8 +537,12 @@ def per_text_means(
             raise ValueError(f"{textset.name!r}, batch from text {start}: {err}") from err
         cut += int(batch.truncated.sum())
         mask = batch.select(position).float()  # [batch, seq]
-        if bool((mask.sum(1) == 0).any()):
-            raise ValueError(f"position rule {position!r} selects no token in some text")
+        none = (mask.sum(1) == 0).nonzero().flatten().tolist()
+        if none:
+            i = start + int(none[0])
+            raise ValueError(f"position rule {position!r} selects no token in text {i} of {textset.name!r} "
+                             f"({texts[i][:40]!r}, {int(batch.lengths[none[0]])} token(s)); "
+                             f"{len(none)} text(s) of this batch select none")
         for i, means in enumerate(residuals(model, batch, layers, reduce=_text_means(mask), remote=remote)):
             out[start:start + len(chunk), i] = means.float().cpu()
         bar.update(len(chunk))

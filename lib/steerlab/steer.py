@@ -6,6 +6,11 @@
 sampling loop. It is a pair of forward pre-hooks (one on the model, which reads each
 call's ``attention_mask`` and cache length, one on the block, which edits), removed when
 the block ends, also when an exception interrupts it, so the model is never left steered.
+The scope steers only the thread that opened it (another thread's calls of the same model,
+the widget's worker or the kernel, run unsteered), and it registers itself on the model:
+statistics computed inside it are not cached as the model's (``activation_stats`` warns
+and skips its cache; named sets and the coefficient unit are computed unsteered,
+:meth:`steerlab.models.Model.unsteered`).
 
 Why a function of the model and not ``vector.apply(model)``: the scope is a temporary
 edit *of the model*, and it also steers with plain tensors and with a different vector
@@ -48,8 +53,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import numbers
+import operator
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +70,7 @@ from .models import Model
 from .remote import Remote, check_backend, check_local
 from .sampling import NucleusSampler, row_generators
 from .sets import typical_norm
-from .tokens import STEER_POSITIONS, Batch, check_position, encode, leading_bos, position_limit
+from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode, leading_bos
 from .trace import check_layers, nnsight_generate, nnsight_logits
 from .vectors import SteeringVector
 
@@ -124,10 +132,17 @@ def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
     block = blocks_of(model.hf)[intervention.layer]
     calls: list[tuple[torch.Tensor, bool, torch.Tensor | None]] = []
 
+    # Only the opening thread's calls are steered (the widget's worker steers while the
+    # kernel runs plain forwards), and not while it computes statistics (Model.unsteered).
+    owner = threading.get_ident()
+
     def on_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append(_call_tokens(model.tokenizer, args, kwargs))
+        if model.steers(owner):
+            calls.append(_call_tokens(model.tokenizer, args, kwargs))
 
     def on_block(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not model.steers(owner):
+            return None
         if not calls:
             raise RuntimeError(f"block {intervention.layer} ran inside a steering scope outside a call of the "
                                "model; steer through model.hf(...) or model.hf.generate(...)")
@@ -140,12 +155,14 @@ def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
         return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
     handles = [model.hf.register_forward_pre_hook(on_call, with_kwargs=True)]
+    owner = model._scope_opened()
     try:
         handles.append(block.register_forward_pre_hook(on_block, with_kwargs=True))
         yield intervention
     finally:
         for handle in handles:
             handle.remove()
+        model._scope_closed(owner)
 
 
 def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float) -> float:
@@ -191,20 +208,56 @@ def added_vector(vector: torch.Tensor, coefficient: float, unit: float | None) -
     return vector * relative_scale(vector, unit, c)
 
 
-def _coefficients(coefficient: float | Sequence[float]) -> list[float]:
-    if isinstance(coefficient, (str, bool)):
-        raise TypeError(f"coefficients must be numbers, got {coefficient!r}")
-    values = [coefficient] if isinstance(coefficient, (int, float)) else list(coefficient)
+def _number(c: Any) -> float | None:
+    """``c`` as a float if it is a real number (Python, NumPy or 0-d torch; not bool or str), else None."""
+    if isinstance(c, (str, bytes, bool)) or type(c).__name__ == "bool_":
+        return None
+    if isinstance(c, torch.Tensor):
+        if c.dim() != 0 or c.dtype == torch.bool or c.is_complex():
+            return None
+        return float(c)
+    if isinstance(c, numbers.Real):  # int, float, every NumPy integer and float scalar
+        return float(c)
+    return None
+
+
+def _coefficients(coefficient: Any) -> list[float]:
+    """One number or a sequence of them (a list, a NumPy array, a 1-d tensor) as finite floats."""
+    one = _number(coefficient)
+    if one is not None:
+        values: list[Any] = [coefficient]
+    elif isinstance(coefficient, (str, bytes, bool)) or not isinstance(coefficient, Iterable):
+        raise TypeError(f"coefficients must be numbers, got {coefficient!r} (expected a number or a sequence "
+                        "of numbers)")
+    else:
+        values = coefficient.tolist() if hasattr(coefficient, "tolist") else list(coefficient)
+        if not isinstance(values, list):  # a 0-d array's tolist() is a scalar
+            values = [values]
     if not values:
-        raise ValueError("no coefficients given")
+        raise ValueError("no coefficients given: expected at least one number")
     out = []
-    for c in values:
-        if isinstance(c, (str, bool)) or not isinstance(c, (int, float)):
-            raise TypeError(f"coefficients must be numbers, got {c!r}")
-        if not torch.isfinite(torch.tensor(float(c))):
-            raise ValueError(f"coefficient {c} is not finite")
-        out.append(float(c))
+    for i, c in enumerate(values):
+        value = _number(c)
+        if value is None:
+            raise TypeError(f"coefficients must be numbers, got {c!r} (of type {type(c).__name__}) at index {i}")
+        if not math.isfinite(value):
+            raise ValueError(f"coefficient {i} is {value}: coefficients must be finite numbers (a NaN often comes "
+                             "from a failed computation or an empty slider)")
+        out.append(value)
     return out
+
+
+def _count(name: str, value: Any) -> int:
+    """A positive integer (Python, NumPy or 0-d torch), for ``max_new_tokens``."""
+    try:
+        if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
+            raise TypeError
+        number = operator.index(value)  # int, NumPy and 0-d torch integers; not 2.5
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return number
 
 
 def _resolve(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None) -> tuple[torch.Tensor, int]:
@@ -363,13 +416,11 @@ def steered_generate(
         raise ValueError("steered_generate(remote=True) cannot poll should_stop: the server generates without "
                          "calling back; pass should_stop=None (or generate locally)")
     check_layers(model, [layer], allow_last=False)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    max_new_tokens = _count("max_new_tokens", max_new_tokens)
     if len(additions) != len(prompts):
         raise ValueError(f"{len(additions)} additions for {len(prompts)} prompts")
-    limit = position_limit(model.hf.config)
-    batch = encode(model.tokenizer, prompts, padding_side="left",
-                   max_positions=None if limit is None else max(1, limit - max_new_tokens))
+    batch = encode(model.tokenizer, prompts, padding_side="left")
+    check_fits(model.hf.config, batch.lengths, what="prompt", max_new_tokens=max_new_tokens)
     gen_kwargs: dict[str, object] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
@@ -505,6 +556,7 @@ def steered_logits(
     """
     check_backend(backend, remote, model, "steered_logits")
     check_layers(model, [layer], allow_last=False)
+    check_fits(model.hf.config, batch.lengths, what="row")
     plain = additions is None or (all(a is None for a in additions) and operator == "add")
     if backend == "nnsight":
         intervention = None if plain or additions is None else row_intervention(

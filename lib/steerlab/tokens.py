@@ -32,6 +32,7 @@ __all__ = [
     "STEER_POSITIONS",
     "Batch",
     "added_bos_id",
+    "check_fits",
     "check_position",
     "check_texts",
     "encode",
@@ -98,6 +99,46 @@ def position_limit(config: Any) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def check_fits(config: Any, lengths: Sequence[int] | torch.Tensor, *, what: str = "text",
+               max_new_tokens: int = 0, names: Sequence[object] | None = None) -> None:
+    """Refuse inputs the model cannot take: the one length check of every entry point.
+
+    Each row's tokens plus ``max_new_tokens`` must fit the model's position limit
+    (:func:`position_limit`; a model whose config names none takes anything). The error
+    names what is too long -- ``max_new_tokens`` when the prompts fit alone, else the
+    first text that does not -- and the limit, instead of an ``IndexError`` from inside
+    the model.
+
+    Args:
+        config: the model's config (``model.hf.config``).
+        lengths: tokens per row (special tokens included), e.g. :attr:`Batch.lengths`.
+        what: what a row is, for the message (``"prompt"``, ``"text"``, ``"continuation"``).
+        max_new_tokens: tokens generation will add after each row.
+        names: how the message names each row (default: its index in ``lengths``).
+
+    Raises:
+        ValueError: naming the row or ``max_new_tokens`` and the limit.
+
+    Example:
+        >>> check_fits(model.hf.config, encode(tok, ["Hi"]).lengths, what="prompt", max_new_tokens=40)
+    """
+    limit = position_limit(config)
+    if limit is None:
+        return
+    rows = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
+    model = getattr(config, "model_type", "the model")
+    for i, n in enumerate(rows):
+        if n > limit:
+            raise ValueError(f"{what} {i if names is None else names[i]} has {n} tokens, more than the {limit} positions {model} takes "
+                             f"(its position limit); shorten it")
+    longest = max(rows, default=0)
+    if max_new_tokens and longest + max_new_tokens > limit:
+        room = limit - longest
+        raise ValueError(f"max_new_tokens={max_new_tokens} is too many: {model} takes {limit} positions and the "
+                         f"longest {what} has {longest} tokens, so at most {room} new tokens fit"
+                         + ("" if room > 0 else f"; shorten the {what}"))
 
 
 @dataclass
