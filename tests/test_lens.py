@@ -77,3 +77,14 @@ def test_lens_rejects_bad_input(tiny_gpt2: steerlab.Model) -> None:
         top_tokens(tiny_gpt2, torch.ones(2, 64))
     with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         top_tokens(tiny_gpt2, torch.ones(64), k=0)
+
+
+def test_top_tokens_prints_as_a_readable_table(tiny_llama: steerlab.Model) -> None:
+    """It printed as a list of tuples with 16-digit floats; now one quoted token and a two-decimal
+    logit per line, and it is still a list of (token, logit) pairs."""
+    top = top_tokens(tiny_llama, torch.randn(tiny_llama.d_model, generator=torch.Generator().manual_seed(0)), k=4)
+    lines = str(top).splitlines()
+    assert len(lines) == 4 and repr(top) == str(top)
+    for (token, logit), line in zip(top, lines):
+        assert line.startswith(repr(token)) and line.endswith(f"{logit:8.2f}")
+    assert isinstance(top, list) and top == [tuple(p) for p in top]

@@ -16,7 +16,7 @@ from .models import Model
 from .remote import Remote, RemoteModel
 from .trace import nnsight_lens
 
-__all__ = ["lens_logits", "top_tokens", "topk_table"]
+__all__ = ["TopTokens", "lens_logits", "top_tokens", "topk_table"]
 
 
 @torch.inference_mode()
@@ -51,9 +51,23 @@ def lens_logits(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remot
     return logits if dtype is None else logits.to(dtype)
 
 
+class TopTokens(list[tuple[str, float]]):
+    """:func:`top_tokens`' answer: a list of ``(token, logit)`` pairs that prints as a small table
+    (each token quoted, so a leading space shows; logits to two decimals)."""
+
+    def __repr__(self) -> str:
+        if not self:
+            return "TopTokens([])"
+        width = max(len(repr(t)) for t, _ in self)
+        return "\n".join(f"{t!r:<{width}}  {v:8.2f}" for t, v in self)
+
+    __str__ = __repr__
+
+
 def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool = True,
-               remote: Remote = False) -> list[tuple[str, float]]:
-    """The ``k`` tokens a ``[d_model]`` vector promotes most, with their logits.
+               remote: Remote = False) -> TopTokens:
+    """The ``k`` tokens a ``[d_model]`` vector promotes most, with their logits (a list of
+    ``(token, logit)`` pairs that prints as a two-column table).
 
     Example:
         >>> [t for t, _ in top_tokens(model, vector.at(18), k=5)]
@@ -71,7 +85,7 @@ def top_tokens(model: Model, x: torch.Tensor, k: int = 10, *, apply_norm: bool =
         raise ValueError(f"k={k} is more than the {vocab} tokens of {model.name}'s vocabulary: "
                          f"expected 1..{vocab}")
     values, ids = logits.topk(int(k))
-    return [(model.tokenizer.decode([int(i)]), float(v)) for i, v in zip(ids, values)]
+    return TopTokens((model.tokenizer.decode([int(i)]), float(v)) for i, v in zip(ids, values))
 
 
 def topk_table(model: Model, vectors: dict[str, torch.Tensor], k: int = 8, *,
