@@ -28,7 +28,7 @@ from typing import Any, Self
 import steerlab as sl
 import torch
 from steerlab.sampling import NucleusSampler, decode, row_generators
-from steerlab.steer import _eos_ids, _row_keys, _until_eos, steered_generate, steering_rows
+from steerlab.steer import _row_keys, eos_ids, steered_generate, steering_rows, until_eos
 from steerlab.tokens import Batch, encode
 
 __all__ = [
@@ -148,7 +148,7 @@ class Shape:
 
 
 def _eos_and_pad(model: sl.Model) -> tuple[set[int], int]:
-    return _eos_ids(model), model.tokenizer.pad_token_id
+    return eos_ids(model), model.tokenizer.pad_token_id
 
 
 @torch.inference_mode()
@@ -170,7 +170,7 @@ def fast_generate(model: sl.Model, prompts: Sequence[str], additions: Sequence[t
         with steering_rows(model, additions, layer=layer, position=position):
             new = decode(model.hf, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_ids=eos,
                          sampler=sampler, cache=cache)
-    return [_until_eos(row, eos) for row in new.tolist()]
+    return [until_eos(row, eos) for row in new.tolist()]
 
 
 def old_generate(model: sl.Model, prompts: Sequence[str], additions: Sequence[torch.Tensor | None], *,

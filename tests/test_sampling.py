@@ -7,7 +7,7 @@ import pytest
 import steerlab
 import torch
 from steerlab.sampling import NucleusSampler, decode, row_generators
-from steerlab.steer import _eos_ids, steering_rows
+from steerlab.steer import eos_ids, steering_rows
 
 PROMPTS = ["Once upon a time there was", "The cat", "In a small village near the sea, a", "Hi"]
 
@@ -27,7 +27,7 @@ def _generate(m: steerlab.Model, n: int, **kw: object) -> torch.Tensor:
 def _decode(m: steerlab.Model, n: int, **kw: object) -> torch.Tensor:
     batch = _batch(m)
     return decode(m.hf, batch.input_ids, batch.attention_mask, max_new_tokens=n,
-                  pad_token_id=m.tokenizer.pad_token_id, eos_token_ids=_eos_ids(m), **kw)
+                  pad_token_id=m.tokenizer.pad_token_id, eos_token_ids=eos_ids(m), **kw)
 
 
 @pytest.mark.parametrize("name", ["tiny_gpt2", "tiny_llama"])

@@ -503,7 +503,7 @@ def test_plain_hf_generate_inside_the_scope_equals_sl_generate(tiny: steerlab.Mo
     with steerlab.steering(tiny, vector, coefficient=1.0, position=position, scale="raw"), torch.no_grad():
         out = tiny.hf.generate(**batch.as_inputs(), max_new_tokens=N_NEW, do_sample=False,
                                pad_token_id=tiny.tokenizer.pad_token_id)
-    theirs = [steer_mod._until_eos(row.tolist(), steer_mod._eos_ids(tiny)) for row in out[:, batch.input_ids.shape[1]:]]
+    theirs = [steer_mod.until_eos(row.tolist(), steer_mod.eos_ids(tiny)) for row in out[:, batch.input_ids.shape[1]:]]
     assert theirs == ours
     _assert_untouched(tiny, before)
 
@@ -623,7 +623,7 @@ def test_after_bos_steers_the_first_word_not_the_bos(tiny_gemma: steerlab.Model)
         with steerlab.steering(m, vector, coefficient=1.0, position=position, scale="raw"), torch.no_grad():
             out = m.hf.generate(**batch.as_inputs(), max_new_tokens=N_NEW, do_sample=False,
                                 pad_token_id=m.tokenizer.pad_token_id)
-        assert [steer_mod._until_eos(r.tolist(), steer_mod._eos_ids(m)) for r in out[:, batch.input_ids.shape[1]:]] \
+        assert [steer_mod.until_eos(r.tolist(), steer_mod.eos_ids(m)) for r in out[:, batch.input_ids.shape[1]:]] \
             == ours
     assert _greedy(m, PROMPTS, vector, coefficients=1.0, position="after_bos") != _greedy(m, PROMPTS)
 

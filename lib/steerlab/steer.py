@@ -79,12 +79,14 @@ __all__ = [
     "SCALES",
     "Completion",
     "added_vector",
+    "eos_ids",
     "generate",
     "relative_scale",
     "steered_generate",
     "steered_logits",
     "steering",
     "steering_rows",
+    "until_eos",
 ]
 
 SCALES = ("typical", "raw")
@@ -359,14 +361,16 @@ def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) 
     return keys
 
 
-def _until_eos(row: list[int], eos: set[int]) -> list[int]:
+def until_eos(row: list[int], eos: set[int]) -> list[int]:
+    """``row`` up to (not including) its first end-of-sequence token."""
     for i, t in enumerate(row):
         if t in eos:
             return row[:i]
     return row
 
 
-def _eos_ids(model: Model) -> set[int]:
+def eos_ids(model: Model) -> set[int]:
+    """The model's end-of-sequence token ids (its generation config's, else its tokenizer's)."""
     eos = model.hf.generation_config.eos_token_id if model.hf.generation_config is not None else None
     if eos is None:
         eos = model.tokenizer.eos_token_id
@@ -448,14 +452,14 @@ def steered_generate(
                 return torch.full((input_ids.shape[0],), bool(stop_now()), dtype=torch.bool)
 
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     if backend == "nnsight":
         plain = all(a is None for a in additions) and operator == "add"
         intervention = None if plain else row_intervention(model, additions, layer, position, operator, directions)
         new = nnsight_generate(model, batch, intervention, max_new_tokens=max_new_tokens,
                                generate_kwargs={k: v for k, v in gen_kwargs.items() if k != "max_new_tokens"},
                                remote=remote)
-        return [_until_eos(row.tolist(), eos) for row in new]
+        return [until_eos(row.tolist(), eos) for row in new]
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
     prompt_len = batch.input_ids.shape[1]
     if all(a is None for a in additions) and operator == "add":
@@ -464,7 +468,7 @@ def steered_generate(
         with steering_rows(model, additions, layer=layer, position=position, operator=operator,
                            directions=directions):
             output = model.hf.generate(**inputs, **gen_kwargs)
-    return [_until_eos(row.tolist(), eos) for row in output[:, prompt_len:]]
+    return [until_eos(row.tolist(), eos) for row in output[:, prompt_len:]]
 
 
 def generate(

@@ -83,7 +83,7 @@ from ..lens import lens_logits
 from ..metrics import completion_perplexity, distinct_n, steered_text_scores
 from ..models import EMBEDDED_MODEL, Model
 from ..projection import token_projections
-from ..steer import OPERATORS, _eos_ids, _until_eos, added_vector, relative_scale, steered_generate
+from ..steer import OPERATORS, added_vector, eos_ids, relative_scale, steered_generate, until_eos
 from ..study.compare import CompareConfig
 from ..study.judge import ConceptJudge, JudgeError, default_classes
 from ..study.vocab import vocab_rate, vocabularies
@@ -944,7 +944,7 @@ class SteeringWidget:
         additions = unsteered_rows + [addition] * n
         directions = None if operator == "add" else unsteered_rows + [v / v.norm()] * n
         vocab = vocabularies().get(s["target"].strip())
-        eos = _eos_ids(self.model)
+        eos = eos_ids(self.model)
         tok = self.model.tokenizer
         last_flush = [0.0]
         live: dict[str, float] = {}
@@ -957,7 +957,7 @@ class SteeringWidget:
                 now = time.perf_counter()
                 if "first_tokens_s" not in live and rows and rows[0]:
                     live["first_tokens_s"] = now - self._started
-                rows = [_until_eos(r, eos) for r in rows]
+                rows = [until_eos(r, eos) for r in rows]
                 texts = [tok.decode(r, skip_special_tokens=True) for r in rows]
                 if rows_unsteered:
                     self._sides["unsteered"] = Side(texts[:rows_unsteered], rows[:rows_unsteered], [], "live")
