@@ -181,6 +181,13 @@ def test_forward_entry_points_refuse_texts_past_the_position_limit(tiny_gpt2: st
 
     with pytest.raises(ValueError, match=r"text 0 has \d+ tokens, more than the 256 positions"):
         token_projections(tiny_gpt2, long_text, torch.ones(64), 1)
+    with pytest.raises(ValueError, match=r"prompt-pair row \d has \d+ tokens, more than the 256 positions"):
+        steerlab.prompt_pair(tiny_gpt2, long_text, "short", [1])
+    from steerlab.metrics import completion_perplexity
+
+    completion = tiny_gpt2.tokenizer(long_text)["input_ids"]
+    with pytest.raises(ValueError, match=r"prompt \+ completion 0 has \d+ tokens, more than the 256 positions"):
+        completion_perplexity(tiny_gpt2, ["short"], [completion])
 
 
 def test_check_fits_names_the_row_and_the_limit(tiny_gpt2: steerlab.Model) -> None:

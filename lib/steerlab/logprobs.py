@@ -25,7 +25,7 @@ import torch
 from .intervention import Intervention
 from .models import Model
 from .replay import replay_conditions, steered_logits_each
-from .tokens import STEER_POSITIONS, Batch, check_position, encode
+from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode
 from .trace import check_layers
 
 __all__ = ["completion_perplexity", "continuation_logprobs", "logprobs_of", "steered_text_scores", "text_scores"]
@@ -61,6 +61,8 @@ def completion_perplexity(model: Model, prompts: Sequence[str], completions: Seq
         if not prompt.strip():
             continue
         pid = encode(tok, [prompt]).input_ids[0].tolist()  # as generation encodes it (a BOS where the tokenizer adds one)
+        check_fits(model.hf.config, [len(pid) + len(completions[i]) for i in rows], what="prompt + completion",
+                   names=rows)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             head = model.hf(input_ids=torch.tensor([pid], device=device), use_cache=True)

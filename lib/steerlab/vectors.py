@@ -29,7 +29,7 @@ from .models import Model
 from .remote import Remote
 from .stats import ActivationStats, activation_stats, as_textset
 from .store import load_tensors, paths_of, save_tensors
-from .tokens import Batch
+from .tokens import Batch, check_fits
 from .trace import check_layers, residuals
 
 __all__ = [
@@ -336,6 +336,7 @@ def prompt_pair(model: Model, plus: str, minus: str, layers: Sequence[int], *,
     padded = [prefix + row + space * (k - len(row)) for row in ids]
     ids_t = torch.tensor(padded, dtype=torch.long)
     batch = Batch(ids_t, torch.ones_like(ids_t))
+    check_fits(model.hf.config, batch.lengths, what="prompt-pair row")
     acts = residuals(model, batch, ls, remote=remote)
     vecs = {la: (act[0, len(prefix):] - act[1, len(prefix):]).float() for la, act in zip(ls, acts)}  # [k, d_model]
     sources: dict[str, Any] = {"plus": plus, "minus": minus, **({"after": "bos"} if after_bos else {})}
