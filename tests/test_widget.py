@@ -646,7 +646,8 @@ def test_warnings_follow_the_steered_text(tiny_gpt2: steerlab.Model, tiny_widget
 
 
 def test_save_names_the_inputs_used_and_writes_into_save_dir(tiny_gpt2: steerlab.Model,
-                                                              tiny_widget: SteeringWidget, tmp_path: Path) -> None:
+                                                              tiny_widget: SteeringWidget, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     w = tiny_widget
     w.controls["recipe"].value = "mean_centred"  # no second input: "sports" is not used
     assert w.last_error is None, w.last_error
@@ -661,6 +662,26 @@ def test_save_names_the_inputs_used_and_writes_into_save_dir(tiny_gpt2: steerlab
     w.controls["save_path"].value = "mine/pirate"  # a typed stem: relative to save_dir
     assert w.save() == tmp_path / "run" / "vectors" / "mine" / "pirate"
     assert not (REPO / "notebooks" / "runs").exists()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    w.controls["save_path"].value = "~/pirate"  # ~ is the user's home, not a folder named "~"
+    assert w.save() == tmp_path / "home" / "pirate"
+
+
+def test_a_weight_edit_makes_the_cached_unsteered_text_stale(tiny_widget: SteeringWidget) -> None:
+    """The unsteered completion was cached by prompt and sampling only: after a weight edit the
+    widget kept showing the old model's text."""
+    w = tiny_widget
+    before = w._unsteered_key(w.settings())
+    weight = next(w.model.hf.parameters())
+    kept = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.add_(0.5)
+        assert w._unsteered_key(w.settings()) != before
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)  # the tiny model is shared by the session's tests: restored bit for bit
+    assert w._unsteered_key(w.settings()) == before
 
 
 # -- notebook 03's widget cell and the notebooks' kernel ---------------------------------

@@ -409,7 +409,7 @@ class SteeringWidget:
         self.max_length = max_length
         self.background = background
         self.damage_threshold = float(damage_threshold)
-        self.save_dir = Path("vectors") if save_dir is None else Path(save_dir)
+        self.save_dir = Path("vectors") if save_dir is None else Path(save_dir).expanduser()
         self.threads = default_threads() if threads is None else int(threads)
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
@@ -798,7 +798,8 @@ class SteeringWidget:
 
     def _unsteered_key(self, s: dict[str, Any]) -> tuple[Any, ...]:
         sampling = ("greedy",) if s["greedy"] else (int(s["samples"]), float(s["temperature"]), float(s["top_p"]))
-        return (s["prompt"].strip(), int(s["max_new_tokens"]), int(s["seed"]), *sampling)
+        # The model's fingerprint: after a weight edit the cached unsteered text is stale.
+        return (self.model.fingerprint, s["prompt"].strip(), int(s["max_new_tokens"]), int(s["seed"]), *sampling)
 
     def _range_key(self, s: dict[str, Any]) -> tuple[Any, ...]:
         name, spec = self.build_spec(s)
@@ -1174,7 +1175,7 @@ class SteeringWidget:
             return None
         vec, s = self.current["vector"], self.current["settings"]
         typed = self.controls["save_path"].value.strip()
-        stem = Path(typed) if typed else Path(self.file_stem(s))
+        stem = Path(typed).expanduser() if typed else Path(self.file_stem(s))
         if not stem.is_absolute():
             stem = self.save_dir / stem
         stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json", ".gguf") else stem
