@@ -202,8 +202,12 @@ def synthetic_summary() -> dict[str, Any]:
                   "headline": {"additional": -0.0371, "love_hate": 0.0125},
                   "parameters": {"examples": ["additional"], "output_dir": "RUN_DIR"}},
         "compare": {"model": "tiny-model", "config": {"damage_threshold": 1.5},
-                    "summary": {"pooled": [{"method": "mean_centred", "layer": 8, "position": "all", "mean": 0.4127,
+                    "summary": {"pooled": [{"method": "isolated", "layer": 8, "position": "all", "mean": 0.5,
+                                            "ci": [0.45, 0.55]},
+                                           {"method": "mean_centred", "layer": 8, "position": "all", "mean": 0.4127,
                                             "ci": [0.351, 0.47]}]},
+                    # chosen on the selection half: not the top pooled row, whose CI must not be shown
+                    "best_chosen": ["mean_centred", 8, "all"],
                     "table": heldout_rows(),
                     "headline": {"best_method": "mean_centred", "best_score": 0.4127, "judge_accuracy": 0.912}},
     }

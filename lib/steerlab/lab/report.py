@@ -200,7 +200,8 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                      ("target-vocabulary rate of steered minus unsteered completions, as a fraction of words; "
                       "0 = no movement towards the target")),
     ("compare", "best_method"): ("best method by held-out AxBench score, pooled over targets",
-                                 "the steered condition with the highest mean score on the report half of the prompts"),
+                                 ("the steered condition chosen by its mean score on the selection half of the prompts "
+                                  "(not on the prompts it is reported on)")),
     ("compare", "best_score"): ("its held-out AxBench score",
                                 ("harmonic mean of concept, fluency and relevance per completion, 0 to 1 (0 if any is 0); "
                                  "95% CI {best_ci}")),
@@ -236,7 +237,9 @@ def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> 
     positions = entry.get("positions") or ["?"]
     config = entry.get("config") or {}
     pooled = (entry.get("summary") or {}).get("pooled") or []
-    best = next((r for r in pooled if isinstance(r, Mapping) and r.get("method") != "none" and r.get("ci")), None)
+    chosen = entry.get("best_chosen")  # (construction, layer, position) chosen on the selection half
+    best = next((r for r in pooled if isinstance(r, Mapping) and r.get("ci") and chosen is not None
+                 and [r.get("method"), r.get("layer"), r.get("position")] == list(chosen)), None)
     best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
     return {**entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
             "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
