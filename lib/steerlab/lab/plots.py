@@ -156,6 +156,13 @@ def caption_of(fig: go.Figure | Mapping[str, Any]) -> str:
     return str(meta.get("caption") or "") if isinstance(meta, Mapping) else ""
 
 
+def _title_text(fig: go.Figure | Mapping[str, Any]) -> str:
+    """The raw title text (HTML, subtitle included) of a figure or its JSON."""
+    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
+    title = layout.get("title") or {}
+    return str(title.get("text", "") if isinstance(title, Mapping) else title)
+
+
 def title_of(fig: go.Figure | Mapping[str, Any]) -> str:
     """A figure's title as plain text, without its subtitle (the model and run).
 
@@ -163,10 +170,7 @@ def title_of(fig: go.Figure | Mapping[str, Any]) -> str:
         >>> title_of(layer_lines([0, 1], {"raw": [1, 2]}, title="Accuracy", yaxis="y", where="w"))
         'Accuracy'
     """
-    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
-    title = layout.get("title") or {}
-    text = str(title.get("text", "") if isinstance(title, Mapping) else title)
-    text = text.split("<sup>")[0]
+    text = _title_text(fig).split("<sup>")[0]
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
 
 
@@ -177,9 +181,7 @@ def subtitle_of(fig: go.Figure | Mapping[str, Any]) -> str:
         >>> subtitle_of(layer_lines([0, 1], {"raw": [1, 2]}, title="Accuracy", yaxis="y", where="tiny · run x"))
         'tiny · run x'
     """
-    layout = fig.layout.to_plotly_json() if isinstance(fig, go.Figure) else dict(fig.get("layout") or {})
-    title = layout.get("title") or {}
-    text = str(title.get("text", "") if isinstance(title, Mapping) else title)
+    text = _title_text(fig)
     if "<sup>" not in text:
         return ""
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text.split("<sup>", 1)[1])).strip()
