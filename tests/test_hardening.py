@@ -128,6 +128,26 @@ def test_an_edit_through_data_is_seen_by_the_statistics_cache(fresh: steerlab.Mo
     assert after.model_fingerprint != before.model_fingerprint
 
 
+def test_one_weight_check_per_call_and_edits_between_calls_still_seen(fresh: steerlab.Model,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``set_stats("mixed")`` reads nine caches under one checksum; an edit before the next call is seen."""
+    from steerlab import models, sets
+
+    sets.set_stats(fresh, "mixed", sample_size=2, max_length=16)
+    counted = []
+    real = models.content_checksum
+    monkeypatch.setattr(models, "content_checksum", lambda hf: counted.append(1) or real(hf))
+    first = sets.set_stats(fresh, "mixed", sample_size=2, max_length=16)
+    assert len(counted) == 1  # was one per genre and one for the pool (nine)
+    with fresh.checked_once() as outer, fresh.checked_once() as inner:
+        assert outer == inner == fresh.checked_fingerprint()
+    assert len(counted) == 2
+    fresh.hf.transformer.h[1].mlp.c_fc.weight.data[3, 5:9] += 2.0  # between calls: seen by the next one
+    second = sets.set_stats(fresh, "mixed", sample_size=2, max_length=16)
+    assert second.model_fingerprint != first.model_fingerprint
+    assert not torch.allclose(second.mean, first.mean)
+
+
 def test_the_checksum_is_cheap(real_model: steerlab.Model) -> None:
     """What makes checking before every cached read affordable: far cheaper than the full hash."""
     from steerlab.models import content_checksum, content_hash

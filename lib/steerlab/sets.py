@@ -76,7 +76,7 @@ def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int
         raise ValueError(f"sample_size must be an integer >= 1, got {sample_size!r}")
     # The statistics of the model itself, also when called inside a steering scope (the unit
     # of a nested sl.steering is the unsteered model's), so they may be cached.
-    with model.unsteered():
+    with model.unsteered(), model.checked_once():  # one weight check for "mixed"'s nine cache reads
         if name == "mixed":
             parts = [set_stats(model, g, sample_size=sample_size, max_length=max_length, seed=seed,
                                progress=progress) for g in genres()]
