@@ -144,6 +144,11 @@ def test_bad_configurations_are_clear_errors() -> None:
     ({"methods": ["raw", "mean_centred", "raw"]}, r"methods=.* is not allowed: .*'raw' repeated"),
     ({"targets": ["fantasy", "fantasy"]}, r"targets=.*'fantasy' repeated"),
     ({"split_seed": None, "targets": "fantasy"}, "targets='fantasy' is not allowed: expected a non-empty list"),
+    ({"baselines": ["asking"]}, r"baselines=\['asking'\] is not allowed: .*'asking' unknown"),
+    ({"prompting_style": "polite"}, "prompting_style='polite' is not allowed: expected one of auto, chat, prefix"),
+    ({"matched_level": 1.0}, "matched_level=1.0 is not allowed: expected a finite perplexity ratio > 1"),
+    ({"damage_grid": [0.5]}, r"damage_grid=\[0.5\] is not allowed: expected at least two coefficients"),
+    ({"damage_grid": [0.5, -1.0]}, r"damage_grid=\[0.5, -1.0\] is not allowed: expected a list of distinct positive"),
 ])
 def test_every_field_is_checked_before_any_model_work(override: dict[str, Any], message: str) -> None:
     """Each of these was accepted (``positions=[]`` and ``depths=[]`` then "succeeded" with 0 rows;
@@ -190,22 +195,35 @@ def test_the_sweep_on_a_tiny_model_has_its_shape_and_its_controls(tiny_llama: sl
                                     score_dtype="bfloat16")
     result = run_compare(tiny_llama, cfg, progress=False)
     assert result.score_dtype == "bfloat16" and tiny_llama.dtype == torch.float32
-    n_conditions = 1 + len(cfg.methods) * len(cfg.generation_coefficients)
+    # none, each method and prompting_steered at each positive coefficient, prompting once
+    n_conditions = 2 + (len(cfg.methods) + 1) * len(cfg.generation_coefficients)
     assert len(result.rows) == n_conditions * len(cfg.targets) * len(result.layers) * len(cfg.positions)
+    assert result.prompting_style == "prefix"  # the tiny model is not named as instruction-tuned
     assert len(result.completions) == len(result.rows) * cfg.n_prompts
     none = [r for r in result.rows if r["method"] == "none"]
     for r in none:  # the unsteered control: no damage, no change, full fluency and relevance
         assert r["perplexity_ratio"] == 1.0 and r["kl"] == 0.0 and r["concept_delta"] == 0.0
         assert r["fluency"] == pytest.approx(1.0) and r["relevance"] == pytest.approx(1.0)
     for r in result.rows:
-        assert all(math.isfinite(r[k]) for k in ("concept", "score", "perplexity_ratio", "kl"))
+        asked = r["method"].startswith("prompting")  # no vector on general text: no damage measured there
+        assert all(math.isfinite(r[k]) != (asked and k in ("perplexity_ratio", "kl"))
+                   for k in ("concept", "score", "perplexity_ratio", "kl"))
         assert 0.0 <= r["score"] <= 1.0
+    cells = len(cfg.targets) * len(result.layers) * len(cfg.positions)
+    assert sorted(r["method"] for r in result.matched) == sorted(list(cfg.methods) * cells)
+    for m in result.matched:  # a coefficient on the grid's range, a shift per story pair
+        assert m["status"] in ("interpolated", "not reached") and 0 < m["coefficient"] <= max(cfg.damage_grid)
+        assert len(m["shifts"]) == cfg.n_steer and len(m["damage"]) == len(cfg.damage_grid)
     assert len(result.steerability) == len(cfg.methods) * len(cfg.targets) * len(result.layers) * len(cfg.positions)
     assert all(math.isfinite(s["steerability"]) and 0 <= s["anti_steerable_fraction"] <= 1
                for s in result.steerability)
     assert result.judge["heldout_accuracy"] >= 0.8
     assert all(-1 <= b["cosine"] <= 1 for b in result.bias)
     summary = summarise(result)
+    assert set(summary["contrasts"]) == {"steerability", "matched", "score"}
+    asked = [r for r in summary["contrasts"]["score"]["results"] if r["b"] == "prompting"]
+    ran = {r["a"] for r in asked if r["status"] == "run"}
+    assert ran == {*cfg.methods, "prompting_steered"} - {"random"}  # every construction run (random is the control)
     assert summary["pooled"] and conclusion(tiny_llama.name, config_dict(cfg), summary, result.bias, result.judge)
 
 

@@ -18,6 +18,7 @@ from steerlab.lab.cli import main
 from steerlab.lab.report import build_report, headlines, load_summary
 from steerlab.lab.runner import export_html
 from steerlab.study.compare import METHODS
+from steerlab.study.prompting import PROMPTING
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 N_LAYERS = 30  # SmolLM2-135M
@@ -115,27 +116,34 @@ def test_03_steer(run_dir: Path) -> None:
 def _check_compare(compare: dict, layers: list[int]) -> None:
     """Shape, finiteness and the by-construction controls of 04's record; never which method wins."""
     rows = compare["rows"]
-    assert {r["method"] for r in rows} == set(METHODS) | {"none"}
+    assert {r["method"] for r in rows} == set(METHODS) | {"none"} | set(PROMPTING)
     assert {r["target"] for r in rows} == {"fantasy"} and compare["layers"] == layers
     assert compare["judge"]["heldout_accuracy"] >= 0.8
     assert all(math.isfinite(s["steerability"]) for s in compare["steerability"])
     for r in rows:
         for key in ("concept", "concept_delta", "score", "perplexity_ratio", "kl", "vocab_rate"):
+            if r["method"] in PROMPTING and key in ("perplexity_ratio", "kl"):
+                assert r[key] is None or math.isnan(r[key])  # an instruction has no damage on general text
+                continue
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["method"], key, r[key])
         assert r["concept_delta_ci"][0] <= r["concept_delta"] + 1e-9 <= r["concept_delta_ci"][1] + 2e-9
-        assert 0 <= r["concept"] <= 1 and 0 <= r["score"] <= 1 and r["kl"] >= -1e-6
+        assert 0 <= r["concept"] <= 1 and 0 <= r["score"] <= 1 and (r["method"] in PROMPTING or r["kl"] >= -1e-6)
     control = [r for r in rows if r["method"] == "none"]
     # Coefficient zero is the unsteered model: no effect, no damage, by construction.
     assert len(control) == 1 and control[0]["coefficient"] == 0.0
     assert control[0]["concept_delta"] == 0.0 and control[0]["kl"] == 0.0 and control[0]["perplexity_ratio"] == 1.0
-    assert compare["headline"]["best_method"] in METHODS and 0 <= compare["headline"]["best_score"] <= 1
+    assert compare["headline"]["best_method"] in {*METHODS, *PROMPTING} and 0 <= compare["headline"]["best_score"] <= 1
+    assert sorted(m["method"] for m in compare["matched"]) == sorted(METHODS) * len(layers)
+    assert all(len(m["shifts"]) >= 2 and m["ci"][0] <= m["mean"] <= m["ci"][1] for m in compare["matched"])
+    assert compare["prompting_style"] == "chat" or len(layers) and compare["prompting_style"] == "prefix"
 
 
 def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary = run_notebook("04_compare_methods.ipynb", run_dir, preset="quick")
     compare = summary["compare"]
     _check_compare(compare, [15])  # quick: depth 0.5 of 30
-    for name in ("04_effect_vs_damage_fantasy", "04_steerability_fantasy", "04_judge_confusion"):
+    for name in ("04_effect_vs_damage_fantasy", "04_steerability_fantasy", "04_judge_confusion",
+                 "04_matched_damage_fantasy"):
         assert (run_dir / "figures" / f"{name}.json").exists()
     # The README's table comes from the same numbers, by the command line.
     assert main(["compare-table", str(run_dir)]) == 0
@@ -167,7 +175,8 @@ def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     summary = load_summary(run_dir)
     assert set(summary) == {"bias", "interpret", "steer", "compare", "concept"}, "run the whole module: the notebooks fill it"
     figures = sorted((run_dir / "figures").glob("*.json"))
-    assert len(figures) == 4 + 4 + 2 + 4  # 01, 02, 03 (two examples), 04 (one target: frontier, steerability; scores, judge)
+    assert len(figures) == 4 + 4 + 2 + 5  # 01, 02, 03 (two examples), 04 (one target: frontier, steerability,
+    #                                       matched damage; scores, judge)
     shown = render_offline(build_report(run_dir), ".figure")
     assert shown.figures == len(figures) and shown.drawn == len(figures) and shown.requested == []
     for h in headlines(summary):

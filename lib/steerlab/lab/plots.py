@@ -645,3 +645,57 @@ def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str],
         "Pooled over targets; each condition's coefficient is chosen on half of the prompts and scored on the other "
         "half (bars: 95% CI). Above the dotted unsteered line = steers without losing fluency and relevance; "
         "overlapping bars are not a ranking."))
+
+
+def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, target: str,
+                   where: str) -> go.Figure:
+    """04: steering at equal damage. Left: each method's damage curve (perplexity ratio on general
+    text against the coefficient, log-log) with the matched level as a line; right: the propensity
+    shift (nats/token) at the coefficient where the curve reaches it, with a bootstrap 95% CI, one
+    point per (layer, position). A hollow marker: the level was not reached on the grid (a lower bound).
+
+    Example:
+        >>> matched_damage(result.matched, cfg.methods, target="fantasy", where="w")
+    """
+    rows = [r for r in matched_rows if r["target"] == target]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+                        subplot_titles=["damage against coefficient", "propensity shift at matched damage"])
+    shown = [m for m in methods if any(r["method"] == m for r in rows)]
+    level = rows[0]["level"] if rows else None
+    cells = sorted({(r["layer"], r["position"]) for r in rows})
+    for i, method in enumerate(shown):
+        mine = [r for r in rows if r["method"] == method]
+        for k, r in enumerate(mine):
+            fig.add_trace(go.Scatter(
+                x=r["grid"], y=r["damage"], mode="lines+markers", name=method, legendgroup=method,
+                showlegend=k == 0, line={"color": colour(method, i), "dash": None if k == 0 else "dot"},
+                hovertemplate=f"<b>{method}</b> (layer {r['layer']}, {r['position']})<br>coefficient: ×%{{x}}"
+                              "<br>perplexity ratio: %{y:.3g}<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=[[method] * len(mine), [f"L{r['layer']} {r['position']}" for r in mine]], y=[r["mean"] for r in mine],
+            mode="markers", name=method, legendgroup=method, showlegend=False,
+            marker={"color": colour(method, i), "size": 9,
+                    "symbol": ["circle" if r["status"] == "interpolated" else "circle-open" for r in mine]},
+            error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"] for r in mine],
+                     "arrayminus": [r["mean"] - r["ci"][0] for r in mine]},
+            hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
+                       f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
+                       f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}" for r in mine],
+            hoverinfo="text"), row=1, col=2)
+    if level is not None:
+        fig.add_hline(y=level, row=1, col=1, annotation_text=f"matched level {level:g}",
+                      annotation_position="top left", **_REFERENCE)
+    random = [r for r in rows if r["method"] == "random"]
+    if len(random) == 1:
+        _hline(fig, random[0]["mean"], f"random: {random[0]['mean']:.3f}", row=1, col=2)
+    else:
+        fig.add_hline(y=0, row=1, col=2, **_REFERENCE)
+    fig.update_xaxes(title_text=COEFFICIENT_AXIS, type="log", row=1, col=1)
+    fig.update_yaxes(title_text="perplexity ratio on general text", type="log", row=1, col=1)
+    fig.update_xaxes(title_text="method, then layer and position", row=1, col=2)
+    fig.update_yaxes(title_text="propensity shift (nats/token)", row=1, col=2)
+    where_cells = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+    return _layout(fig, f"Steering at matched damage towards {target}", where, 520, (
+        f"Left: damage of each vector on held-out general text ({where_cells}; dotted: further cells). Right: how far "
+        "the propensity (log p(target continuation) − log p(other)) moves at the coefficient where that damage "
+        "reaches the level; bars: 95% CI over story pairs; hollow: the level was not reached (a lower bound)."))

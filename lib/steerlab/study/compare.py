@@ -15,11 +15,21 @@ random direction:
 - **damage**: perplexity ratio and next-token KL on held-out general text; **fluency**:
   completion perplexity under the unsteered model; **repetition**: distinct-2 of completions;
   **relevance**: log-prob per token of the unsteered completion under the steered model;
+- **matched damage** (:mod:`steerlab.study.matched`): each vector's damage curve on general
+  text places the coefficient where the perplexity ratio reaches ``matched_level``; the
+  propensity shift of every held-out story pair is measured there (forward passes only);
 - **AxBench score** (Wu et al. 2025): per completion the harmonic mean of concept, fluency
-  and relevance mapped to [0, 1], zero if any is zero; the coefficient of each (target,
-  method, layer, position) is chosen on a *selection* half of the prompts and the score
-  reported on the other half with a bootstrap CI; paired bootstrap CIs of each method's
-  difference from mean-centring and from the random control on the same report prompts.
+  and relevance mapped to [0, 1], zero if any is zero. With ``generate_at="matched"`` (every
+  preset) each vector generates once, at its matched-damage coefficient, chosen on general
+  text, so every prompt reports; with ``"grid"`` the coefficient of each (target, method,
+  layer, position) is chosen on a *selection* half of the prompts and the score reported on
+  the other half. Bootstrap CIs, and paired differences from mean-centring and the random
+  control on the same report prompts;
+- **prompting** (:mod:`steerlab.study.prompting`): no vector, an instruction naming the
+  target, and the same instruction with the mean-centred vector; scored like the rest.
+
+Every question the write-up asks is a pre-registered contrast (:mod:`steerlab.study.contrasts`)
+on three measures: steerability, matched-damage shift and the AxBench score.
 
 Two methods test the write-up's argument directly: ``bias`` adds the general-text mean
 itself (the bias direction alone), and ``bias_ablated`` adds the raw target mean with the
@@ -76,6 +86,8 @@ from .contrasts import (
     to_records,
 )
 from .judge import ConceptJudge
+from .matched import DAMAGE_GRID, MATCHED_LEVEL, matched_damage
+from .prompting import PROMPTING, PROMPTING_STYLES, instruction_prefix, prompting_style
 from .scoring import (
     PromptSplit,
     choose_coefficient,
@@ -110,6 +122,12 @@ METHODS = tuple(CONSTRUCTIONS)  # the registry is the one list of constructions
 # Each target and its counter genre (the minus side of counterbalanced and word_pair).
 TARGETS: dict[str, str] = {"fantasy": "sports", "science_fiction": "western", "romance": "horror",
                            "horror": "romance", "shakespeare": "sports"}
+
+
+GENERATE_AT = ("matched", "grid")
+"""Where completions are generated: ``"matched"``, each vector at its matched-damage coefficient (chosen on
+general text, so every prompt reports); ``"grid"``, at every positive coefficient of ``coefficients``
+(chosen per condition on the selection half of the prompts, scored on the report half)."""
 
 
 def _bad(name: str, value: Any, expected: str) -> ValueError:
@@ -200,6 +218,11 @@ class CompareConfig:
     min_judge_accuracy: float = 0.8
     split_seed: int = 0
     score_dtype: str = "auto"
+    baselines: Sequence[str] = tuple(PROMPTING)
+    prompting_style: str = "auto"
+    matched_level: float = MATCHED_LEVEL
+    damage_grid: Sequence[float] = DAMAGE_GRID
+    generate_at: str = "matched"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -257,6 +280,21 @@ class CompareConfig:
         if accuracy is None:
             raise _bad("min_judge_accuracy", self.min_judge_accuracy, "an accuracy in [0, 1]")
         self.min_judge_accuracy = accuracy
+        empty = isinstance(self.baselines, (list, tuple)) and not self.baselines  # none: no prompting rows
+        self.baselines = [] if empty else _names("baselines", self.baselines, list(PROMPTING))
+        if self.prompting_style not in PROMPTING_STYLES:
+            raise _bad("prompting_style", self.prompting_style, f"one of {', '.join(PROMPTING_STYLES)}")
+        level = _real(self.matched_level, lambda x: math.isfinite(x) and x > 1)
+        if level is None:
+            raise _bad("matched_level", self.matched_level, "a finite perplexity ratio > 1")
+        self.matched_level = level
+        grid = _numbers("damage_grid", self.damage_grid, "a list of distinct positive finite numbers",
+                        lambda v: _real(v, lambda x: math.isfinite(x) and x > 0))
+        self.damage_grid = sorted(grid) if len(grid) >= 2 else grid
+        if len(grid) < 2:
+            raise _bad("damage_grid", self.damage_grid, "at least two coefficients (a curve to place the level on)")
+        if self.generate_at not in GENERATE_AT:
+            raise _bad("generate_at", self.generate_at, f"one of {', '.join(GENERATE_AT)}")
         if self.score_dtype != "auto" and self.score_dtype not in DTYPES:
             raise ValueError(f"score_dtype {self.score_dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
 
@@ -309,17 +347,19 @@ class CompareConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"targets": ["fantasy"], "depths": [0.5], "coefficients": [-0.25, 0.0, 0.25], "positions": ["all"],
               "n_prompts": 4, "max_new_tokens": 8, "n_steer": 2, "n_general": 2, "sample_size": 4,
-              "max_length": 32, "eval_length": 24},
+              "max_length": 32, "eval_length": 24, "damage_grid": [0.125, 0.25, 0.5, 1.0, 2.0]},
     "default": {"targets": ["fantasy", "science_fiction", "shakespeare"], "depths": [0.5],
-                "coefficients": [-0.25, 0.0, 0.125, 0.25, 0.5], "positions": ["all", "all_prompt"], "n_prompts": 8,
-                "max_new_tokens": 24, "n_steer": 6, "n_general": 6, "sample_size": 32, "max_length": 128,
+                "coefficients": [-0.25, 0.0, 0.125, 0.25, 0.5], "positions": ["all", "all_prompt"], "n_prompts": 12,
+                "max_new_tokens": 48, "n_steer": 13, "n_general": 6, "sample_size": 32, "max_length": 128,
                 "eval_length": 48},
-    "full": {"targets": list(TARGETS), "depths": [0.2, 0.35, 0.5, 0.65, 0.8],
+    "full": {"targets": list(TARGETS), "depths": [0.35, 0.5, 0.65],
              "coefficients": [-0.25, -0.125, 0.0, 0.0625, 0.125, 0.25, 0.5],
-             "positions": ["all", "all_prompt", "first", "after_bos"], "n_prompts": 8, "max_new_tokens": 24,
-             "n_steer": 6, "n_general": 6, "sample_size": 32, "max_length": 128, "eval_length": 48},
+             "positions": ["all", "all_prompt"], "n_prompts": 24, "max_new_tokens": 48,
+             "n_steer": 13, "n_general": 6, "sample_size": 32, "max_length": 128, "eval_length": 48},
 }
-"""``quick`` (the notebook test), ``default`` (``make run``) and ``full`` (every target, 5 depths, 4 positions)."""
+"""``quick`` (the notebook test), ``default`` (``make run``: 3 targets, 12 prompts, every held-out story pair)
+and ``full`` (every target, 3 depths, 2 positions, 24 prompts). Every preset generates at the matched-damage
+coefficients (``generate_at="matched"``), so every prompt is a report prompt."""
 
 
 def build_methods(model: Model, cfg: CompareConfig, target: str, layers: Sequence[int], *,
@@ -362,6 +402,10 @@ class CompareResult:
         split: the selection and report prompt ids.
         layers: the swept layers.
         score_dtype: the dtype the forward-pass measures ran in.
+        matched: one per (target, method, layer, position): the damage curve, the coefficient
+            where it reaches ``matched_level`` and the per-story propensity shifts there
+            (:mod:`steerlab.study.matched`).
+        prompting_style: how the prompting baselines asked (``"chat"``/``"prefix"``; None: not run).
     """
 
     rows: list[dict[str, Any]]
@@ -372,6 +416,8 @@ class CompareResult:
     split: PromptSplit
     layers: list[int]
     score_dtype: str = "float32"
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    prompting_style: str | None = None
 
 
 def judge_summary(judge: ConceptJudge) -> dict[str, Any]:
@@ -412,13 +458,17 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
     score_dtype = cfg.resolved_score_dtype(model)
     scorer = cast(model, score_dtype)  # forward passes only; generations come from ``model``
     prompts = _prompts(cfg)
-    split = split_prompts(range(len(prompts)), seed=cfg.split_seed)
+    if cfg.generate_at == "matched":  # one coefficient per condition, chosen on general text: nothing to select
+        split = PromptSplit(tuple(range(len(prompts))), tuple(range(len(prompts))))
+    else:
+        split = split_prompts(range(len(prompts)), seed=cfg.split_seed)
     general_eval = load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts
     gen_coefs = cfg.generation_coefficients
     rows: list[dict[str, Any]] = []
     completions: list[dict[str, Any]] = []
     steer_rows: list[dict[str, Any]] = []
     bias_rows: list[dict[str, Any]] = []
+    matched_rows: list[dict[str, Any]] = []
     combos = [(t, la, pos) for t in cfg.targets for la in layers for pos in cfg.positions]
     bar = tqdm(total=len(combos), desc="compare", disable=not progress)
     vectors: dict[str, dict[str, SteeringVector]] = {}
@@ -432,24 +482,59 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                                      max_length=cfg.max_length).mean_at(layer)
             raw = build("raw", model, [layer], target=target, sample_size=cfg.sample_size, max_length=cfg.max_length)
             bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
-        conditions: list[tuple[str, float, torch.Tensor | None]] = [("none", 0.0, None)]
-        for method, vec in vecs.items():
-            conditions += [(method, c, added_vector(vec.at(layer), c, typical)) for c in gen_coefs]
-        additions = [a for (_, _, a) in conditions]
-        # Generation: every condition x prompt in one batched greedy call.
-        ids = steered_generate(model, [p for _ in conditions for p in prompts],
+        targets_text = _heldout_target(target, cfg.n_steer)
+        others_text = _others(target, cfg.n_steer)
+        directions = {m: vec.at(layer) for m, vec in vecs.items()}
+        if "prompting_steered" in cfg.baselines and "mean_centred" not in directions:
+            directions["mean_centred"] = build("mean_centred", model, [layer], target=target,
+                                               sample_size=cfg.sample_size, max_length=cfg.max_length).at(layer)
+        # Matched damage first (forward passes): it places the coefficients generation runs at.
+        matched = matched_damage(scorer, directions, layer=layer, position=position, general=general_eval,
+                                 target_texts=targets_text, other_texts=others_text, unit=typical,
+                                 level=cfg.matched_level, grid=cfg.damage_grid, max_length=cfg.eval_length)
+        matched_rows += [{"target": target, "layer": layer, "position": position, **row} for row in matched
+                         if row["method"] in vecs]
+        at = {row["method"]: [row["coefficient"]] for row in matched} if cfg.generate_at == "matched" else {
+            m: gen_coefs for m in directions}
+        # (method, coefficient, addition, instruction prefix): the vectors, then the prompting baselines.
+        conditions: list[tuple[str, float, torch.Tensor | None, str]] = [("none", 0.0, None, "")]
+        for method in vecs:
+            conditions += [(method, c, added_vector(directions[method], c, typical), "") for c in at[method]]
+        prefix = instruction_prefix(model, target, cfg.prompting_style) if cfg.baselines else ""
+        if "prompting" in cfg.baselines:
+            conditions.append(("prompting", 0.0, None, prefix))
+        if "prompting_steered" in cfg.baselines:
+            conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, typical), prefix)
+                           for c in at["mean_centred"]]
+        additions = [a for (_, _, a, _) in conditions]
+        # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
+        ids = steered_generate(model, [pre + p for (_, _, _, pre) in conditions for p in prompts],
                                [a for a in additions for _ in prompts], layer=layer, position=position,
                                max_new_tokens=cfg.max_new_tokens, do_sample=False)
         texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
         concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
+        # Fluency after the neutral prompt alone, for every condition (the prefix is not part of the text).
         ppl = completion_perplexity(scorer, [p for _ in conditions for p in prompts], ids)
         plain = ids[:len(prompts)]
-        rel = relevance(scorer, prompts, plain, additions, layer=layer, position=position)  # [condition][prompt]
-        damage = steered_text_scores(scorer, general_eval, additions, layer=layer, position=position,
-                                     max_length=cfg.eval_length)
+        plain_rows = [i for i, cond in enumerate(conditions) if not cond[3]]
+        asked_rows = [i for i, cond in enumerate(conditions) if cond[3]]
+        rel: list[list[float]] = [[] for _ in conditions]  # [condition][prompt]
+        for part, texts_in in ((plain_rows, prompts), (asked_rows, [prefix + p for p in prompts])):
+            if part:
+                got = relevance(scorer, texts_in, plain, [additions[i] for i in part], layer=layer,
+                                position=position)
+                for i, values in zip(part, got):
+                    rel[i] = values
+        # Damage of the vector on general text; a prompting row's instruction is not measured there.
+        scored = steered_text_scores(scorer, general_eval, [additions[i] for i in plain_rows], layer=layer,
+                                     position=position, max_length=cfg.eval_length)
+        missing = {"perplexity_ratio": float("nan"), "kl": float("nan")}
+        damage = [missing] * len(conditions)
+        for i, d in zip(plain_rows, scored):
+            damage[i] = d
         vocab = evaluation_vocabulary(target)
         per_cond: list[list[dict[str, Any]]] = []
-        for i, (method, c, _) in enumerate(conditions):
+        for i, (method, c, _, _) in enumerate(conditions):
             block = []
             for j in range(len(prompts)):
                 k = i * len(prompts) + j
@@ -462,7 +547,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
             for j, row in enumerate(block):
                 units = to_unit(row, per_cond[0][j])
                 row.update(units, score=harmonic_score(units["concept"], units["fluency"], units["relevance"]))
-        for i, (method, c, _) in enumerate(conditions):
+        for i, (method, c, _, _) in enumerate(conditions):
             block = per_cond[i]
             delta = [r["concept"] - b["concept"] for r, b in zip(block, per_cond[0])]
             rows.append({
@@ -479,8 +564,6 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                 "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
             })
             completions.extend(block)
-        targets_text = _heldout_target(target, cfg.n_steer)
-        others_text = _others(target, cfg.n_steer)
         # Every method on the same texts: one shared plain pass per chunk of rows.
         each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
                                  target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
@@ -493,7 +576,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         bar.update()
     bar.close()
     return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers,
-                         score_dtype)
+                         score_dtype, matched_rows, prompting_style(model, cfg.prompting_style)
+                         if cfg.baselines else None)
 
 
 def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "concept_delta",
@@ -567,8 +651,8 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
 
 def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
     """The per-sample values the pre-registered contrasts pair: steerability slopes (one per held-out
-    story pair, the same stories for every construction at a target, layer and position) and
-    held-out AxBench scores (one per report prompt, each condition at the coefficient it chose on
+    story pair, the same stories for every construction at a target, layer and position), propensity
+    shifts at matched damage (the same story pairs) and held-out AxBench scores (one per report prompt, each condition at the coefficient it chose on
     the selection prompts)."""
     steer = samples_from_lists([r for r in result.steerability if r.get("slopes") is not None],
                                values="slopes", construction="method")
@@ -579,7 +663,9 @@ def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
             for prompt, value in per_prompt(comp, cond, coef, result.split.report).items():
                 score_rows.append({"target": t, "construction": cond[0], "layer": cond[1], "position": cond[2],
                                    "sample_id": prompt, "value": value})
-    return {"steerability": steer, "score": samples_from_dicts(score_rows)}
+    matched = samples_from_lists([r for r in result.matched if r.get("shifts")], values="shifts",
+                                 construction="method")
+    return {"steerability": steer, "matched": matched, "score": samples_from_dicts(score_rows)}
 
 
 def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:

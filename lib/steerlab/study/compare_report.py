@@ -118,11 +118,26 @@ def describe(config: Mapping[str, Any], layers: Sequence[int] | None = None) -> 
         f"layers {list(c['layers'])}" if c.get("layers") else f"depths {list(c['depths'])}")
     return (f"targets {list(c['targets'])}, {len(c['methods'])} methods, {where}, coefficients "
             f"{list(c['coefficients'])} x typical norm, positions {list(c['positions'])}, {c['n_prompts']} prompts "
-            f"(half choose the coefficient, half report), greedy, {c['max_new_tokens']} new tokens")
+            + ("(each vector generates at its matched-damage coefficient; every prompt reports)"
+               if c.get("generate_at", "grid") == "matched" else "(half choose the coefficient, half report)")
+            + f", greedy, {c['max_new_tokens']} new tokens"
+            + (f"; matched damage at perplexity ratio {c['matched_level']:g}" if c.get("matched_level") else "")
+            + (f"; baselines {list(c['baselines'])}" if c.get("baselines") else ""))
 
 
 def _ci(x: Sequence[float]) -> str:
     return f"[{x[0]:.3f}, {x[1]:.3f}]"
+
+
+def _tally(results: Sequence[Mapping[str, Any]], baseline: str) -> str:
+    """How contrasts against one baseline came out: who is above, below, and how many are unresolved."""
+    above = sorted({r["a"] for r in results if str(r["verdict"]).startswith(f"{r['a']} >")})
+    below = sorted({r["a"] for r in results if str(r["verdict"]).startswith(f"{r['a']} <")})
+    unresolved = sum(1 for r in results if str(r["verdict"]).startswith("not resolved"))
+    parts = [f"above {baseline}: {', '.join(above) if above else 'none'}",
+             f"below {baseline}: {', '.join(below) if below else 'none'}",
+             f"{unresolved} of {len(results)} comparisons not resolved at this sample size"]
+    return "; ".join(parts)
 
 
 def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str, Any],
@@ -150,6 +165,9 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
                      f"Holm-corrected together; {len(called)} called, the rest not resolved at this sample size.")
         lines += [c for c, r in zip(block["conclusions"], records)
                   if r["scope"] == "pooled" and r["status"] == "run" and r["label"] in "abcde"]
+        asked = [r for r in run if r["scope"] == "pooled" and r["label"] == "g"]
+        if asked:
+            lines.append(f"{measure}, against asking the model (g): " + _tally(asked, "prompting") + ".")
         lines += block["best_of"]["conclusion"]
         per_target = [r for r in called if r["scope"] != "pooled"]
         if per_target:

@@ -96,7 +96,9 @@ POWER = 0.80
 # twice raw's +0.04, so a smaller gap would not change which construction one uses. The AxBench
 # score is on [0, 1]: 0.02 is under half the largest gap measured between conditions so far
 # (+0.048, the best method against random, issue 23).
-EQUIVALENCE_MARGINS: dict[str, float] = {"steerability": 0.10, "score": 0.02}
+EQUIVALENCE_MARGINS: dict[str, float] = {"steerability": 0.10, "matched": 0.10, "score": 0.02}
+"""Per measure, the difference called "the same" in (c): 0.10 nats per unit coefficient of steerability,
+0.10 nats of propensity shift at matched damage, 0.02 of the AxBench score (on [0, 1])."""
 # "Every construction" of (f) and (g): the registry's names, the field's methods and prompting.
 CONSTRUCTIONS_UNDER_TEST: tuple[str, ...] = (
     "raw", "mean_centred", "isolated", "counterbalanced", "bias_ablated", "bias", "prompt_pair", "word_pair",

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 FEATURES = ("word", "char", "word+char")
-SNIPPET_WORDS = (15, 30, 60)
+SNIPPET_WORDS = (15, 30, 36, 60)  # 36 words: about the 48 tokens 04 generates
 
 
 class JudgeError(RuntimeError):
@@ -149,7 +149,7 @@ class ConceptJudge:
         classes: the class names, in the column order of :meth:`proba`.
         heldout_accuracy: accuracy on the held-out texts (whole texts).
         confusion: the held-out confusion matrix and its labels.
-        accuracy_by_words: held-out accuracy on snippets of 15, 30 and 60 words.
+        accuracy_by_words: held-out accuracy on snippets of 15, 30, 36 and 60 words.
         features: the feature set kept; ``candidates`` maps each tried one to its held-out accuracy.
         train_seconds: wall time of training (all candidates, evaluation included).
         min_accuracy: the held-out accuracy under which :meth:`concept_score` refuses.
