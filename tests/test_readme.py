@@ -96,3 +96,38 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert re.search(r"^SteeringVector\(mean_centred, model=.*layers=\[15\]", done.stdout, flags=re.MULTILINE)
     assert (tmp_path / "fantasy_l15.safetensors").is_file() and (tmp_path / "fantasy_l15.gguf").is_file()
     assert "fantasy_l15.json" in done.stdout
+
+
+def _findings(*args: str) -> subprocess.CompletedProcess[str]:
+    script = README.parent / "scripts" / "findings.py"
+    return subprocess.run([sys.executable, str(script), *args], text=True, capture_output=True, check=False,
+                          timeout=120)
+
+
+def test_the_readme_findings_are_what_the_recorded_results_give() -> None:
+    """Numbers in the README come from runs by a script: the block between the markers is exactly what
+    ``scripts/findings.py render`` makes of ``docs/results/*.json`` (each collected from a run folder)."""
+    done = _findings("render", "--check")
+    assert done.returncode == 0, done.stderr
+    text = README.read_text()
+    block = text[text.index("<!-- findings:start -->"):text.index("<!-- findings:end -->")]
+    for path in sorted((README.parent / "docs" / "results").glob("*.json")):
+        assert f"`docs/results/{path.name}`" in block  # every recorded result is shown, with its source
+
+
+def test_the_findings_check_fails_on_a_retyped_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings", README.parent / "scripts" / "findings.py")
+    assert spec and spec.loader
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    readme = tmp_path / "README.md"
+    rendered = findings.render()
+    readme.write_text(f"# x\n\n{rendered}\n", encoding="utf-8")
+    monkeypatch.setattr(findings, "README", readme)
+    monkeypatch.setattr(sys, "argv", ["findings.py", "render", "--check"])
+    assert findings.main() == 0
+    retyped = rendered.replace("<!-- findings:end -->", "retyped 0.5\n<!-- findings:end -->")
+    readme.write_text(f"# x\n\n{retyped}\n", encoding="utf-8")
+    assert findings.main() == 1

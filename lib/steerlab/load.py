@@ -19,6 +19,7 @@ numbers later.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ __all__ = [
     "cast",
     "fast_dtype",
     "load_model",
+    "machine",
     "self_check",
     "wrap",
 ]
@@ -257,6 +259,32 @@ def fast_dtype(device: torch.device | str = "cpu") -> torch.dtype:
             fast = False
         return torch.bfloat16 if fast else torch.float32
     return torch.float32
+
+
+def machine() -> str:
+    """This machine in one line, to record next to every time: CPU model, cores, its bfloat16 and
+    AVX-512 flags, and the GPU if torch sees one.
+
+    Example:
+        >>> machine()
+        'AMD EPYC 7B13, 2 cores, avx512f avx512_bf16 (no amx_bf16)'
+    """
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name") and ":" in line:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx512f", "avx512_bf16", "amx_bf16")
+    have = [f for f in wanted if f in flags]
+    lacks = [f for f in wanted if f not in flags]
+    text = f"{name}, {os.cpu_count()} cores, {' '.join(have) or 'no AVX-512'}" + (f" (no {' '.join(lacks)})" if lacks else "")
+    if torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name(0)}"
+    return text
 
 
 # --- arguments, folders and the hub ----------------------------------------------------

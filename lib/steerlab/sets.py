@@ -21,24 +21,38 @@ from .models import Model, tokenizer_digest
 from .stats import ActivationStats, activation_stats, pool_stats
 from .trace import check_layers
 
-__all__ = ["UNIT", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm"]
+__all__ = ["UNIT", "UNIT_KINDS", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm"]
 
 
 @dataclass(frozen=True)
 class UnitSpec:
     """Which statistics define the coefficient unit: ``sample_size`` general-text training
-    texts, ``max_length`` tokens each, drawn with ``seed``, first token excluded."""
+    texts, ``max_length`` tokens each, drawn with ``seed``, first token excluded.
+
+    ``kind``: ``"typical"`` (the default), the mean norm of the activations, ``||x||``; or
+    ``"centred"``, the mean norm of the activations less their mean, ``||x - mean||``: the
+    spread around the bias rather than the bias itself (on a model whose typical norm is
+    mostly bias, a "typical" coefficient is a much larger push than on one whose is not).
+    ``scripts/unit_transfer.py`` measures which of the two places the damage threshold at
+    closer coefficients across models (README, "The coefficient unit").
+    """
 
     sample_size: int = 32
     max_length: int = 128
     seed: int = 0
     set_name: str = "general"
+    kind: str = "typical"
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise ValueError(f"unit kind {self.kind!r}: expected one of {', '.join(UNIT_KINDS)}")
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as plain values, for a result's provenance."""
         return asdict(self)
 
 
+UNIT_KINDS = ("typical", "centred")
 UNIT = UnitSpec()
 """The one default behind every "coefficient x typical norm" in steerlab."""
 
@@ -97,7 +111,8 @@ def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
     """The layer's typical activation norm: mean norm over general text, first token excluded.
 
     The unit of every relative coefficient (``steering(..., scale="typical")``), from the
-    statistics :data:`UNIT` names (pass another :class:`UnitSpec` only to study the unit).
+    statistics :data:`UNIT` names (pass another :class:`UnitSpec` only to study the unit;
+    ``UnitSpec(kind="centred")`` gives the mean norm of the centred activations instead).
 
     Example:
         >>> typical_norm(model, 15)
@@ -107,7 +122,17 @@ def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
         raise TypeError(f"unit must be a steerlab.sets.UnitSpec, got {unit!r}")
     general = set_stats(model, unit.set_name, sample_size=unit.sample_size, max_length=unit.max_length,
                         seed=unit.seed)
-    return float(general.mean_norm[general.index(check_layers(model, [layer])[0])])
+    layer = check_layers(model, [layer])[0]
+    if unit.kind == "typical":
+        return float(general.mean_norm[general.index(layer)])
+    with model.unsteered(), model.checked_once() as fingerprint:
+        data = load_dataset(unit.set_name, "train").sample(unit.sample_size, seed=unit.seed)
+        key = (fingerprint, tokenizer_digest(model.tokenizer), "centred", unit, data.content_hash)
+        if key not in _STATS:  # the same texts, less the mean at every layer: mean ||x - mean||
+            _STATS[key] = activation_stats(model, data, None, max_length=unit.max_length, centre=general,
+                                           progress=False)
+        centred = _STATS[key]
+    return float(centred.mean_norm[centred.index(layer)])
 
 
 def set_word(name: str) -> str:

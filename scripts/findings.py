@@ -1,0 +1,144 @@
+"""The README's findings, generated from recorded results (never retyped).
+
+``collect RUN_DIR``: copy what the README reports of notebook 04's run in ``RUN_DIR`` (model, preset,
+configuration, seconds, CPU flags, pooled contrasts, conclusion) to ``docs/results/compare-<model>-<preset>.json``.
+``render``: rewrite the block between ``<!-- findings:start -->`` and ``<!-- findings:end -->`` in
+README.md from every ``docs/results/*.json``; ``--check`` exits 1 if the README differs (the tests run it).
+
+Usage: ``.venv/bin/python scripts/findings.py collect runs/<stamp> [--seconds S]`` then
+``.venv/bin/python scripts/findings.py render``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from steerlab.load import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+ASKED = "abcde"  # the write-up's own questions; (f) and (g) are tallied
+
+
+
+
+def collect(run_dir: Path, seconds: float | None) -> Path:
+    compare = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["compare"]
+    pooled = {m: [r for r in block["results"] if r["scope"] == "pooled"]
+              for m, block in compare["contrasts"].items()}
+    out = {"model": compare["model"], "preset": compare["preset"], "date": compare["date"],
+           "seconds": seconds if seconds is not None else compare.get("seconds"),
+           "cpu": compare.get("cpu") or machine(), "score_dtype": compare.get("score_dtype"),
+           "prompting_style": compare.get("prompting_style"), "config": compare["config"],
+           "layers": compare["layers"], "judge_accuracy": compare["judge"]["heldout_accuracy"],
+           "judge_accuracy_by_words": compare["judge"].get("accuracy_by_words"),
+           "contrasts": pooled, "best_of": {m: b["best_of"] for m, b in compare["contrasts"].items()},
+           "conclusion": compare["conclusion"]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"compare-{out['model']}-{out['preset']}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def _row(r: dict[str, Any]) -> str:
+    if r["status"] != "run":
+        return f"| {r['name']} | L{r['layer']} {r['position']} | - | - | - | not run: {r['reason']} |"
+    est = f"{r['estimate']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
+    mdd = "-" if r.get("mdd_corrected") is None else f"{r['mdd_corrected']:.3f}"
+    return f"| {r['name']} | L{r['layer']} {r['position']} | {r['n']} | {est} | {mdd} | {r['verdict']} |"
+
+
+def _tally(rows: list[dict[str, Any]], label: str) -> str:
+    run = [r for r in rows if r["label"] == label and r["status"] == "run"]
+    above = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} >")})
+    below = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} <")})
+    base = "random" if label == "f" else "prompting"
+    return (f"({label}) against {base}: {len(run)} comparisons; above {base}: {', '.join(above) or 'none'}; "
+            f"below: {', '.join(below) or 'none'}; the rest not resolved at this sample size.")
+
+
+MEASURES = {"steerability": "steerability (slope per held-out story pair, nats per unit coefficient)",
+            "matched": "propensity shift at matched damage (per story pair, nats)",
+            "score": "held-out AxBench score (per report prompt, 0-1)"}
+
+
+def render_compare(res: dict[str, Any]) -> list[str]:
+    cfg = res["config"]
+    secs = f"{res['seconds'] / 60:.1f} min" if res.get("seconds") else "time not recorded"
+    lines = [(f"#### {res['model']}, preset `{res['preset']}` ({res['date']}; {secs} on a CPU with {res['cpu']}; "
+             f"scored in {res['score_dtype']})"), "",
+             f"Targets {', '.join(cfg['targets'])}; layers {res['layers']}; positions {', '.join(cfg['positions'])}; "
+             f"{cfg['n_prompts']} prompts x {cfg['max_new_tokens']} tokens; {cfg['n_steer']} held-out story pairs "
+             f"per target; matched damage at perplexity ratio {cfg.get('matched_level')}; prompting by "
+             f"{res.get('prompting_style')}; judge held-out accuracy {res['judge_accuracy']:.2f}"
+             + (f" ({', '.join(f'{k} words: {v:.2f}' for k, v in res['judge_accuracy_by_words'].items())})"
+                if res.get("judge_accuracy_by_words") else "") + ".", ""]
+    for measure, rows in res["contrasts"].items():
+        family = rows[0]["family_size"] if rows else 0
+        lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests:", "",
+                  "| contrast | cell | n | estimate [95% CI] | MDD | verdict |", "|---|---|--:|---|--:|---|"]
+        lines += [_row(r) for r in rows if r["label"] in ASKED]
+        lines += ["", f"- {_tally(rows, 'f')}", f"- {_tally(rows, 'g')}"]
+        best = res["best_of"].get(measure, {}).get("conclusion") or []
+        lines += [f"- {b}" for b in best] + [""]
+    return lines
+
+
+def render_units(res: dict[str, Any]) -> list[str]:
+    units = res["units"]
+    cells = "; ".join(f"**{u}**: " + ", ".join(f"{m} {v:.3f}" for m, v in b["crossing_by_model"].items())
+                      + f" (ratio {b['ratio']:.2f})" for u, b in units.items())
+    return [f"#### The coefficient unit ({res['date']}; {res['seconds'] / 60:.1f} min on {res['cpu']})", "",
+            (f"Where damage on general text reaches perplexity ratio {res['level']} (geometric mean over "
+            f"mean-centred, counterbalanced and random vectors at depths {res['depths']}), in each unit: {cells}. "
+            f"The unit under which the two models cross at the closer coefficient is **{res['closer']}**."), ""]
+
+
+def render() -> str:
+    lines: list[str] = []
+    files = sorted(RESULTS.glob("*.json"))
+    for path in files:
+        res = json.loads(path.read_text(encoding="utf-8"))
+        lines += render_units(res) if "units" in res else render_compare(res)
+        lines[-1:] = ["", f"<sub>from `{path.relative_to(ROOT)}`</sub>", ""]
+    if not files:
+        lines = ["No recorded results yet: run `scripts/findings.py collect RUN_DIR`.", ""]
+    return "\n".join([START, "", *lines, END])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("run_dir", type=Path)
+    c.add_argument("--seconds", type=float, default=None, help="the run's wall time, if not recorded in it")
+    r = sub.add_parser("render")
+    r.add_argument("--check", action="store_true", help="exit 1 if README.md's block is not what render gives")
+    args = parser.parse_args()
+    if args.command == "collect":
+        print(collect(args.run_dir, args.seconds))
+        return 0
+    text = README.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        print(f"README.md has no {START} ... {END} block", file=sys.stderr)
+        return 1
+    new = pattern.sub(lambda _: render(), text)
+    if args.check:
+        if new != text:
+            print("README.md's findings differ from docs/results: run scripts/findings.py render", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
