@@ -149,3 +149,20 @@ def test_the_fields_directions_point_along_the_planted_mean_difference(tiny_llam
     assert CONSTRUCTIONS[name].description
     with pytest.raises(ValueError):
         build(name, m, [LAYER], target="fantsy", counter="sports", **SPEC)
+
+
+def test_the_centred_unit_is_the_mean_norm_around_the_mean(tiny_llama: steerlab.Model) -> None:
+    """``UnitSpec(kind="centred")``: mean ||x - mean|| over the unit's texts, against plain hidden states."""
+    m = tiny_llama
+    rows = []
+    for text in _set_texts("general"):
+        ids = m.tokenizer(text, return_tensors="pt", truncation=True, max_length=SPEC["max_length"])["input_ids"]
+        with torch.no_grad():
+            rows.append(m.hf(input_ids=ids, output_hidden_states=True).hidden_states[LAYER][0][1:])
+    acts = torch.cat(rows).double()
+    centred = float((acts - acts.mean(0)).norm(dim=-1).mean())
+    typical = float(acts.norm(dim=-1).mean())
+    assert typical_norm(m, LAYER, UnitSpec(**SPEC, kind="centred")) == pytest.approx(centred, rel=1e-4)
+    assert typical_norm(m, LAYER, UnitSpec(**SPEC)) == pytest.approx(typical, rel=1e-4)
+    with pytest.raises(ValueError, match="unit kind 'bias': expected one of typical, centred"):
+        UnitSpec(kind="bias")
