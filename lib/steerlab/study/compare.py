@@ -671,7 +671,8 @@ def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
 def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:
     """Per measure: the registration (the fixed list, margins, alpha, power), every contrast's
     estimate, CI, MDD and Holm-corrected verdict per target and pooled, their sentences, and the one
-    "best of N" claim allowed: chosen on the selection half of the samples, tested on the other."""
+    "best of N" claim allowed: chosen on the selection half of the samples, tested on the other,
+    among the methods (the unsteered model, ``none``, is a control, not a candidate)."""
     out: dict[str, Any] = {}
     for measure, samples in contrast_samples(result).items():
         if not samples:
@@ -680,7 +681,7 @@ def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:
         block: dict[str, Any] = {"registration": registration(measure=measure), "results": to_records(results),
                                  "conclusions": conclusions(results)}
         try:
-            best = best_of(samples, baseline="random", measure=measure, seed=seed)
+            best = best_of(samples, baseline="random", measure=measure, seed=seed, exclude=("none",))
             block["best_of"] = {"chosen": list(best.chosen), "conclusion": conclusions([best.result])}
         except ValueError as err:  # too few samples to split, or no random control
             block["best_of"] = {"chosen": None, "conclusion": [f"best of N not tested: {err}"]}
