@@ -101,10 +101,10 @@ def test_constructions_match_an_oracle_from_plain_hidden_states(tiny_llama: stee
     # The write-up's examples name their construction and inputs; the notebook helper builds the same.
     for name, spec in examples.EXAMPLES.items():
         ex = examples.build_example(m, name, LAYER, sample_size=4, max_length=32)
-        inputs = {k: v for k, v in spec.items() if k not in ("construction", "prompt", "vocab")}
+        inputs = {k: v for k, v in spec.items() if k not in ("construction", "prompt", "scored")}
         direct = build(spec["construction"], m, [LAYER], **inputs, **SPEC).at(LAYER)
         torch.testing.assert_close(ex.vector.at(LAYER), direct, rtol=0, atol=0)
-        assert ex.vocab == evaluation_vocabulary(spec["vocab"])
+        assert ex.target == spec["scored"] and ex.vocab == evaluation_vocabulary(spec["scored"])
 
 
 def test_your_own_texts_build_like_a_named_set(tiny_llama: steerlab.Model) -> None:

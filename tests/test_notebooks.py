@@ -18,6 +18,7 @@ from steerlab.lab.cli import main
 from steerlab.lab.report import build_report, headlines, load_summary
 from steerlab.lab.runner import export_html
 from steerlab.study.compare import METHODS
+from steerlab.study.examples import MIN_INTERVAL, STEER_STORIES, STEERABILITY_GRID
 from steerlab.study.prompting import PROMPTING
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -91,17 +92,37 @@ def test_02_interpret(run_dir: Path) -> None:
 
 def test_03_steer(run_dir: Path) -> None:
     summary = run_notebook("03_steer.ipynb", run_dir, examples=["additional", "love_hate"], sweep=[0.0, 1.0],
-                           coefficient=1.0, positions=["first", "all_prompt"], samples=1, max_new_tokens=6,
+                           coefficient=1.0, positions=["first", "all_prompt"], samples=MIN_INTERVAL, max_new_tokens=6,
                            sample_size=3, max_length=32, show_widget=False)
     steer = summary["steer"]
     assert set(steer["examples"]) == {"additional", "love_hate"}
+    assert steer["judge"]["heldout_accuracy"] >= 0.8  # the judge scores only above its threshold
     for ex in steer["examples"].values():
+        assert ex["target"] in ("fantasy", "romance")  # both judge classes with held-out stories
         for pos in ("first", "all_prompt"):
             r = ex["by_position"][pos]
-            assert r["coefficients"] == [0.0, 1.0]
-            finite_list(r["vocab_rate"], 2)
+            assert r["coefficients"] == [0.0, 1.0] and r["n_samples"] == MIN_INTERVAL
+            # The judge: P(target) per coefficient in [0, 1] with a CI; the change from 0 is 0 at 0.
+            assert all(0 <= p <= 1 for p in finite_list(r["concept"], 2))
+            for mean, ci in zip(r["concept"], r["concept_ci"]):
+                assert ci[0] - 1e-9 <= mean <= ci[1] + 1e-9
+            assert r["concept_delta"][0] == 0 and r["concept_delta_ci"][0] == [0.0, 0.0]
+            assert r["concept_delta"][1] == pytest.approx(r["concept"][1] - r["concept"][0])
+            # Steerability over 04's grid on the held-out stories, per story pair.
+            s = r["steerability"]
+            assert s["coefficients"] == list(STEERABILITY_GRID) and len(s["slopes"]) == s["n_samples"] == STEER_STORIES
+            assert s["steerability_ci"][0] <= s["steerability"] <= s["steerability_ci"][1]
+            assert 0 <= s["anti_steerable_fraction"] <= 1
+            finite_list(r["vocab_rate"], 2)  # secondary
             assert all(p > 0 for p in finite_list(r["perplexity"], 2))
-            assert len(r["samples"]["0.0"]) == 1
+            assert len(r["samples"]["0.0"]) == MIN_INTERVAL
+    headline = steer["headline"]
+    assert set(headline) == {f"{n}.{q}" for n in ("additional", "love_hate")
+                             for q in ("verdict", "concept_delta", "steerability")}
+    assert all(headline[f"{n}.verdict"].startswith(("moves", "not resolved", "instruments disagree"))
+               for n in ("additional", "love_hate"))
+    assert len(steer["conclusion"]) >= 4 and not any("no movement" in line for line in steer["conclusion"])
+    assert (run_dir / "figures" / "03_steerability_additional.html").exists()
     # The exported vectors: what the notebook built, loadable; a GGUF only where llama.cpp can hold it.
     layer = steer["layer"]
     saved = steerlab.load_vector(run_dir / "vectors" / f"additional-L{layer}")
@@ -175,8 +196,8 @@ def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     summary = load_summary(run_dir)
     assert set(summary) == {"bias", "interpret", "steer", "compare", "concept"}, "run the whole module: the notebooks fill it"
     figures = sorted((run_dir / "figures").glob("*.json"))
-    assert len(figures) == 4 + 4 + 2 + 5  # 01, 02, 03 (two examples), 04 (one target: frontier, steerability,
-    #                                       matched damage; scores, judge)
+    assert len(figures) == 4 + 4 + 4 + 5  # 01, 02, 03 (two examples: sweep, steerability), 04 (one target:
+    #                                       frontier, steerability, matched damage; scores, judge)
     shown = render_offline(build_report(run_dir), ".figure")
     assert shown.figures == len(figures) and shown.drawn == len(figures) and shown.requested == []
     for h in headlines(summary):

@@ -175,7 +175,7 @@ def test_params_are_frozen() -> None:
     params = SteerParams()
     with pytest.raises(ValidationError, match="frozen"):
         params.samples = 3  # type: ignore[misc]
-    assert params.samples == 2
+    assert params.samples == 8
 
 
 def test_help_words_come_from_the_types() -> None:

@@ -192,14 +192,17 @@ def synthetic_summary() -> dict[str, Any]:
                                    "acc_raw_at_layer": 0.333, "acc_centred_at_layer": 0.833},
                       "conclusion": ["Centring separates the genres (synthetic)."]},
         "steer": {"model": "tiny-model", "layer": 15, "coefficient": 1.0, "positions": ["first", "all_prompt"],
-                  "examples": {"additional": {"vector": "counterbalanced(fantasy - sports) @ L15",
+                  "examples": {"additional": {"vector": "counterbalanced(fantasy - sports) @ L15", "target": "fantasy",
                                               "prompt": "Yesterday, my son was out kicking a football. Then, he",
                                               "by_position": {pos: {"coefficients": [0.0, 1.0], "samples": {
                                                   "0.0": ["went home.\n\nHe slept.", "scored a goal."],
                                                   "1.0": [f"met a dragon ({pos}).", "cast a spell."]}}
                                                   for pos in ("first", "all_prompt")}}},
                   "conclusion": ["Steering at all prompt tokens moves further than at the first (synthetic)."],
-                  "headline": {"additional": -0.0371, "love_hate": 0.0125},
+                  "headline": {"additional.verdict": "moves towards fantasy (judge)", "additional.concept_delta": 0.0225,
+                               "additional.steerability": 0.2213},
+                  "headline_ci": {"additional.concept_delta": [0.0097, 0.0353],
+                                  "additional.steerability": [-0.0675, 0.5109]},
                   "parameters": {"examples": ["additional"], "output_dir": "RUN_DIR"}},
         "compare": {"model": "tiny-model", "config": {"damage_threshold": 1.5},
                     "summary": {"pooled": [{"method": "isolated", "layer": 8, "position": "all", "mean": 0.5,
@@ -284,13 +287,14 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     source = (run_dir / "index.html").read_text(encoding="utf-8")
     for width, shown in rendered.items():
         hs = headlines(synthetic_summary())
-        assert len(hs) == 14  # 4 + 5 + 2 + 3
+        assert len(hs) == 15  # 4 + 5 + 3 + 3
         for h in hs:
             assert h.name in shown.text and h.shown in shown.text, (width, h)
         assert "95% CI [0.351, 0.470]" in shown.text and "in the table" not in shown.text
     text = rendered[1400].text
     assert "norm-of-mean ratio at layer 1" in text and "0.714" in text
-    assert "vocabulary-rate change, example additional, ×1.0 at all_prompt, layer 15" in text
+    assert "P(fantasy) change under the judge, example additional, ×1.0 at all_prompt" in text
+    assert "95% CI [0.0097, 0.0353]" in text and "moves towards fantasy (judge)" in text
     assert "3.10e-07" in text  # small numbers keep their digits
     assert "tiny-model" in text and "FAILED" in text and "boom in ./x.py" in text  # the error, path made relative
     assert "Centring separates the genres (synthetic)." in text
@@ -351,8 +355,10 @@ class _FakeUi:
 def test_headlines_name_every_quantity() -> None:
     hs = {(h.summary_key, h.key): h for h in headlines(synthetic_summary())}
     for key in HEADLINES:
-        if key[1] != "*":
+        if not key[1].startswith("*"):
             assert key in hs, key
+    for quantity in ("verdict", "concept_delta", "steerability"):  # 03's per-example keys: "<example>.<quantity>"
+        assert ("steer", "*." + quantity) in HEADLINES and ("steer", "additional." + quantity) in hs
     ratio = hs[("bias", "ratio_mid")]
     assert ratio.line() == ("norm-of-mean ratio at layer 1: 0.714 (norm of the layer mean / mean activation norm; "
                             "1 = all activations identical, 0 = centred on the origin)")
@@ -362,7 +368,16 @@ def test_headlines_name_every_quantity() -> None:
     unknown = headlines({"bias": {"headline": {"new_number": 2.5}}})
     assert unknown[0].name == "new_number" and unknown[0].meaning == "no description"  # shown, never dropped
     printed = _headline(synthetic_summary())
-    assert "  steer: vocabulary-rate change, example additional, ×1.0 at all_prompt, layer 15: -0.0371 (" in printed[9]
+    assert printed[9] == ("  steer: verdict, example additional towards fantasy, ×1.0 at all_prompt, layer 15: moves "
+                          "towards fantasy (judge) (read from the 95% CIs of the judge's P(target) change and of the "
+                          "steerability: 'moves' when one excludes 0, 'not resolved' when every one includes it)")
+    assert printed[10].startswith("  steer: P(fantasy) change under the judge, example additional, ×1.0 at all_prompt: "
+                                  "0.0225 (") and printed[10].endswith("95% CI [0.0097, 0.0353])")
+    assert printed[11].endswith("95% CI [-0.0675, 0.5109])")
+    # A run recorded before 03 used the judge still gets a description, one that does not read 0 as "no movement".
+    legacy = headlines({"steer": {"coefficient": 1.0, "positions": ["all"], "layer": 15,
+                                  "headline": {"additional": 0.0}}})
+    assert legacy[0].name.startswith("vocabulary-rate change") and "no movement" not in legacy[0].meaning
 
 
 def test_figures_cannot_be_misread() -> None:
@@ -403,6 +418,16 @@ def test_figures_cannot_be_misread() -> None:
     # The construction is named the same way in the legend's title and the figure's title block.
     assert sweep.layout.legend.title.text == "prompt_pair vector, steered at:"
     assert "prompt_pair vector" in sweep.layout.title.text and [t.name for t in sweep.data] == ["first", "first"]
+    # 03 with the judge: P(target) on top with its CI bars (none where no CI was recorded), the vocabulary rate
+    # under it as the secondary measure, perplexity at the bottom.
+    judged = _all_figures()["sweep_panels_judged"]
+    assert [t.yaxis for t in judged.data] == ["y", "y2", "y3"] and judged.layout.yaxis3.type == "log"
+    assert judged.layout.yaxis.title.text == "P(fantasy)" and "judge" in judged.layout.annotations[0].text
+    assert "(secondary)" in judged.layout.annotations[1].text
+    assert list(judged.data[0].error_y.array) == pytest.approx([0.01, 0.02, 0.02, 0.03])
+    assert list(judged.data[0].error_y.arrayminus) == pytest.approx([0.01, 0.02, 0.02, 0.03])
+    assert judged.data[1].error_y.array is None  # the vocabulary rate has no CI
+    assert "P(fantasy) under the concept judge: %{y" in judged.data[0].hovertemplate
 
 
 def _all_figures() -> dict[str, Any]:
@@ -426,6 +451,11 @@ def _all_figures() -> dict[str, Any]:
         "sweep_panels": plots.sweep_panels([0.0, 0.5, 1.0, 2.0], {"first": [0, 0, 0.01, 0.02]},
                                            {"first": [12.0, 14.0, 19.0, 45.0]}, method="counterbalanced",
                                            title="additional: effect and degradation over the coefficient", where="w"),
+        "sweep_panels_judged": plots.sweep_panels(
+            [0.0, 0.5, 1.0, 2.0], {"first": [0, 0, 0.0, 0.0]}, {"first": [12.0, 14.0, 19.0, 45.0]},
+            method="counterbalanced", title="additional: effect and degradation over the coefficient", where="w",
+            concept={"first": [0.12, 0.14, 0.18, 0.2]}, target="fantasy",
+            concept_ci={"first": [[0.11, 0.13], [0.12, 0.16], [0.16, 0.2], [0.17, 0.23]]}),
         "effect_vs_damage": plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
                                                    target="shakespeare", where="w"),
         "steerability_curves": plots.steerability_curves(steer_rows, ["raw", "mean_centred", "bias_ablated"],
@@ -448,7 +478,7 @@ def test_every_figure_has_a_short_title_a_caption_and_titled_axes() -> None:
             if fig.layout[axis].matches or (axis.startswith("x") and any(
                     fig.layout[a].matches == "x" for a in axes)):  # shared axes carry one title, on the bottom panel
                 continue
-            if name in ("layer_panels", "sweep_panels") and axis.startswith("x") and axis != max(
+            if name in ("layer_panels", "sweep_panels", "sweep_panels_judged") and axis.startswith("x") and axis != max(
                     (a for a in used if a.startswith("x")), key=len):
                 continue
             if name in ("heatmap_pair",):

@@ -359,7 +359,8 @@ class SteerParams(NotebookParams):
                                   description="coefficients of the batched sweep, including 0 (the unsteered control)")
     positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] = Field(
         ["first", "all_prompt"], description="position rules compared")
-    samples: Annotated[int, Ge(1)] = Field(2, description="completions per coefficient")
+    samples: Annotated[int, Ge(1)] = Field(
+        8, description="completions per coefficient (5 or more give the judge's change a CI)")
     max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
     sample_size: Annotated[int, Ge(2)] = Field(32, description="texts sampled from each set to build its mean")
     max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text when building means")

@@ -462,36 +462,61 @@ def sweep_panels(
     title: str,
     where: str,
     caption: str | None = None,
+    concept: Mapping[str, Sequence[float]] | None = None,
+    concept_ci: Mapping[str, Sequence[Sequence[float] | None]] | None = None,
+    target: str = "target",
 ) -> go.Figure:
-    """03's sweep: target-vocabulary rate (top) and perplexity on a log axis (bottom) over the
-    coefficient, one line per position rule (dash), in the construction's colour.
+    """03's sweep over the coefficient, one line per position rule (dash), in the construction's colour:
+    with ``concept``, the judge's P(``target``) on top (bars: ``concept_ci``, 95% CI, where
+    recorded), the target-vocabulary rate under it as the secondary measure, and perplexity
+    on a log axis at the bottom; without it, the vocabulary rate and perplexity only.
 
     The legend names the position rules under the construction (``method``), and the subtitle
     names the construction too, so an example's name in the title cannot be read as another one.
 
     Example:
         >>> sweep_panels([0.0, 1.0], {"first": [0.0, 0.1]}, {"first": [10.0, 12.0]}, method="prompt_pair",
-        ...              title="love_hate", where="w")
+        ...              title="love_hate", where="w", concept={"first": [0.12, 0.2]}, target="romance")
     """
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=(
-        "target-vocabulary rate of the completions", "perplexity of the completions under the unsteered model"))
+    judge = f"P({target}) under the concept judge"
+    # (subplot title, quantity, values by position, CIs by position)
+    panels: list[tuple[str, str, Mapping[str, Sequence[float]], Mapping[str, Sequence[Sequence[float] | None]]]] = []
+    if concept is not None:
+        panels.append((f"{judge} (95% CI)", judge, concept, concept_ci or {}))
+    panels += [("target-vocabulary rate of the completions" + (" (secondary)" if concept is not None else ""),
+                "target-vocabulary rate", rates, {}),
+               ("perplexity of the completions under the unsteered model", "perplexity", perplexities, {})]
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.1 if concept else 0.12,
+                        subplot_titles=[p[0] for p in panels])
     dashes = ("solid", "dash", "dot", "dashdot", "longdash")
     for i, position in enumerate(rates):
-        for row, (yname, values) in enumerate(
-                (("target-vocabulary rate", rates[position]), ("perplexity", perplexities[position])), start=1):
-            trace = _line(coefficients, values, position, i, xname=COEFFICIENT_AXIS, yname=yname,
-                          dash=dashes[i % len(dashes)], showlegend=row == 1, legendgroup=position,
-                          colour_of=method, hover_name=f"{method}, position {position}")
+        for row, (_, yname, series, intervals) in enumerate(panels, start=1):
+            interval = None
+            cis = intervals.get(position)
+            if cis:
+                interval = ([c[0] if c else math.nan for c in cis], [c[1] if c else math.nan for c in cis])
+            trace = _line(coefficients, series[position], position, i, xname=COEFFICIENT_AXIS, yname=yname,
+                          interval=interval, dash=dashes[i % len(dashes)], showlegend=row == 1,
+                          legendgroup=position, colour_of=method, hover_name=f"{method}, position {position}")
             fig.add_trace(trace, row=row, col=1)
-    fig.update_yaxes(title_text="vocabulary rate (fraction of words)", row=1, col=1)
-    fig.update_yaxes(title_text="perplexity (log axis)", type="log", row=2, col=1)
-    fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=2, col=1)
+    axis_titles = {judge: f"P({target})", "target-vocabulary rate": "vocabulary rate (fraction of words)",
+                   "perplexity": "perplexity (log axis)"}
+    for row, (_, yname, _, _) in enumerate(panels, start=1):
+        fig.update_yaxes(title_text=axis_titles[yname], row=row, col=1, **({"type": "log"} if yname == "perplexity"
+                                                                            else {}))
+    fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=len(panels), col=1)
     fig.update_layout(legend_title_text=f"{method} vector, steered at:")
     fig.add_vline(x=0, annotation_text="unsteered (×0)", annotation_position="top right", **_REFERENCE)
+    if caption is None and concept is not None:
+        caption = (f"The {method} vector added at each coefficient, one line per position rule. Top: the concept "
+                   f"judge's probability that a completion is {target} (not the steered model's), bars 95% CI over "
+                   "completions; middle: the share of target-genre words (secondary: it misses text that moves in "
+                   "tone or plot without those words); bottom: degradation. A useful coefficient raises the top "
+                   "curve before the bottom one climbs.")
     caption = caption or (f"The {method} vector added at each coefficient, one line per position rule. A useful "
                           "coefficient raises the top curve (more target words) before the bottom one climbs "
                           "(degraded text).")
-    return _layout(fig, title, f"{method} vector · {where}", 620, caption)
+    return _layout(fig, title, f"{method} vector · {where}", 780 if concept is not None else 620, caption)
 
 
 def _row_hover(r: Mapping[str, Any]) -> str:

@@ -196,9 +196,19 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
     ("interpret", "acc_centred_at_layer"): ("held-out genre accuracy, mean-centred, layer {layer}",
                                             ("as raw, with the general-text mean subtracted from stories and "
                                             "vectors; chance = 1/{n_genres}")),
+    ("steer", "*.verdict"): ("verdict, example {example} towards {target}, ×{coefficient} at {position}, layer {layer}",
+                             ("read from the 95% CIs of the judge's P(target) change and of the steerability: "
+                              "'moves' when one excludes 0, 'not resolved' when every one includes it")),
+    ("steer", "*.concept_delta"): ("P({target}) change under the judge, example {example}, ×{coefficient} at {position}",
+                                   ("the judge's (not the steered model's) probability of the target class, steered "
+                                    "minus unsteered completions paired by sample, 0 to 1; 95% CI {ci}")),
+    ("steer", "*.steerability"): ("steerability towards {target}, example {example}, at {position}, layer {layer}",
+                                  ("mean slope of log p(target continuation) − log p(other) over held-out story "
+                                   "pairs, nats/token per × typical norm (notebook 04's grid); 95% CI {ci}")),
     ("steer", "*"): ("vocabulary-rate change, example {key}, ×{coefficient} at {position}, layer {layer}",
-                     ("target-vocabulary rate of steered minus unsteered completions, as a fraction of words; "
-                      "0 = no movement towards the target")),
+                     ("a run recorded before notebook 03 used the judge: target-vocabulary rate of steered minus "
+                      "unsteered completions, as a fraction of words; 0 = no target words gained, which text "
+                      "can show while it moves")),
     ("compare", "best_method"): ("best method by held-out AxBench score, pooled over targets",
                                  ("the steered condition chosen by its mean score on the selection half of the prompts "
                                   "(not on the prompts it is reported on)")),
@@ -233,7 +243,19 @@ class Headline:
         return f"{self.name}: {self.shown} ({self.meaning})"
 
 
+def _ci_text(ci: Any) -> str:
+    """A recorded CI as ``[lo, hi]``, or the recorded reason there is none."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
+    return str(ci) if ci else "not recorded"
+
+
 def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> dict[str, Any]:
+    example = key.rsplit(".", 1)[0]  # per-example keys (03): "<example>.<quantity>"
+    examples = entry.get("examples")
+    recorded = examples.get(example) if isinstance(examples, Mapping) else None
+    per_key = {"example": example, "target": (recorded or {}).get("target", "the target"),
+               "ci": _ci_text((entry.get("headline_ci") or {}).get(key))}
     positions = entry.get("positions") or ["?"]
     config = entry.get("config") or {}
     pooled = (entry.get("summary") or {}).get("pooled") or []
@@ -241,7 +263,7 @@ def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> 
     best = next((r for r in pooled if isinstance(r, Mapping) and r.get("ci") and chosen is not None
                  and [r.get("method"), r.get("layer"), r.get("position")] == list(chosen)), None)
     best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
-    return {**entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
+    return {**per_key, **entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
             "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
             "best_ci": best_ci}
 
@@ -261,8 +283,9 @@ def headlines(summary: Mapping[str, Any]) -> list[Headline]:
             continue
         shown = entry["headline"]
         for key, value in shown.items():
-            name, meaning = HEADLINES.get((skey, key)) or HEADLINES.get((skey, "*")) or (key, "no description")
-            ctx = _fields(skey, entry, shown)
+            name, meaning = (HEADLINES.get((skey, key)) or HEADLINES.get((skey, "*." + key.rsplit(".", 1)[-1]))
+                             or HEADLINES.get((skey, "*")) or (key, "no description"))
+            ctx = _fields(key, entry, shown)
             try:
                 name, meaning = name.format(key=key, **ctx), meaning.format(key=key, **ctx)
             except (KeyError, IndexError, ValueError):

@@ -85,6 +85,8 @@ from .contrasts import (
     samples_from_lists,
     to_records,
 )
+from .heldout import heldout_others as _others
+from .heldout import heldout_target as _heldout_target
 from .judge import ConceptJudge
 from .matched import DAMAGE_GRID, MATCHED_LEVEL, matched_damage
 from .prompting import PROMPTING, PROMPTING_STYLES, instruction_prefix, prompting_style
@@ -430,17 +432,6 @@ def judge_summary(judge: ConceptJudge) -> dict[str, Any]:
 
 def _prompts(cfg: CompareConfig) -> list[str]:
     return load_dataset("prompts").sample(cfg.n_prompts, seed=0).texts
-
-
-def _others(target: str, n: int) -> list[str]:
-    """Held-out stories of every genre but the target (the steerability's other continuations)."""
-    pool = [r.text for g in genres() if g != target for r in load_dataset(g, "heldout").records]
-    step = max(1, len(pool) // max(1, n))
-    return pool[::step][:n]
-
-
-def _heldout_target(target: str, n: int) -> list[str]:
-    return load_dataset(target, "heldout").sample(n, seed=0).texts
 
 
 @torch.inference_mode()
