@@ -29,7 +29,7 @@ ASKED = "abcde"  # the write-up's own questions; (f) and (g) are tallied
 
 
 
-def collect(run_dir: Path, seconds: float | None) -> Path:
+def collect(run_dir: Path, seconds: float | None, note: str | None = None) -> Path:
     compare = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["compare"]
     pooled = {m: [r for r in block["results"] if r["scope"] == "pooled"]
               for m, block in compare["contrasts"].items()}
@@ -40,7 +40,7 @@ def collect(run_dir: Path, seconds: float | None) -> Path:
            "layers": compare["layers"], "judge_accuracy": compare["judge"]["heldout_accuracy"],
            "judge_accuracy_by_words": compare["judge"].get("accuracy_by_words"),
            "contrasts": pooled, "best_of": {m: b["best_of"] for m, b in compare["contrasts"].items()},
-           "conclusion": compare["conclusion"]}
+           "conclusion": compare["conclusion"], "note": note}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"compare-{out['model']}-{out['preset']}.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
@@ -60,6 +60,8 @@ def _tally(rows: list[dict[str, Any]], label: str) -> str:
     above = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} >")})
     below = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} <")})
     base = "random" if label == "f" else "prompting"
+    if not run:
+        return f"({label}) against {base}: not measured here ({base} has no vector for this measure to pair with)."
     return (f"({label}) against {base}: {len(run)} comparisons; above {base}: {', '.join(above) or 'none'}; "
             f"below: {', '.join(below) or 'none'}; the rest not resolved at this sample size.")
 
@@ -74,12 +76,16 @@ def render_compare(res: dict[str, Any]) -> list[str]:
     secs = f"{res['seconds'] / 60:.1f} min" if res.get("seconds") else "time not recorded"
     lines = [(f"#### {res['model']}, preset `{res['preset']}` ({res['date']}; {secs} on a CPU with {res['cpu']}; "
              f"scored in {res['score_dtype']})"), "",
+             *([f"_{res['note']}_", ""] if res.get("note") else []),
              f"Targets {', '.join(cfg['targets'])}; layers {res['layers']}; positions {', '.join(cfg['positions'])}; "
              f"{cfg['n_prompts']} prompts x {cfg['max_new_tokens']} tokens; {cfg['n_steer']} held-out story pairs "
              f"per target; matched damage at perplexity ratio {cfg.get('matched_level')}; prompting by "
              f"{res.get('prompting_style')}; judge held-out accuracy {res['judge_accuracy']:.2f}"
              + (f" ({', '.join(f'{k} words: {v:.2f}' for k, v in res['judge_accuracy_by_words'].items())})"
                 if res.get("judge_accuracy_by_words") else "") + ".", ""]
+    lines += ["Each CI is the contrast's own 95% interval; each verdict is Holm-corrected over the whole list, so a "
+              "CI that excludes zero can still be \"not resolved\". MDD: the smallest difference the list could call "
+              "at 80% power after the correction.", ""]
     for measure, rows in res["contrasts"].items():
         family = rows[0]["family_size"] if rows else 0
         lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests:", "",
@@ -119,11 +125,12 @@ def main() -> int:
     c = sub.add_parser("collect")
     c.add_argument("run_dir", type=Path)
     c.add_argument("--seconds", type=float, default=None, help="the run's wall time, if not recorded in it")
+    c.add_argument("--note", default=None, help="a circumstance of the run a reader needs (e.g. another job shared the CPU)")
     r = sub.add_parser("render")
     r.add_argument("--check", action="store_true", help="exit 1 if README.md's block is not what render gives")
     args = parser.parse_args()
     if args.command == "collect":
-        print(collect(args.run_dir, args.seconds))
+        print(collect(args.run_dir, args.seconds, args.note))
         return 0
     text = README.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
