@@ -573,6 +573,7 @@ SUITE_BUDGETS = (
     ("01 + 02 (bias, interpret)", lambda names: names[:2] in ("01", "02"), 300.0),
     ("04 (compare, default preset)", lambda names: names[:2] == "04", 360.0),
 )
+RUN_FOLDER_MB = 25.0  # a default run folder, every file in it (issue 25)
 
 
 def _suite_rows(run_dir: Path, seconds: dict[str, float], wall: float | None, note: str) -> list:
@@ -582,6 +583,13 @@ def _suite_rows(run_dir: Path, seconds: dict[str, float], wall: float | None, no
     if wall is not None:
         rows.append(Row("6 whole suite", "make run wall time (set-up done, statistics cache cold)", wall, "s",
                         note=note))
+    if run_dir.is_dir() and seconds:
+        size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and not f.is_symlink()) / 2**20
+        figures = len(list((run_dir / "figures").glob("*.json")))
+        rows.append(Row("6 whole suite", "run folder size (every notebook, default parameters)", size, "MB",
+                        "budget", RUN_FOLDER_MB, size / RUN_FOLDER_MB, "x budget",
+                        f"<= 1.00x ({RUN_FOLDER_MB:.0f} MB)", judge(size / RUN_FOLDER_MB, at_most=1.0),
+                        note=f"{figures} figures, {len(seconds)} notebooks, one shared plotly.min.js; {run_dir}"))
     for label, pick, budget in SUITE_BUDGETS:
         picked = [v for k, v in seconds.items() if pick(k)]
         if not picked:

@@ -2,6 +2,8 @@
 
 ``collect RUN_DIR``: copy what the README reports of notebook 04's run in ``RUN_DIR`` (model, preset,
 configuration, seconds, CPU flags, pooled contrasts, conclusion) to ``docs/results/compare-<model>-<preset>.json``.
+``collect-run RUN_DIR``: what a whole ``make run`` folder costs (each notebook's papermill seconds,
+the folder's size, its figures) to ``docs/results/run-<model>.json``.
 ``render``: rewrite the block between ``<!-- findings:start -->`` and ``<!-- findings:end -->`` in
 README.md from every ``docs/results/*.json``; ``--check`` exits 1 if the README differs (the tests run it).
 
@@ -47,6 +49,35 @@ def collect(run_dir: Path, seconds: float | None, note: str | None = None) -> Pa
     return path
 
 
+def collect_run(run_dir: Path) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    seconds = {}
+    for nb in sorted(run_dir.glob("*.ipynb")):
+        duration = json.loads(nb.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {}).get("duration")
+        if duration is not None:
+            seconds[nb.stem] = round(float(duration), 1)
+    if len(seconds) < 2:
+        raise SystemExit(f"{run_dir} has {len(seconds)} executed notebook(s): collect-run wants a whole `make run`")
+    models = {block.get("model") for block in summary.values() if isinstance(block, dict) and block.get("model")}
+    size = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file() and not f.is_symlink())
+    out = {"kind": "run", "model": ", ".join(sorted(models)) or "unknown", "date": min(
+        (b.get("date") for b in summary.values() if isinstance(b, dict) and b.get("date")), default=None),
+        "cpu": machine(), "notebooks": seconds, "megabytes": round(size / 2**20, 1),
+        "figures": len(list((run_dir / "figures").glob("*.json"))), "files": sum(1 for f in run_dir.rglob("*") if f.is_file())}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"run-{out['model']}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def render_run(res: dict[str, Any]) -> list[str]:
+    total = sum(res["notebooks"].values())
+    each = ", ".join(f"{k} {v / 60:.1f}" for k, v in res["notebooks"].items())
+    return [f"#### A whole `make run` ({res['model']}, {res['date']}, {res['cpu']})", "",
+            (f"{len(res['notebooks'])} notebooks in {total / 60:.1f} min of papermill time (minutes each: {each}); "
+             f"the run folder holds {res['files']} files, {res['figures']} figures, {res['megabytes']:.1f} MB."), ""]
+
+
 def _row(r: dict[str, Any]) -> str:
     if r["status"] != "run":
         return f"| {r['name']} | L{r['layer']} {r['position']} | - | - | - | not run: {r['reason']} |"
@@ -83,9 +114,9 @@ def render_compare(res: dict[str, Any]) -> list[str]:
              f"{res.get('prompting_style')}; judge held-out accuracy {res['judge_accuracy']:.2f}"
              + (f" ({', '.join(f'{k} words: {v:.2f}' for k, v in res['judge_accuracy_by_words'].items())})"
                 if res.get("judge_accuracy_by_words") else "") + ".", ""]
-    lines += ["Each CI is the contrast's own 95% interval; each verdict is Holm-corrected over the whole list, so a "
+    lines += [("Each CI is the contrast's own 95% interval; each verdict is Holm-corrected over the whole list, so a "
               "CI that excludes zero can still be \"not resolved\". MDD: the smallest difference the list could call "
-              "at 80% power after the correction.", ""]
+              "at 80% power after the correction."), ""]
     for measure, rows in res["contrasts"].items():
         family = rows[0]["family_size"] if rows else 0
         lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests:", "",
@@ -112,7 +143,12 @@ def render() -> str:
     files = sorted(RESULTS.glob("*.json"))
     for path in files:
         res = json.loads(path.read_text(encoding="utf-8"))
-        lines += render_units(res) if "units" in res else render_compare(res)
+        if "units" in res:
+            lines += render_units(res)
+        elif res.get("kind") == "run":
+            lines += render_run(res)
+        else:
+            lines += render_compare(res)
         lines[-1:] = ["", f"<sub>from `{path.relative_to(ROOT)}`</sub>", ""]
     if not files:
         lines = ["No recorded results yet: run `scripts/findings.py collect RUN_DIR`.", ""]
@@ -126,11 +162,16 @@ def main() -> int:
     c.add_argument("run_dir", type=Path)
     c.add_argument("--seconds", type=float, default=None, help="the run's wall time, if not recorded in it")
     c.add_argument("--note", default=None, help="a circumstance of the run a reader needs (e.g. another job shared the CPU)")
+    cr = sub.add_parser("collect-run")
+    cr.add_argument("run_dir", type=Path)
     r = sub.add_parser("render")
     r.add_argument("--check", action="store_true", help="exit 1 if README.md's block is not what render gives")
     args = parser.parse_args()
     if args.command == "collect":
         print(collect(args.run_dir, args.seconds, args.note))
+        return 0
+    if args.command == "collect-run":
+        print(collect_run(args.run_dir))
         return 0
     text = README.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
