@@ -430,6 +430,28 @@ def test_figures_cannot_be_misread() -> None:
     assert "P(fantasy) under the concept judge: %{y" in judged.data[0].hovertemplate
 
 
+def test_every_method_has_its_own_colour_and_matched_damage_separates_cells() -> None:
+    from steerlab.study.compare import METHODS
+    from steerlab.study.prompting import PROMPTING
+
+    names = [*METHODS, *PROMPTING, "none"]
+    assert all(n in plots.METHOD_COLOURS for n in names), [n for n in names if n not in plots.METHOD_COLOURS]
+    assert len({plots.METHOD_COLOURS[n] for n in names}) == len(names), "two methods share a colour"
+    rows = [{"target": "fantasy", "method": m, "layer": 8, "position": p, "level": 1.25, "grid": [0.25, 0.5, 1.0],
+             "damage": [1.0 + k, 1.2 + k + len(m), 2.0 + k], "mean": 0.1 * k, "ci": [0.0, 0.2], "coefficient": 0.5,
+             "status": "interpolated" if k else "not reached", "shifts": [0.1, 0.2]}
+            for m in ("raw", "mean_centred") for k, p in enumerate(("all", "all_prompt"))]
+    fig = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    points = [t for t in fig.data if t.mode == "markers"]
+    # Methods on the axis by name; each cell its own symbol, side by side; hollow where the level was not reached.
+    assert list(fig.layout.xaxis2.ticktext) == ["raw", "mean_centred"]
+    assert [t.marker.symbol for t in points] == ["circle-open", "diamond"] * 2
+    assert points[0].x[0] < points[1].x[0] < points[2].x[0] < points[3].x[0]
+    assert {t.name for t in fig.data if t.legendgroup == "cells"} == {"L8 all", "L8 all_prompt"}
+    dashes = [t.line.dash for t in fig.data if t.mode == "lines+markers" and t.legendgroup != "cells"]
+    assert dashes == [None, "dot"] * 2
+
+
 def _all_figures() -> dict[str, Any]:
     steer_rows = [{"target": "fantasy", "method": m, "layer": 8, "position": "all", "steerability": 0.1,
                    "steerability_ci": [0.0, 0.2], "anti_steerable_fraction": 0.1,

@@ -66,6 +66,11 @@ METHOD_COLOURS: dict[str, str] = {
     "random": "#999999",
     "bias": "#56B4E9",
     "bias_ablated": "#DDCC77",
+    "pca_diff": "#44AA99",
+    "pca_center": "#661100",
+    "probe": "#332288",
+    "prompting": "#117733",
+    "prompting_steered": "#AA4499",
     "none": "#000000",
 }
 _ALIASES = {"centred": "mean_centred", "unsteered": "none"}
@@ -216,6 +221,8 @@ def _mark_coincident(fig: go.Figure) -> None:
             continue
         panel = (_axis_key(trace, "x"), _axis_key(trace, "y"))
         xs, ys = list(trace.x or []), list(trace.y)
+        if all(v is None for v in ys):  # a legend key, not a line
+            continue
         under = [(name, dash) for p, x0, y0, name, dash in drawn
                  if p == panel and name != trace.name and x0 == xs and _close(y0, ys)]
         if under and all((trace.line.dash or "solid") == (dash or "solid") for _, dash in under):
@@ -688,25 +695,36 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
     shown = [m for m in methods if any(r["method"] == m for r in rows)]
     level = rows[0]["level"] if rows else None
     cells = sorted({(r["layer"], r["position"]) for r in rows})
+    # One cell: a line and a circle; further cells: their own dash and symbol, side by side on the right.
+    dashes, symbols = (None, "dot", "dash", "dashdot"), ("circle", "diamond", "square", "triangle-up")
+    width = 0.6 / max(len(cells), 1)
     for i, method in enumerate(shown):
-        mine = [r for r in rows if r["method"] == method]
-        for k, r in enumerate(mine):
+        for r in (r for r in rows if r["method"] == method):
+            k = cells.index((r["layer"], r["position"]))
             fig.add_trace(go.Scatter(
                 x=r["grid"], y=r["damage"], mode="lines+markers", name=method, legendgroup=method,
-                showlegend=k == 0, line={"color": colour(method, i), "dash": None if k == 0 else "dot"},
+                showlegend=k == 0, line={"color": colour(method, i), "dash": dashes[k % len(dashes)]},
                 hovertemplate=f"<b>{method}</b> (layer {r['layer']}, {r['position']})<br>coefficient: ×%{{x}}"
                               "<br>perplexity ratio: %{y:.3g}<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Scatter(
-            x=[[method] * len(mine), [f"L{r['layer']} {r['position']}" for r in mine]], y=[r["mean"] for r in mine],
-            mode="markers", name=method, legendgroup=method, showlegend=False,
-            marker={"color": colour(method, i), "size": 9,
-                    "symbol": ["circle" if r["status"] == "interpolated" else "circle-open" for r in mine]},
-            error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"] for r in mine],
-                     "arrayminus": [r["mean"] - r["ci"][0] for r in mine]},
-            hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
-                       f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
-                       f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}" for r in mine],
-            hoverinfo="text"), row=1, col=2)
+            symbol = symbols[k % len(symbols)] + ("" if r["status"] == "interpolated" else "-open")
+            fig.add_trace(go.Scatter(
+                x=[i + (k - (len(cells) - 1) / 2) * width], y=[r["mean"]], mode="markers", name=method,
+                legendgroup=method, showlegend=False,
+                marker={"color": colour(method, i), "size": 9, "symbol": symbol},
+                error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"]],
+                         "arrayminus": [r["mean"] - r["ci"][0]]},
+                hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
+                           f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
+                           f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}"],
+                hoverinfo="text"), row=1, col=2)
+    if len(cells) > 1:  # a legend for the cells: line dash on the left, marker symbol on the right
+        for k, (layer, position) in enumerate(cells):
+            fig.add_trace(go.Scatter(
+                x=[None], y=[None], mode="lines+markers", name=f"L{layer} {position}", legendgroup="cells",
+                line={"color": "#555555", "dash": dashes[k % len(dashes)]},
+                marker={"color": "#555555", "symbol": symbols[k % len(symbols)]}), row=1, col=2)
+    fig.update_xaxes(tickvals=list(range(len(shown))), ticktext=shown, tickangle=-35,
+                     range=[-0.6, len(shown) - 0.4], row=1, col=2)
     if level is not None:
         fig.add_hline(y=level, row=1, col=1, annotation_text=f"matched level {level:g}",
                       annotation_position="top left", **_REFERENCE)
@@ -717,10 +735,12 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
         fig.add_hline(y=0, row=1, col=2, **_REFERENCE)
     fig.update_xaxes(title_text=COEFFICIENT_AXIS, type="log", row=1, col=1)
     fig.update_yaxes(title_text="perplexity ratio on general text", type="log", row=1, col=1)
-    fig.update_xaxes(title_text="method, then layer and position", row=1, col=2)
+    fig.update_xaxes(title_text="method" + (" (cells side by side, by symbol)" if len(cells) > 1 else ""),
+                     row=1, col=2)
     fig.update_yaxes(title_text="propensity shift (nats/token)", row=1, col=2)
     where_cells = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
-    return _layout(fig, f"Steering at matched damage towards {target}", where, 520, (
-        f"Left: damage of each vector on held-out general text ({where_cells}; dotted: further cells). Right: how far "
+    _layout(fig, f"Steering at matched damage towards {target}", where, 600, (
+        f"Left: damage of each vector on held-out general text ({where_cells}; one dash per cell). Right: how far "
         "the propensity (log p(target continuation) − log p(other)) moves at the coefficient where that damage "
         "reaches the level; bars: 95% CI over story pairs; hollow: the level was not reached (a lower bound)."))
+    return fig.update_layout(legend={"y": -0.3})  # below the right panel's slanted method names
