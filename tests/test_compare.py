@@ -20,7 +20,7 @@ from steerlab.study.compare import (
     run_compare,
     summarise,
 )
-from steerlab.study.compare_report import conclusion, heldout_table
+from steerlab.study.compare_report import conclusion, contrasts_table, heldout_table, not_run_note
 from steerlab.study.scoring import split_prompts
 
 
@@ -245,3 +245,16 @@ def test_the_bias_line_gives_the_range_or_one_value() -> None:
     assert "cosine with the general-text mean 0.970-0.999 over" in " ".join(
         conclusion("m", _config(), summary, bias_rows=rows))
     assert "cosine with the general-text mean 1.000 over" in " ".join(conclusion("m", _config(), summary, bias_rows=same))
+
+
+def test_contrasts_that_could_not_run_are_one_line_under_the_table() -> None:
+    ran = {"scope": "pooled", "status": "run", "name": "(b) mean_centred vs raw", "layer": 15, "position": "all",
+           "n": 12, "estimate": 0.1, "ci": [0.0, 0.2], "mdd_corrected": 0.15, "p_holm": 0.04, "verdict": "x"}
+    missing = [{"scope": "pooled", "status": "not run", "name": f"(g) {m} vs prompting", "layer": 15,
+                "position": "all", "reason": "no 'prompting' rows at layer 15, 'all'"} for m in ("raw", "isolated")]
+    summary = {"contrasts": {"steerability": {"results": [ran, *missing, {**missing[0], "scope": "fantasy"}]}}}
+    assert contrasts_table(summary, "steerability")["contrast"] == ["(b) mean_centred vs raw"]
+    assert len(contrasts_table(summary, "steerability", not_run=True)["contrast"]) == 3
+    assert not_run_note(summary, "steerability") == ("2 of the list's contrasts not run here (each in summary.json): "
+                                                     "2 x no 'prompting' rows")
+    assert not_run_note({"contrasts": {"score": {"results": [ran]}}}, "score") is None

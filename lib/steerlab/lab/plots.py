@@ -713,9 +713,9 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
                 marker={"color": colour(method, i), "size": 9, "symbol": symbol},
                 error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"]],
                          "arrayminus": [r["mean"] - r["ci"][0]]},
-                hovertext=[f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
+                hovertext=[(f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
                            f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
-                           f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}"],
+                           f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}")],
                 hoverinfo="text"), row=1, col=2)
     if len(cells) > 1:  # a legend for the cells: line dash on the left, marker symbol on the right
         for k, (layer, position) in enumerate(cells):

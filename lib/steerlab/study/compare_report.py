@@ -12,13 +12,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TABLE_COLUMNS", "best_table", "conclusion", "contrasts_table", "describe", "format_cell", "heldout_table"]
+__all__ = ["TABLE_COLUMNS", "best_table", "conclusion", "contrasts_table", "describe", "format_cell", "heldout_table",
+           "not_run_note"]
 
 
-def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "pooled") -> dict[str, list[str]]:
+def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "pooled",
+                    not_run: bool = False) -> dict[str, list[str]]:
     """The pre-registered contrasts of one measure at one scope as table columns (notebook 04's first
     table): the contrast, where, the estimate with its CI, the minimum detectable difference at 80%
-    power after correction, the Holm p and the verdict; contrasts not run say why.
+    power after correction, the Holm p and the verdict. Contrasts not run are left to
+    :func:`not_run_note` (one line) unless ``not_run``, when each is a row saying why.
 
     Example:
         >>> contrasts_table(summary, "steerability")["verdict"][0]
@@ -27,7 +30,7 @@ def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "p
     cols: dict[str, list[str]] = {k: [] for k in ("contrast", "layer", "position", "n", "estimate [95% CI]",
                                                   "MDD", "Holm p", "verdict")}
     for r in summary.get("contrasts", {}).get(measure, {}).get("results", []):
-        if r["scope"] != scope:
+        if r["scope"] != scope or (r["status"] != "run" and not not_run):
             continue
         cols["contrast"].append(r["name"])
         cols["layer"].append("-" if r["layer"] is None else str(r["layer"]))
@@ -44,6 +47,26 @@ def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "p
         cols["Holm p"].append("<0.0001" if r["p_holm"] < 1e-4 else f"{r['p_holm']:.3g}")
         cols["verdict"].append(str(r["verdict"]))
     return cols
+
+
+def not_run_note(summary: Mapping[str, Any], measure: str, *, scope: str = "pooled") -> str | None:
+    """One line for the contrasts of a list that could not run at ``scope`` (typically prompting,
+    which has no vector for a forward-pass measure), counted by reason; None when all ran.
+
+    Example:
+        >>> not_run_note(summary, "steerability")
+        "26 of the list's contrasts not run here (each in summary.json): 24 x no 'prompting' rows; ..."
+    """
+    rows = [r for r in summary.get("contrasts", {}).get(measure, {}).get("results", [])
+            if r["scope"] == scope and r["status"] != "run"]
+    if not rows:
+        return None
+    reasons: dict[str, int] = {}
+    for r in rows:
+        reason = str(r.get("reason") or "no reason recorded").split(" at layer ")[0]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return (f"{len(rows)} of the list's contrasts not run here (each in summary.json): "
+            + "; ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
 
 
 TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
