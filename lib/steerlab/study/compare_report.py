@@ -130,7 +130,7 @@ def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, 
 
 def best_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Columns of a :func:`heldout_table`, formatted."""
-    return {c: [f"{r[c]:g}" if isinstance(r[c], float) and c == "coefficient" else format_cell(r[c]) for r in rows]
+    return {c: [f"{r[c]:.3g}" if isinstance(r[c], float) and c == "coefficient" else format_cell(r[c]) for r in rows]
             for c in TABLE_COLUMNS}
 
 
