@@ -184,8 +184,12 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
         records = block["results"]
         run = [r for r in records if r["status"] == "run"]
         called = [r for r in run if r["verdict"] and not r["verdict"].startswith("not resolved")]
+        hypotheses = max((r.get("family_size") or 0 for r in run), default=0)
+        equivalence = sum(1 for r in run if r.get("p_equivalence") is not None)
+        family = (f"Holm-corrected together as {hypotheses} hypotheses (each of the {equivalence} equivalence "
+                  "contrasts is two: a difference and an equivalence)" if equivalence else "Holm-corrected together")
         lines.append(f"{measure}: {len(run)} pre-registered contrasts run ({len(records) - len(run)} not run), "
-                     f"Holm-corrected together; {len(called)} called, the rest not resolved at this sample size.")
+                     f"{family}; {len(called)} called, the rest not resolved at this sample size.")
         lines += [c for c, r in zip(block["conclusions"], records)
                   if r["scope"] == "pooled" and r["status"] == "run" and r["label"] in "abcde"]
         asked = [r for r in run if r["scope"] == "pooled" and r["label"] == "g"]
