@@ -4,6 +4,9 @@
 configuration, seconds, CPU flags, pooled contrasts, conclusion) to ``docs/results/compare-<model>-<preset>.json``.
 ``collect-run RUN_DIR``: what a whole ``make run`` folder costs (each notebook's papermill seconds,
 the folder's size, its figures) to ``docs/results/run-<model>.json``.
+``collect-power RUN_DIR``: from notebook 04's run, each pooled contrast's measured spread, and the
+minimum detectable difference (80% power, Holm-corrected over each preset's list) it would have under
+every preset, to ``docs/results/power-<model>.json``: which contrasts each preset can resolve.
 ``render``: rewrite the block between ``<!-- findings:start -->`` and ``<!-- findings:end -->`` in
 README.md from every ``docs/results/*.json``; ``--check`` exits 1 if the README differs (the tests run it).
 
@@ -68,6 +71,72 @@ def collect_run(run_dir: Path) -> Path:
     path = RESULTS / f"run-{out['model']}.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+UNITS_PER_TARGET = {"steerability": "n_steer", "matched": "n_steer", "score": "n_prompts"}
+
+
+def collect_power(run_dir: Path) -> Path:
+    from steerlab.study.compare import PRESETS
+    from steerlab.study.contrasts import mdd, required_n
+
+    compare = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["compare"]
+    cfg = compare["config"]
+    cells_run = len(compare["layers"]) * len(cfg["positions"])
+    scopes_run = len(cfg["targets"]) + 1
+    presets = {name: {**PRESETS[name]} for name in ("default", "full")}
+    rows = []
+    for measure, block in compare["contrasts"].items():
+        run = [r for r in block["results"] if r["status"] == "run"]
+        if not run:
+            continue
+        per_cell_scope = max(r["family_size"] for r in run) / (cells_run * scopes_run)
+        for r in run:
+            if r["scope"] != "pooled" or r["label"] not in ASKED or r["label"] == "c":
+                continue  # (c) is an equivalence question: its TOST verdict is in the contrasts tables
+            row = {"measure": measure, "name": r["name"], "cell": f"L{r['layer']} {r['position']}", "sd": r["sd"],
+                   "estimate": r["estimate"], "n_run": r["n"], "presets": {}}
+            for name, p in presets.items():
+                n = int(p[UNITS_PER_TARGET[measure]]) * len(p["targets"])
+                family = round(per_cell_scope * (len(p["targets"]) + 1) * len(p["depths"]) * len(p["positions"]))
+                alpha = 0.05 / max(family, 1)
+                detectable = mdd(r["sd"], n, alpha=alpha)
+                need = (required_n(r["sd"], abs(r["estimate"]), alpha=alpha)
+                        if r["estimate"] and r["sd"] > 0 else None)
+                row["presets"][name] = {"n": n, "family": family, "mdd": detectable,
+                                        "resolves_this_estimate": abs(r["estimate"]) >= detectable, "n_needed": need}
+            rows.append(row)
+    out = {"kind": "power", "model": compare["model"], "date": compare["date"], "from_preset": compare["preset"],
+           "rows": rows, "note": ("spread (sd of the paired differences) measured in this run, pooled over its targets; "
+                                  "each preset's n pools its targets' units; its Holm family scales with its targets, "
+                                  "depths and positions")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"power-{out['model']}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def render_power(res: dict[str, Any]) -> list[str]:
+    names = list(res["rows"][0]["presets"]) if res["rows"] else []
+    head = " | ".join(f"`{n}`: n, MDD" for n in names)
+    lines = [(f"#### What each preset can resolve ({res['model']}, spreads from the `{res['from_preset']}` run of "
+             f"{res['date']})"), "",
+             (f"The minimum detectable difference of each pooled contrast at 80% power after Holm over the preset's "
+              f"whole list, from the spread this run measured ({res['note']}). **Bold**: the preset's MDD is at most the "
+              "estimate seen here, so a difference that size would be called; otherwise how many pooled pairs it "
+              "would need. (c) is an equivalence question, answered by its TOST verdict in the tables above."), "",
+             f"| measure | contrast | cell | sd | estimate here | {head} |",
+             "|---|---|---|--:|--:|" + "---|" * len(names)]
+    for r in res["rows"]:
+        cells = []
+        for n in names:
+            p = r["presets"][n]
+            text = f"{p['n']}, {p['mdd']:.3g}"
+            cells.append(f"**{text}**" if p["resolves_this_estimate"] else
+                         f"{text} (needs {p['n_needed']})" if p["n_needed"] else text)
+        lines.append(f"| {r['measure']} | {r['name']} | {r['cell']} | {r['sd']:.3g} | {r['estimate']:+.3g} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def render_run(res: dict[str, Any]) -> list[str]:
@@ -147,6 +216,8 @@ def render() -> str:
             lines += render_units(res)
         elif res.get("kind") == "run":
             lines += render_run(res)
+        elif res.get("kind") == "power":
+            lines += render_power(res)
         else:
             lines += render_compare(res)
         lines[-1:] = ["", f"<sub>from `{path.relative_to(ROOT)}`</sub>", ""]
@@ -162,6 +233,8 @@ def main() -> int:
     c.add_argument("run_dir", type=Path)
     c.add_argument("--seconds", type=float, default=None, help="the run's wall time, if not recorded in it")
     c.add_argument("--note", default=None, help="a circumstance of the run a reader needs (e.g. another job shared the CPU)")
+    cp = sub.add_parser("collect-power")
+    cp.add_argument("run_dir", type=Path)
     cr = sub.add_parser("collect-run")
     cr.add_argument("run_dir", type=Path)
     r = sub.add_parser("render")
@@ -169,6 +242,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "collect":
         print(collect(args.run_dir, args.seconds, args.note))
+        return 0
+    if args.command == "collect-power":
+        print(collect_power(args.run_dir))
         return 0
     if args.command == "collect-run":
         print(collect_run(args.run_dir))

@@ -443,7 +443,7 @@ def test_report_of_a_real_run(report_run: Path) -> None:
             assert f'data-example="{name}"' in source, name
         assert steer["examples"] and all(ex["prompt"] in shown.text for ex in steer["examples"].values())
 
-    examples = re.findall(r'<div class="example" data-example="([^"]+)">(.*?)</div></div></div>', source, re.S)
+    examples = re.findall(r'<div class="example" data-example="([^"]+)">(.*?)</div></div></div>', source, re.DOTALL)
     assert examples and all(body.count('class="completion"') >= 2 for _, body in examples), examples[:1]
     # Notebook 03's export, as a user opens it from the report: figures drawn from the shared plotly.js.
     export = report_run / "03_steer.html"

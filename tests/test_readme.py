@@ -4,6 +4,7 @@ model, in a fresh process and an empty folder. A block whose first line is
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -131,3 +132,22 @@ def test_the_findings_check_fails_on_a_retyped_number(tmp_path: Path, monkeypatc
     retyped = rendered.replace("<!-- findings:end -->", "retyped 0.5\n<!-- findings:end -->")
     readme.write_text(f"# x\n\n{retyped}\n", encoding="utf-8")
     assert findings.main() == 1
+
+
+def test_the_power_projection_gives_back_the_runs_own_mdd() -> None:
+    """``findings.py collect-power`` projects each contrast's MDD to every preset from the spread a run
+    measured; for the preset the run itself used, the projection must be the MDD the run reported."""
+    results = README.parent / "docs" / "results"
+    powers = sorted(results.glob("power-*.json"))
+    assert powers, "no recorded power projection"
+    for path in powers:
+        power = json.loads(path.read_text())
+        run = json.loads((results / f"compare-{power['model']}-{power['from_preset']}.json").read_text())
+        reported = {(m, r["name"], f"L{r['layer']} {r['position']}"): r for m, rows in run["contrasts"].items()
+                    for r in rows if r["status"] == "run"}
+        assert power["rows"]
+        for row in power["rows"]:
+            own = reported[(row["measure"], row["name"], row["cell"])]
+            projected = row["presets"][power["from_preset"]]
+            assert projected["n"] == own["n"] and projected["family"] == own["family_size"], row["name"]
+            assert projected["mdd"] == pytest.approx(own["mdd_corrected"], rel=1e-6), row["name"]
