@@ -125,6 +125,7 @@ def render_power(res: dict[str, Any]) -> list[str]:
               f"whole list, from the spread this run measured ({res['note']}). **Bold**: the preset's MDD is at most the "
               "estimate seen here, so a difference that size would be called; otherwise how many pooled pairs it "
               "would need. (c) is an equivalence question, answered by its TOST verdict in the tables above."), "",
+             "<details><summary>every pooled contrast, by preset</summary>", "",
              f"| measure | contrast | cell | sd | estimate here | {head} |",
              "|---|---|---|--:|--:|" + "---|" * len(names)]
     for r in res["rows"]:
@@ -136,7 +137,7 @@ def render_power(res: dict[str, Any]) -> list[str]:
                          f"{text} (needs {p['n_needed']})" if p["n_needed"] else text)
         lines.append(f"| {r['measure']} | {r['name']} | {r['cell']} | {r['sd']:.3g} | {r['estimate']:+.3g} | "
                      + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return [*lines, "", "</details>", ""]
 
 
 def render_run(res: dict[str, Any]) -> list[str]:
@@ -188,12 +189,18 @@ def render_compare(res: dict[str, Any]) -> list[str]:
               "at 80% power after the correction."), ""]
     for measure, rows in res["contrasts"].items():
         family = rows[0]["family_size"] if rows else 0
-        lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests:", "",
+        asked = [r for r in rows if r["label"] in ASKED]
+        called = [f"({r['label']}) " + ("" if str(r["verdict"]).startswith(r["a"]) else f"{r['a']} vs {r['b']} ")
+                  + f"{r['verdict']} at L{r['layer']} {r['position']}" for r in asked
+                  if r["status"] == "run" and not str(r["verdict"]).startswith("not resolved")]
+        lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests. Called: "
+                  + ("; ".join(called) or "none") + "; the rest of (a)-(e) not resolved at this sample size.", "",
+                  "<details><summary>the contrasts (a)-(e), (f), (g) and the best of N</summary>", "",
                   "| contrast | cell | n | estimate [95% CI] | MDD | verdict |", "|---|---|--:|---|--:|---|"]
-        lines += [_row(r) for r in rows if r["label"] in ASKED]
+        lines += [_row(r) for r in asked]
         lines += ["", f"- {_tally(rows, 'f')}", f"- {_tally(rows, 'g')}"]
         best = res["best_of"].get(measure, {}).get("conclusion") or []
-        lines += [f"- {b}" for b in best] + [""]
+        lines += [f"- {b}" for b in best] + ["", "</details>", ""]
     return lines
 
 
