@@ -22,7 +22,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Self
 
 import steerlab as sl
@@ -56,15 +55,9 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
 
 def cpu_info() -> dict[str, Any]:
     """The CPU's name, the matrix-relevant flags it reports, and what torch says it can use."""
-    name, flags = "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "?":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from steerlab.load import cpu_model_and_flags
+
+    name, flags = cpu_model_and_flags()
     return {"model": name, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "flags": [f for f in CPU_FLAGS if f in flags],
             "torch_avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),

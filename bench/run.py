@@ -766,11 +766,9 @@ def bench_bf16(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any])
 
 
 def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    from steerlab.load import cpu_model_and_flags
+
+    flags = cpu_model_and_flags()[1]
     return sorted(f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx512f") if f in flags)
 
 

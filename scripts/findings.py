@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.load import machine
+from steerlab.study.compare_report import is_called, tally
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -158,13 +159,10 @@ def _row(r: dict[str, Any]) -> str:
 
 def _tally(rows: list[dict[str, Any]], label: str) -> str:
     run = [r for r in rows if r["label"] == label and r["status"] == "run"]
-    above = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} >")})
-    below = sorted({r["a"] for r in run if str(r["verdict"]).startswith(f"{r['a']} <")})
     base = "random" if label == "f" else "prompting"
     if not run:
         return f"({label}) against {base}: not measured here ({base} has no vector for this measure to pair with)."
-    return (f"({label}) against {base}: {len(run)} comparisons; above {base}: {', '.join(above) or 'none'}; "
-            f"below: {', '.join(below) or 'none'}; the rest not resolved at this sample size.")
+    return f"({label}) against {base}: {tally(run, base)}."
 
 
 MEASURES = {"steerability": "steerability (slope per held-out story pair, nats per unit coefficient)",
@@ -192,7 +190,7 @@ def render_compare(res: dict[str, Any]) -> list[str]:
         asked = [r for r in rows if r["label"] in ASKED]
         called = [f"({r['label']}) " + ("" if str(r["verdict"]).startswith(r["a"]) else f"{r['a']} vs {r['b']} ")
                   + f"{r['verdict']} at L{r['layer']} {r['position']}" for r in asked
-                  if r["status"] == "run" and not str(r["verdict"]).startswith("not resolved")]
+                  if is_called(r)]
         lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests. Called: "
                   + ("; ".join(called) or "none") + "; the rest of (a)-(e) not resolved at this sample size.", "",
                   "<details><summary>the contrasts (a)-(e), (f), (g) and the best of N</summary>", "",

@@ -24,6 +24,7 @@ import steerlab as sl
 from steerlab.data import load_dataset
 from steerlab.load import machine
 from steerlab.sets import UnitSpec, typical_norm
+from steerlab.study.compare import CompareConfig
 from steerlab.study.matched import DAMAGE_GRID, MATCHED_LEVEL, damage_curves, matched_coefficient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +32,12 @@ VECTORS = {"mean_centred": {"target": "fantasy"}, "counterbalanced": {"target": 
            "random": {"target": "fantasy"}}
 
 
-
-
 def measure(model_name: str | None, depths: list[float], level: float) -> dict:
     model = sl.load_model(model_name, progress=False)
     general = load_dataset("general", "heldout").sample(6, seed=0).texts
     rows = []
     for depth in depths:
-        layer = min(model.n_layers - 1, max(1, round(depth * model.n_layers)))
+        (layer,) = CompareConfig(depths=[depth]).resolved_layers(model)  # 04's rule for a depth
         typical = typical_norm(model, layer)
         centred = typical_norm(model, layer, UnitSpec(kind="centred"))
         vectors = {name: sl.build(name, model, [layer], **inputs).at(layer) for name, inputs in VECTORS.items()}

@@ -55,6 +55,7 @@ from .remote import load_remote_model, reachable
 __all__ = [
     "DTYPES",
     "cast",
+    "cpu_model_and_flags",
     "fast_dtype",
     "load_model",
     "machine",
@@ -261,6 +262,26 @@ def fast_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     return torch.float32
 
 
+def cpu_model_and_flags() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and the flags it reports (``/proc/cpuinfo``'s first processor); the
+    platform's name and no flags where that file cannot be read.
+
+    Example:
+        >>> "avx512_bf16" in cpu_model_and_flags()[1]
+        True
+    """
+    name, flags = "", frozenset[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name") and ":" in line and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line and not flags:
+                flags = frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return name or platform.processor() or platform.machine(), flags
+
+
 def machine() -> str:
     """This machine in one line, to record next to every time: CPU model, cores, its bfloat16 and
     AVX-512 flags, and the GPU if torch sees one.
@@ -269,15 +290,7 @@ def machine() -> str:
         >>> machine()
         'AMD EPYC 7B13, 2 cores, avx512f avx512_bf16 (no amx_bf16)'
     """
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name") and ":" in line:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    name, flags = cpu_model_and_flags()
     wanted = ("avx512f", "avx512_bf16", "amx_bf16")
     have = [f for f in wanted if f in flags]
     lacks = [f for f in wanted if f not in flags]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TABLE_COLUMNS", "best_table", "conclusion", "contrasts_table", "describe", "format_cell", "heldout_table",
-           "not_run_note"]
+           "is_called", "not_run_note", "tally"]
 
 
 def contrasts_table(summary: Mapping[str, Any], measure: str, *, scope: str = "pooled",
@@ -152,8 +152,19 @@ def _ci(x: Sequence[float]) -> str:
     return f"[{x[0]:.3f}, {x[1]:.3f}]"
 
 
-def _tally(results: Sequence[Mapping[str, Any]], baseline: str) -> str:
-    """How contrasts against one baseline came out: who is above, below, and how many are unresolved."""
+def is_called(result: Mapping[str, Any]) -> bool:
+    """A contrast that ran and whose corrected verdict says something (a direction or equivalence)."""
+    return result.get("status", "run") == "run" and bool(result["verdict"]) and \
+        not str(result["verdict"]).startswith("not resolved")
+
+
+def tally(results: Sequence[Mapping[str, Any]], baseline: str) -> str:
+    """How contrasts against one baseline came out: who is above, below, and how many are unresolved.
+
+    Example:
+        >>> tally(pooled_f_rows, "random")
+        'above random: isolated; below random: none; 19 of 20 comparisons not resolved at this sample size'
+    """
     above = sorted({r["a"] for r in results if str(r["verdict"]).startswith(f"{r['a']} >")})
     below = sorted({r["a"] for r in results if str(r["verdict"]).startswith(f"{r['a']} <")})
     unresolved = sum(1 for r in results if str(r["verdict"]).startswith("not resolved"))
@@ -183,7 +194,7 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
     for measure, block in contrasts.items():
         records = block["results"]
         run = [r for r in records if r["status"] == "run"]
-        called = [r for r in run if r["verdict"] and not r["verdict"].startswith("not resolved")]
+        called = [r for r in run if is_called(r)]
         hypotheses = max((r.get("family_size") or 0 for r in run), default=0)
         equivalence = sum(1 for r in run if r.get("p_equivalence") is not None)
         family = (f"Holm-corrected together as {hypotheses} hypotheses (each of the {equivalence} equivalence "
@@ -194,7 +205,7 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
                   if r["scope"] == "pooled" and r["status"] == "run" and r["label"] in "abcde"]
         asked = [r for r in run if r["scope"] == "pooled" and r["label"] == "g"]
         if asked:
-            lines.append(f"{measure}, against asking the model (g): " + _tally(asked, "prompting") + ".")
+            lines.append(f"{measure}, against asking the model (g): " + tally(asked, "prompting") + ".")
         lines += block["best_of"]["conclusion"]
         per_target = [r for r in called if r["scope"] != "pooled"]
         if per_target:
