@@ -292,6 +292,30 @@ def test_cast_copies_into_the_other_dtype_and_leaves_the_model_alone(tiny_llama:
         cast(tiny_llama, "float16")
 
 
+def test_the_unembedding_gets_a_contiguous_input_once_per_model(tiny_llama: steerlab.Model) -> None:
+    """``logits_to_keep=1`` slices ``hidden[:, -1:, :]``; torch's CPU bmm copies the unembedding once
+    per row for such a view (pytorch/pytorch#151934), so every loaded model makes it contiguous."""
+    from steerlab.load import _contiguous_input, cast, contiguous_unembedding_input
+
+    head = tiny_llama.hf.get_output_embeddings()
+    seen: list[bool] = []
+    probe = head.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    ids = torch.tensor([[5, 17, 300, 42], [9, 8, 7, 6]])
+    try:
+        with torch.inference_mode():
+            full = tiny_llama.hf(input_ids=ids).logits
+            last = tiny_llama.hf(input_ids=ids, logits_to_keep=1).logits
+    finally:
+        probe.remove()
+    assert seen == [True, True]  # the sliced view arrives contiguous
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)  # the same numbers (matmul shapes differ)
+    contiguous_unembedding_input(tiny_llama.hf)  # idempotent: a second call, or a cast copy, adds none
+    half = cast(tiny_llama, "bfloat16")
+    for model in (tiny_llama, half):
+        hooks = model.hf.get_output_embeddings()._forward_pre_hooks.values()
+        assert sum(h is _contiguous_input for h in hooks) == 1
+
+
 def test_fast_dtype_follows_the_hardware_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     from steerlab.load import fast_dtype
 
