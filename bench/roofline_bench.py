@@ -18,6 +18,7 @@ Definitions (also in bench/README.md):
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import time
@@ -261,7 +262,7 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     from benchutil import Row, interleaved, judge
     from bf16_bench import stats_texts
     from gen_bench import pristine_model
-    from steerlab.load import cast
+    from steerlab.load import cast, contiguous_unembedding_input
     from steerlab.metrics import steerability_each
     from steerlab.replay import steered_logits_each
 
@@ -547,10 +548,6 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                                                         for e in res["profile"][name][:6]))
 
     if P["roof_levers"]:
-        import copy
-
-        from steerlab.load import contiguous_unembedding_input
-
         fixed16, fixed32 = copy.deepcopy(plain16), copy.deepcopy(plain32)  # plain transformers + steerlab's fix
         contiguous_unembedding_input(fixed16)
         contiguous_unembedding_input(fixed32)
