@@ -54,7 +54,7 @@ def steerlab_generate(model: sl.Model, prompts: Sequence[str], vector: sl.Steeri
                       coefficients: float | Sequence[float], position: str, max_new_tokens: int,
                       layer: int | None = None) -> list[list[int]]:
     # scale="raw": the benchmark's coefficients multiply the vector as it is (the plain hook
-    # adds coefficient x vector), not steerlab's default typical-norm units.
+    # adds coefficient x vector), not steerlab's default relative units (x the centred norm).
     out = sl.generate(model, list(prompts), vector, layer=layer, coefficients=coefficients,
                       position=position, scale="raw", max_new_tokens=max_new_tokens, seed=SEED,
                       **SAMPLING)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         extra["judge"] = ConceptJudge.train()
     t0 = time.perf_counter()
-    run_compare(model, cfg, progress=False, **extra)  # warm: statistics, typical norms, first calls
+    run_compare(model, cfg, progress=False, **extra)  # warm: statistics, units, first calls
     warm = time.perf_counter() - t0
 
     prof = cProfile.Profile()

@@ -6,7 +6,7 @@ steered layer up, ``steerlab.replay.steered_logits_each``) against the naive pro
 one full steered forward per condition (``steerlab.steer.steered_logits``) scored the
 same way. Generation-based metrics: one batched ``steered_generate`` over conditions x
 prompts against one call per condition. Conditions are one (method, layer): the
-unsteered control and ``n`` coefficients of one direction, in typical-norm units, as
+unsteered control and ``n`` coefficients of one direction, in units of the centred norm (the coefficient unit), as
 ``steerlab.study.compare.run_compare`` builds them.
 """
 
@@ -23,9 +23,9 @@ from steerlab.tokens import encode
 
 
 def conditions(model: sl.Model, vector: sl.SteeringVector, layer: int, n: int) -> list[torch.Tensor | None]:
-    """The unsteered control and ``n`` coefficients (0.0625, 0.125, ...) x the layer's typical norm."""
-    typical = sl.typical_norm(model, layer)
-    return [None] + [added_vector(vector.at(layer), 0.0625 * 2 ** i, typical) for i in range(n)]
+    """The unsteered control and ``n`` coefficients (0.0625, 0.125, ...) x the layer's centred norm (the unit)."""
+    unit = sl.unit_norm(model, layer)
+    return [None] + [added_vector(vector.at(layer), 0.0625 * 2 ** i, unit) for i in range(n)]
 
 
 @torch.inference_mode()
@@ -82,16 +82,16 @@ SCORE_MAX_PPL_RATIO_REL_ERR = 0.05
 def cell_inputs(model: sl.Model, target: str = "fantasy", methods: Sequence[str] = ("raw", "mean_centred",
                 "counterbalanced")) -> dict[str, Any]:
     """One cell of the comparison's ``default`` preset (middle layer, position ``all``), with
-    ``methods`` only: their vectors, the typical norm, the general texts and steerability texts."""
+    ``methods`` only: their vectors, the unit norm, the general texts and steerability texts."""
     from steerlab.study import compare
 
     cfg = compare.CompareConfig.from_preset("default", targets=[target], positions=["all"], methods=list(methods))
     layer = cfg.resolved_layers(model)[0]
     vecs = compare.build_methods(model, cfg, target, [layer], progress=False)
-    typical = sl.typical_norm(model, layer)
-    adds = [None] + [added_vector(v.at(layer), c, typical) for v in vecs.values()
+    unit = sl.unit_norm(model, layer)
+    adds = [None] + [added_vector(v.at(layer), c, unit) for v in vecs.values()
                      for c in cfg.generation_coefficients]
-    return {"cfg": cfg, "layer": layer, "vectors": vecs, "typical": typical, "additions": adds,
+    return {"cfg": cfg, "layer": layer, "vectors": vecs, "unit": unit, "additions": adds,
             "general": sl.load_dataset("general", "heldout").sample(cfg.n_general, seed=0).texts,
             "targets": compare._heldout_target(target, cfg.n_steer), "others": compare._others(target, cfg.n_steer)}
 
@@ -104,7 +104,7 @@ def steer_scores(scorer: sl.Model, cell: dict[str, Any], *, share_openings: bool
     cfg, layer = cell["cfg"], cell["layer"]
     steer = steerability_each(scorer, [v.at(layer) for v in cell["vectors"].values()], layer=layer,
                               target_texts=cell["targets"], other_texts=cell["others"],
-                              coefficients=cfg.coefficients, position="all", typical_norm=cell["typical"],
+                              coefficients=cfg.coefficients, position="all", unit=cell["unit"],
                               share_openings=share_openings)
     return {m: (s.mean, list(s.ci), s.slopes.tolist()) for m, s in zip(cell["vectors"], steer)}
 

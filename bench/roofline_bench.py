@@ -458,7 +458,7 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
 
     def steer(m: sl.Model) -> float:
         return steerability_each(m, [direction], layer=layer, target_texts=st, other_texts=so,
-                                 coefficients=[-0.25, 0.0, 0.25, 0.5], position="all", typical_norm=40.0,
+                                 coefficients=[-0.25, 0.0, 0.25, 0.5], position="all", unit=40.0,
                                  n_boot=200)[0].mean
 
     log(f"[roofline] block replay ({rt} texts x {rl} tokens, {len(radds)} conditions) and steerability "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.load import machine
+from steerlab.sets import UNIT, UNIT_LABEL
 from steerlab.study.compare_report import is_called, tally
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,8 @@ def render_compare(res: dict[str, Any]) -> list[str]:
              f"Targets {', '.join(cfg['targets'])}; layers {res['layers']}; positions {', '.join(cfg['positions'])}; "
              f"{cfg['n_prompts']} prompts x {cfg['max_new_tokens']} tokens; {cfg['n_steer']} held-out story pairs "
              f"per target; matched damage at perplexity ratio {cfg.get('matched_level')}; prompting by "
-             f"{res.get('prompting_style')}; judge held-out accuracy {res['judge_accuracy']:.2f}"
+             f"{res.get('prompting_style')}; coefficients x the "
+             f"{(cfg.get('coefficient_unit') or {}).get('what', 'typical activation norm')}; judge held-out accuracy {res['judge_accuracy']:.2f}"
              + (f" ({', '.join(f'{k} words: {v:.2f}' for k, v in res['judge_accuracy_by_words'].items())})"
                 if res.get("judge_accuracy_by_words") else "") + ".", ""]
     lines += [("Each CI is the contrast's own 95% interval; each verdict is Holm-corrected over the whole list, so a "
@@ -209,7 +211,11 @@ def render_units(res: dict[str, Any]) -> list[str]:
     return [f"#### The coefficient unit ({res['date']}; {res['seconds'] / 60:.1f} min on {res['cpu']})", "",
             (f"Where damage on general text reaches perplexity ratio {res['level']} (geometric mean over "
             f"mean-centred, counterbalanced and random vectors at depths {res['depths']}), in each unit: {cells}. "
-            f"The unit under which the two models cross at the closer coefficient is **{res['closer']}**."), ""]
+            f"The unit under which the two models cross at the closer coefficient is **{res['closer']}**; "
+            + (f"steerlab's default unit (`steerlab.sets.UNIT`) is that one, the {UNIT_LABEL}."
+               if UNIT.kind == res["closer"] else
+               f"steerlab's default unit (`steerlab.sets.UNIT`), the {UNIT_LABEL}, is not: this measurement "
+               "argues for switching it.")), ""]
 
 
 def render() -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import steerlab as sl
 from steerlab.data import load_dataset
 from steerlab.load import machine
-from steerlab.sets import UnitSpec, typical_norm
+from steerlab.sets import UnitSpec, typical_norm, unit_norm
 from steerlab.study.compare import CompareConfig
 from steerlab.study.matched import DAMAGE_GRID, MATCHED_LEVEL, damage_curves, matched_coefficient
 
@@ -39,7 +39,7 @@ def measure(model_name: str | None, depths: list[float], level: float) -> dict:
     for depth in depths:
         (layer,) = CompareConfig(depths=[depth]).resolved_layers(model)  # 04's rule for a depth
         typical = typical_norm(model, layer)
-        centred = typical_norm(model, layer, UnitSpec(kind="centred"))
+        centred = unit_norm(model, layer, UnitSpec(kind="centred"))
         vectors = {name: sl.build(name, model, [layer], **inputs).at(layer) for name, inputs in VECTORS.items()}
         curves = damage_curves(model, vectors, layer=layer, position="all", general=general, unit=typical,
                                grid=DAMAGE_GRID, max_length=48)

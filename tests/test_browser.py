@@ -334,7 +334,7 @@ def test_widget_in_a_browser(lab: Lab) -> None:
             box = page.locator(".widget-hbox").filter(has=slider).locator(".widget-text input").first
             top = float(box.input_value())  # the box follows the slider: its end
             assert top >= 0.25, top
-            assert f"{top:.2f} × typical norm" in done["metrics"]
+            assert f"{top:.2f} × centred norm" in done["metrics"]
             assert page.locator(".steerlab-unsteered .completion").first.text_content() == unsteered_before
             assert f"× +{top:.2f}" in page.locator(".steerlab-steered").inner_text()
 

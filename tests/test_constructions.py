@@ -3,12 +3,13 @@ transformers passes, named sets and your own texts alike; names and inputs check
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import steerlab
 import torch
-from steerlab.constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm
+from steerlab.constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm, unit_norm
 from steerlab.sets import UnitSpec, set_word
 from steerlab.stats import pool_stats
 from steerlab.study import compare, examples
@@ -46,7 +47,8 @@ def test_the_arithmetic_of_each_construction(tiny_llama: steerlab.Model) -> None
     # mixed pools every genre's statistics, each sampled the same way
     pooled = pool_stats([set_stats(m, g, **SPEC) for g in steerlab.genres()], "mixed")
     torch.testing.assert_close(s["mixed"].mean_at(LAYER), pooled.mean_at(LAYER))
-    assert typical_norm(m, LAYER, UnitSpec(**SPEC)) == pytest.approx(float(s["general"].mean_norm[s["general"].index(LAYER)]))
+    assert unit_norm(m, LAYER, UnitSpec(**SPEC, kind="typical")) == pytest.approx(
+        float(s["general"].mean_norm[s["general"].index(LAYER)]))
 
 
 def test_unknown_names_and_missing_inputs_are_clear_errors(tiny_gpt2: steerlab.Model) -> None:
@@ -152,7 +154,8 @@ def test_the_fields_directions_point_along_the_planted_mean_difference(tiny_llam
 
 
 def test_the_centred_unit_is_the_mean_norm_around_the_mean(tiny_llama: steerlab.Model) -> None:
-    """``UnitSpec(kind="centred")``: mean ||x - mean|| over the unit's texts, against plain hidden states."""
+    """The default unit, ``UnitSpec(kind="centred")``: mean ||x - mean|| over the unit's texts, against
+    plain hidden states; ``kind="typical"`` (and :func:`typical_norm`): mean ||x||."""
     m = tiny_llama
     rows = []
     for text in _set_texts("general"):
@@ -162,7 +165,11 @@ def test_the_centred_unit_is_the_mean_norm_around_the_mean(tiny_llama: steerlab.
     acts = torch.cat(rows).double()
     centred = float((acts - acts.mean(0)).norm(dim=-1).mean())
     typical = float(acts.norm(dim=-1).mean())
-    assert typical_norm(m, LAYER, UnitSpec(**SPEC, kind="centred")) == pytest.approx(centred, rel=1e-4)
-    assert typical_norm(m, LAYER, UnitSpec(**SPEC)) == pytest.approx(typical, rel=1e-4)
-    with pytest.raises(ValueError, match="unit kind 'bias': expected one of typical, centred"):
+    assert unit_norm(m, LAYER, UnitSpec(**SPEC)) == pytest.approx(centred, rel=1e-4)
+    assert unit_norm(m, LAYER, UnitSpec(**SPEC, kind="typical")) == pytest.approx(typical, rel=1e-4)
+    assert UnitSpec().kind == "centred" and steerlab.sets.UNIT_LABEL == "centred norm"
+    # typical_norm: UNIT's texts, the typical kind (notebook 01's measure, scale="typical").
+    assert typical_norm(m, LAYER) == unit_norm(m, LAYER, replace(steerlab.sets.UNIT, kind="typical"))
+    assert typical_norm(m, LAYER) > unit_norm(m, LAYER)
+    with pytest.raises(ValueError, match="unit kind 'bias': expected one of centred, typical"):
         UnitSpec(kind="bias")

@@ -24,7 +24,7 @@ import pytest
 import steerlab
 import torch
 from steerlab.models import cache_root
-from steerlab.sets import UNIT, set_stats, typical_norm
+from steerlab.sets import UNIT, set_stats, typical_norm, unit_norm
 from steerlab.stats import activation_stats, per_text_means
 from steerlab.steer import generate, steered_logits, steering
 
@@ -69,6 +69,7 @@ def test_statistics_inside_a_scope_are_not_cached_as_the_models(fresh: steerlab.
 def test_the_coefficient_unit_inside_a_scope_is_the_unsteered_models(fresh: steerlab.Model) -> None:
     with steering(fresh, _big(fresh), layer=0, coefficient=1.0, scale="raw"):
         inside = typical_norm(fresh, 2)  # e.g. a nested sl.steering(..., scale="typical")
+        centred_inside = unit_norm(fresh, 2)  # a nested sl.steering(...) with the default unit
     general = UNIT
     from steerlab.data import load_dataset
 
@@ -76,6 +77,7 @@ def test_the_coefficient_unit_inside_a_scope_is_the_unsteered_models(fresh: stee
     truth = activation_stats(fresh, data, [2], max_length=general.max_length, cache=False, progress=False)
     assert inside == pytest.approx(float(truth.mean_norm[0]), rel=1e-5)
     assert typical_norm(fresh, 2) == pytest.approx(inside, rel=1e-6)
+    assert unit_norm(fresh, 2) == pytest.approx(centred_inside, rel=1e-6)
 
 
 def test_the_scope_registers_itself_nests_and_is_gone_after_an_error(fresh: steerlab.Model) -> None:

@@ -402,7 +402,7 @@ def test_llama_server_matches_steerlab(real_model: steerlab.Model, tmp_path: Pat
     fantasy = steerlab.load_dataset("fantasy", "train").sample(16)
     general = steerlab.load_dataset("general", "train").sample(16)
     v = steerlab.mean_centred(model, fantasy, general, layers=[layer])
-    scale = steerlab.typical_norm(model, layer) / v.norm(layer)  # 1x the typical activation norm
+    scale = steerlab.unit_norm(model, layer) / v.norm(layer)  # 1x the unit (the centred norm)
     cvec = save_gguf(v, tmp_path / "fantasy.gguf", coefficient=scale)
     delta = load_gguf(cvec, model).at(layer)  # exactly what llama.cpp adds
     assert [t.name for t in gguf.GGUFReader(cvec).tensors] == [f"direction.{layer - 1}"]

@@ -53,7 +53,7 @@ def test_matched_damage_separates_a_planted_direction_from_a_random_one(real_mod
     general = sl.data.load_dataset("general", "heldout").sample(4, seed=0).texts
     rows = matched_damage(real_model, {"planted": planted, "random": random}, layer=layer, position="all",
                           general=general, target_texts=targets, other_texts=others,
-                          unit=sl.sets.typical_norm(real_model, layer), grid=[0.0625, 0.125, 0.25, 0.5, 1.0])
+                          unit=sl.unit_norm(real_model, layer), grid=[0.0625, 0.125, 0.25, 0.5, 1.0])
     got = {r["method"]: r for r in rows}
     for r in rows:  # both at the level, on the same six story pairs
         assert r["status"] == "interpolated" and len(r["shifts"]) == 6 and r["ci"][0] <= r["mean"] <= r["ci"][1]

@@ -225,11 +225,11 @@ def test_steerability_finds_the_planted_direction(planted_model: tuple[sl.Model,
     coefs = [-1.0, -0.5, 0.0, 0.5, 1.0]
     # Every token steered, so the positions that predict continuation tokens carry the vector.
     planted = steerability(model, u, layer=1, target_texts=targets, other_texts=others, coefficients=coefs,
-                           position="all", typical_norm=0.5, batch_size=5)
+                           position="all", unit=0.5, batch_size=5)
     r = torch.randn(64, generator=torch.Generator().manual_seed(9))
     r = r - r.mean() - (r - r.mean()) @ u * u  # orthogonal to u, zero mean
     control = steerability(model, r, layer=1, target_texts=targets, other_texts=others, coefficients=coefs,
-                           position="all", typical_norm=0.5, batch_size=5)
+                           position="all", unit=0.5, batch_size=5)
     print(f"\nplanted steerability {planted.mean:.3f} {planted.ci}, random {control.mean:.3f} {control.ci}")
     assert planted.propensity.shape == (6, 5) and planted.n_samples == 6
     assert planted.other_index == [0, 1, 3, 4, 6, 7]  # spread over the others
@@ -249,14 +249,14 @@ def test_steerability_finds_the_planted_direction(planted_model: tuple[sl.Model,
         (to, tc), (oo, oc) = split_story(targets[i]), split_story(others[planted.other_index[i]])
         want = 0.5 * ((lp(to, tc) - lp(to, oc)) + (lp(oo, tc) - lp(oo, oc)))
         assert planted.propensity[i, 2] == pytest.approx(want, abs=1e-4)
-    # typical_norm is the coefficient's unit: c = 1 in units of 0.25 is c = 0.5 in units of 0.5.
+    # unit is the coefficient's length: c = 1 in units of 0.25 is c = 0.5 in units of 0.5.
     quarter = steerability(model, u, layer=1, target_texts=targets, other_texts=others, coefficients=coefs,
-                           position="all", typical_norm=0.25, batch_size=5)
+                           position="all", unit=0.25, batch_size=5)
     assert np.allclose(quarter.propensity[:, [0, 4]], planted.propensity[:, [1, 3]], atol=1e-5)
     # Steering the openings only (generation's all_prompt): the continuation reads the vector
     # through the opening's keys and values and the one position that predicts its first token.
     opening_only = steerability(model, u, layer=1, target_texts=targets, other_texts=others, coefficients=coefs,
-                                typical_norm=0.5, batch_size=5)
+                                unit=0.5, batch_size=5)
     assert 0 < opening_only.mean < planted.mean
     summary = planted.summary()
     assert summary["steerability"] == planted.mean and summary["n_samples"] == 6

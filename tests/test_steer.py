@@ -4,6 +4,7 @@ planted unembedding direction becomes the greedy next token."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -588,14 +589,19 @@ def test_replay_applies_the_same_operators_as_the_scope(tiny: steerlab.Model) ->
         torch.testing.assert_close(replayed, direct, atol=1e-4, rtol=1e-4)
 
 
-def test_typical_scale_sets_the_added_norm(tiny_gpt2: steerlab.Model) -> None:
-    """coefficient c with scale 'typical' adds a vector of norm c x the layer's typical norm."""
+@pytest.mark.parametrize("scale", ["unit", "typical"])
+def test_a_relative_scale_sets_the_added_norm(tiny_gpt2: steerlab.Model, scale: str) -> None:
+    """coefficient c adds a vector of norm c x the layer's centred norm (``scale="unit"``, the
+    default) or its typical norm (``scale="typical"``); the two differ, so the scale is read."""
     vector = _vector(tiny_gpt2, 1, norm=3.0)
-    intervention = steer_mod._rows_for(tiny_gpt2, vector, None, [0.5, 0.0], "typical", "add", "all")
-    typical = steerlab.typical_norm(tiny_gpt2, 1)
+    intervention = steer_mod._rows_for(tiny_gpt2, vector, None, [0.5, 0.0], scale, "add", "all")
+    size = steerlab.unit_norm(tiny_gpt2, 1) if scale == "unit" else steerlab.typical_norm(tiny_gpt2, 1)
+    centred, typical = steerlab.unit_norm(tiny_gpt2, 1), steerlab.typical_norm(tiny_gpt2, 1)
+    assert abs(centred - typical) > 3e-3 * typical  # far enough apart for the check below to tell them apart
     assert intervention.adds[1] is None
     assert intervention.adds[0] is not None
-    assert abs(float(intervention.adds[0].norm()) - 0.5 * typical) < 1e-3 * typical
+    assert abs(float(intervention.adds[0].norm()) - 0.5 * size) < 1e-3 * size
+    assert inspect.signature(steerlab.steering).parameters["scale"].default == "unit"
 
 
 # --- a tokenizer that adds a BOS (Gemma) ----------------------------------------------------------

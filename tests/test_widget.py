@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import steerlab
 import torch
-from steerlab.constructions import build, named_sets, typical_norm
+from steerlab.constructions import build, named_sets, unit_norm
 from steerlab.lab.tokens_view import readable_token, tokens_html
 from steerlab.lab.widget import (
     SteeringWidget,
@@ -225,7 +225,7 @@ def test_coefficient_box_takes_any_number_and_says_when_beyond_the_slider(
     message = html.unescape(w.message.value)
     assert "100" in message and "outside the slider's range" in message
     assert "× +100.00" in w.steered.value and w.last_error is None
-    size = w.typical_norm(LAYER)
+    size = w.unit_norm(LAYER)
     assert f"added vector norm {100 * size:.1f}" in w.metrics.value
 
     n = len(calls)
@@ -324,9 +324,9 @@ def test_save_writes_a_loadable_vector(real_model: steerlab.Model, widget: Steer
     loaded = steerlab.load_vector(stem, real_model)
     assert torch.equal(loaded.at(LAYER), w.current["vector"].at(LAYER))
     assert loaded.recipe == "counterbalanced"
-    # The llama.cpp file holds the added vector itself: coefficient x typical norm along v.
+    # The llama.cpp file holds the added vector itself: coefficient x the unit (centred norm) along v.
     gguf = steerlab.load_vector(f"{stem}.gguf", real_model)
-    added = 0.5 * w.typical_norm(LAYER) * loaded.at(LAYER) / loaded.at(LAYER).norm()
+    added = 0.5 * w.unit_norm(LAYER) * loaded.at(LAYER) / loaded.at(LAYER).norm()
     torch.testing.assert_close(gguf.at(LAYER), added, rtol=1e-5, atol=1e-4)
     assert "sl.build(" in html.unescape(w.saved.value)
 
@@ -518,7 +518,7 @@ def test_useful_range_is_where_general_text_damage_crosses_the_threshold(tiny_ll
     model, layer = tiny_llama, 1
     torch.manual_seed(3)
     v = torch.randn(model.d_model)
-    size = typical_norm(model, layer)
+    size = unit_norm(model, layer)
     grid = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     # The oracle: the library's damage measure at every grid coefficient, called directly.
     texts = general_texts()
@@ -581,7 +581,7 @@ def test_widget_opens_inside_the_measured_useful_range(tiny_gpt2: steerlab.Model
     slider = w.controls["coefficient"]
     assert (slider.min, slider.max, slider.step) == pytest.approx(expected.slider)
     assert slider.value == pytest.approx(coefficient) and w.controls["coefficient_text"].value == f"{coefficient:g}"
-    assert f"× {coefficient:.2f}"[2:] in w.metrics.value or f"{coefficient:.2f} × typical norm" in w.metrics.value
+    assert f"× {coefficient:.2f}"[2:] in w.metrics.value or f"{coefficient:.2f} × centred norm" in w.metrics.value
     note = html.unescape(w.range_note.value)
     assert "useful range" in note and "data-inside='true'" in note and "opacity" not in note
 

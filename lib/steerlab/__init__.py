@@ -13,7 +13,7 @@ Example:
 
 from . import llamacpp  # noqa: F401  registers the ".gguf" vector format with steerlab.vectors
 from .arch import ARCHITECTURES, UnsupportedArchitectureError
-from .constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm
+from .constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm, unit_norm
 from .data import DataError, TextSet, genres, load_dataset
 from .lens import lens_logits, top_tokens, topk_table
 from .load import load_model, wrap
@@ -84,5 +84,6 @@ __all__ = [
     "top_tokens",
     "topk_table",
     "typical_norm",
+    "unit_norm",
     "wrap",
 ]

@@ -45,7 +45,7 @@ import torch
 from .data import load_dataset
 from .directions import pca_of_centred, pca_of_differences, probe_direction
 from .models import Model
-from .sets import check_set, named_sets, set_stats, set_word, typical_norm
+from .sets import check_set, named_sets, set_stats, set_word, typical_norm, unit_norm
 from .stats import ActivationStats, activation_stats, per_text_means
 from .trace import check_layers
 from .vectors import (
@@ -66,6 +66,7 @@ __all__ = [
     "named_sets",
     "set_stats",
     "typical_norm",
+    "unit_norm",
 ]
 
 

@@ -219,7 +219,7 @@ def steerability(
     coefficients: Sequence[float],
     position: str = "all_prompt",
     split_fraction: float = 0.5,
-    typical_norm: float | None = None,
+    unit: float | None = None,
     max_words: int | None = 60,
     batch_size: int = 8,
     n_boot: int = 2000,
@@ -237,8 +237,8 @@ def steerability(
                               + (lp(T_cont | O_open) - lp(O_cont | O_open)) ]
 
     where ``lp`` is the mean log-prob per continuation token under the addition for
-    coefficient ``c``: ``added_vector(vector_direction, c, typical_norm)`` when
-    ``typical_norm`` is given (``c`` in units of the layer's typical norm), else
+    coefficient ``c``: ``added_vector(vector_direction, c, unit)`` when
+    ``unit`` is given (``c`` in units of the layer's centred norm, :func:`steerlab.sets.unit_norm`), else
     ``c * vector_direction``. The steerability of sample ``i`` is the least-squares slope of
     ``propensity_i`` against ``c``; the grid must hold 0, a negative and a positive value.
     ``position`` follows generation (module docstring): under the default ``all_prompt``
@@ -247,12 +247,12 @@ def steerability(
 
     Example:
         >>> r = steerability(model, v, layer=15, target_texts=fantasy, other_texts=others,
-        ...                  coefficients=[-0.5, -0.25, 0, 0.25, 0.5], typical_norm=typical_norm(model, 15))
+        ...                  coefficients=[-0.5, -0.25, 0, 0.25, 0.5], unit=unit_norm(model, 15))
         >>> r.mean, r.ci, r.anti_steerable_fraction
     """
     return steerability_each(model, [vector_direction], layer=layer, target_texts=target_texts,
                              other_texts=other_texts, coefficients=coefficients, position=position,
-                             split_fraction=split_fraction, typical_norm=typical_norm, max_words=max_words,
+                             split_fraction=split_fraction, unit=unit, max_words=max_words,
                              batch_size=batch_size, n_boot=n_boot, seed=seed)[0]
 
 
@@ -266,7 +266,7 @@ def steerability_each(
     coefficients: Sequence[float],
     position: str = "all_prompt",
     split_fraction: float = 0.5,
-    typical_norm: float | None = None,
+    unit: float | None = None,
     max_words: int | None = 60,
     batch_size: int = 8,
     n_boot: int = 2000,
@@ -298,8 +298,8 @@ def steerability_each(
     if not all(math.isfinite(c) for c in coefs) or 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
         raise ValueError(f"coefficients {coefs} must be finite and include 0, a negative and a positive value "
                          "(a slope through the unsteered point, both ways)")
-    if typical_norm is not None and not (math.isfinite(typical_norm) and typical_norm > 0):
-        raise ValueError(f"typical_norm must be a positive number or None, got {typical_norm!r}")
+    if unit is not None and not (math.isfinite(unit) and unit > 0):
+        raise ValueError(f"unit must be a positive number or None, got {unit!r}")
     targets, others = list(target_texts), list(other_texts)
     if not targets or not others:
         raise ValueError(f"need target and other texts, got {len(targets)} and {len(others)}")
@@ -324,7 +324,7 @@ def steerability_each(
     adds: list[torch.Tensor | None] = [None]
     for vector_direction in directions:
         direction = vector_direction.detach().float().cpu()
-        adds += [added_vector(direction, c, typical_norm) for c in coefs if c != 0]
+        adds += [added_vector(direction, c, unit) for c in coefs if c != 0]
     lp_all = continuation_logprobs(model, openings, conts, adds, layer=layer, position=position, bos=bos,
                                    batch_size=batch_size, share_openings=share_openings)  # [1 + vectors x (coefs - 1), 4 n]
     per = len(coefs) - 1

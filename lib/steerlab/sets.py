@@ -1,19 +1,24 @@
-"""Named text sets, their cached statistics, and the coefficient unit (the layer's typical norm).
+"""Named text sets, their cached statistics, and the coefficient unit (the layer's centred norm).
 
 A named set is a genre, ``shakespeare``, ``general`` or ``mixed`` (every genre pooled);
 an unknown name is an error listing the known ones. :func:`set_stats` reads a set's
 statistics at every layer (first token excluded), cached in memory and on disk.
 
-The coefficient unit: "coefficient 1" adds a vector as long as the layer's typical
-activation norm, the mean norm over general text (:func:`typical_norm`). Its statistics
-are one named default, :data:`UNIT`, used by every caller (``generate``, the widget, the
-notebooks, the comparison) and recorded in every result that uses it, so "x 1.0" is the
-same vector everywhere.
+The coefficient unit: "coefficient 1" adds a vector as long as the layer's *centred norm*,
+the mean norm of general text's activations less their mean, ``||x - mean||``
+(:func:`unit_norm`). Its statistics are one named default, :data:`UNIT`, used by every caller
+(``generate``, the widget, the notebooks, the comparison) and recorded in every result that
+uses it, so "x 1.0" is the same vector everywhere. It is the centred norm rather than the
+typical norm ``||x||`` (:func:`typical_norm`, steerlab's unit until 2026-12-04 and still
+``scale="typical"``) because the typical norm is mostly the layer's bias, by a share that
+differs between models: measured on SmolLM2 and Gemma 3 (``scripts/unit_transfer.py``), the
+damage threshold sits 3.4x apart across the two models in the centred unit and 8.2x apart in
+the typical one (README, "The coefficient unit").
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .data import genres, load_dataset
@@ -21,7 +26,8 @@ from .models import Model, tokenizer_digest
 from .stats import ActivationStats, activation_stats, pool_stats
 from .trace import check_layers
 
-__all__ = ["UNIT", "UNIT_KINDS", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm"]
+__all__ = ["UNIT", "UNIT_KINDS", "UNIT_LABEL", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm",
+           "unit_norm"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,10 @@ class UnitSpec:
     """Which statistics define the coefficient unit: ``sample_size`` general-text training
     texts, ``max_length`` tokens each, drawn with ``seed``, first token excluded.
 
-    ``kind``: ``"typical"`` (the default), the mean norm of the activations, ``||x||``; or
-    ``"centred"``, the mean norm of the activations less their mean, ``||x - mean||``: the
-    spread around the bias rather than the bias itself (on a model whose typical norm is
-    mostly bias, a "typical" coefficient is a much larger push than on one whose is not).
+    ``kind``: ``"centred"`` (the default), the mean norm of the activations less their mean,
+    ``||x - mean||``: the spread around the bias rather than the bias itself; or ``"typical"``,
+    the mean norm of the activations, ``||x||`` (on a model whose typical norm is mostly bias,
+    a "typical" coefficient is a much larger push than on one whose is not).
     ``scripts/unit_transfer.py`` measures which of the two places the damage threshold at
     closer coefficients across models (README, "The coefficient unit").
     """
@@ -41,7 +47,7 @@ class UnitSpec:
     max_length: int = 128
     seed: int = 0
     set_name: str = "general"
-    kind: str = "typical"
+    kind: str = "centred"
 
     def __post_init__(self) -> None:
         if self.kind not in UNIT_KINDS:
@@ -51,10 +57,17 @@ class UnitSpec:
         """The spec as plain values, for a result's provenance."""
         return asdict(self)
 
+    @property
+    def label(self) -> str:
+        """What a coefficient is a multiple of, for axis titles and sentences: ``"centred norm"``."""
+        return f"{self.kind} norm"
 
-UNIT_KINDS = ("typical", "centred")
+
+UNIT_KINDS = ("centred", "typical")
 UNIT = UnitSpec()
-"""The one default behind every "coefficient x typical norm" in steerlab."""
+"""The one default behind every "coefficient x centred norm" in steerlab."""
+UNIT_LABEL = UNIT.label
+"""``"centred norm"``: how every label, title and sentence names the coefficient's unit."""
 
 
 def named_sets() -> list[str]:
@@ -107,16 +120,17 @@ def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int
         return _STATS[key]
 
 
-def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
-    """The layer's typical activation norm: mean norm over general text, first token excluded.
+def unit_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
+    """The coefficient unit at ``layer``: by default the centred norm, the mean of ``||x - mean||``
+    over general text, first token excluded.
 
-    The unit of every relative coefficient (``steering(..., scale="typical")``), from the
-    statistics :data:`UNIT` names (pass another :class:`UnitSpec` only to study the unit;
-    ``UnitSpec(kind="centred")`` gives the mean norm of the centred activations instead).
+    The unit of every relative coefficient (``steering(..., scale="unit")``, the default), from
+    the statistics :data:`UNIT` names (pass another :class:`UnitSpec` only to study the unit;
+    ``UnitSpec(kind="typical")`` gives :func:`typical_norm`).
 
     Example:
-        >>> typical_norm(model, 15)
-        156.5...
+        >>> unit_norm(model, 15)
+        109.7...
     """
     if not isinstance(unit, UnitSpec):
         raise TypeError(f"unit must be a steerlab.sets.UnitSpec, got {unit!r}")
@@ -133,6 +147,18 @@ def typical_norm(model: Model, layer: int, unit: UnitSpec = UNIT) -> float:
                                            progress=False)
         centred = _STATS[key]
     return float(centred.mean_norm[centred.index(layer)])
+
+
+def typical_norm(model: Model, layer: int) -> float:
+    """The layer's typical activation norm: the mean of ``||x||`` over general text (first token
+    excluded), from :data:`UNIT`'s texts. Notebook 01's bias measure, and ``scale="typical"``'s
+    unit; the default coefficient unit is :func:`unit_norm`.
+
+    Example:
+        >>> typical_norm(model, 15)
+        156.2...
+    """
+    return unit_norm(model, layer, replace(UNIT, kind="typical"))
 
 
 def set_word(name: str) -> str:

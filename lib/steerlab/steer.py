@@ -40,10 +40,11 @@ vector is added to the first ``k`` prompt tokens.
 Operators: ``add`` (``h + c v``), ``ablate`` (project the direction of ``v`` out of
 ``h``), ``ablate_then_add`` (both: ``h - (h.u)u + c v``).
 
-Coefficients: with ``scale="typical"`` (default) the added vector has norm
-``coefficient x`` the layer's typical activation norm (mean norm over general text,
+Coefficients: with ``scale="unit"`` (default) the added vector has norm
+``coefficient x`` the layer's centred norm (mean of ``||x - mean||`` over general text,
 first token excluded, from the one default :data:`steerlab.sets.UNIT`), so a coefficient means
-the same for every construction; ``scale="raw"`` multiplies the vector as it is. One
+the same for every construction; ``scale="typical"`` measures it in the typical norm ``||x||``
+instead (steerlab's unit until 2026-12-04), and ``scale="raw"`` multiplies the vector as it is. One
 function, :func:`added_vector`, applies that rule for every caller; coefficient 0 is the
 unsteered row under every operator.
 """
@@ -69,7 +70,7 @@ from .intervention import OPERATORS, Intervention, check_row, row_intervention
 from .models import Model
 from .remote import Remote, check_backend, check_local
 from .sampling import NucleusSampler, row_generators
-from .sets import typical_norm
+from .sets import typical_norm, unit_norm
 from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode, leading_bos
 from .trace import check_layers, nnsight_generate, nnsight_logits
 from .vectors import SteeringVector
@@ -89,7 +90,8 @@ __all__ = [
     "until_eos",
 ]
 
-SCALES = ("typical", "raw")
+SCALES = ("unit", "typical", "raw")
+"""``unit``: x the centred norm (:func:`steerlab.sets.unit_norm`); ``typical``: x ``||x||``; ``raw``: as is."""
 
 
 @dataclass
@@ -167,8 +169,8 @@ def _scope(model: Model, intervention: Intervention) -> Iterator[Intervention]:
         model._scope_closed(owner)
 
 
-def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float) -> float:
-    """The raw multiplier that makes ``vector`` ``coefficient * typical_norm`` long: what
+def relative_scale(vector: torch.Tensor, unit: float, coefficient: float) -> float:
+    """The raw multiplier that makes ``vector`` ``coefficient * unit`` long: what
     :func:`added_vector` multiplies by (a llama.cpp export's coefficient, for one).
 
     A ``[k, d_model]`` prompt-pair vector is measured by its largest row.
@@ -180,13 +182,13 @@ def relative_scale(vector: torch.Tensor, typical_norm: float, coefficient: float
     norm = float(vector.norm(dim=-1).max() if vector.dim() == 2 else vector.norm())
     if norm == 0:
         raise ValueError("cannot scale a zero vector to a norm")
-    return coefficient * typical_norm / norm
+    return coefficient * unit / norm
 
 
 def added_vector(vector: torch.Tensor, coefficient: float, unit: float | None) -> torch.Tensor | None:
     """The one coefficient rule: what a steering row adds for ``coefficient``.
 
-    With a ``unit`` (the layer's typical norm, :func:`steerlab.sets.typical_norm`) the
+    With a ``unit`` (the layer's centred norm, :func:`steerlab.sets.unit_norm`) the
     result is ``coefficient x unit`` long, along ``vector`` (a ``[k, d_model]`` prompt pair
     is scaled so its largest row has that norm), so a coefficient means the same for every
     construction. ``unit=None`` multiplies the vector as it is (``scale="raw"``).
@@ -278,6 +280,11 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor, layer: int | N
     return vector, layer
 
 
+def _unit(model: Model, layer: int, scale: str) -> float | None:
+    """The length of coefficient 1 under ``scale``: the centred norm, the typical norm, or ``None`` (raw)."""
+    return unit_norm(model, layer) if scale == "unit" else typical_norm(model, layer) if scale == "typical" else None
+
+
 def _rows_for(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None,
               coefficients: list[float], scale: str, operator: str, position: str) -> Intervention:
     """The per-row intervention for one vector and a list of coefficients (one row each);
@@ -288,7 +295,7 @@ def _rows_for(model: Model, vector: SteeringVector | torch.Tensor, layer: int | 
     check_layers(model, [la], allow_last=False)
     if operator != "add" and v.dim() != 1:
         raise ValueError("ablation needs a [d_model] direction, not a [k, d_model] prompt pair")
-    unit = typical_norm(model, la) if scale == "typical" else None
+    unit = _unit(model, la, scale)
     adds = [added_vector(v, c, unit) for c in coefficients]
     direction = v / v.norm() if v.dim() == 1 and operator != "add" else None
     directions = [None if a is None else direction for a in adds]
@@ -303,7 +310,7 @@ def steering(
     coefficient: float | Sequence[float] = 1.0,
     position: str = "all",
     operator: str = "add",
-    scale: str = "typical",
+    scale: str = "unit",
 ) -> Any:
     """Steer every call of ``model.hf`` inside a ``with`` block; the model is restored on exit.
 
@@ -313,7 +320,7 @@ def steering(
         coefficient: one number, or one per batch row (a sweep in one call).
         position: which tokens are steered (module docstring); ``all`` by default.
         operator: ``add``, ``ablate`` or ``ablate_then_add``.
-        scale: ``typical`` (coefficient in units of the layer's typical activation norm) or ``raw``.
+        scale: ``unit`` (coefficient x the layer's centred norm), ``typical`` (x its typical norm) or ``raw``.
 
     Raises:
         ValueError: bad layer, position, operator, scale or coefficient, a vector of the wrong
@@ -480,7 +487,7 @@ def generate(
     coefficients: float | Sequence[float] = 0.5,
     position: str = "all",
     operator: str = "add",
-    scale: str = "typical",
+    scale: str = "unit",
     max_new_tokens: int = 40,
     seed: int | None = 0,
     do_sample: bool = True,
@@ -493,11 +500,11 @@ def generate(
 ) -> list[Completion]:
     """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient, one batched call.
 
-    Coefficients are in units of the layer's typical activation norm (``scale="typical"``;
-    ``scale="raw"`` multiplies the vector as it is); coefficient 0 is the unsteered row.
+    Coefficients are in units of the layer's centred norm (``scale="unit"``; ``scale="typical"``:
+    its typical norm; ``scale="raw"`` multiplies the vector as it is); coefficient 0 is the unsteered row.
     ``layer`` defaults to the vector's only layer; ``position`` to every token.
     ``backend`` / ``remote``: as in :func:`steered_generate` (a remote model needs
-    ``scale="raw"``: the typical norm comes from local statistics).
+    ``scale="raw"``: the unit comes from local statistics).
 
     Example:
         >>> v = sl.build("mean_centred", model, layers=[15], target="fantasy")
@@ -505,8 +512,8 @@ def generate(
         ...     print(c.coefficient, c.text)
     """
     check_backend(backend, remote, model, "generate")
-    if remote is True and vector is not None and scale == "typical":
-        raise ValueError("generate(remote=True) needs scale='raw': scale='typical' reads the layer's typical norm "
+    if remote is True and vector is not None and scale != "raw":
+        raise ValueError(f"generate(remote=True) needs scale='raw': scale={scale!r} reads the layer's norm "
                          "from statistics computed in this process")
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     coefs = _coefficients(coefficients)

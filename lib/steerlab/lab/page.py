@@ -29,7 +29,7 @@ from typing import Any
 
 from ..store import atomic_write_text
 from .plotlyjs import plotlyjs_tag, share_plotlyjs
-from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, relative_text
+from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, recorded_unit, relative_text
 from .tables import heldout_columns, html_table, is_numeric
 
 __all__ = ["EXAMPLES_SHOWN", "steered_examples", "write_page"]
@@ -146,7 +146,7 @@ def _examples_html(steer: Mapping[str, Any]) -> str:
     parts = ["<h3>Steered examples</h3>",
              (f"<p>Completions of each example's prompt as notebook 03 recorded them (sampled with a fixed seed), "
               f"unsteered (coefficient 0) against steered at "
-             f"×{_esc(coefficient)} the typical activation norm, position rule "
+             f"×{_esc(coefficient)} the layer's {_esc(recorded_unit(steer))}, position rule "
              f"<code>{_esc(shown[0]['position'])}</code>, layer {_esc(steer.get('layer', '?'))}; "
              f"up to {EXAMPLES_SHOWN} of each. The same rows are scored in the sweep figures below.</p>")]
     for ex in shown:

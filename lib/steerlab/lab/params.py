@@ -354,7 +354,7 @@ class SteerParams(NotebookParams):
     layer_fraction: Annotated[Number, Ge(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
     examples: ListOf[Annotated[str, OneOf(EXAMPLES)]] = Field(
         ["centring", "isolating", "additional", "love_hate"], description="which examples to run")
-    coefficient: Number = Field(1.0, description="coefficient shown side by side (x typical activation norm)")
+    coefficient: Number = Field(1.0, description="coefficient shown side by side (x the layer's centred norm, the unit)")
     sweep: ListOf[Number] = Field([0.0, 0.5, 1.0, 2.0],
                                   description="coefficients of the batched sweep, including 0 (the unsteered control)")
     positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] = Field(
@@ -404,7 +404,7 @@ class CompareParams(NotebookParams):
         None, description="layers as fractions of the model's depth (None: the preset's)")
     layers: ListOf[Layer] | None = Field(None, description="explicit layers, over depths (None: by depth)")
     coefficients: Annotated[ListOf[Number], MinLen(3)] | None = Field(
-        None, description="steerability grid x typical norm: 0, a negative and a positive value")
+        None, description="steerability grid x centred norm: 0, a negative and a positive value")
     positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] | None = Field(None, description="position rules")
     methods: ListOf[Annotated[str, OneOf(CONSTRUCTIONS)]] | None = Field(
         None, description="constructions to compare (None: every construction in the registry)")
@@ -475,7 +475,7 @@ class ConceptParams(NotebookParams):
     layer_fraction: Annotated[Number, Gt(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
     prompt: Text = Field("The weather today is", description="the prompt to steer")
     coefficients: ListOf[Number] = Field([0.0, 0.125, 0.25, 0.5],
-                                         description="coefficients x typical norm; 0 is the unsteered row")
+                                         description="coefficients x centred norm; 0 is the unsteered row")
     max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
     top_k: Annotated[int, Ge(1), Le(100)] = Field(10, description="tokens shown by the logit lens")
     name: Annotated[str, StringConstraints(pattern=r"^[\w.-]+$")] = Field(

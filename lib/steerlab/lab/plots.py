@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..sets import UNIT_LABEL
 from ..study.compare import frontier
 
 __all__ = [
@@ -457,7 +458,7 @@ def heatmap_pair(
     return _layout(fig, title, where, 480, caption)
 
 
-COEFFICIENT_AXIS = "coefficient (× typical activation norm)"
+COEFFICIENT_AXIS = f"coefficient (× {UNIT_LABEL}, the unit)"
 
 
 def sweep_panels(

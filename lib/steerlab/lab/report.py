@@ -204,7 +204,7 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                                     "minus unsteered completions paired by sample, 0 to 1; 95% CI {ci}")),
     ("steer", "*.steerability"): ("steerability towards {target}, example {example}, at {position}, layer {layer}",
                                   ("mean slope of log p(target continuation) − log p(other) over held-out story "
-                                   "pairs, nats/token per × typical norm (notebook 04's grid); 95% CI {ci}")),
+                                   "pairs, nats/token per × {unit} (notebook 04's grid); 95% CI {ci}")),
     ("steer", "*"): ("vocabulary-rate change, example {key}, ×{coefficient} at {position}, layer {layer}",
                      ("a run recorded before notebook 03 used the judge: target-vocabulary rate of steered minus "
                       "unsteered completions, as a fraction of words; 0 = no target words gained, which text "
@@ -265,7 +265,14 @@ def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> 
     best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
     return {**per_key, **entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
             "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
-            "best_ci": best_ci}
+            "best_ci": best_ci, "unit": recorded_unit(entry)}
+
+
+def recorded_unit(entry: Mapping[str, Any]) -> str:
+    """The coefficient unit a notebook's entry recorded (``"centred norm"``); an entry written
+    before steerlab recorded it used the typical norm, steerlab's unit until 2026-12-04."""
+    unit = entry.get("coefficient_unit")
+    return unit if isinstance(unit, str) else "typical norm"
 
 
 def headlines(summary: Mapping[str, Any]) -> list[Headline]:

@@ -49,11 +49,11 @@ Beside the text: the target vocabulary rate (:func:`steerlab.study.vocab.vocab_r
 concept score of :class:`steerlab.study.judge.ConceptJudge` (P(target genre), trained once
 after the first generation), the perplexity under the unsteered model
 (:func:`steerlab.metrics.completion_perplexity`), distinct-2, each for both sides, and the
-added vector's norm against the layer's typical norm.
+added vector's norm against the coefficient's unit.
 
-The coefficient is in units of the layer's typical activation norm, as in
-:func:`steerlab.generate` (``scale="typical"``): the added vector has norm
-``coefficient * typical_norm(model, layer)``, whatever construction made it.
+The coefficient is in units of the layer's centred norm (the mean of ``||x - mean||`` over
+general text), as in :func:`steerlab.generate` (``scale="unit"``): the added vector has norm
+``coefficient * unit_norm(model, layer)``, whatever construction made it.
 
 Saves go to ``save_dir`` (notebook 03 passes its run folder's ``vectors/``), named from the
 inputs the construction actually used.
@@ -77,12 +77,13 @@ from typing import Any
 import ipywidgets as w
 import torch
 
-from ..constructions import CONSTRUCTIONS, build, named_sets, typical_norm
+from ..constructions import CONSTRUCTIONS, build, named_sets
 from ..data import load_dataset
 from ..lens import lens_logits
 from ..metrics import completion_perplexity, distinct_n, steered_text_scores
 from ..models import EMBEDDED_MODEL, Model
 from ..projection import token_projections
+from ..sets import UNIT_LABEL, unit_norm
 from ..steer import OPERATORS, added_vector, eos_ids, relative_scale, steered_generate, until_eos
 from ..study.compare import CompareConfig
 from ..study.judge import ConceptJudge, JudgeError, default_classes
@@ -182,7 +183,7 @@ class UsefulRange:
     """Where steering with one vector at one layer stays below the damage threshold.
 
     Attributes:
-        low, high: the range's ends (x typical norm): the coefficients, interpolated between
+        low, high: the range's ends (x the unit, the centred norm): the coefficients, interpolated between
             measured ones on a log scale of the ratio, where the perplexity ratio on general
             text first passes ``threshold`` on each side of 0.
         reached_low, reached_high: whether it passed within the grid (else the end is the
@@ -249,7 +250,7 @@ def useful_range(model: Model, vector: torch.Tensor, layer: int, *, position: st
     """Measure where steering with ``vector`` at ``layer`` starts to damage general text.
 
     For each coefficient ``c`` of ``grid`` and ``-c``, the vector is added as the widget adds it
-    (:func:`steerlab.steer.added_vector`: ``c x`` the layer's typical norm along its
+    (:func:`steerlab.steer.added_vector`: ``c x`` the layer's centred norm along its
     direction) and :func:`steerlab.metrics.steered_text_scores` gives the perplexity ratio of
     ``texts`` under the steered model against the unsteered one (one plain pass, then the
     blocks from ``layer`` up per coefficient). Each end of the range is where that ratio first
@@ -259,10 +260,10 @@ def useful_range(model: Model, vector: torch.Tensor, layer: int, *, position: st
         vector: ``[d_model]`` (or a ``[k, d_model]`` prompt pair, at a position that allows one).
         position: the steered positions, as in generation.
         threshold: the perplexity ratio that counts as damage (> 1).
-        grid: positive coefficients (x typical norm), measured with both signs.
+        grid: positive coefficients (x the centred norm), measured with both signs.
         texts: default :func:`general_texts`.
         max_length: tokens kept per text.
-        size: the typical norm (default :func:`steerlab.constructions.typical_norm` at ``layer``).
+        size: the unit's length (default :func:`steerlab.sets.unit_norm` at ``layer``).
 
     Raises:
         ValueError: a threshold not above 1, an empty or non-positive grid.
@@ -278,7 +279,7 @@ def useful_range(model: Model, vector: torch.Tensor, layer: int, *, position: st
     magnitudes = sorted(float(c) for c in grid)
     if not magnitudes or magnitudes[0] <= 0:
         raise ValueError(f"grid must hold positive coefficients, got {list(grid)!r}")
-    size = typical_norm(model, layer) if size is None else size
+    size = unit_norm(model, layer) if size is None else size
     coefficients = [-c for c in reversed(magnitudes)] + magnitudes
     scores = steered_text_scores(model, list(texts if texts is not None else general_texts()),
                                  [added_vector(vector, c, size) for c in coefficients], layer=layer,
@@ -373,7 +374,7 @@ class SteeringWidget:
             samples, greedy, temperature, top_p: the controls' first values (``recipe`` is a
             construction of :data:`steerlab.constructions.CONSTRUCTIONS`; ``reference`` fills
             the second box, whose role depends on the construction: :func:`second_input`).
-        coefficient: the first coefficient (x typical norm); ``None`` (default): the measured
+        coefficient: the first coefficient (x the centred norm); ``None`` (default): the measured
             useful range's :attr:`UsefulRange.default`.
         sample_size, max_length: texts sampled from a set to build its mean, tokens kept per text.
         save_dir: where the save button writes (a path stem typed in the widget is relative to
@@ -472,7 +473,7 @@ class SteeringWidget:
         narrow = w.Layout(width="auto")
         slider = w.Layout(width="22em", max_width="100%")  # "auto" collapses a slider's track
         label = {"description_width": "initial"}
-        # Until the first range is measured, a provisional slider: +-1 typical norm.
+        # Until the first range is measured, a provisional slider: +-1 unit.
         shown = 0.0 if coefficient is None else min(max(coefficient, -1.0), 1.0)
         self.controls: dict[str, Any] = {
             "prompt": w.Textarea(value=prompt, description="prompt", continuous_update=False,
@@ -563,9 +564,9 @@ class SteeringWidget:
         s["coefficient"] = self._coefficient
         return s
 
-    def typical_norm(self, layer: int) -> float:
-        """The coefficient's unit at ``layer``: the library's typical norm, as :func:`steerlab.generate` uses."""
-        return typical_norm(self.model, layer)
+    def unit_norm(self, layer: int) -> float:
+        """The coefficient's unit at ``layer``: the library's centred norm, as :func:`steerlab.generate` uses."""
+        return unit_norm(self.model, layer)
 
     def build_spec(self, s: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """The construction name and the keyword arguments of :func:`steerlab.build` the controls describe.
@@ -911,13 +912,13 @@ class SteeringWidget:
         if v.dim() != 1:
             raise ValueError(f"the {vec.recipe} vector has shape {tuple(v.shape)}; the widget steers with one "
                              "[d_model] vector")
-        size = self.typical_norm(layer)
+        size = self.unit_norm(layer)
         if s["coefficient"] is None:  # the first default comes from the measured range
             self._measure_range(request, s, v, layer, size)
             if self._stale(request):
                 return
             if self._coefficient is None:
-                self._coefficient = 0.25  # the range could not be measured: notebook 04's typical useful value
+                self._coefficient = 0.25  # the range could not be measured: notebook 04's middle coefficient
                 self._set_quietly(self.controls["coefficient_text"], "0.25")
                 self._set_quietly(self.controls["coefficient"], 0.25)
             s["coefficient"] = self._coefficient
@@ -932,7 +933,7 @@ class SteeringWidget:
         lens_view = self._lens_html(v * (1.0 if coefficient >= 0 else -1.0), coefficient, operator)
         name, spec = self.build_spec(s)
         inputs = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k not in ("sample_size", "max_length"))
-        title = (f"steered: {name}({inputs}) at layer {layer} × {coefficient:+.2f} typical norm, "
+        title = (f"steered: {name}({inputs}) at layer {layer} × {coefficient:+.2f} {UNIT_LABEL}, "
                  f"{operator} at {s['position']} tokens")
         with self._lock:
             if self._stale(request):
@@ -1030,7 +1031,7 @@ class SteeringWidget:
             c = float(self.current["settings"]["coefficient"])
             if key == self._range_key(self.current["settings"]) and not r.low <= c <= r.high:
                 found.append(f"coefficient {c:+.2f} is outside the useful range {r.low:+.2f} to {r.high:+.2f} "
-                             f"× typical norm at layer {key[2]} (general text's perplexity ratio passes "
+                             f"× {UNIT_LABEL} at layer {key[2]} (general text's perplexity ratio passes "
                              f"{r.threshold:g} there)")
         self.warnings.value = warnings_html(found)
 
@@ -1132,7 +1133,7 @@ class SteeringWidget:
                 MetricRow(f"distinct-{DISTINCT_N} (share of distinct token pairs; low: a loop)", distinct(u),
                           distinct(st), pending),
                 MetricRow("tokens (mean per sample)", count(u), count(st), pending)]
-        footer = (f"added vector norm {norm:.1f} = {abs(coefficient) if norm else 0:.2f} × typical norm "
+        footer = (f"added vector norm {norm:.1f} = {abs(coefficient) if norm else 0:.2f} × {UNIT_LABEL} "
                   f"{size:.1f} at layer {int(s['layer'])}"
                   f"{' (ablate adds nothing)' if s['operator'] == 'ablate' else ''}")
         return metrics_html(rows, state=state, generation=self.generations, footer=footer, timing=timing)

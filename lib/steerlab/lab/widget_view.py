@@ -25,6 +25,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..sets import UNIT_LABEL
+
 __all__ = [
     "GREY",
     "PAGE_ORDER",
@@ -77,7 +79,7 @@ class RangeView:
     """The measured useful range of the coefficient, as the view shows it.
 
     Attributes:
-        low, high: the range's ends (x typical norm; ``low <= 0 <= high``).
+        low, high: the range's ends (x the centred norm, the unit; ``low <= 0 <= high``).
         threshold: the damage threshold (perplexity ratio on general text).
         layer, construction: what it was measured for.
         texts: how many general texts it was measured on.
@@ -226,7 +228,7 @@ def range_html(view: RangeView | None, *, stale: bool = False) -> str:
     return (f"<div class='steerlab-range' data-state='{state}' data-inside='{str(view.inside).lower()}' "
             f"style='{GREY if stale else ''}white-space:normal;overflow-wrap:anywhere'>"
             f"<b>useful range</b> {end(view.low, view.reached_low)} to {end(view.high, view.reached_high)} "
-            f"× typical norm for {html.escape(view.construction)} at layer {view.layer}{now}. "
+            f"× {UNIT_LABEL} for {html.escape(view.construction)} at layer {view.layer}{now}. "
             f"<span style='color:#666'>Beyond it the perplexity of {view.texts} general texts under the "
             f"steered model passes {view.threshold:g} × the unsteered one (the comparison's damage "
             f"threshold).</span></div>")

@@ -36,12 +36,12 @@ itself (the bias direction alone), and ``bias_ablated`` adds the raw target mean
 bias direction projected out (the bias removed by projection rather than by subtracting
 the whole mean). The stream form of ablation (``steering(..., operator="ablate")``) is in
 the library and the widget; the comparison uses the vector form because every instrument
-here scores additive vectors at one norm. Coefficients are in units of the layer's typical
-activation norm for every method. Every (target, layer, position) shares one batched
+here scores additive vectors at one norm. Coefficients are in units of the layer's centred
+norm (:func:`steerlab.sets.unit_norm`) for every method. Every (target, layer, position) shares one batched
 greedy generate call over all conditions x prompts; forward-pass measures replay only the
 blocks from the steered layer up. Forward-pass measures (steerability, damage, fluency,
 relevance) run on a copy of the model in ``score_dtype`` (``"auto"``: bfloat16 where the
-hardware has bfloat16 units, :func:`steerlab.load.fast_dtype`); vectors, typical norms
+hardware has bfloat16 units, :func:`steerlab.load.fast_dtype`); vectors, units
 and generations always come from the model as loaded. ``bench/`` section 8 measures what
 bfloat16 scoring changes against float32 on the same cell.
 
@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..constructions import CONSTRUCTIONS, build, set_stats, typical_norm
+from ..constructions import CONSTRUCTIONS, build, set_stats, unit_norm
 from ..data import genres, load_dataset
 from ..load import DTYPES, cast, fast_dtype
 from ..metrics import (
@@ -71,7 +71,7 @@ from ..metrics import (
     steered_text_scores,
 )
 from ..models import Model
-from ..sets import UNIT
+from ..sets import UNIT, UNIT_LABEL
 from ..steer import added_vector, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
@@ -196,7 +196,7 @@ class CompareConfig:
 
     ``depths`` place layers as fractions of the model's depth (``0.5`` -> layer 15 of
     SmolLM2's 30, 9 of Gemma 3's 18), so one preset fits every model; ``layers`` overrides
-    them. ``coefficients`` (x typical norm) is the steerability grid and must hold 0, a
+    them. ``coefficients`` (x the centred norm, the unit) is the steerability grid and must hold 0, a
     negative and a positive value; generations run at its positive values and at 0.
     ``score_dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``) is the dtype of the forward-pass
     measures (:meth:`resolved_score_dtype`).
@@ -467,7 +467,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         if target not in vectors:
             vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
         vecs = vectors[target]
-        typical = typical_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
+        unit = unit_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
         if position == cfg.positions[0]:
             general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
                                      max_length=cfg.max_length).mean_at(layer)
@@ -481,7 +481,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
                                                sample_size=cfg.sample_size, max_length=cfg.max_length).at(layer)
         # Matched damage first (forward passes): it places the coefficients generation runs at.
         matched = matched_damage(scorer, directions, layer=layer, position=position, general=general_eval,
-                                 target_texts=targets_text, other_texts=others_text, unit=typical,
+                                 target_texts=targets_text, other_texts=others_text, unit=unit,
                                  level=cfg.matched_level, grid=cfg.damage_grid, max_length=cfg.eval_length)
         matched_rows += [{"target": target, "layer": layer, "position": position, **row} for row in matched
                          if row["method"] in vecs]
@@ -490,12 +490,12 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         # (method, coefficient, addition, instruction prefix): the vectors, then the prompting baselines.
         conditions: list[tuple[str, float, torch.Tensor | None, str]] = [("none", 0.0, None, "")]
         for method in vecs:
-            conditions += [(method, c, added_vector(directions[method], c, typical), "") for c in at[method]]
+            conditions += [(method, c, added_vector(directions[method], c, unit), "") for c in at[method]]
         prefix = instruction_prefix(model, target, cfg.prompting_style) if cfg.baselines else ""
         if "prompting" in cfg.baselines:
             conditions.append(("prompting", 0.0, None, prefix))
         if "prompting_steered" in cfg.baselines:
-            conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, typical), prefix)
+            conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, unit), prefix)
                            for c in at["mean_centred"]]
         additions = [a for (_, _, a, _) in conditions]
         # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
@@ -558,7 +558,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         # Every method on the same texts: one shared plain pass per chunk of rows.
         each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
                                  target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
-                                 position=position, typical_norm=typical)
+                                 position=position, unit=unit)
         for method, s in zip(vecs, each):
             steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
                                **s.summary(), "slopes": [float(x) for x in s.slopes],
@@ -682,5 +682,5 @@ def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:
 
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
     """The configuration as recorded in ``summary.json``, with the coefficient unit's statistics
-    (:data:`steerlab.sets.UNIT`) that every "x typical norm" in the run refers to."""
-    return {**asdict(cfg), "coefficient_unit": {"what": "typical activation norm", **UNIT.as_dict()}}
+    (:data:`steerlab.sets.UNIT`) that every coefficient in the run is a multiple of."""
+    return {**asdict(cfg), "coefficient_unit": {"what": UNIT_LABEL, **UNIT.as_dict()}}

@@ -140,7 +140,7 @@ def describe(config: Mapping[str, Any], layers: Sequence[int] | None = None) -> 
     where = f"layers {list(layers)}" if layers is not None else (
         f"layers {list(c['layers'])}" if c.get("layers") else f"depths {list(c['depths'])}")
     return (f"targets {list(c['targets'])}, {len(c['methods'])} methods, {where}, coefficients "
-            f"{list(c['coefficients'])} x typical norm, positions {list(c['positions'])}, {c['n_prompts']} prompts "
+            f"{list(c['coefficients'])} x {(c.get('coefficient_unit') or {}).get('what', 'typical norm')}, positions {list(c['positions'])}, {c['n_prompts']} prompts "
             + ("(each vector generates at its matched-damage coefficient; every prompt reports)"
                if c.get("generate_at", "grid") == "matched" else "(half choose the coefficient, half report)")
             + f", greedy, {c['max_new_tokens']} new tokens"

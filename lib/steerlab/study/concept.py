@@ -20,7 +20,7 @@ from ..llamacpp import save_both
 from ..metrics import completion_perplexity, distinct_n
 from ..models import Model
 from ..projection import token_projections
-from ..sets import typical_norm
+from ..sets import UNIT_LABEL, unit_norm
 from ..steer import added_vector, steered_generate
 from ..vectors import SteeringVector
 
@@ -41,7 +41,7 @@ class ConceptRow:
 
 def steer_rows(model: Model, vector: SteeringVector, layer: int, prompt: str, coefficients: Sequence[float], *,
                position: str = "all", max_new_tokens: int = 40) -> list[ConceptRow]:
-    """Greedy completions of ``prompt`` at each coefficient (x typical norm; 0 is the unsteered
+    """Greedy completions of ``prompt`` at each coefficient (x the centred norm; 0 is the unsteered
     row), in one batched call, each scored.
 
     ``projection`` is the mean over the completion's tokens of the unsteered residual at ``layer``
@@ -56,7 +56,7 @@ def steer_rows(model: Model, vector: SteeringVector, layer: int, prompt: str, co
     if direction.dim() != 1:
         raise ValueError(f"steer_rows needs a [d_model] vector; the {vector.recipe} vector at layer {layer} has "
                          f"shape {tuple(direction.shape)}")
-    unit = typical_norm(model, layer)
+    unit = unit_norm(model, layer)
     ids = steered_generate(model, [prompt] * len(coefs), [added_vector(direction, c, unit) for c in coefs],
                            layer=layer, position=position, max_new_tokens=max_new_tokens, do_sample=False)
     ppl = completion_perplexity(model, [prompt] * len(coefs), ids)
@@ -77,7 +77,7 @@ def concept_conclusion(rows: Sequence[ConceptRow], *, damage_ratio: float = 2.0,
 
     Example:
         >>> concept_conclusion(rows)[0]
-        'At 0.25 x typical norm the completion carries more of the concept (projection +1.2) ...'
+        'At 0.25 x centred norm the completion carries more of the concept (projection +1.2) ...'
     """
     out = []
     for r in rows:
@@ -89,7 +89,7 @@ def concept_conclusion(rows: Sequence[ConceptRow], *, damage_ratio: float = 2.0,
         if not r.distinct_2 > min_distinct:
             broken.append(f"distinct-2 {r.distinct_2:.2f}: repetitive")
         moved = "more" if r.projection > 0 else "less"
-        line = (f"At {r.coefficient:g} x typical norm the completion carries {moved} of the concept than unsteered "
+        line = (f"At {r.coefficient:g} x {UNIT_LABEL} the completion carries {moved} of the concept than unsteered "
                 f"(projection {r.projection:+.2f})")
         out.append(line + (f", but the text is damaged ({'; '.join(broken)})." if broken else ", and reads intact."))
     return out or ["Only the unsteered row was generated."]
@@ -98,7 +98,7 @@ def concept_conclusion(rows: Sequence[ConceptRow], *, damage_ratio: float = 2.0,
 def save_concept(vector: SteeringVector, out_dir: str | Path, name: str, layer: int,
                  coefficient: float, unit: float) -> dict[str, Any]:
     """Save the vector (safetensors + JSON) and, where llama.cpp can hold it, a GGUF control vector
-    scaled to what ``coefficient`` x typical norm adds; returns what was written (or why not)."""
+    scaled to what ``coefficient`` x the centred norm adds; returns what was written (or why not)."""
     from ..steer import relative_scale
 
     scale = relative_scale(vector.at(layer), unit, coefficient) if coefficient else 1.0

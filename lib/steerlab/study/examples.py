@@ -20,7 +20,7 @@ notebook 04's instruments (:mod:`steerlab.study.compare`):
 A target the judge has no class for, or without held-out stories, is said so in the
 sweep's ``notes``, and that instrument is left out (``None``), never replaced silently; with
 neither, the vocabulary rate is all there is, and the conclusion says so. Coefficients are
-in units of the layer's typical activation norm (:func:`steerlab.steer.added_vector`).
+in units of the layer's centred norm (:func:`steerlab.sets.unit_norm`, :func:`steerlab.steer.added_vector`).
 :func:`steer_conclusion` and :func:`steer_headline` turn a notebook's recorded sweeps into
 its conclusion and headline numbers.
 """
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..constructions import build, typical_norm
+from ..constructions import build, unit_norm
 from ..llamacpp import save_both
 from ..metrics import bootstrap_mean_ci, completion_perplexity, steerability_each
 from ..models import Model
@@ -96,7 +96,7 @@ class Example:
     prompt: str
     target: str
     vocab: list[str]
-    typical_norm: float
+    unit_norm: float
 
 
 def build_example(model: Model, name: str, layer: int, *, sample_size: int = 32, max_length: int = 128,
@@ -113,7 +113,7 @@ def build_example(model: Model, name: str, layer: int, *, sample_size: int = 32,
     spec_kw: dict[str, Any] = {"sample_size": sample_size, "max_length": max_length, "seed": seed}
     vector = build(construction, model, [layer], **spec, **spec_kw)
     return Example(name, vector, layer, prompt, scored, evaluation_vocabulary(scored),
-                   typical_norm(model, layer))  # the one unit, steerlab.sets.UNIT
+                   unit_norm(model, layer))  # the one unit, steerlab.sets.UNIT
 
 
 @dataclass
@@ -218,7 +218,7 @@ def _example_steerability(model: Model, example: Example, position: str, n_stori
                                    target_texts=heldout_target(example.target, n_stories),
                                    other_texts=heldout_others(example.target, n_stories),
                                    coefficients=coefficients, position=position,
-                                   typical_norm=example.typical_norm, seed=seed)[0]
+                                   unit=example.unit_norm, seed=seed)[0]
     return {"target": example.target, "method": example.vector.recipe, "layer": example.layer, "position": position,
             **result.summary(), "coefficients": list(result.coefficients),
             "slopes": [float(x) for x in result.slopes],
@@ -230,7 +230,7 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
               max_new_tokens: int = 40, seed: int = 0, judge: ConceptJudge | None = None,
               n_stories: int = STEER_STORIES,
               steer_coefficients: Sequence[float] = STEERABILITY_GRID) -> SweepResult:
-    """Every coefficient (x typical norm) x sample in one batched generate call, scored
+    """Every coefficient (x the centred norm) x sample in one batched generate call, scored
     (module docstring); rows with coefficient 0 are the unsteered control of the same call.
 
     Args:
@@ -256,7 +256,7 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
     # unsteered differ by the steering only, so their difference is a paired one.
     keys = [f"{example.prompt}|{i}" for _ in coefs for i in range(samples)]
     vector = example.vector.at(example.layer)
-    ids = steered_generate(model, [example.prompt] * len(rows), [added_vector(vector, c, example.typical_norm) for c in rows],
+    ids = steered_generate(model, [example.prompt] * len(rows), [added_vector(vector, c, example.unit_norm) for c in rows],
                            layer=example.layer, position=position, max_new_tokens=max_new_tokens, seed=seed,
                            row_keys=keys)
     tok = model.tokenizer
@@ -429,7 +429,7 @@ def steer_conclusion(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], 
                      "the positions is shown, in either direction.")
     elif quiet == "first":
         lines.append("On SmolLM2 the first token is an attention sink whose residual norm is tens to hundreds of "
-                     "times the others' (notebook 01), so a vector of typical-norm size added there is small "
+                     "times the others' (notebook 01), so a vector of unit size added there is small "
                      "relative to it.")
     return lines
 
@@ -521,7 +521,7 @@ def steer_headline_ci(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]],
 
 def export_examples(examples: Mapping[str, Example], out_dir: str | Path, coefficient: float) -> list[dict[str, str]]:
     """Save each example's vector to ``out_dir/vectors/``: safetensors + JSON, and a llama.cpp
-    control vector holding what 03 adds at ``coefficient`` (x the layer's typical norm), where
+    control vector holding what 03 adds at ``coefficient`` (x the layer's centred norm), where
     llama.cpp can express it. One row per example: the files, or why there is no GGUF.
 
     Example:
@@ -530,7 +530,7 @@ def export_examples(examples: Mapping[str, Example], out_dir: str | Path, coeffi
     """
     rows = []
     for name, ex in examples.items():
-        raw = relative_scale(ex.vector.at(ex.layer), ex.typical_norm, coefficient)
+        raw = relative_scale(ex.vector.at(ex.layer), ex.unit_norm, coefficient)
         saved = save_both(ex.vector, Path(out_dir) / "vectors" / f"{name}-L{ex.layer}", coefficient=raw)
         rows.append({"example": name, "vector": str(saved["safetensors"]),
                      "gguf": str(saved["gguf"]) if saved["gguf"] else f"none: {saved['gguf_error']}"})

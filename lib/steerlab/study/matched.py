@@ -1,7 +1,7 @@
 """Matched damage: how far each construction steers at the coefficient where it does a fixed damage.
 
 "Which construction steers best for the least damage" compares effects at *equal damage*,
-not at equal coefficients (a vector that breaks text at 0.25 x typical norm and one that is
+not at equal coefficients (a vector that breaks text at 0.25 x the unit and one that is
 harmless there are not at the same point). From forward passes only:
 
 1. **damage curve**: the perplexity ratio of held-out general text under the vector at a
@@ -97,7 +97,7 @@ def matched_damage(scorer: Model, vectors: Mapping[str, torch.Tensor], *, layer:
     """One row per vector: its damage curve, matched coefficient and per-story propensity shifts there.
 
     ``vectors`` maps names to ``[d_model]`` directions at ``layer``; ``unit`` is the coefficient
-    unit (the layer's typical norm). Each row: ``method``, ``level``, ``coefficient``,
+    unit (the layer's centred norm, :func:`steerlab.sets.unit_norm`). Each row: ``method``, ``level``, ``coefficient``,
     ``status``, ``grid``, ``damage`` (the curve), ``shifts`` (one per story pair), ``mean``,
     ``ci`` (bootstrap 95%).
 
@@ -117,7 +117,7 @@ def matched_damage(scorer: Model, vectors: Mapping[str, torch.Tensor], *, layer:
     scaled = [added_vector(vectors[n], chosen[n][0], unit) for n in names]
     each = steerability_each(scorer, [s for s in scaled if s is not None], layer=layer, target_texts=target_texts,
                              other_texts=other_texts, coefficients=[-1.0, 0.0, 1.0], position=position,
-                             typical_norm=None, seed=seed)
+                             unit=None, seed=seed)
     rows = []
     for n, res in zip(names, each):
         at = res.coefficients.index(1.0), res.coefficients.index(0.0)
