@@ -601,6 +601,38 @@ def _suite_rows(run_dir: Path, seconds: dict[str, float], wall: float | None, no
     return rows
 
 
+# The comparison's budgets per model (issue 23), on the project's 2-core machine.
+COMPARE_BUDGETS = {"default": 360.0, "full": 1800.0}
+
+
+def compare_budget_rows(results: Path = ROOT / "docs" / "results") -> list:
+    """One row per model and preset of notebook 04: the recorded run's papermill seconds against its
+    budget, with the CPU it ran on (its bfloat16 flags), from ``docs/results/compare-*.json`` (the
+    runs the README reports, collected by ``scripts/findings.py``); a preset never recorded is a
+    SKIP row saying so, not a number."""
+    from benchutil import Row, judge
+
+    recorded: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(results.glob("compare-*.json")):
+        res = json.loads(path.read_text(encoding="utf-8"))
+        recorded[(res["model"], res["preset"])] = {**res, "file": path.name}
+    rows = []
+    for model in sorted({m for m, _ in recorded}):
+        for preset, budget in COMPARE_BUDGETS.items():
+            res = recorded.get((model, preset))
+            name = f"04 {preset} preset, {model}"
+            if res is None or not res.get("seconds"):
+                rows.append(Row("6 whole suite", name, None, "s", "budget", budget, None, "x budget",
+                                f"<= 1.00x ({budget:.0f} s)", "SKIP",
+                                note="not run to completion on this machine: no recorded result"))
+                continue
+            secs = float(res["seconds"])
+            rows.append(Row("6 whole suite", name, secs, "s", "budget", budget, secs / budget, "x budget",
+                            f"<= 1.00x ({budget:.0f} s)", judge(secs / budget, at_most=1.0),
+                            note=f"recorded {res['date']} on {res['cpu']} ({res['file']})"))
+    return rows
+
+
 def bench_suite(run_suite: bool, out: dict[str, Any]) -> list:
     from benchutil import Row
 
@@ -1041,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "load":
                 rows += bench_load(model, P, out)
             elif name == "suite":
-                rows += bench_suite(args.suite, out)
+                rows += bench_suite(args.suite, out) + compare_budget_rows()
             elif name == "bf16":
                 rows += bench_bf16(model, P, args.repeats, out)
             elif name == "protocol":

@@ -5,13 +5,17 @@ runs on a tiny model (shapes and by-construction controls) and, in notebook 04, 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 import steerlab as sl
+import steerlab.study.compare as compare_mod
 import torch
+from steerlab.study.cells import CellStore, json_values, run_key
 from steerlab.study.compare import (
     CompareConfig,
     CompareResult,
@@ -258,3 +262,55 @@ def test_contrasts_that_could_not_run_are_one_line_under_the_table() -> None:
     assert not_run_note(summary, "steerability") == ("2 of the list's contrasts not run here (each in summary.json): "
                                                      "2 x no 'prompting' rows")
     assert not_run_note({"contrasts": {"score": {"results": [ran]}}}, "score") is None
+
+
+def test_a_killed_run_resumes_from_its_saved_cells_to_the_same_result(tiny_llama: sl.Model, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``cells_dir``: a run killed in its second cell keeps the first; the rerun reads it back, measures
+    the second, and ends where one uninterrupted run ends. Another configuration reads nothing back."""
+    cfg = CompareConfig.from_preset("quick", methods=("mean_centred", "random"), n_prompts=4,
+                                    positions=("all", "all_prompt"), score_dtype="float32", baselines=())
+    whole = run_compare(tiny_llama, cfg, progress=False)
+    measure = compare_mod._measure_cell
+    calls: list[str] = []
+
+    class Killed(Exception):
+        pass
+
+    def dies_in_the_second_cell(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[7])  # the cell's position rule
+        if len(calls) == 2:
+            raise Killed
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(compare_mod, "_measure_cell", dies_in_the_second_cell)
+    with pytest.raises(Killed):
+        run_compare(tiny_llama, cfg, progress=False, cells_dir=tmp_path)
+    saved = sorted(tmp_path.glob("*.json"))
+    assert len(saved) == 1 and saved[0].name.startswith("fantasy-") and "-all." in saved[0].name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [saved[0].name]  # nothing half-written beside it
+    calls.clear()
+    resumed = run_compare(tiny_llama, cfg, progress=False, cells_dir=tmp_path)
+    assert calls == ["all_prompt"]  # only the cell the kill lost is measured again
+    assert "1 of 2 cells read back" in capsys.readouterr().out
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(json_values(a), sort_keys=True) == json.dumps(json_values(b), sort_keys=True)
+
+    assert same(summarise(resumed), summarise(whole))
+    for part in ("rows", "completions", "steerability", "bias", "matched"):
+        assert same(getattr(resumed, part), getattr(whole, part)), part
+    # Another configuration is another key: its store reads nothing back; a damaged file is not trusted.
+    other = CompareConfig.from_preset("quick", methods=("mean_centred", "random"), n_prompts=2,
+                                      positions=("all", "all_prompt"), score_dtype="float32", baselines=())
+    key = run_key(tiny_llama, config_dict(cfg), "float32")
+    assert run_key(tiny_llama, config_dict(other), "float32") != key
+    assert run_key(tiny_llama, config_dict(cfg), "bfloat16") != key
+    assert CellStore(tmp_path, key).load(("fantasy", resumed.layers[0], "all")) is not None
+    assert CellStore(tmp_path, run_key(tiny_llama, config_dict(other), "float32")).load(
+        ("fantasy", resumed.layers[0], "all")) is None
+    saved[0].write_text("{not json", encoding="utf-8")
+    assert CellStore(tmp_path, key).load(("fantasy", resumed.layers[0], "all")) is None
+    with pytest.raises(ValueError, match="not a folder"):
+        run_compare(tiny_llama, cfg, progress=False, cells_dir=saved[0])

@@ -414,6 +414,9 @@ class CompareParams(NotebookParams):
         1.5, description="damage reference: perplexity ratio on general text")
     score_dtype: Annotated[str, OneOf(["auto", "float32", "bfloat16"])] = Field(
         "auto", description="forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
+    cells_dir: Text | None = Field(
+        None, description="where each finished cell is saved; a rerun with the same parameters reads them back",
+        json_schema_extra=_FOLDER)
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
 

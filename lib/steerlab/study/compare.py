@@ -51,8 +51,10 @@ Tables, conclusions and the contrasts table are in :mod:`steerlab.study.compare_
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -75,6 +77,7 @@ from ..sets import UNIT, UNIT_LABEL
 from ..steer import added_vector, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
+from .cells import CellStore, run_key
 from .contrasts import (
     Sample,
     best_of,
@@ -436,8 +439,12 @@ def _prompts(cfg: CompareConfig) -> list[str]:
 
 @torch.inference_mode()
 def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None = None,
-                progress: bool = True) -> CompareResult:
+                progress: bool = True, cells_dir: str | Path | None = None) -> CompareResult:
     """Run the sweep (module docstring) and return every measurement.
+
+    ``cells_dir``: a folder where each finished (target, layer, position) cell is saved at once;
+    a rerun with the same configuration, model, code and data reads those cells back and
+    measures only the rest (:mod:`steerlab.study.cells`). ``None`` (default): nothing is saved.
 
     Raises:
         steerlab.study.judge.JudgeError: the judge's held-out accuracy is under
@@ -461,114 +468,142 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
     bias_rows: list[dict[str, Any]] = []
     matched_rows: list[dict[str, Any]] = []
     combos = [(t, la, pos) for t in cfg.targets for la in layers for pos in cfg.positions]
+    store = None if cells_dir is None else CellStore(cells_dir, run_key(model, config_dict(cfg), score_dtype))
     bar = tqdm(total=len(combos), desc="compare", disable=not progress)
     vectors: dict[str, dict[str, SteeringVector]] = {}
     for target, layer, position in combos:
-        if target not in vectors:
-            vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
-        vecs = vectors[target]
-        unit = unit_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
-        if position == cfg.positions[0]:
-            general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
-                                     max_length=cfg.max_length).mean_at(layer)
-            raw = build("raw", model, [layer], target=target, sample_size=cfg.sample_size, max_length=cfg.max_length)
-            bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
-        targets_text = _heldout_target(target, cfg.n_steer)
-        others_text = _others(target, cfg.n_steer)
-        directions = {m: vec.at(layer) for m, vec in vecs.items()}
-        if "prompting_steered" in cfg.baselines and "mean_centred" not in directions:
-            directions["mean_centred"] = build("mean_centred", model, [layer], target=target,
-                                               sample_size=cfg.sample_size, max_length=cfg.max_length).at(layer)
-        # Matched damage first (forward passes): it places the coefficients generation runs at.
-        matched = matched_damage(scorer, directions, layer=layer, position=position, general=general_eval,
-                                 target_texts=targets_text, other_texts=others_text, unit=unit,
-                                 level=cfg.matched_level, grid=cfg.damage_grid, max_length=cfg.eval_length)
-        matched_rows += [{"target": target, "layer": layer, "position": position, **row} for row in matched
-                         if row["method"] in vecs]
-        at = {row["method"]: [row["coefficient"]] for row in matched} if cfg.generate_at == "matched" else {
-            m: gen_coefs for m in directions}
-        # (method, coefficient, addition, instruction prefix): the vectors, then the prompting baselines.
-        conditions: list[tuple[str, float, torch.Tensor | None, str]] = [("none", 0.0, None, "")]
-        for method in vecs:
-            conditions += [(method, c, added_vector(directions[method], c, unit), "") for c in at[method]]
-        prefix = instruction_prefix(model, target, cfg.prompting_style) if cfg.baselines else ""
-        if "prompting" in cfg.baselines:
-            conditions.append(("prompting", 0.0, None, prefix))
-        if "prompting_steered" in cfg.baselines:
-            conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, unit), prefix)
-                           for c in at["mean_centred"]]
-        additions = [a for (_, _, a, _) in conditions]
-        # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
-        ids = steered_generate(model, [pre + p for (_, _, _, pre) in conditions for p in prompts],
-                               [a for a in additions for _ in prompts], layer=layer, position=position,
-                               max_new_tokens=cfg.max_new_tokens, do_sample=False)
-        texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
-        concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
-        # Fluency after the neutral prompt alone, for every condition (the prefix is not part of the text).
-        ppl = completion_perplexity(scorer, [p for _ in conditions for p in prompts], ids)
-        plain = ids[:len(prompts)]
-        plain_rows = [i for i, cond in enumerate(conditions) if not cond[3]]
-        asked_rows = [i for i, cond in enumerate(conditions) if cond[3]]
-        rel: list[list[float]] = [[] for _ in conditions]  # [condition][prompt]
-        for part, texts_in in ((plain_rows, prompts), (asked_rows, [prefix + p for p in prompts])):
-            if part:
-                got = relevance(scorer, texts_in, plain, [additions[i] for i in part], layer=layer,
-                                position=position)
-                for i, values in zip(part, got):
-                    rel[i] = values
-        # Damage of the vector on general text; a prompting row's instruction is not measured there.
-        scored = steered_text_scores(scorer, general_eval, [additions[i] for i in plain_rows], layer=layer,
-                                     position=position, max_length=cfg.eval_length)
-        missing = {"perplexity_ratio": float("nan"), "kl": float("nan")}
-        damage = [missing] * len(conditions)
-        for i, d in zip(plain_rows, scored):
-            damage[i] = d
-        vocab = evaluation_vocabulary(target)
-        per_cond: list[list[dict[str, Any]]] = []
-        for i, (method, c, _, _) in enumerate(conditions):
-            block = []
-            for j in range(len(prompts)):
-                k = i * len(prompts) + j
-                block.append({"target": target, "method": method, "layer": layer, "position": position,
-                              "coefficient": c, "prompt_id": j, "text": texts[k], "concept": concept[k],
-                              "perplexity": ppl[k], "distinct": distinct_n(ids[k], 2),
-                              "relevance_logprob": rel[i][j], "vocab_rate": vocab_rate(texts[k], vocab)})
-            per_cond.append(block)
-        for block in per_cond:
-            for j, row in enumerate(block):
-                units = to_unit(row, per_cond[0][j])
-                row.update(units, score=harmonic_score(units["concept"], units["fluency"], units["relevance"]))
-        for i, (method, c, _, _) in enumerate(conditions):
-            block = per_cond[i]
-            delta = [r["concept"] - b["concept"] for r, b in zip(block, per_cond[0])]
-            rows.append({
-                "target": target, "method": method, "layer": layer, "position": position, "coefficient": c,
-                "concept": float(np.mean([r["concept"] for r in block])),
-                "concept_delta": float(np.mean(delta)), "concept_delta_ci": list(bootstrap_mean_ci(delta)),
-                "score": float(np.mean([r["score"] for r in block])),
-                "fluency": float(np.mean([r["fluency"] for r in block])),
-                "relevance": float(np.mean([r["relevance"] for r in block])),
-                "distinct": float(np.nanmean([r["distinct"] for r in block])) if any(
-                    math.isfinite(r["distinct"]) for r in block) else float("nan"),
-                "completion_perplexity": float(np.nanmean([r["perplexity"] for r in block])),
-                "vocab_rate": float(np.mean([r["vocab_rate"] for r in block])),
-                "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
-            })
-            completions.extend(block)
-        # Every method on the same texts: one shared plain pass per chunk of rows.
-        each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
-                                 target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
-                                 position=position, unit=unit)
-        for method, s in zip(vecs, each):
-            steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
-                               **s.summary(), "slopes": [float(x) for x in s.slopes],
-                               "propensity_ci_by_coefficient": {
-                                   c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
+        cell = store.load((target, layer, position)) if store is not None else None
+        if cell is None:
+            started = time.perf_counter()
+            if target not in vectors:
+                vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
+            cell = _measure_cell(model, scorer, cfg, judge, vectors[target], target, layer, position,
+                                 prompts=prompts, general_eval=general_eval, gen_coefs=gen_coefs)
+            if store is not None:
+                cell = store.save((target, layer, position), cell, time.perf_counter() - started)
+        rows += cell["rows"]
+        completions += cell["completions"]
+        steer_rows += cell["steerability"]
+        bias_rows += cell["bias"]
+        matched_rows += cell["matched"]
         bar.update()
     bar.close()
+    if store is not None and store.reused:
+        print(f"run_compare: {store.reused} of {len(combos)} cells read back from {store.folder} (key {store.key})")
     return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers,
                          score_dtype, matched_rows, prompting_style(model, cfg.prompting_style)
                          if cfg.baselines else None)
+
+
+def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: ConceptJudge,
+                  vecs: dict[str, SteeringVector], target: str, layer: int, position: str, *,
+                  prompts: Sequence[str], general_eval: Sequence[str],
+                  gen_coefs: Sequence[float]) -> dict[str, list[dict[str, Any]]]:
+    """Every measurement of one (target, layer, position) cell, as :data:`steerlab.study.cells.PARTS`."""
+    rows: list[dict[str, Any]] = []
+    completions: list[dict[str, Any]] = []
+    steer_rows: list[dict[str, Any]] = []
+    bias_rows: list[dict[str, Any]] = []
+    matched_rows: list[dict[str, Any]] = []
+    unit = unit_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
+    if position == cfg.positions[0]:
+        general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
+                                 max_length=cfg.max_length).mean_at(layer)
+        raw = build("raw", model, [layer], target=target, sample_size=cfg.sample_size, max_length=cfg.max_length)
+        bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
+    targets_text = _heldout_target(target, cfg.n_steer)
+    others_text = _others(target, cfg.n_steer)
+    directions = {m: vec.at(layer) for m, vec in vecs.items()}
+    if "prompting_steered" in cfg.baselines and "mean_centred" not in directions:
+        directions["mean_centred"] = build("mean_centred", model, [layer], target=target,
+                                           sample_size=cfg.sample_size, max_length=cfg.max_length).at(layer)
+    # Matched damage first (forward passes): it places the coefficients generation runs at.
+    matched = matched_damage(scorer, directions, layer=layer, position=position, general=general_eval,
+                             target_texts=targets_text, other_texts=others_text, unit=unit,
+                             level=cfg.matched_level, grid=cfg.damage_grid, max_length=cfg.eval_length)
+    matched_rows += [{"target": target, "layer": layer, "position": position, **row} for row in matched
+                     if row["method"] in vecs]
+    at = {row["method"]: [row["coefficient"]] for row in matched} if cfg.generate_at == "matched" else {
+        m: gen_coefs for m in directions}
+    # (method, coefficient, addition, instruction prefix): the vectors, then the prompting baselines.
+    conditions: list[tuple[str, float, torch.Tensor | None, str]] = [("none", 0.0, None, "")]
+    for method in vecs:
+        conditions += [(method, c, added_vector(directions[method], c, unit), "") for c in at[method]]
+    prefix = instruction_prefix(model, target, cfg.prompting_style) if cfg.baselines else ""
+    if "prompting" in cfg.baselines:
+        conditions.append(("prompting", 0.0, None, prefix))
+    if "prompting_steered" in cfg.baselines:
+        conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, unit), prefix)
+                       for c in at["mean_centred"]]
+    additions = [a for (_, _, a, _) in conditions]
+    # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
+    ids = steered_generate(model, [pre + p for (_, _, _, pre) in conditions for p in prompts],
+                           [a for a in additions for _ in prompts], layer=layer, position=position,
+                           max_new_tokens=cfg.max_new_tokens, do_sample=False)
+    texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
+    concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
+    # Fluency after the neutral prompt alone, for every condition (the prefix is not part of the text).
+    ppl = completion_perplexity(scorer, [p for _ in conditions for p in prompts], ids)
+    plain = ids[:len(prompts)]
+    plain_rows = [i for i, cond in enumerate(conditions) if not cond[3]]
+    asked_rows = [i for i, cond in enumerate(conditions) if cond[3]]
+    rel: list[list[float]] = [[] for _ in conditions]  # [condition][prompt]
+    for part, texts_in in ((plain_rows, prompts), (asked_rows, [prefix + p for p in prompts])):
+        if part:
+            got = relevance(scorer, texts_in, plain, [additions[i] for i in part], layer=layer,
+                            position=position)
+            for i, values in zip(part, got):
+                rel[i] = values
+    # Damage of the vector on general text; a prompting row's instruction is not measured there.
+    scored = steered_text_scores(scorer, general_eval, [additions[i] for i in plain_rows], layer=layer,
+                                 position=position, max_length=cfg.eval_length)
+    missing = {"perplexity_ratio": float("nan"), "kl": float("nan")}
+    damage = [missing] * len(conditions)
+    for i, d in zip(plain_rows, scored):
+        damage[i] = d
+    vocab = evaluation_vocabulary(target)
+    per_cond: list[list[dict[str, Any]]] = []
+    for i, (method, c, _, _) in enumerate(conditions):
+        block = []
+        for j in range(len(prompts)):
+            k = i * len(prompts) + j
+            block.append({"target": target, "method": method, "layer": layer, "position": position,
+                          "coefficient": c, "prompt_id": j, "text": texts[k], "concept": concept[k],
+                          "perplexity": ppl[k], "distinct": distinct_n(ids[k], 2),
+                          "relevance_logprob": rel[i][j], "vocab_rate": vocab_rate(texts[k], vocab)})
+        per_cond.append(block)
+    for block in per_cond:
+        for j, row in enumerate(block):
+            units = to_unit(row, per_cond[0][j])
+            row.update(units, score=harmonic_score(units["concept"], units["fluency"], units["relevance"]))
+    for i, (method, c, _, _) in enumerate(conditions):
+        block = per_cond[i]
+        delta = [r["concept"] - b["concept"] for r, b in zip(block, per_cond[0])]
+        rows.append({
+            "target": target, "method": method, "layer": layer, "position": position, "coefficient": c,
+            "concept": float(np.mean([r["concept"] for r in block])),
+            "concept_delta": float(np.mean(delta)), "concept_delta_ci": list(bootstrap_mean_ci(delta)),
+            "score": float(np.mean([r["score"] for r in block])),
+            "fluency": float(np.mean([r["fluency"] for r in block])),
+            "relevance": float(np.mean([r["relevance"] for r in block])),
+            "distinct": float(np.nanmean([r["distinct"] for r in block])) if any(
+                math.isfinite(r["distinct"]) for r in block) else float("nan"),
+            "completion_perplexity": float(np.nanmean([r["perplexity"] for r in block])),
+            "vocab_rate": float(np.mean([r["vocab_rate"] for r in block])),
+            "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
+        })
+        completions.extend(block)
+    # Every method on the same texts: one shared plain pass per chunk of rows.
+    each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
+                             target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
+                             position=position, unit=unit)
+    for method, s in zip(vecs, each):
+        steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
+                           **s.summary(), "slopes": [float(x) for x in s.slopes],
+                           "propensity_ci_by_coefficient": {
+                               c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
+    return {"rows": rows, "completions": completions, "steerability": steer_rows, "bias": bias_rows,
+            "matched": matched_rows}
 
 
 def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "concept_delta",

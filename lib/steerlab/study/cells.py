@@ -1,0 +1,123 @@
+"""Saved cells of a long comparison: each finished (target, layer, position) is written to disk
+at once, and a rerun with the same inputs reads it back instead of measuring it again.
+
+A ``full`` comparison runs for hours on a CPU; without this, a crash, a closed laptop or a
+killed job at hour three loses everything. With ``run_compare(..., cells_dir=FOLDER)`` every
+cell is one JSON file, written atomically when the cell is done. A cell is reused only when its
+*key* matches the run's: the recorded configuration (coefficient unit included), the model's
+weights and tokenizer, the score dtype, the package versions that compute the numbers, and the
+content of steerlab's own source and data. Any change to one of those measures every cell
+again, so a resumed run is the run it would have been uninterrupted (a test checks this:
+``tests/test_compare.py``). Files of another key are left in place and not read.
+
+Example:
+    >>> result = run_compare(model, CompareConfig.preset("full"), cells_dir="runs/full-cells")
+    >>> # killed after 40 cells; the same call again measures the other 60
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from ..data import data_dir
+from ..models import Model, tokenizer_digest
+from ..store import atomic_write_text
+
+__all__ = ["CellStore", "json_values", "run_key", "source_digest"]
+
+PARTS = ("rows", "completions", "steerability", "bias", "matched")
+"""What one cell contributes to :class:`steerlab.study.compare.CompareResult`, each a list of rows."""
+
+
+def _digest_files(root: Path, pattern: str) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def source_digest() -> str:
+    """SHA-256 of steerlab's Python source and of its data folder: any edit to either changes it."""
+    package = Path(__file__).resolve().parents[1]
+    return hashlib.sha256((_digest_files(package, "*.py") + _digest_files(data_dir(), "*")).encode()).hexdigest()
+
+
+def run_key(model: Model, config: Mapping[str, Any], score_dtype: str) -> str:
+    """What a saved cell must match to be reused (module docstring), as one short hex digest."""
+    inputs = {"config": config, "model": model.checked_fingerprint(), "tokenizer": tokenizer_digest(model.tokenizer),
+              "score_dtype": score_dtype, "torch": torch.__version__, "transformers": transformers.__version__,
+              "source": source_digest()}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def json_values(obj: Any) -> Any:
+    """``obj`` as JSON holds it (floats, strings, lists, dicts with string keys)."""
+    return json.loads(json.dumps(obj, allow_nan=True, default=_unknown))
+
+
+def _unknown(obj: Any) -> Any:
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy and torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot save a {type(obj).__name__} in a comparison cell")
+
+
+class CellStore:
+    """One folder of saved cells for one run key.
+
+    Args:
+        folder: where the cell files go (created if missing).
+        key: :func:`run_key` of the run.
+    """
+
+    def __init__(self, folder: str | Path, key: str) -> None:
+        if not isinstance(folder, (str, Path)) or not str(folder).strip():
+            raise ValueError(f"cells_dir must be a folder path, got {folder!r}")
+        self.folder = Path(folder).expanduser()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"cells_dir {str(self.folder)!r} exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.key = key
+        self.reused = 0
+
+    def path(self, cell: Sequence[Any]) -> Path:
+        """The file of one (target, layer, position) cell under this key."""
+        name = "-".join(str(part) for part in cell)
+        return self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.{self.key}.json"
+
+    def load(self, cell: Sequence[Any]) -> dict[str, list[dict[str, Any]]] | None:
+        """The saved parts of ``cell``, or None when it was not saved under this key (or the file is unreadable)."""
+        path = self.path(cell)
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("key") != self.key or list(saved.get("cell", [])) != list(cell):
+            return None
+        parts = saved.get("parts")
+        if not isinstance(parts, dict) or any(not isinstance(parts.get(p), list) for p in PARTS):
+            return None
+        self.reused += 1
+        return {p: parts[p] for p in PARTS}
+
+    def save(self, cell: Sequence[Any], parts: Mapping[str, list[dict[str, Any]]], seconds: float) -> dict[str, Any]:
+        """Write ``cell``'s parts atomically; returns them as a later :meth:`load` will (JSON's types),
+        so a measured cell and a reused one are the same values."""
+        plain = json_values({p: parts[p] for p in PARTS})
+        record = {"key": self.key, "cell": list(cell), "seconds": round(seconds, 1) if math.isfinite(seconds) else None,
+                  "parts": plain}
+        atomic_write_text(self.path(cell), json.dumps(record, allow_nan=True) + "\n")
+        return plain
