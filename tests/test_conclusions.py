@@ -186,7 +186,7 @@ def test_steer_headline_and_missing_coefficient() -> None:
     with pytest.raises(ValueError, match="lack 0"):
         concept_change([0.5, 1.0], [UP, UP])
     table = steer_table(by_example, ["first", "all_prompt"], 1.0)
-    assert list(table)[2:5] == ["verdict", "P(target) change [95% CI]", "steerability [95% CI] (nats/token per ×norm)"]
+    assert list(table)[2:5] == ["verdict", "P(target) change [95% CI]", "steerability [95% CI] (nats/token per × centred norm)"]
     assert table["P(target) change [95% CI]"][1] == "P(fantasy) +0.100 [+0.100, +0.100]"
     assert table["vocab rate ×0 → steered (secondary)"] == ["0.000 → 0.000"] * 2
 

@@ -310,7 +310,7 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     # Steered examples as text, unsteered against steered, line breaks kept, never a Python repr.
     assert "met a dragon (all_prompt)." in text and "went home.\n\nHe slept." in text and "\\n" not in text
     # 04's held-out table: the score with its CI on one line, units, no all-NaN column.
-    assert "0.413 [0.353, 0.473]" in text and "steerability\n(nats/token per × norm)" in text
+    assert "0.413 [0.353, 0.473]" in text and "steerability\n(nats/token per × centred norm)" in text
     assert "concept effect" not in text.split("Held-out AxBench score per condition")[1].split("Figures")[0]
     # Parameters: the run folder's own path shown as ".".
     assert "<code>&quot;.&quot;</code>" in source

@@ -22,6 +22,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..sets import UNIT_LABEL
+
 __all__ = ["MISSING", "heldout_columns", "html_table", "is_missing", "is_numeric", "markdown_table"]
 
 MISSING = "–"
@@ -170,11 +172,11 @@ HELDOUT_HEADINGS: dict[str, str] = {
     "method": "method",
     "layer": "layer",
     "position": "position",
-    "coefficient": "coefficient (× norm)",
+    "coefficient": f"coefficient (× {UNIT_LABEL})",
     "score": "score, 0-1 [95% CI]",
     "vs_mean_centred": "vs mean_centred",
     "vs_random": "vs random",
-    "steerability": "steerability (nats/token per × norm)",
+    "steerability": f"steerability (nats/token per × {UNIT_LABEL})",
     "anti_steerable": "anti-steerable (share)",
     "concept_effect": "concept effect (ΔP)",
     "vocab_rate": "vocabulary rate (share of words)",

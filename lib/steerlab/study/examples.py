@@ -40,6 +40,7 @@ from ..constructions import build, unit_norm
 from ..llamacpp import save_both
 from ..metrics import bootstrap_mean_ci, completion_perplexity, steerability_each
 from ..models import Model
+from ..sets import UNIT_LABEL
 from ..steer import Completion, added_vector, relative_scale, steered_generate
 from ..vectors import SteeringVector
 from .heldout import has_heldout, heldout_others, heldout_target
@@ -353,7 +354,7 @@ def _steer_text(r: Mapping[str, Any]) -> str:
     if not s:
         return "steerability not measured"
     lo, hi = s["steerability_ci"]
-    return (f"steerability {s['steerability']:.3f} [{lo:.3f}, {hi:.3f}] nats/token per ×norm "
+    return (f"steerability {s['steerability']:.3f} [{lo:.3f}, {hi:.3f}] nats/token per × {UNIT_LABEL} "
             f"({_anti(s)} story pairs anti-steerable)")
 
 
@@ -421,7 +422,7 @@ def steer_conclusion(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], 
     resolved = sum(_slope_difference_resolved(by_pos[quiet]["steerability"], by_pos[loud]["steerability"])
                    for by_pos in measured.values())
     lines.append(f"Summed over {len(measured)} example(s), the steerability was least with position '{quiet}' "
-                 f"({total[quiet]:.3f}) and most with '{loud}' ({total[loud]:.3f}) nats/token per ×norm; the "
+                 f"({total[quiet]:.3f}) and most with '{loud}' ({total[loud]:.3f}) nats/token per × {UNIT_LABEL}; the "
                  f"difference, paired over the same story pairs, is resolved for {resolved} of {len(measured)}.")
     if not resolved:
         pairs = min(len(by_pos[quiet]["steerability"]["slopes"]) for by_pos in measured.values())
@@ -445,7 +446,7 @@ def steer_table(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], posit
         'moves towards shakespeare (judge and steerability)'
     """
     cols: dict[str, list[Any]] = {k: [] for k in (
-        "example", "position", "verdict", "P(target) change [95% CI]", "steerability [95% CI] (nats/token per ×norm)",
+        "example", "position", "verdict", "P(target) change [95% CI]", f"steerability [95% CI] (nats/token per × {UNIT_LABEL})",
         "anti-steerable pairs", "vocab rate ×0 → steered (secondary)", "perplexity ×0 → steered")}
     for name, by_pos in by_example.items():
         for pos in positions:
@@ -463,7 +464,7 @@ def steer_table(by_example: Mapping[str, Mapping[str, Mapping[str, Any]]], posit
             cols["position"].append(pos)
             cols["verdict"].append(verdict(r, coefficient))
             cols["P(target) change [95% CI]"].append(judged)
-            cols["steerability [95% CI] (nats/token per ×norm)"].append(
+            cols[f"steerability [95% CI] (nats/token per × {UNIT_LABEL})"].append(
                 f"{s['steerability']:.3f} [{s['steerability_ci'][0]:.3f}, {s['steerability_ci'][1]:.3f}]" if s
                 else "not measured")
             cols["anti-steerable pairs"].append(_anti(s) if s else None)
