@@ -40,8 +40,12 @@ def collect(run_dir: Path, seconds: float | None, note: str | None = None) -> Pa
     compare = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["compare"]
     pooled = {m: [r for r in block["results"] if r["scope"] == "pooled"]
               for m, block in compare["contrasts"].items()}
+    cells = compare.get("cells") or {}
+    if seconds is None and compare.get("seconds") is not None:
+        # A resumed run: its own time plus what the cells it read back took when they were measured.
+        seconds = compare["seconds"] + (cells.get("reused_seconds") or 0.0)
     out = {"model": compare["model"], "preset": compare["preset"], "date": compare["date"],
-           "seconds": seconds if seconds is not None else compare.get("seconds"),
+           "seconds": seconds, "cells": cells or None,
            "cpu": compare.get("cpu") or machine(), "score_dtype": compare.get("score_dtype"),
            "prompting_style": compare.get("prompting_style"), "config": compare["config"],
            "layers": compare["layers"], "judge_accuracy": compare["judge"]["heldout_accuracy"],
@@ -174,6 +178,10 @@ MEASURES = {"steerability": "steerability (slope per held-out story pair, nats p
 def render_compare(res: dict[str, Any]) -> list[str]:
     cfg = res["config"]
     secs = f"{res['seconds'] / 60:.1f} min" if res.get("seconds") else "time not recorded"
+    cells = res.get("cells") or {}
+    if cells.get("reused"):
+        secs += (f" ({cells['reused']} of its {cells['n']} cells measured by earlier runs of the same "
+                 "configuration and code, their time included)")
     lines = [(f"#### {res['model']}, preset `{res['preset']}` ({res['date']}; {secs} on a CPU with {res['cpu']}; "
              f"scored in {res['score_dtype']})"), "",
              *([f"_{res['note']}_", ""] if res.get("note") else []),

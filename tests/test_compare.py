@@ -294,6 +294,8 @@ def test_a_killed_run_resumes_from_its_saved_cells_to_the_same_result(tiny_llama
     resumed = run_compare(tiny_llama, cfg, progress=False, cells_dir=tmp_path)
     assert calls == ["all_prompt"]  # only the cell the kill lost is measured again
     assert "1 of 2 cells read back" in capsys.readouterr().out
+    assert whole.cells is None and resumed.cells is not None
+    assert (resumed.cells["n"], resumed.cells["reused"]) == (2, 1) and resumed.cells["reused_seconds"] > 0
 
     def same(a: Any, b: Any) -> bool:
         return json.dumps(json_values(a), sort_keys=True) == json.dumps(json_values(b), sort_keys=True)

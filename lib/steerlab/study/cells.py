@@ -92,6 +92,7 @@ class CellStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.key = key
         self.reused = 0
+        self.reused_seconds = 0.0  # what the cells read back took when they were measured
 
     def path(self, cell: Sequence[Any]) -> Path:
         """The file of one (target, layer, position) cell under this key."""
@@ -111,7 +112,15 @@ class CellStore:
         if not isinstance(parts, dict) or any(not isinstance(parts.get(p), list) for p in PARTS):
             return None
         self.reused += 1
+        seconds = saved.get("seconds")
+        self.reused_seconds += float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
         return {p: parts[p] for p in PARTS}
+
+    def summary(self, n_cells: int) -> dict[str, Any]:
+        """What a run's record says of its cells: where, under which key, how many were read back
+        and how long those took when measured (so a resumed run's time can count them)."""
+        return {"dir": str(self.folder), "key": self.key, "n": n_cells, "reused": self.reused,
+                "reused_seconds": round(self.reused_seconds, 1)}
 
     def save(self, cell: Sequence[Any], parts: Mapping[str, list[dict[str, Any]]], seconds: float) -> dict[str, Any]:
         """Write ``cell``'s parts atomically; returns them as a later :meth:`load` will (JSON's types),

@@ -411,6 +411,8 @@ class CompareResult:
             where it reaches ``matched_level`` and the per-story propensity shifts there
             (:mod:`steerlab.study.matched`).
         prompting_style: how the prompting baselines asked (``"chat"``/``"prefix"``; None: not run).
+        cells: with ``cells_dir``, :meth:`steerlab.study.cells.CellStore.summary`: how many cells
+            were read back from earlier runs and how long they took then (None: no ``cells_dir``).
     """
 
     rows: list[dict[str, Any]]
@@ -423,6 +425,7 @@ class CompareResult:
     score_dtype: str = "float32"
     matched: list[dict[str, Any]] = field(default_factory=list)
     prompting_style: str | None = None
+    cells: dict[str, Any] | None = None
 
 
 def judge_summary(judge: ConceptJudge) -> dict[str, Any]:
@@ -489,10 +492,11 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         bar.update()
     bar.close()
     if store is not None and store.reused:
-        print(f"run_compare: {store.reused} of {len(combos)} cells read back from {store.folder} (key {store.key})")
+        print(f"run_compare: {store.reused} of {len(combos)} cells read back from {store.folder} (key {store.key}), "
+              f"measured earlier in {store.reused_seconds:.0f} s")
     return CompareResult(rows, completions, steer_rows, bias_rows, judge_summary(judge), split, layers,
                          score_dtype, matched_rows, prompting_style(model, cfg.prompting_style)
-                         if cfg.baselines else None)
+                         if cfg.baselines else None, None if store is None else store.summary(len(combos)))
 
 
 def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: ConceptJudge,
