@@ -151,3 +151,31 @@ def test_the_power_projection_gives_back_the_runs_own_mdd() -> None:
             projected = row["presets"][power["from_preset"]]
             assert projected["n"] == own["n"] and projected["family"] == own["family_size"], row["name"]
             assert projected["mdd"] == pytest.approx(own["mdd_corrected"], rel=1e-6), row["name"]
+
+
+def test_a_resumed_run_counts_the_cells_it_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison resumed from saved cells (``run_compare(cells_dir=)``): ``findings.py collect`` records
+    its own time plus what the read-back cells took when measured, and the heading says so; a run that
+    read nothing back keeps its own time and no such words."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings", README.parent / "scripts" / "findings.py")
+    assert spec and spec.loader
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    monkeypatch.setattr(findings, "RESULTS", tmp_path / "results")
+    rec = json.loads((README.parent / "docs" / "results" / "compare-smollm2-135m-instruct-default.json").read_text())
+    compare = {**{k: rec[k] for k in ("model", "preset", "date", "cpu", "score_dtype", "prompting_style", "config",
+                                      "layers", "conclusion")},
+               "judge": {"heldout_accuracy": rec["judge_accuracy"], "accuracy_by_words": rec["judge_accuracy_by_words"]},
+               "contrasts": {m: {"results": rows, "best_of": rec["best_of"][m]} for m, rows in rec["contrasts"].items()}}
+    for cells, seconds, words in ((None, 100.0, None),
+                                  ({"dir": "c", "key": "k", "n": 6, "reused": 4, "reused_seconds": 500.0}, 600.0,
+                                   "10.0 min (4 of its 6 cells measured by earlier runs")):
+        run = tmp_path / f"run-{seconds:.0f}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"compare": {**compare, "seconds": 100, "cells": cells}}))
+        out = json.loads(findings.collect(run, None).read_text())
+        assert out["seconds"] == seconds
+        heading = findings.render_compare(out)[0]
+        assert (words in heading) if words else ("earlier runs" not in heading and "1.7 min" in heading), heading
