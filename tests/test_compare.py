@@ -15,7 +15,7 @@ import pytest
 import steerlab as sl
 import steerlab.study.compare as compare_mod
 import torch
-from steerlab.study.cells import CellStore, json_values, run_key
+from steerlab.study.cells import CellStore, code_text, json_values, run_key, source_digest
 from steerlab.study.compare import (
     CompareConfig,
     CompareResult,
@@ -316,3 +316,25 @@ def test_a_killed_run_resumes_from_its_saved_cells_to_the_same_result(tiny_llama
     assert CellStore(tmp_path, key).load(("fantasy", resumed.layers[0], "all")) is None
     with pytest.raises(ValueError, match="not a folder"):
         run_compare(tiny_llama, cfg, progress=False, cells_dir=saved[0])
+
+
+def test_the_source_digest_ignores_comments_and_docstrings_but_not_code(tmp_path: Path) -> None:
+    """A saved cell survives a docstring fix made while a long run is half done, not a change to what runs."""
+    package, data = tmp_path / "pkg", tmp_path / "data"
+    package.mkdir()
+    data.mkdir()
+    (data / "prompts.txt").write_text("Once upon a time\n")
+    module = package / "m.py"
+    module.write_text('"""Module."""\n\n\ndef f(x):\n    """Twice."""\n    return 2 * x  # double\n')
+    before = source_digest(package, data)
+    module.write_text('"""Module, reworded."""\n\n\ndef f(x):\n    """Two times x."""\n    # a comment\n    return 2 * x\n')
+    assert source_digest(package, data) == before
+    module.write_text('"""Module."""\n\n\ndef f(x):\n    """Twice."""\n    return 3 * x\n')
+    assert source_digest(package, data) != before
+    module.write_text('"""Module."""\n\n\ndef f(x):\n    """Twice."""\n    return 2 * x\n')
+    assert source_digest(package, data) == before
+    (data / "prompts.txt").write_text("Once upon a time.\n")
+    assert source_digest(package, data) != before
+    # a string that is a value, not a bare statement, is code
+    assert code_text('X = "a"\n') != code_text('X = "b"\n')
+    assert code_text('def f():\n    "only a docstring"\n') == code_text("def f():\n    pass\n")

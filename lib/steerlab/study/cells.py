@@ -6,20 +6,24 @@ killed job at hour three loses everything. With ``run_compare(..., cells_dir=FOL
 cell is one JSON file, written atomically when the cell is done. A cell is reused only when its
 *key* matches the run's: the recorded configuration (coefficient unit included), the model's
 weights and tokenizer, the score dtype, the package versions that compute the numbers, and the
-content of steerlab's own source and data. Any change to one of those measures every cell
+content of steerlab's own code and data. Any change to one of those measures every cell
 again, so a resumed run is the run it would have been uninterrupted (a test checks this:
-``tests/test_compare.py``). Files of another key are left in place and not read.
+``tests/test_compare.py``). Files of another key are left in place and not read. The code is
+compared as Python reads it, without comments and docstrings, so fixing a sentence in a
+docstring while a run is half done does not throw its cells away; any change to what runs does.
 
 Example:
-    >>> result = run_compare(model, CompareConfig.preset("full"), cells_dir="runs/full-cells")
-    >>> # killed after 40 cells; the same call again measures the other 60
+    >>> result = run_compare(model, CompareConfig.from_preset("full"), cells_dir="runs/full-cells")
+    >>> # killed after 12 of full's 30 cells; the same call again measures the other 18
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
+import platform
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,32 +36,49 @@ from ..data import data_dir
 from ..models import Model, tokenizer_digest
 from ..store import atomic_write_text
 
-__all__ = ["CellStore", "json_values", "run_key", "source_digest"]
+__all__ = ["CellStore", "code_text", "json_values", "run_key", "source_digest"]
 
 PARTS = ("rows", "completions", "steerability", "bias", "matched")
 """What one cell contributes to :class:`steerlab.study.compare.CompareResult`, each a list of rows."""
 
 
-def _digest_files(root: Path, pattern: str) -> str:
+def code_text(source: str | bytes, filename: str = "<source>") -> str:
+    """What a Python file does, as text: its syntax tree without comments, docstrings or other bare
+    string statements (none of which changes what runs: nothing in steerlab reads ``__doc__``)."""
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and all(isinstance(s, ast.stmt) for s in body):
+            kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                                              and isinstance(s.value.value, str))]
+            node.body = kept or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.dump(tree, include_attributes=False)
+
+
+def _digest_files(root: Path, pattern: str, *, as_code: bool = False) -> str:
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
         h.update(str(path.relative_to(root)).encode())
         h.update(b"\0")
-        h.update(path.read_bytes())
+        data = path.read_bytes()
+        h.update(code_text(data, str(path)).encode() if as_code else data)
         h.update(b"\0")
     return h.hexdigest()
 
 
-def source_digest() -> str:
-    """SHA-256 of steerlab's Python source and of its data folder: any edit to either changes it."""
-    package = Path(__file__).resolve().parents[1]
-    return hashlib.sha256((_digest_files(package, "*.py") + _digest_files(data_dir(), "*")).encode()).hexdigest()
+def source_digest(package: Path | None = None, data: Path | None = None) -> str:
+    """SHA-256 of steerlab's code (:func:`code_text` of each ``.py`` file) and of its data folder's
+    bytes: a change to what runs or to any data file changes it; a comment or docstring does not."""
+    package = Path(__file__).resolve().parents[1] if package is None else Path(package)
+    data = data_dir() if data is None else Path(data)
+    return hashlib.sha256((_digest_files(package, "*.py", as_code=True) + _digest_files(data, "*")).encode()).hexdigest()
 
 
 def run_key(model: Model, config: Mapping[str, Any], score_dtype: str) -> str:
     """What a saved cell must match to be reused (module docstring), as one short hex digest."""
     inputs = {"config": config, "model": model.checked_fingerprint(), "tokenizer": tokenizer_digest(model.tokenizer),
-              "score_dtype": score_dtype, "torch": torch.__version__, "transformers": transformers.__version__,
+              "score_dtype": score_dtype, "python": platform.python_version(), "torch": torch.__version__,
+              "transformers": transformers.__version__,
               "source": source_digest()}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
