@@ -9,8 +9,10 @@ weights and tokenizer, the score dtype, the package versions that compute the nu
 content of steerlab's own code and data. Any change to one of those measures every cell
 again, so a resumed run is the run it would have been uninterrupted (a test checks this:
 ``tests/test_compare.py``). Files of another key are left in place and not read. The code is
-compared as Python reads it, without comments and docstrings, so fixing a sentence in a
-docstring while a run is half done does not throw its cells away; any change to what runs does.
+compared as Python reads it, without comments and docstrings, and without ``steerlab.lab``
+(notebook plumbing: plots, the report, widgets; nothing below it imports it, and a test checks
+that), so fixing a sentence or a figure while a run is half done does not throw its cells away;
+any change to what measures does.
 
 Example:
     >>> result = run_compare(model, CompareConfig.from_preset("full"), cells_dir="runs/full-cells")
@@ -36,7 +38,7 @@ from ..data import data_dir
 from ..models import Model, tokenizer_digest
 from ..store import atomic_write_text
 
-__all__ = ["CellStore", "code_text", "json_values", "run_key", "source_digest"]
+__all__ = ["PRESENTATION", "CellStore", "code_text", "json_values", "run_key", "source_digest"]
 
 PARTS = ("rows", "completions", "steerability", "bias", "matched")
 """What one cell contributes to :class:`steerlab.study.compare.CompareResult`, each a list of rows."""
@@ -55,9 +57,14 @@ def code_text(source: str | bytes, filename: str = "<source>") -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-def _digest_files(root: Path, pattern: str, *, as_code: bool = False) -> str:
+PRESENTATION = ("lab",)
+"""Subpackages of steerlab left out of :func:`source_digest`: they present numbers, never compute a cell's."""
+
+
+def _digest_files(root: Path, pattern: str, *, as_code: bool = False, skip: Sequence[str] = ()) -> str:
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+    for path in sorted(p for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts
+                       and p.relative_to(root).parts[0] not in skip):
         h.update(str(path.relative_to(root)).encode())
         h.update(b"\0")
         data = path.read_bytes()
@@ -67,11 +74,13 @@ def _digest_files(root: Path, pattern: str, *, as_code: bool = False) -> str:
 
 
 def source_digest(package: Path | None = None, data: Path | None = None) -> str:
-    """SHA-256 of steerlab's code (:func:`code_text` of each ``.py`` file) and of its data folder's
-    bytes: a change to what runs or to any data file changes it; a comment or docstring does not."""
+    """SHA-256 of steerlab's code (:func:`code_text` of each ``.py`` file outside :data:`PRESENTATION`)
+    and of its data folder's bytes: a change to what measures or to any data file changes it; a
+    comment, a docstring or a plot does not."""
     package = Path(__file__).resolve().parents[1] if package is None else Path(package)
     data = data_dir() if data is None else Path(data)
-    return hashlib.sha256((_digest_files(package, "*.py", as_code=True) + _digest_files(data, "*")).encode()).hexdigest()
+    code = _digest_files(package, "*.py", as_code=True, skip=PRESENTATION)
+    return hashlib.sha256((code + _digest_files(data, "*")).encode()).hexdigest()
 
 
 def run_key(model: Model, config: Mapping[str, Any], score_dtype: str) -> str:
