@@ -25,13 +25,13 @@ from typing import Any
 
 from steerlab.load import machine
 from steerlab.sets import UNIT, UNIT_LABEL
-from steerlab.study.compare_report import is_called, tally
+from steerlab.lab.tables import ASKED, called_contrasts
+from steerlab.study.compare_report import tally
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
-ASKED = "abcde"  # the write-up's own questions; (f) and (g) are tallied
 
 
 
@@ -198,9 +198,7 @@ def render_compare(res: dict[str, Any]) -> list[str]:
     for measure, rows in res["contrasts"].items():
         family = rows[0]["family_size"] if rows else 0
         asked = [r for r in rows if r["label"] in ASKED]
-        called = [f"({r['label']}) " + ("" if str(r["verdict"]).startswith(r["a"]) else f"{r['a']} vs {r['b']} ")
-                  + f"{r['verdict']} at L{r['layer']} {r['position']}" for r in asked
-                  if is_called(r)]
+        called = called_contrasts(asked)
         lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests. Called: "
                   + ("; ".join(called) or "none") + "; the rest of (a)-(e) not resolved at this sample size.", "",
                   "<details><summary>the contrasts (a)-(e), (f), (g) and the best of N</summary>", "",

@@ -212,8 +212,36 @@ def synthetic_summary() -> dict[str, Any]:
                     # chosen on the selection half: not the top pooled row, whose CI must not be shown
                     "best_chosen": ["mean_centred", 8, "all"],
                     "table": heldout_rows(),
+                    "conclusion": compare_conclusion(),
+                    "contrasts": {"steerability": {"results": contrast_results()}},
                     "headline": {"best_method": "mean_centred", "best_score": 0.4127, "judge_accuracy": 0.912}},
     }
+
+
+def contrast_results() -> list[dict[str, Any]]:
+    """Pooled contrast results as steerlab.study.contrasts records them: at each of two cells (b) called,
+    (c) equivalent, (d) not resolved; one per-target row, which the grid leaves out."""
+    rows = []
+    for layer, shift in ((8, 0.0), (10, 0.1)):
+        for label, a, b, est, verdict in (("b", "mean_centred", "raw", 0.567 + shift, "mean_centred > raw"),
+                                          ("c", "bias_ablated", "mean_centred", 0.008, "equivalent within ±0.1"),
+                                          ("d", "isolated", "mean_centred", 0.334, "not resolved at this sample size")):
+            rows.append({"name": f"({label}) {a} vs {b}", "label": label, "a": a, "b": b, "scope": "pooled",
+                         "layer": layer, "position": "all", "status": "run", "n": 65, "estimate": est,
+                         "ci": [est - 0.1, est + 0.1], "verdict": verdict, "mdd_corrected": 0.419})
+    rows.append({**rows[0], "scope": "fantasy", "estimate": 9.99})
+    return rows
+
+
+def compare_conclusion() -> list[str]:
+    lines = ["steerability: 6 pre-registered contrasts run (0 not run), Holm-corrected together as 8 hypotheses; "
+             "4 called, the rest not resolved at this sample size."]
+    lines += [f"({r['label']}) {r['a']} vs {r['b']}, pooled, layer {r['layer']} (synthetic): {r['verdict']}."
+              for r in contrast_results()[:6]]
+    lines += ["(b) mean_centred vs raw, pooled, layer 12 (synthetic): mean_centred > raw.",
+              "(best) isolated vs random (synthetic): isolated > random.",
+              "(a) raw vs random, alone (synthetic): not resolved at this sample size (MDD 0.3)."]
+    return lines
 
 
 def heldout_rows() -> list[dict[str, Any]]:
@@ -298,6 +326,12 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     assert "3.10e-07" in text  # small numbers keep their digits
     assert "tiny-model" in text and "FAILED" in text and "boom in ./x.py" in text  # the error, path made relative
     assert "Centring separates the genres (synthetic)." in text
+    # 04's contrasts: one grid of verdicts per measure; a long run of one-line contrasts folded, a short one not
+    assert "≈ +0.008" in text and "+0.567" in text and "+0.667" in text and "MDD 0.42" in text
+    assert "9.990" not in text  # a per-target row is not in the pooled grid
+    assert "each of these 7 contrasts, one line each" in text
+    assert "(b) mean_centred vs raw, pooled, layer 12 (synthetic)" not in text  # folded until opened
+    assert "(best) isolated vs random (synthetic)" in text and "(a) raw vs random, alone (synthetic)" in text
     assert 'href="01_bias.ipynb"' in source and 'href="01_bias.html"' in source
     # Contents: one entry per notebook, titled from the executed notebook's heading where there is one.
     assert re.findall(r'<li><a href="#([^"]+)"', source) == ["01_bias", "02_interpret", "03_steer",
@@ -612,3 +646,17 @@ def test_relative_text_hides_this_machines_paths(tmp_path: Path) -> None:
     text = f"{run}/vectors/a.gguf; {run}-2/x; {sys.prefix}/lib/site.py; {Path.home()}/notes"
     assert relative_text(text, run) == f"./vectors/a.gguf; {run}-2/x; <venv>/lib/site.py; ~/notes"
     assert relative_text("/elsewhere/run-1/vectors", run, ["/elsewhere/run-1"]) == "./vectors"  # a moved run
+
+
+def test_the_verdict_grid_marks_each_contrast_by_its_corrected_verdict() -> None:
+    from steerlab.lab.page import verdict_grid
+
+    grid = verdict_grid(contrast_results())
+    rows = re.findall(r"<tr>(.*?)</tr>", grid)
+    assert len(rows) == 4  # a header and (b), (c), (d); one column per cell
+    assert re.findall(r"<th>(.*?)</th>", rows[0]) == ["pooled contrast", "L8 all", "L10 all"]
+    assert re.findall(r'<td class="(\w+)"', rows[1]) == ["called", "called"]
+    assert re.findall(r'<td class="(\w+)"', rows[2]) == ["eq", "eq"] and "≈ +0.008" in rows[2]
+    assert re.findall(r'<td class="(\w+)"', rows[3]) == ["open", "open"] and "MDD 0.42" in rows[3]
+    assert "9.990" not in grid and "mean_centred &gt; raw; +0.567 [+0.467, +0.667], n = 65" in grid
+    assert verdict_grid([]) == "" and verdict_grid([{**contrast_results()[0], "status": "not run"}]) == ""

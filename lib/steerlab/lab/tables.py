@@ -11,7 +11,9 @@
   override them, and the table scrolls sideways inside its box rather than pushing a
   1024 px page wider.
 
-:func:`heldout_columns` turns notebook 04's held-out table into display columns with units.
+:func:`heldout_columns` turns notebook 04's held-out table into display columns with units;
+:func:`called_contrasts` names the pre-registered contrasts a run could call, one short phrase each
+(the README's findings and the run report both list them).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from typing import Any
 
 from ..sets import UNIT_LABEL
 
-__all__ = ["MISSING", "heldout_columns", "html_table", "is_missing", "is_numeric", "markdown_table"]
+__all__ = ["ASKED", "MISSING", "called_contrasts", "heldout_columns", "html_table", "is_missing", "is_numeric", "markdown_table"]
 
 MISSING = "–"
 """What an empty cell shows."""
+
+ASKED = "abcde"
+"""The write-up's own questions among the pre-registered contrasts; (f) and (g) are tallied apart."""
 
 _NUMBER = r"[+\-−]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:e[+\-]?\d+)?%?"
 _NUMERIC = re.compile(rf"^\s*(?:{_NUMBER}|×{_NUMBER})?\s*(?:[\[(]\s*{_NUMBER}\s*,\s*{_NUMBER}\s*[\])])?\s*$",
@@ -204,3 +209,19 @@ def heldout_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
             values = [f"{v} {ci}" for v, ci in zip(values, table["score_ci"])]
         out[HELDOUT_HEADINGS.get(column, column)] = list(values)
     return out
+
+
+def called_contrasts(results: Sequence[Mapping[str, Any]], labels: str = ASKED) -> list[str]:
+    """The pooled contrasts among ``labels`` whose corrected verdict says something, one short phrase
+    each (``"(b) mean_centred > raw at L15 all"``), in the order they were registered.
+
+    Example:
+        >>> called_contrasts(summary["compare"]["contrasts"]["steerability"]["results"])
+        ['(b) mean_centred > raw at L15 all', '(c) bias_ablated vs mean_centred equivalent within ±0.1 at L15 all']
+    """
+    from ..study.compare_report import is_called
+
+    return [f"({r['label']}) " + ("" if str(r["verdict"]).startswith(str(r["a"])) else f"{r['a']} vs {r['b']} ")
+            + f"{r['verdict']} at L{r['layer']} {r['position']}"
+            for r in results if r.get("scope", "pooled") == "pooled" and r.get("label") in tuple(labels)
+            and is_called(r)]
