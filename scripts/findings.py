@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from steerlab.lab.tables import ASKED, called_contrasts
 from steerlab.load import machine
 from steerlab.sets import UNIT, UNIT_LABEL
-from steerlab.lab.tables import ASKED, called_contrasts
 from steerlab.study.compare_report import tally
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -234,8 +234,8 @@ def contrast_results() -> list[dict[str, Any]]:
 
 
 def compare_conclusion() -> list[str]:
-    lines = ["steerability: 6 pre-registered contrasts run (0 not run), Holm-corrected together as 8 hypotheses; "
-             "4 called, the rest not resolved at this sample size."]
+    lines = [("steerability: 6 pre-registered contrasts run (0 not run), Holm-corrected together as 8 hypotheses; "
+             "4 called, the rest not resolved at this sample size.")]
     lines += [f"({r['label']}) {r['a']} vs {r['b']}, pooled, layer {r['layer']} (synthetic): {r['verdict']}."
               for r in contrast_results()[:6]]
     lines += ["(b) mean_centred vs raw, pooled, layer 12 (synthetic): mean_centred > raw.",
