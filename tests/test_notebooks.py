@@ -163,7 +163,7 @@ def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     summary = run_notebook("04_compare_methods.ipynb", run_dir, preset="quick")
     compare = summary["compare"]
     _check_compare(compare, [15])  # quick: depth 0.5 of 30
-    for name in ("04_effect_vs_damage_fantasy", "04_steerability_fantasy", "04_judge_confusion",
+    for name in ("04_concept_effect_fantasy", "04_steerability_fantasy", "04_judge_confusion",
                  "04_matched_damage_fantasy"):
         assert (run_dir / "figures" / f"{name}.json").exists()
     # The README's table comes from the same numbers, by the command line.

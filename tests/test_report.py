@@ -11,7 +11,9 @@ Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make test`` install
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -483,7 +485,60 @@ def test_every_method_has_its_own_colour_and_matched_damage_separates_cells() ->
     assert points[0].x[0] < points[1].x[0] < points[2].x[0] < points[3].x[0]
     assert {t.name for t in fig.data if t.legendgroup == "cells"} == {"L8 all", "L8 all_prompt"}
     dashes = [t.line.dash for t in fig.data if t.mode == "lines+markers" and t.legendgroup != "cells"]
-    assert dashes == [None, "dot"] * 2
+    assert dashes == ["solid", "dot"] * 2
+    # The matched level is labelled where its line is: plotly reads an annotation's y on a log axis in log10.
+    label = next(a for a in fig.layout.annotations if (a.text or "").startswith("matched level"))
+    assert label.yref == "y" and label.y == pytest.approx(math.log10(1.25))
+
+
+def _full_cells() -> list[tuple[int, str]]:
+    return [(la, pos) for la in (10, 15, 20) for pos in ("all", "all_prompt")]
+
+
+def test_a_full_runs_six_cells_never_share_a_style() -> None:
+    rows = [{"target": "fantasy", "method": m, "layer": la, "position": pos, "level": 1.25, "grid": [0.25, 0.5, 1.0],
+             "damage": [1.0, 1.5, 3.0], "mean": 0.1, "ci": [0.0, 0.2], "coefficient": 0.5, "status": "interpolated",
+             "shifts": [0.1, 0.2]} for m in ("raw", "mean_centred") for la, pos in _full_cells()]
+    fig = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    cells = [t for t in fig.data if t.legendgroup == "cells"]
+    assert len(cells) == 6 and len({(t.line.dash, t.marker.symbol) for t in cells}) == 6
+    assert len({t.line.dash for t in cells}) == 6 and len({t.marker.symbol for t in cells}) == 6
+    effect = plots.effect_at_matched(
+        [{"target": "fantasy", "method": "none", "layer": 8, "position": "all", "coefficient": 0.0, "concept_delta": 0.0,
+          "concept_delta_ci": [0.0, 0.0], "perplexity_ratio": 1.0, "kl": 0.0}]
+        + [{"target": "fantasy", "method": m, "layer": la, "position": pos, "coefficient": 0.3, "kl": 0.1,
+            "concept_delta": 0.01 * k, "concept_delta_ci": [0.01 * k - 0.01, 0.01 * k + 0.01],
+            "perplexity_ratio": 1.24 + 0.001 * k} for m in ("raw", "isolated")
+           for k, (la, pos) in enumerate(_full_cells())],
+        ["raw", "isolated"], level=1.25, target="fantasy", where="w")
+    points = [t for t in effect.data if t.mode == "markers"]
+    # Methods on the axis (the unsteered control is the zero line, not a point); a symbol per cell, side by side.
+    assert list(effect.layout.xaxis.ticktext) == ["raw", "isolated"] and len(points) == 12
+    assert [t.marker.symbol for t in points[:6]] == list(plots.CELL_SYMBOLS)
+    assert [t.y[0] for t in points[:6]] == pytest.approx([0.01 * k for k in range(6)])
+    assert all(a.x[0] < b.x[0] for a, b in itertools.pairwise(points))
+    assert plots.title_of(effect) == "Concept effect at matched damage: fantasy"
+    assert "reaches 1.25 (measured at the chosen coefficients: 1.24-1.2" in plots.caption_of(effect)
+
+
+def test_steerability_of_several_layers_is_a_grid_with_one_axis_title() -> None:
+    rows = [{"target": "fantasy", "method": m, "layer": la, "position": pos, "steerability": 0.1,
+             "steerability_ci": [0.0, 0.2], "anti_steerable_fraction": 0.1,
+             "propensity_by_coefficient": {"0.0": 0.0, "1.0": 0.1 * k}}
+            for k, m in enumerate(("raw", "isolated"), start=1) for la, pos in _full_cells()]
+    fig = plots.steerability_curves(rows, ["raw", "isolated"], target="fantasy", where="w")
+    # A column per layer, a row per position, each panel titled by its cell.
+    titles = {a.text: (round(a.x, 2), round(a.y, 2)) for a in fig.layout.annotations if a.text.startswith("layer")}
+    assert len(titles) == 6
+    assert titles["layer 10, all"][0] == titles["layer 10, all_prompt"][0] < titles["layer 15, all"][0]
+    assert titles["layer 10, all"][1] == titles["layer 20, all"][1] > titles["layer 10, all_prompt"][1]
+    xtitles = [k for k, v in fig.layout.to_plotly_json().items() if k.startswith("xaxis") and v.get("title")]
+    assert len(xtitles) == 1  # one axis title, under the bottom row (six would overlap)
+    assert [t.name for t in fig.data if t.showlegend] == ["raw", "isolated"]  # a method once in the legend
+    one = plots.steerability_curves([r for r in rows if r["layer"] == 15], ["raw", "isolated"], target="fantasy",
+                                    where="w")
+    assert fig.layout.height > one.layout.height and len([a for a in one.layout.annotations
+                                                          if a.text.startswith("layer")]) == 2
 
 
 def _all_figures() -> dict[str, Any]:
@@ -514,6 +569,8 @@ def _all_figures() -> dict[str, Any]:
             concept_ci={"first": [[0.11, 0.13], [0.12, 0.16], [0.16, 0.2], [0.17, 0.23]]}),
         "effect_vs_damage": plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
                                                    target="shakespeare", where="w"),
+        "effect_at_matched": plots.effect_at_matched(compare_rows(), ["raw", "mean_centred", "random"], level=1.25,
+                                                     target="fantasy", where="w"),
         "steerability_curves": plots.steerability_curves(steer_rows, ["raw", "mean_centred", "bias_ablated"],
                                                          target="fantasy", where="w"),
         "confusion_heatmap": plots.confusion_heatmap({"confusion_labels": ["a", "b"], "confusion": [[3, 1], [0, 4]],

@@ -43,6 +43,7 @@ __all__ = [
     "confusion_heatmap",
     "context",
     "dodge",
+    "effect_at_matched",
     "effect_vs_damage",
     "heatmap_pair",
     "layer_lines",
@@ -325,8 +326,17 @@ def dodge(fig: go.Figure, width: float = 0.3) -> go.Figure:
     return fig
 
 
-def _hline(fig: go.Figure, y: float, label: str, **where: Any) -> None:
-    fig.add_hline(y=y, annotation_text=label, annotation_position="top left", **_REFERENCE, **where)
+def _hline(fig: go.Figure, y: float, label: str, *, log_y: bool = False, **where: Any) -> None:
+    if not log_y:
+        fig.add_hline(y=y, annotation_text=label, annotation_position="top left", **_REFERENCE, **where)
+        return
+    # On a log axis plotly places annotations in log10 units but shapes in data units.
+    fig.add_hline(y=y, **_REFERENCE, **where)
+    yref = "y"
+    if where:
+        yref = fig.get_subplot(where["row"], where["col"]).yaxis.plotly_name.replace("axis", "")
+    fig.add_annotation(x=0, xref=f"{yref.replace('y', 'x')} domain", y=math.log10(y), yref=yref, text=label,
+                       showarrow=False, xanchor="left", yanchor="bottom")
 
 
 def _vline(fig: go.Figure, x: float, label: str, *, log_x: bool = False) -> None:
@@ -389,7 +399,7 @@ def layer_lines(
         fig.add_trace(_line(layers, values, name, i, xname=xaxis, yname=yaxis,
                             interval=(intervals or {}).get(name)))
     for label, y in (references or {}).items():
-        _hline(fig, y, label)
+        _hline(fig, y, label, log_y=log_y)
     fig.update_layout(xaxis_title=xaxis, yaxis_title=yaxis)
     if len(layers) <= 12 and all(isinstance(la, int) for la in layers):
         fig.update_xaxes(tickvals=list(layers))  # no "layer 9.5" ticks between a few layers
@@ -544,6 +554,38 @@ def _methods(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[
     return [m for m in ["none", *methods] if any(r["method"] == m for r in rows)]
 
 
+CELL_DASHES = ("solid", "dot", "dash", "dashdot", "longdash", "longdashdot")
+CELL_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star")
+"""One line dash and one marker symbol per (layer, position) cell: six of each, so a full run's
+3 layers x 2 positions never share a style."""
+
+
+def _method_point(fig: go.Figure, *, method: str, i: int, k: int, n_cells: int, mean: float,
+                  ci: Sequence[float], hover: str, hollow: bool = False, **where: Any) -> None:
+    """One method's value in one cell on a method axis: method ``i`` at x = i, its cells ``k`` side by side."""
+    fig.add_trace(go.Scatter(
+        x=[i + (k - (n_cells - 1) / 2) * 0.6 / max(n_cells, 1)], y=[mean], mode="markers", name=method,
+        legendgroup=method, showlegend=False,
+        marker={"color": colour(method, i), "size": 9,
+                "symbol": CELL_SYMBOLS[k % len(CELL_SYMBOLS)] + ("-open" if hollow else "")},
+        error_y={"type": "data", "symmetric": False, "array": [ci[1] - mean], "arrayminus": [mean - ci[0]]},
+        hovertext=[hover], hoverinfo="text"), **where)
+
+
+def _cells_legend(fig: go.Figure, cells: Sequence[tuple[Any, Any]], **where: Any) -> None:
+    """A legend entry per (layer, position) cell: its line dash and marker symbol, in grey."""
+    for k, (layer, position) in enumerate(cells):
+        fig.add_trace(go.Scatter(
+            x=[None], y=[None], mode="lines+markers", name=f"L{layer} {position}", legendgroup="cells",
+            line={"color": "#555555", "dash": CELL_DASHES[k % len(CELL_DASHES)]},
+            marker={"color": "#555555", "symbol": CELL_SYMBOLS[k % len(CELL_SYMBOLS)]}), **where)
+
+
+def _method_axis(fig: go.Figure, shown: Sequence[str], **where: Any) -> None:
+    fig.update_xaxes(tickvals=list(range(len(shown))), ticktext=list(shown), tickangle=-35,
+                     range=[-0.6, len(shown) - 0.4], **where)
+
+
 DAMAGE_AXIS = "damage: perplexity ratio on general text (steered / unsteered, log axis)"
 EFFECT_AXIS = "concept effect, ΔP(target) (bars: 95% CI)"
 
@@ -585,6 +627,39 @@ def effect_vs_damage(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
         "more damage to general text; the dotted line is the damage threshold."))
 
 
+def effect_at_matched(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, level: float, target: str,
+                      where: str) -> go.Figure:
+    """04 with ``generate_at="matched"``: the judge's concept effect (P(target) − unsteered, bootstrap 95% CI)
+    of each method, every vector generating at the coefficient where its damage on general text reaches
+    ``level``, so the methods are compared at equal damage; one point per (layer, position) cell, side
+    by side. (:func:`effect_vs_damage` is the view for a coefficient grid.)
+
+    Example:
+        >>> effect_at_matched(result.rows, cfg.methods, level=1.25, target="fantasy", where="w")
+    """
+    rows = [r for r in rows if r.get("target", target) == target and r["method"] != "none"]
+    shown = [m for m in _methods(rows, methods) if m != "none"]
+    cells = sorted({(r["layer"], r["position"]) for r in rows})
+    fig = go.Figure()
+    for i, method in enumerate(shown):
+        for r in (r for r in rows if r["method"] == method):
+            _method_point(fig, method=method, i=i, k=cells.index((r["layer"], r["position"])), n_cells=len(cells),
+                          mean=r["concept_delta"], ci=r["concept_delta_ci"], hover=_row_hover(r))
+    if len(cells) > 1:
+        _cells_legend(fig, cells)
+    _method_axis(fig, shown)
+    _hline(fig, 0, "unsteered")
+    fig.update_layout(yaxis_title=EFFECT_AXIS, showlegend=len(cells) > 1)
+    ratios = [r["perplexity_ratio"] for r in rows if isinstance(r.get("perplexity_ratio"), (int, float))
+              and math.isfinite(r["perplexity_ratio"])]
+    reached = (f" (measured at the chosen coefficients: {min(ratios):.3g}-{max(ratios):.3g})" if ratios else "")
+    _layout(fig, f"Concept effect at matched damage: {target}", where, 520, (
+        f"Each vector generates at the coefficient where its perplexity ratio on general text reaches {level:g}"
+        f"{reached}, so the methods are compared at equal damage. Up = more of the target than unsteered, by "
+        "the judge; bars: 95% CI" + ("; cells side by side by symbol." if len(cells) > 1 else ".")))
+    return fig.update_layout(legend={"y": -0.3})  # below the slanted method names
+
+
 def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, target: str,
                         where: str) -> go.Figure:
     """04: mean propensity (log p(target continuation) − log p(other), nats/token) against the
@@ -597,9 +672,21 @@ def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequen
     """
     rows = [r for r in steer_rows if r["target"] == target]
     panels = sorted({(r["layer"], r["position"]) for r in rows})
-    fig = make_subplots(rows=1, cols=max(1, len(panels)), shared_yaxes=True,
-                        subplot_titles=[f"layer {la}, {pos}" for la, pos in panels])
-    for col, (la, pos) in enumerate(panels, start=1):
+    layers = sorted({la for la, _ in panels})
+    positions = list(dict.fromkeys(pos for _, pos in panels))
+    # One layer: its positions side by side. Several: a grid, a column per layer and a row per position,
+    # so six panels of a full run stay wide enough to read and share one axis title.
+    grid = len(layers) > 1 and len(positions) > 1
+    n_rows, n_cols = (len(positions), len(layers)) if grid else (1, max(1, len(panels)))
+    place = {cell: ((positions.index(cell[1]) + 1, layers.index(cell[0]) + 1) if grid else (1, k + 1))
+             for k, cell in enumerate(panels)}
+    titles = [""] * (n_rows * n_cols)
+    for (la, pos), (row, col) in place.items():
+        titles[(row - 1) * n_cols + col - 1] = f"layer {la}, {pos}"
+    fig = make_subplots(rows=n_rows, cols=n_cols, shared_yaxes=True, shared_xaxes=grid, subplot_titles=titles,
+                        vertical_spacing=0.14 if grid else 0.3)
+    for la, pos in panels:
+        row, col = place[(la, pos)]
         for i, method in enumerate(m for m in methods if any(r["method"] == m for r in rows)):
             r = next((x for x in rows if x["method"] == method and x["layer"] == la and x["position"] == pos), None)
             if r is None:
@@ -609,17 +696,20 @@ def steerability_curves(steer_rows: Sequence[Mapping[str, Any]], methods: Sequen
             ci = {float(k): v for k, v in r.get("propensity_ci_by_coefficient", {}).items()}
             fig.add_trace(go.Scatter(
                 x=coefs, y=[mean[c] for c in coefs], mode="lines+markers", name=method, legendgroup=method,
-                showlegend=col == 1, line={"color": colour(method, i)},
+                showlegend=(row, col) == place[panels[0]], line={"color": colour(method, i)},
                 error_y={"type": "data", "symmetric": False,
                          "array": [ci[c][1] - mean[c] if c in ci else None for c in coefs],
                          "arrayminus": [mean[c] - ci[c][0] if c in ci else None for c in coefs]},
                 hovertext=[f"method: {method}<br>layer: {la}<br>position: {pos}<br>coefficient: ×{c:g}<br>"
                            f"propensity: {mean[c]:.4f}<br>steerability: {r['steerability']:.4f} "
                            f"[{r['steerability_ci'][0]:.4f}, {r['steerability_ci'][1]:.4f}]<br>anti-steerable: "
-                           f"{r['anti_steerable_fraction']:.2f}" for c in coefs], hoverinfo="text"), row=1, col=col)
-        fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=1, col=col)
-    fig.update_yaxes(title_text="propensity (nats/token)", row=1, col=1)
-    fig = _layout(fig, f"Steerability towards {target}", where, 480, (
+                           f"{r['anti_steerable_fraction']:.2f}" for c in coefs], hoverinfo="text"), row=row, col=col)
+    # One axis title under the middle of the bottom row (a title per panel overlaps its neighbours' once
+    # there are more than two), and one propensity title per row.
+    fig.update_xaxes(title_text=COEFFICIENT_AXIS, row=n_rows, col=(n_cols + 1) // 2)
+    for row in range(1, n_rows + 1):
+        fig.update_yaxes(title_text="propensity (nats/token)", row=row, col=1)
+    fig = _layout(fig, f"Steerability towards {target}", where, 480 if n_rows == 1 else 300 * n_rows + 120, (
         "Propensity = log p(target continuation) − log p(other), per token, against the coefficient; the slope is "
         "the steerability. Bars: 95% CI over samples; methods are offset sideways a little so their bars stay apart."))
     return dodge(fig)
@@ -697,38 +787,24 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
     level = rows[0]["level"] if rows else None
     cells = sorted({(r["layer"], r["position"]) for r in rows})
     # One cell: a line and a circle; further cells: their own dash and symbol, side by side on the right.
-    dashes, symbols = (None, "dot", "dash", "dashdot"), ("circle", "diamond", "square", "triangle-up")
-    width = 0.6 / max(len(cells), 1)
     for i, method in enumerate(shown):
         for r in (r for r in rows if r["method"] == method):
             k = cells.index((r["layer"], r["position"]))
             fig.add_trace(go.Scatter(
                 x=r["grid"], y=r["damage"], mode="lines+markers", name=method, legendgroup=method,
-                showlegend=k == 0, line={"color": colour(method, i), "dash": dashes[k % len(dashes)]},
+                showlegend=k == 0, line={"color": colour(method, i), "dash": CELL_DASHES[k % len(CELL_DASHES)]},
                 hovertemplate=f"<b>{method}</b> (layer {r['layer']}, {r['position']})<br>coefficient: ×%{{x}}"
                               "<br>perplexity ratio: %{y:.3g}<extra></extra>"), row=1, col=1)
-            symbol = symbols[k % len(symbols)] + ("" if r["status"] == "interpolated" else "-open")
-            fig.add_trace(go.Scatter(
-                x=[i + (k - (len(cells) - 1) / 2) * width], y=[r["mean"]], mode="markers", name=method,
-                legendgroup=method, showlegend=False,
-                marker={"color": colour(method, i), "size": 9, "symbol": symbol},
-                error_y={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["mean"]],
-                         "arrayminus": [r["mean"] - r["ci"][0]]},
-                hovertext=[(f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
-                           f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
-                           f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}")],
-                hoverinfo="text"), row=1, col=2)
+            _method_point(fig, method=method, i=i, k=k, n_cells=len(cells), mean=r["mean"], ci=r["ci"],
+                          hollow=r["status"] != "interpolated", row=1, col=2,
+                          hover=(f"method: {method}<br>layer: {r['layer']}<br>position: {r['position']}<br>coefficient: "
+                                 f"×{r['coefficient']:.3g} ({r['status']})<br>shift: {r['mean']:.4f} "
+                                 f"[{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]<br>story pairs: {len(r['shifts'])}"))
     if len(cells) > 1:  # a legend for the cells: line dash on the left, marker symbol on the right
-        for k, (layer, position) in enumerate(cells):
-            fig.add_trace(go.Scatter(
-                x=[None], y=[None], mode="lines+markers", name=f"L{layer} {position}", legendgroup="cells",
-                line={"color": "#555555", "dash": dashes[k % len(dashes)]},
-                marker={"color": "#555555", "symbol": symbols[k % len(symbols)]}), row=1, col=2)
-    fig.update_xaxes(tickvals=list(range(len(shown))), ticktext=shown, tickangle=-35,
-                     range=[-0.6, len(shown) - 0.4], row=1, col=2)
+        _cells_legend(fig, cells, row=1, col=2)
+    _method_axis(fig, shown, row=1, col=2)
     if level is not None:
-        fig.add_hline(y=level, row=1, col=1, annotation_text=f"matched level {level:g}",
-                      annotation_position="top left", **_REFERENCE)
+        _hline(fig, level, f"matched level {level:g}", log_y=True, row=1, col=1)
     random = [r for r in rows if r["method"] == "random"]
     if len(random) == 1:
         _hline(fig, random[0]["mean"], f"random: {random[0]['mean']:.3f}", row=1, col=2)
@@ -736,12 +812,12 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
         fig.add_hline(y=0, row=1, col=2, **_REFERENCE)
     fig.update_xaxes(title_text=COEFFICIENT_AXIS, type="log", row=1, col=1)
     fig.update_yaxes(title_text="perplexity ratio on general text", type="log", row=1, col=1)
-    fig.update_xaxes(title_text="method" + (" (cells side by side, by symbol)" if len(cells) > 1 else ""),
-                     row=1, col=2)
     fig.update_yaxes(title_text="propensity shift (nats/token)", row=1, col=2)
     where_cells = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
     _layout(fig, f"Steering at matched damage towards {target}", where, 600, (
         f"Left: damage of each vector on held-out general text ({where_cells}; one dash per cell). Right: how far "
         "the propensity (log p(target continuation) − log p(other)) moves at the coefficient where that damage "
-        "reaches the level; bars: 95% CI over story pairs; hollow: the level was not reached (a lower bound)."))
+        "reaches the level, one point per method" + (" and cell, cells side by side by symbol" if len(cells) > 1
+                                                     else "")
+        + "; bars: 95% CI over story pairs; hollow: the level was not reached (a lower bound)."))
     return fig.update_layout(legend={"y": -0.3})  # below the right panel's slanted method names
