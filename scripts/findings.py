@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steerlab.lab.tables import ASKED, called_contrasts
+from steerlab.lab.tables import ASKED, GRID_LEGEND, verdict_grid_markdown
 from steerlab.load import machine
 from steerlab.sets import UNIT, UNIT_LABEL
 from steerlab.study.compare_report import tally
@@ -198,9 +198,8 @@ def render_compare(res: dict[str, Any]) -> list[str]:
     for measure, rows in res["contrasts"].items():
         family = rows[0]["family_size"] if rows else 0
         asked = [r for r in rows if r["label"] in ASKED]
-        called = called_contrasts(asked)
-        lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests. Called: "
-                  + ("; ".join(called) or "none") + "; the rest of (a)-(e) not resolved at this sample size.", "",
+        lines += [f"**{MEASURES.get(measure, measure)}**, pooled over targets, Holm over {family} tests ({GRID_LEGEND}):",
+                  "", *verdict_grid_markdown(asked), "",
                   "<details><summary>the contrasts (a)-(e), (f), (g) and the best of N</summary>", "",
                   "| contrast | cell | n | estimate [95% CI] | MDD | verdict |", "|---|---|--:|---|--:|---|"]
         lines += [_row(r) for r in asked]

@@ -166,6 +166,12 @@ def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in ("04_concept_effect_fantasy", "04_steerability_fantasy", "04_judge_confusion",
                  "04_matched_damage_fantasy"):
         assert (run_dir / "figures" / f"{name}.json").exists()
+    # The answer comes first: (a)-(e) as one grid per measure, then every contrast, folded.
+    executed = json.loads((run_dir / "04_compare_methods.ipynb").read_text(encoding="utf-8"))
+    answer = next(i for i, c in enumerate(executed["cells"]) if "".join(c["source"]).startswith("## The answer"))
+    shown = "".join("".join(o.get("data", {}).get("text/html", "")) for o in executed["cells"][answer + 1]["outputs"])
+    assert shown.count('class="verdicts"') == len(compare["contrasts"]) >= 3
+    assert shown.index('class="verdicts"') < shown.index("<details>") and "(b) mean_centred vs raw" in shown
     # The README's table comes from the same numbers, by the command line.
     assert main(["compare-table", str(run_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -709,14 +709,21 @@ def test_relative_text_hides_this_machines_paths(tmp_path: Path) -> None:
 
 
 def test_the_verdict_grid_marks_each_contrast_by_its_corrected_verdict() -> None:
-    from steerlab.lab.page import verdict_grid
+    from steerlab.lab.tables import verdict_grid, verdict_grid_markdown
 
     grid = verdict_grid(contrast_results())
     rows = re.findall(r"<tr>(.*?)</tr>", grid)
     assert len(rows) == 4  # a header and (b), (c), (d); one column per cell
-    assert re.findall(r"<th>(.*?)</th>", rows[0]) == ["pooled contrast", "L8 all", "L10 all"]
+    assert re.findall(r"<th[^>]*>(.*?)</th>", rows[0]) == ["pooled contrast", "L8 all", "L10 all"]
     assert re.findall(r'<td class="(\w+)"', rows[1]) == ["called", "called"]
     assert re.findall(r'<td class="(\w+)"', rows[2]) == ["eq", "eq"] and "≈ +0.008" in rows[2]
     assert re.findall(r'<td class="(\w+)"', rows[3]) == ["open", "open"] and "MDD 0.42" in rows[3]
     assert "9.990" not in grid and "mean_centred &gt; raw; +0.567 [+0.467, +0.667], n = 65" in grid
     assert verdict_grid([]) == "" and verdict_grid([{**contrast_results()[0], "status": "not run"}]) == ""
+    # The README's grid is the same verdicts in Markdown.
+    assert verdict_grid_markdown(contrast_results()) == [
+        "| pooled contrast | L8 all | L10 all |", "|---|--:|--:|",
+        "| (b) mean_centred vs raw | **+0.567** | **+0.667** |",
+        "| (c) bias_ablated vs mean_centred | ≈ +0.008 | ≈ +0.008 |",
+        "| (d) isolated vs mean_centred | +0.334 (MDD 0.42) | +0.334 (MDD 0.42) |"]
+    assert verdict_grid_markdown([]) == []

@@ -9,7 +9,7 @@ One page, read top to bottom or through its contents list:
   figures in the order the notebook shows them, each with a short title and a one-line
   caption (:func:`steerlab.lab.plots.caption_of`); notebook 03's section shows a few steered
   completions as text, unsteered against steered, and notebook 04's its held-out table; 04's
-  conclusions show each measure's contrasts (a)-(e) as one grid of verdicts (:func:`verdict_grid`)
+  conclusions show each measure's contrasts (a)-(e) as one grid of verdicts (:func:`steerlab.lab.tables.verdict_grid`)
   and fold the one-line-per-contrast list (a ``full`` run has over a hundred);
 - each notebook's parameters, folded.
 
@@ -32,9 +32,9 @@ from typing import Any
 from ..store import atomic_write_text
 from .plotlyjs import plotlyjs_tag, share_plotlyjs
 from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, recorded_unit, relative_text
-from .tables import ASKED, heldout_columns, html_table, is_numeric
+from .tables import heldout_columns, html_table, is_numeric, verdict_grid
 
-__all__ = ["EXAMPLES_SHOWN", "FOLD_CONTRASTS", "steered_examples", "verdict_grid", "write_page"]
+__all__ = ["EXAMPLES_SHOWN", "FOLD_CONTRASTS", "steered_examples", "write_page"]
 
 EXAMPLES_SHOWN = 2
 """Completions shown per steered example (each side)."""
@@ -61,15 +61,6 @@ td.meaning { color: #555; font-size: 0.92rem; }
 ul.conclusions { background: #f3f7fb; border-left: 4px solid #0072B2; margin: 0.5rem 0 1rem; padding: 0.6rem 1rem 0.6rem 2rem; }
 ul.conclusions li { margin: 0.25rem 0; }
 ul.conclusions li.grid { list-style: none; margin-left: -1rem; overflow-x: auto; }
-table.verdicts { border-collapse: collapse; margin: 0.3rem 0; font-size: 0.9rem; background: #fff; }
-table.verdicts th, table.verdicts td { border: 1px solid #d8dee6; padding: 0.2rem 0.5rem; white-space: nowrap; }
-table.verdicts td + td, table.verdicts th + th { text-align: right; font-variant-numeric: tabular-nums; }
-table.verdicts td.open { color: #777; }
-table.verdicts td small { display: block; font-size: 0.75rem; }
-table.verdicts td:first-child { white-space: normal; min-width: 11rem; }
-table.verdicts td.called { background: #e3efe0; }
-table.verdicts td.eq { background: #eef1f6; }
-p.legend { font-size: 0.85rem; color: #555; margin: 0.2rem 0 0.4rem; }
 ul.conclusions details summary { cursor: pointer; color: #0b5394; }
 figure { margin: 1.4rem 0 2rem; }
 figure h4 { margin: 0 0 0.3rem; font-size: 1rem; }
@@ -227,47 +218,6 @@ def _conclusions_html(lines: Sequence[str], entry: Mapping[str, Any], rel: Calla
     flush()
     return '<ul class="conclusions">' + "".join(items) + "</ul>"
 
-
-def verdict_grid(results: Sequence[Mapping[str, Any]]) -> str:
-    """The write-up's contrasts (a)-(e), pooled over targets, as one table: a row per contrast, a column
-    per (layer, position), each cell the estimate marked by its corrected verdict (bold: called;
-    ≈: equivalent within the margin; grey with its MDD: not resolved). ``""`` when none ran.
-
-    Example:
-        >>> verdict_grid(summary["compare"]["contrasts"]["steerability"]["results"])[:6]
-        '<table'
-    """
-    from ..study.compare_report import is_called
-
-    pooled = [r for r in results if r.get("scope", "pooled") == "pooled" and r.get("label") in tuple(ASKED)
-              and r.get("status", "run") == "run" and isinstance(r.get("estimate"), (int, float))]
-    if not pooled:
-        return ""
-    cells = list(dict.fromkeys((r["layer"], r["position"]) for r in pooled))
-    rows = list(dict.fromkeys(str(r["name"]) for r in pooled))
-    found = {(str(r["name"]), r["layer"], r["position"]): r for r in pooled}
-
-    def cell(r: Mapping[str, Any] | None) -> str:
-        if r is None:
-            return f'<td class="open">{_esc("–")}</td>'
-        ci = r.get("ci") or [math.nan, math.nan]
-        tip = _esc(f"{r['verdict']}; {r['estimate']:+.4g} [{ci[0]:+.3g}, {ci[1]:+.3g}], n = {r.get('n')}")
-        est = f"{r['estimate']:+.3f}"
-        if is_called(r) and "equivalent" in str(r["verdict"]):
-            return f'<td class="eq" title="{tip}">≈ {est}</td>'
-        if is_called(r):
-            return f'<td class="called" title="{tip}"><b>{est}</b></td>'
-        mdd = r.get("mdd_corrected")
-        small = f"<small>MDD {mdd:.2g}</small>" if isinstance(mdd, (int, float)) and math.isfinite(mdd) else ""
-        return f'<td class="open" title="{tip}">{est}{small}</td>'
-
-    head = "<tr><th>pooled contrast</th>" + "".join(f"<th>L{la} {_esc(str(pos))}</th>" for la, pos in cells) + "</tr>"
-    body = "".join(f"<tr><td>{_esc(name)}</td>" + "".join(cell(found.get((name, la, pos))) for la, pos in cells)
-                   + "</tr>" for name in rows)
-    return (f'<table class="verdicts"><thead>{head}</thead><tbody>{body}</tbody></table>'
-            '<p class="legend"><b>bold</b>: called after Holm over the whole list; ≈: equivalent within the '
-            "stated margin; grey: not resolved at this sample size, with the smallest difference the list could "
-            "call (MDD); hover a cell for its verdict and 95% CI.</p>")
 
 
 def _compare_html(entry: Mapping[str, Any]) -> str:

@@ -12,8 +12,9 @@
   1024 px page wider.
 
 :func:`heldout_columns` turns notebook 04's held-out table into display columns with units;
-:func:`called_contrasts` names the pre-registered contrasts a run could call, one short phrase each
-(the README's findings and the run report both list them).
+:func:`verdict_grid` shows the contrasts (a)-(e) as one table per measure, a row per contrast and a
+column per (layer, position), each estimate marked by its corrected verdict (notebook 04 and the run
+report show it; :func:`verdict_grid_markdown` is the README's).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from ..sets import UNIT_LABEL
 
-__all__ = ["ASKED", "MISSING", "called_contrasts", "heldout_columns", "html_table", "is_missing", "is_numeric", "markdown_table"]
+__all__ = ["ASKED", "GRID_LEGEND", "MISSING", "heldout_columns", "html_table", "is_missing", "is_numeric", "markdown_table", "verdict_grid", "verdict_grid_markdown"]
 
 MISSING = "–"
 """What an empty cell shows."""
@@ -211,17 +212,93 @@ def heldout_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     return out
 
 
-def called_contrasts(results: Sequence[Mapping[str, Any]], labels: str = ASKED) -> list[str]:
-    """The pooled contrasts among ``labels`` whose corrected verdict says something, one short phrase
-    each (``"(b) mean_centred > raw at L15 all"``), in the order they were registered.
+_GRID_TD = "border:1px solid #d8dee6;padding:2px 8px;white-space:nowrap;"
+_GRID = {"called": f"{_GRID_TD}text-align:right;font-variant-numeric:tabular-nums;background:#e3efe0;",
+         "eq": f"{_GRID_TD}text-align:right;font-variant-numeric:tabular-nums;background:#eef1f6;",
+         "open": f"{_GRID_TD}text-align:right;font-variant-numeric:tabular-nums;color:#777;",
+         "name": f"{_GRID_TD}text-align:left;white-space:normal;min-width:11em;"}
 
-    Example:
-        >>> called_contrasts(summary["compare"]["contrasts"]["steerability"]["results"])
-        ['(b) mean_centred > raw at L15 all', '(c) bias_ablated vs mean_centred equivalent within ±0.1 at L15 all']
-    """
+
+def _verdict_cells(results: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Any, Any]], list[str],
+                                                                    dict[tuple[str, Any, Any], dict[str, Any]]]:
+    """(cells, contrast names, each shown cell) of the pooled contrasts (a)-(e) that ran; a shown cell is
+    its kind ("called", "eq" or "open"), its estimate and MDD as text, and its verdict with the CI."""
     from ..study.compare_report import is_called
 
-    return [f"({r['label']}) " + ("" if str(r["verdict"]).startswith(str(r["a"])) else f"{r['a']} vs {r['b']} ")
-            + f"{r['verdict']} at L{r['layer']} {r['position']}"
-            for r in results if r.get("scope", "pooled") == "pooled" and r.get("label") in tuple(labels)
-            and is_called(r)]
+    pooled = [r for r in results if r.get("scope", "pooled") == "pooled" and r.get("label") in tuple(ASKED)
+              and r.get("status", "run") == "run" and isinstance(r.get("estimate"), (int, float))]
+    cells = list(dict.fromkeys((r["layer"], r["position"]) for r in pooled))
+    names = list(dict.fromkeys(str(r["name"]) for r in pooled))
+    shown = {}
+    for r in pooled:
+        ci = r.get("ci") or [math.nan, math.nan]
+        mdd = r.get("mdd_corrected")
+        kind = ("eq" if "equivalent" in str(r["verdict"]) else "called") if is_called(r) else "open"
+        shown[(str(r["name"]), r["layer"], r["position"])] = {
+            "kind": kind, "estimate": f"{r['estimate']:+.3f}",
+            "mdd": f"MDD {mdd:.2g}" if kind == "open" and isinstance(mdd, (int, float)) and math.isfinite(mdd) else "",
+            "tip": f"{r['verdict']}; {r['estimate']:+.4g} [{ci[0]:+.3g}, {ci[1]:+.3g}], n = {r.get('n')}"}
+    return cells, names, shown
+
+
+GRID_LEGEND = ("bold: called after Holm over the whole list; ≈: equivalent within the stated margin; otherwise not "
+               "resolved at this sample size, with the smallest difference the list could call (MDD)")
+"""How to read :func:`verdict_grid` and :func:`verdict_grid_markdown`."""
+
+
+def verdict_grid(results: Sequence[Mapping[str, Any]], *, title: str | None = None) -> str:
+    """The write-up's contrasts (a)-(e), pooled over targets, as one HTML table: a row per contrast, a
+    column per (layer, position), each cell the estimate marked by its corrected verdict (bold on green:
+    called; ≈ on grey-blue: equivalent within the margin; grey with its MDD: not resolved); hover a
+    cell for the verdict and the 95% CI. ``""`` when none ran. Styles are inline, as in :func:`html_table`.
+
+    Example:
+        >>> verdict_grid(summary["compare"]["contrasts"]["steerability"]["results"])[:40]
+        '<div class="steerlab-table" style="overf'
+    """
+    cells, names, shown = _verdict_cells(results)
+    if not names:
+        return ""
+
+    def cell(c: dict[str, Any] | None) -> str:
+        if c is None:
+            return f'<td class="open" style="{_GRID["open"]}">{MISSING}</td>'
+        tip, est = html.escape(c["tip"]), c["estimate"]
+        if c["kind"] == "eq":
+            return f'<td class="eq" style="{_GRID["eq"]}" title="{tip}">≈ {est}</td>'
+        if c["kind"] == "called":
+            return f'<td class="called" style="{_GRID["called"]}" title="{tip}"><b>{est}</b></td>'
+        small = f'<br><small style="font-size:0.8em">{c["mdd"]}</small>' if c["mdd"] else ""
+        return f'<td class="open" style="{_GRID["open"]}" title="{tip}">{est}{small}</td>'
+
+    th = f"{_GRID_TD}background:#f6f6f6;"
+    head = (f'<tr><th style="{th}text-align:left">pooled contrast</th>'
+            + "".join(f'<th style="{th}text-align:right">L{la} {html.escape(str(pos))}</th>' for la, pos in cells)
+            + "</tr>")
+    body = "".join(f'<tr><td style="{_GRID["name"]}">{html.escape(name)}</td>'
+                   + "".join(cell(shown.get((name, la, pos))) for la, pos in cells) + "</tr>" for name in names)
+    caption = (f'<caption style="text-align:left;font-weight:600;padding:4px 0">{html.escape(title)}</caption>'
+               if title else "")
+    return (f'<div class="steerlab-table" style="overflow-x:auto;max-width:100%">'
+            f'<table class="verdicts" style="border-collapse:collapse;margin:4px 0;font-size:0.9em;background:#fff">'
+            f"{caption}<thead>{head}</thead><tbody>{body}</tbody></table>"
+            f'<p style="font-size:0.85em;color:#555;margin:2px 0 6px">{html.escape(GRID_LEGEND)}; green: called, '
+            "grey-blue: equivalent, grey: not resolved; hover a cell for its verdict and 95% CI.</p></div>")
+
+
+def verdict_grid_markdown(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """:func:`verdict_grid` as Markdown table lines (the README's findings), ``[]`` when none ran."""
+    cells, names, shown = _verdict_cells(results)
+    if not names:
+        return []
+
+    def cell(c: dict[str, Any] | None) -> str:
+        if c is None:
+            return "-"
+        return {"eq": f"≈ {c['estimate']}", "called": f"**{c['estimate']}**"}.get(
+            c["kind"], f"{c['estimate']} ({c['mdd']})" if c["mdd"] else c["estimate"])
+
+    return ["| pooled contrast | " + " | ".join(f"L{la} {pos}" for la, pos in cells) + " |",
+            "|---|" + "--:|" * len(cells),
+            *(f"| {name} | " + " | ".join(cell(shown.get((name, la, pos))) for la, pos in cells) + " |"
+              for name in names)]
