@@ -188,8 +188,8 @@ FOLD_CONTRASTS = 6
 
 
 def _conclusions_html(lines: Sequence[str], entry: Mapping[str, Any], rel: Callable[[str], str]) -> str:
-    """The conclusions as a list. Notebook 04's: after each measure's count of contrasts, the ones it
-    called (from the recorded results, not the text); its run of one-line contrasts, folded."""
+    """The conclusions as a list. Notebook 04's: after each measure's count of contrasts, its grid of
+    verdicts (from the recorded results, not the text); its run of one-line contrasts, folded."""
     contrasts = entry.get("contrasts")
     contrasts = contrasts if isinstance(contrasts, Mapping) else {}
     items: list[str] = []
@@ -217,7 +217,6 @@ def _conclusions_html(lines: Sequence[str], entry: Mapping[str, Any], rel: Calla
                 items.append(f'<li class="grid">{grid}</li>')
     flush()
     return '<ul class="conclusions">' + "".join(items) + "</ul>"
-
 
 
 def _compare_html(entry: Mapping[str, Any]) -> str:
