@@ -4,7 +4,6 @@ runs on a tiny model (shapes and by-construction controls) and, in notebook 04, 
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import math
@@ -16,7 +15,7 @@ import pytest
 import steerlab as sl
 import steerlab.study.compare as compare_mod
 import torch
-from steerlab.study.cells import PRESENTATION, CellStore, code_text, json_values, run_key, source_digest
+from steerlab.study.cells import CellStore, code_text, json_values, run_key, source_digest
 from steerlab.study.compare import (
     CompareConfig,
     CompareResult,
@@ -348,44 +347,3 @@ def test_the_source_digest_ignores_comments_and_docstrings_but_not_code(tmp_path
     # a string that is a value, not a bare statement, is code
     assert code_text('X = "a"\n') != code_text('X = "b"\n')
     assert code_text('def f():\n    "only a docstring"\n') == code_text("def f():\n    pass\n")
-
-
-def _presentation_imports(root: Path, name: str = "steerlab") -> tuple[int, list[str]]:
-    """(imports read, those of ``name.<PRESENTATION>`` made from outside it) in the package at ``root``."""
-    banned = tuple(f"{name}.{sub}" for sub in PRESENTATION)
-    offenders, seen = [], 0
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in PRESENTATION:
-            continue
-        package = [name, *rel.with_suffix("").parts][:-1]  # an __init__'s package is its folder, as a module's is
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = package[: len(package) - node.level + 1] if node.level else []
-                head = ".".join([*base, *([node.module] if node.module else [])])
-                names = [head] + [f"{head}.{a.name}" for a in node.names]
-            else:
-                continue
-            seen += 1
-            offenders += [f"{rel}: imports {n}" for n in names if n in banned or n.startswith(tuple(b + "." for b in banned))]
-    return seen, offenders
-
-
-def test_nothing_the_saved_cells_depend_on_imports_the_presentation_layer(tmp_path: Path) -> None:
-    """:func:`source_digest` leaves ``steerlab.lab`` out; that is sound only while no module outside it
-    imports it (a cell is computed by ``steerlab.study.compare`` and what it imports)."""
-    seen, offenders = _presentation_imports(Path(sl.__file__).resolve().parent)
-    assert seen > 50, "the walk found too few imports to be reading steerlab's modules"
-    assert not offenders, offenders
-    # the check finds each way of writing such an import
-    for i, line in enumerate(["from ..lab import plots", "from ..lab.plots import figure", "import steerlab.lab.plots",
-                              "from steerlab import lab"]):
-        pkg = tmp_path / f"p{i}"
-        (pkg / "study").mkdir(parents=True)
-        (pkg / "lab").mkdir()
-        (pkg / "lab" / "plots.py").write_text("from ..study import m\n")  # the other way round is fine
-        (pkg / "study" / "m.py").write_text(f"import math\n{line}\n")
-        found = _presentation_imports(pkg)[1]
-        assert found and all(f.startswith("study/m.py: imports steerlab.lab") for f in found), (line, found)

@@ -47,6 +47,17 @@ def test_floors(path: Path) -> None:
     assert not bad, f"{path.relative_to(PKG)} ({_floor(path)}) imports {bad}"
 
 
+def test_the_saved_cells_key_leaves_out_only_a_floor_nothing_else_imports() -> None:
+    """``steerlab.study.cells.source_digest`` ignores the subpackages in ``PRESENTATION``: sound only while
+    every other floor is forbidden to import them, which :func:`test_floors` then enforces."""
+    from steerlab.study.cells import PRESENTATION
+
+    assert PRESENTATION
+    for name in PRESENTATION:
+        assert (PKG / name).is_dir()
+        assert all(f"steerlab.{name}" in forbidden for floor, forbidden in FORBIDDEN.items() if floor != name)
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))
 def test_module_says_what_it_is_for(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text()))

@@ -332,10 +332,11 @@ def _hline(fig: go.Figure, y: float, label: str, *, log_y: bool = False, **where
         return
     # On a log axis plotly places annotations in log10 units but shapes in data units.
     fig.add_hline(y=y, **_REFERENCE, **where)
-    yref = "y"
+    xref, yref = "x", "y"
     if where:
-        yref = fig.get_subplot(where["row"], where["col"]).yaxis.plotly_name.replace("axis", "")
-    fig.add_annotation(x=0, xref=f"{yref.replace('y', 'x')} domain", y=math.log10(y), yref=yref, text=label,
+        panel = fig.get_subplot(where["row"], where["col"])
+        xref, yref = (axis.plotly_name.replace("axis", "") for axis in (panel.xaxis, panel.yaxis))
+    fig.add_annotation(x=0, xref=f"{xref} domain", y=math.log10(y), yref=yref, text=label,
                        showarrow=False, xanchor="left", yanchor="bottom")
 
 
