@@ -425,6 +425,8 @@ def test_figures_cannot_be_misread() -> None:
     assert "tiny · run x" in fig.layout.title.text
     labels = [a.text for a in fig.layout.annotations]
     assert "damage threshold: perplexity ratio 1.5" in labels and "no effect" in labels
+    threshold = next(a for a in fig.layout.annotations if a.text.startswith("damage threshold"))
+    assert threshold.x == pytest.approx(math.log10(1.5))  # on its line: the x axis is log, annotations in log10
     raw_frontier = next(t for t in fig.data if t.name == "raw" and t.mode == "lines+markers")
     assert "target: fantasy<br>method: raw<br>layer: 8<br>coefficient: ×0.25" in raw_frontier.hovertext[0]
     raw_points = next(t for t in fig.data if t.name == "raw" and t.mode == "markers")

@@ -244,7 +244,7 @@ def _mark_coincident(fig: go.Figure) -> None:
                 for which, ref in (("x", trace.xaxis or "x"), ("y", trace.yaxis or "y")):
                     value = float(list(getattr(trace, which))[-1])
                     log = fig.layout[_axis_key(trace, which)].type == "log"
-                    at[which] = math.log10(value) if log and value > 0 else value  # annotations: log10 units
+                    at[which] = _annotation_at(value, log and value > 0)
                     at[f"{which}ref"] = ref
                 fig.add_annotation(**at, text=f"{trace.name} ≡ {other} here", showarrow=False, xanchor="right",
                                    yanchor="bottom", font={"size": 11})
@@ -326,26 +326,30 @@ def dodge(fig: go.Figure, width: float = 0.3) -> go.Figure:
     return fig
 
 
+def _annotation_at(value: float, log: bool) -> float:
+    """Where an annotation for data ``value`` goes: on a log axis plotly places annotations in
+    log10 units, though shapes (the reference lines) stay in data units."""
+    return math.log10(value) if log else value
+
+
 def _hline(fig: go.Figure, y: float, label: str, *, log_y: bool = False, **where: Any) -> None:
     if not log_y:
         fig.add_hline(y=y, annotation_text=label, annotation_position="top left", **_REFERENCE, **where)
         return
-    # On a log axis plotly places annotations in log10 units but shapes in data units.
     fig.add_hline(y=y, **_REFERENCE, **where)
     xref, yref = "x", "y"
     if where:
         panel = fig.get_subplot(where["row"], where["col"])
         xref, yref = (axis.plotly_name.replace("axis", "") for axis in (panel.xaxis, panel.yaxis))
-    fig.add_annotation(x=0, xref=f"{xref} domain", y=math.log10(y), yref=yref, text=label,
+    fig.add_annotation(x=0, xref=f"{xref} domain", y=_annotation_at(y, log_y), yref=yref, text=label,
                        showarrow=False, xanchor="left", yanchor="bottom")
 
 
 def _vline(fig: go.Figure, x: float, label: str, *, log_x: bool = False) -> None:
-    # On a log axis plotly places annotations in log10 units but shapes in data units.
     fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain",
                   line={"dash": _REFERENCE["line_dash"], "color": _REFERENCE["line_color"],
                         "width": _REFERENCE["line_width"]})
-    fig.add_annotation(x=math.log10(x) if log_x else x, xref="x", y=1, yref="y domain", text=label,
+    fig.add_annotation(x=_annotation_at(x, log_x), xref="x", y=1, yref="y domain", text=label,
                        showarrow=False, xanchor="left", yanchor="bottom")
 
 
