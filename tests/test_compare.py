@@ -24,7 +24,7 @@ from steerlab.study.compare import (
     run_compare,
     summarise,
 )
-from steerlab.study.compare_report import conclusion, contrasts_table, heldout_table, not_run_note
+from steerlab.study.compare_report import conclusion, contrasts_table, heldout_table, not_run_note, per_target_tally
 from steerlab.study.scoring import split_prompts
 
 
@@ -347,3 +347,18 @@ def test_the_source_digest_ignores_comments_and_docstrings_but_not_code(tmp_path
     # a string that is a value, not a bare statement, is code
     assert code_text('X = "a"\n') != code_text('X = "b"\n')
     assert code_text('def f():\n    "only a docstring"\n') == code_text("def f():\n    pass\n")
+
+
+def test_per_target_calls_are_grouped_so_a_rare_kind_is_not_hidden_behind_many() -> None:
+    def row(name: str, verdict: str, target: str) -> dict[str, Any]:
+        return {"name": name, "verdict": verdict, "scope": target, "layer": 6, "position": "all"}
+
+    equivalences = [row("(c) bias_ablated vs mean_centred", "equivalent within ±0.1", f"t{k}") for k in range(9)]
+    rare = row("(b) mean_centred vs raw", "mean_centred > raw", "horror")
+    text = per_target_tally([*equivalences, rare])
+    # (b) first (the list's order), once, with where; the nine equivalences counted, three places shown.
+    assert text == ("(b) mean_centred vs raw: mean_centred > raw x1 (horror L6 all); "
+                    "(c) bias_ablated vs mean_centred: equivalent within ±0.1 x9 (t0 L6 all, t1 L6 all, t2 L6 all, ...)")
+    lines = conclusion("model-x", _config(), summarise(_synthetic("mean_centred")))
+    per_target = next(line for line in lines if line.startswith("score, per target ("))
+    assert "(b) mean_centred vs raw: mean_centred > raw x2 (fantasy L15 all, shakespeare L15 all)" in per_target

@@ -174,6 +174,23 @@ def tally(results: Sequence[Mapping[str, Any]], baseline: str) -> str:
     return "; ".join(parts)
 
 
+def per_target_tally(results: Sequence[Mapping[str, Any]], *, shown: int = 3) -> str:
+    """Called per-target contrasts grouped by contrast and verdict, (a) to (g), each with how many
+    times and (up to ``shown``) where: so no kind of call hides behind another's many.
+
+    Example:
+        >>> per_target_tally(called_rows)
+        '(c) bias_ablated vs mean_centred: equivalent within ±0.1 x22 (fantasy L6 all, ...); (b) ...'
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        groups.setdefault((r["name"], str(r["verdict"])), []).append(f"{r['scope']} L{r['layer']} {r['position']}")
+    in_order = sorted(groups.items(), key=lambda g: g[0][0][:3])  # "(a)" .. "(g)"; stable within one
+    return "; ".join(
+        f"{name}: {verdict} x{len(where)} ({', '.join(where[:shown])}{', ...' if len(where) > shown else ''})"
+        for (name, verdict), where in in_order)
+
+
 def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str, Any],
                bias_rows: Sequence[Mapping[str, Any]] = (), judge: Mapping[str, Any] | None = None) -> list[str]:
     """The plain-language answer of a run, sentence by sentence, from the pre-registered contrasts only.
@@ -209,9 +226,7 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
         lines += block["best_of"]["conclusion"]
         per_target = [r for r in called if r["scope"] != "pooled"]
         if per_target:
-            lines.append(f"{measure}, per target: " + "; ".join(
-                f"{r['name']} at {r['scope']} (layer {r['layer']}, {r['position']}): {r['verdict']}"
-                for r in per_target[:8]) + (" ..." if len(per_target) > 8 else "") + ".")
+            lines.append(f"{measure}, per target ({len(per_target)} called): {per_target_tally(per_target)}.")
     if bias_rows:
         cos = [r["cosine"] for r in bias_rows]
         lo, hi = f"{min(cos):.3f}", f"{max(cos):.3f}"
