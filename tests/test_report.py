@@ -491,6 +491,13 @@ def test_every_method_has_its_own_colour_and_matched_damage_separates_cells() ->
     # The matched level is labelled where its line is: plotly reads an annotation's y on a log axis in log10.
     label = next(a for a in fig.layout.annotations if (a.text or "").startswith("matched level"))
     assert label.yref == "y" and label.y == pytest.approx(math.log10(1.25))
+    assert fig.layout.yaxis.range is None and "stops at" not in fig.layout.meta["caption"]
+    # Text broken to a perplexity ratio of 1e82 (seen on Gemma): the axis stops at the ceiling, and says so.
+    rows[0]["damage"] = [1.0, 40.0, 1e82]
+    cut = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    assert cut.layout.yaxis.range[1] == pytest.approx(math.log10(plots.DAMAGE_CEILING))
+    assert list(cut.layout.yaxis.ticktext) == ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1,000"]
+    assert "the damage axis stops at 1,000" in cut.layout.meta["caption"] and "1e+82" in cut.layout.meta["caption"]
 
 
 def _full_cells() -> list[tuple[int, str]]:
@@ -635,6 +642,9 @@ def test_log_axes_read_as_whole_numbers() -> None:
     assert plots.log_ticks(1, 120) == [1, 2, 5, 10, 20, 50, 100]
     assert plots.log_ticks(3, 3e5) == [10, 100, 1000, 10_000, 100_000]
     assert plots.log_ticks(0.9, 1.6) == [0.7, 1, 1.5, 2]
+    # Over 82 decades (Gemma's broken text): every 20th power of ten, written short.
+    assert plots.log_ticks(0.99, 1.1e82) == [1, 1e20, 1e40, 1e60, 1e80]
+    assert [plots._tick_text(v) for v in (1e3, 1e5, 1e6, 1e40)] == ["1,000", "100,000", "1e6", "1e40"]
     sweep = _all_figures()["sweep_panels"]
     assert list(sweep.layout.yaxis2.ticktext) == ["10", "15", "20", "30", "50"]  # not plotly's "2", "3", "5"
     norms = _all_figures()["layer_lines"]

@@ -271,7 +271,10 @@ def log_ticks(low: float, high: float) -> list[float]:
         raise ValueError(f"log_ticks needs 0 < low <= high, got low={low}, high={high}")
     steps = (1.0,) if high / low > 1e4 else (1.0, 2.0, 5.0) if high / low > 8 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
     start, stop = math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1
-    every = sorted({float(f"{m * 10 ** e:.6g}") for e in range(start, stop + 1) for m in steps})
+    # Over many decades, every 2nd, 5th, 10th, ... power of ten, so at most about six ticks.
+    stride = next(k * 10 ** p for p in range(4) for k in (1, 2, 5) if (stop - start - 2) / (k * 10 ** p) <= 6)
+    every = sorted({float(f"{m * 10 ** e:.6g}") for e in range(start, stop + 1) for m in steps
+                    if steps != (1.0,) or e % stride == 0})
     inside = [v for v in every if low <= v <= high]
     below = [v for v in every if v < low][-1:]
     above = [v for v in every if v > high][:1]
@@ -282,6 +285,8 @@ def log_ticks(low: float, high: float) -> list[float]:
 
 
 def _tick_text(v: float) -> str:
+    if v >= 1e6:  # 1e6, 1e20: not a row of zeros
+        return f"{v:.0e}".replace("e+0", "e").replace("e+", "e")
     return f"{v:,.0f}" if v >= 1000 else f"{v:g}"
 
 
@@ -300,7 +305,10 @@ def _readable_log_axes(fig: go.Figure) -> None:
             data = getattr(trace, which, None)
             values += [float(v) for v in (data or []) if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
         if values:
-            ticks = log_ticks(min(values), max(values))
+            low, high = min(values), max(values)
+            if axis.range is not None:  # a cut axis: ticks over what is shown
+                low, high = max(low, 10 ** axis.range[0]), min(high, 10 ** axis.range[1])
+            ticks = log_ticks(low, high)
             axis.update(tickmode="array", tickvals=ticks, ticktext=[_tick_text(v) for v in ticks])
 
 
@@ -775,6 +783,10 @@ def score_by_method(pooled: Sequence[Mapping[str, Any]], methods: Sequence[str],
         "overlapping bars are not a ranking."))
 
 
+# Above this perplexity ratio the text is broken; matched_damage's damage axis stops there.
+DAMAGE_CEILING = 1000.0
+
+
 def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[str], *, target: str,
                    where: str) -> go.Figure:
     """04: steering at equal damage. Left: each method's damage curve (perplexity ratio on general
@@ -818,9 +830,14 @@ def matched_damage(matched_rows: Sequence[Mapping[str, Any]], methods: Sequence[
     fig.update_xaxes(title_text=COEFFICIENT_AXIS, type="log", row=1, col=1)
     fig.update_yaxes(title_text="perplexity ratio on general text", type="log", row=1, col=1)
     fig.update_yaxes(title_text="propensity shift (nats/token)", row=1, col=2)
+    damages = [d for r in rows for d in r["damage"] if d is not None and math.isfinite(d) and d > 0]
+    cut = ""
+    if damages and max(damages) > DAMAGE_CEILING:  # broken text: keep the level's region readable
+        fig.update_yaxes(range=[math.log10(min(min(damages), 1.0) * 0.9), math.log10(DAMAGE_CEILING)], row=1, col=1)
+        cut = f"; the damage axis stops at {DAMAGE_CEILING:,.0f} (broken text; the largest ratio here is {max(damages):.2g})"
     where_cells = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
     _layout(fig, f"Steering at matched damage towards {target}", where, 600, (
-        f"Left: damage of each vector on held-out general text ({where_cells}; one dash per cell). Right: how far "
+        f"Left: damage of each vector on held-out general text ({where_cells}; one dash per cell{cut}). Right: how far "
         "the propensity (log p(target continuation) − log p(other)) moves at the coefficient where that damage "
         "reaches the level, one point per method" + (" and cell, cells side by side by symbol" if len(cells) > 1
                                                      else "")
