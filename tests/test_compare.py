@@ -351,7 +351,7 @@ def test_the_source_digest_ignores_comments_and_docstrings_but_not_code(tmp_path
 
 def test_per_target_calls_are_grouped_so_a_rare_kind_is_not_hidden_behind_many() -> None:
     def row(name: str, verdict: str, target: str) -> dict[str, Any]:
-        return {"name": name, "verdict": verdict, "scope": target, "layer": 6, "position": "all"}
+        return {"name": name, "label": name[1], "verdict": verdict, "scope": target, "layer": 6, "position": "all"}
 
     equivalences = [row("(c) bias_ablated vs mean_centred", "equivalent within ±0.1", f"t{k}") for k in range(9)]
     rare = row("(b) mean_centred vs raw", "mean_centred > raw", "horror")

@@ -180,15 +180,14 @@ def per_target_tally(results: Sequence[Mapping[str, Any]], *, shown: int = 3) ->
 
     Example:
         >>> per_target_tally(called_rows)
-        '(c) bias_ablated vs mean_centred: equivalent within ±0.1 x22 (fantasy L6 all, ...); (b) ...'
+        '(b) mean_centred vs raw: mean_centred > raw x6 (shakespeare L6 all, ...); (c) bias_ablated vs ...'
     """
     groups: dict[tuple[str, str], list[str]] = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: str(r["label"])):  # stable: the list's order within a label
         groups.setdefault((r["name"], str(r["verdict"])), []).append(f"{r['scope']} L{r['layer']} {r['position']}")
-    in_order = sorted(groups.items(), key=lambda g: g[0][0][:3])  # "(a)" .. "(g)"; stable within one
     return "; ".join(
         f"{name}: {verdict} x{len(where)} ({', '.join(where[:shown])}{', ...' if len(where) > shown else ''})"
-        for (name, verdict), where in in_order)
+        for (name, verdict), where in groups.items())
 
 
 def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str, Any],
