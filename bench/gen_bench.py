@@ -36,10 +36,10 @@ def sampling(sampler: str = "steerlab", prompts: Sequence[str] = (),
     if sampler == "transformers":
         return dict(SAMPLING)
     from steerlab.sampling import NucleusSampler, row_generators
-    from steerlab.steer import _row_keys
+    from steerlab.steer import row_keys
     from transformers import LogitsProcessorList
 
-    generators = row_generators(SEED, _row_keys(list(prompts), list(additions)))
+    generators = row_generators(SEED, row_keys(list(prompts), list(additions)))
     nucleus = NucleusSampler(SAMPLING["temperature"], SAMPLING["top_k"], SAMPLING["top_p"], generators=generators)
     return {"do_sample": False, "logits_processor": LogitsProcessorList([nucleus])}
 

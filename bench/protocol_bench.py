@@ -87,7 +87,7 @@ def cell_inputs(model: sl.Model, target: str = "fantasy", methods: Sequence[str]
 
     cfg = compare.CompareConfig.from_preset("default", targets=[target], positions=["all"], methods=list(methods))
     layer = cfg.resolved_layers(model)[0]
-    vecs = compare.build_methods(model, cfg, target, [layer], progress=False)
+    vecs = compare.build_vectors(model, cfg, target, [layer], progress=False)
     unit = sl.unit_norm(model, layer)
     adds = [None] + [added_vector(v.at(layer), c, unit) for v in vecs.values()
                      for c in cfg.generation_coefficients]

@@ -28,7 +28,7 @@ from typing import Any, Self
 import steerlab as sl
 import torch
 from steerlab.sampling import NucleusSampler, decode, row_generators
-from steerlab.steer import _row_keys, eos_ids, steered_generate, steering_rows, until_eos
+from steerlab.steer import row_keys, eos_ids, steered_generate, steering_rows, until_eos
 from steerlab.tokens import Batch, encode
 
 __all__ = [
@@ -155,7 +155,7 @@ def fast_generate(model: sl.Model, prompts: Sequence[str], additions: Sequence[t
     eos, pad = _eos_and_pad(model)
     sampler = None
     if do_sample:
-        sampler = NucleusSampler(1.0, top_k, top_p, generators=row_generators(seed, _row_keys(prompts, additions)))
+        sampler = NucleusSampler(1.0, top_k, top_p, generators=row_generators(seed, row_keys(prompts, additions)))
     ids, mask = batch.input_ids.to(model.device), batch.attention_mask.to(model.device)
     if all(a is None for a in additions):
         new = decode(model.hf, ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_ids=eos,
@@ -504,7 +504,7 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     pb = encode(model.tokenizer, [pair_prompt] * 2, padding_side="left")
 
     def pair_plain() -> Any:
-        sampler = NucleusSampler(1.0, 50, 0.3, generators=row_generators(0, _row_keys([pair_prompt] * 2, pair_adds)))
+        sampler = NucleusSampler(1.0, 50, 0.3, generators=row_generators(0, row_keys([pair_prompt] * 2, pair_adds)))
         from transformers import LogitsProcessorList
 
         with torch.inference_mode():

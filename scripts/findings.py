@@ -7,11 +7,18 @@ the folder's size, its figures) to ``docs/results/run-<model>.json``.
 ``collect-power RUN_DIR``: from notebook 04's run, each pooled contrast's measured spread, and the
 minimum detectable difference (80% power, Holm-corrected over each preset's list) it would have under
 every preset, to ``docs/results/power-<model>.json``: which contrasts each preset can resolve.
-``render``: rewrite the block between ``<!-- findings:start -->`` and ``<!-- findings:end -->`` in
-README.md from every ``docs/results/*.json``; ``--check`` exits 1 if the README differs (the tests run it).
+``render``: rewrite README.md's answer (the block between ``<!-- answer:start -->`` and
+``<!-- answer:end -->``: :func:`steerlab.study.answer.answer`'s sentences and claims from every recorded
+result) and ``docs/FINDINGS.md`` (every table: contrasts, power, timings, the unit) from every
+``docs/results/*.json``; ``--check`` exits 1 if either differs (the tests run it).
+``figures``: the answer's figures as PNG (``docs/images/answer.png``, ``docs/images/answer_targets.png``),
+rendered in headless Chromium from the same results.
+``answer``: print the answer in the terminal.
 
-Usage: ``.venv/bin/python scripts/findings.py collect runs/<stamp> [--seconds S]`` then
-``.venv/bin/python scripts/findings.py render``.
+A results file that is not JSON, or not one of these kinds, is refused with its name and what is wrong.
+
+Usage: ``.venv/bin/python scripts/findings.py collect runs/<stamp> [--seconds S]``, then
+``.venv/bin/python scripts/findings.py render`` and ``figures``.
 """
 
 from __future__ import annotations
@@ -20,18 +27,62 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from steerlab.lab.tables import ASKED, GRID_LEGEND, verdict_grid_markdown
 from steerlab.load import machine
 from steerlab.sets import UNIT, UNIT_LABEL
+from steerlab.study.answer import answer
 from steerlab.study.compare_report import tally
+from steerlab.study.tasks import task_answer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
-START, END = "<!-- findings:start -->", "<!-- findings:end -->"
+FINDINGS = ROOT / "docs" / "FINDINGS.md"
+IMAGES = ROOT / "docs" / "images"
+START, END = "<!-- answer:start -->", "<!-- answer:end -->"
+MEASURE_TITLES = {"steerability": "steerability", "matched": "shift at matched damage", "score": "AxBench score"}
+
+
+class ResultsError(SystemExit):
+    """A results file that cannot be read as one of this script's kinds (the message names it)."""
+
+
+def kind_of(res: Any) -> str:
+    """Which kind of recorded result ``res`` is: ``compare``, ``run``, ``power``, ``units``; else an error."""
+    if not isinstance(res, dict):
+        raise ValueError(f"a JSON {type(res).__name__}, expected an object")
+    if "units" in res:
+        return "units"
+    if res.get("kind") in ("run", "power"):
+        return str(res["kind"])
+    if {"model", "preset", "contrasts", "config"} <= set(res) and isinstance(res["contrasts"], dict):
+        return "compare"
+    raise ValueError("not a steerlab results file (no 'kind', and not notebook 04's collected comparison: "
+                     "expected model, preset, config and contrasts)")
+
+
+def load_results(folder: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``*.json`` of ``folder`` (default :data:`RESULTS`) with its contents, in name order.
+
+    Raises:
+        ResultsError: a file that is not JSON, or not a kind this script knows, naming it and why.
+    """
+    out = []
+    for path in sorted((folder or RESULTS).glob("*.json")):
+        try:
+            res = json.loads(path.read_text(encoding="utf-8"))
+            kind_of(res)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
+            raise ResultsError(f"{path}: cannot be read as a recorded result: {err}. Collect it again with "
+                               "scripts/findings.py collect ..., or move it out of docs/results/") from None
+        out.append((path, res))
+    return out
 
 
 
@@ -40,6 +91,9 @@ def collect(run_dir: Path, seconds: float | None, note: str | None = None) -> Pa
     compare = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["compare"]
     pooled = {m: [r for r in block["results"] if r["scope"] == "pooled"]
               for m, block in compare["contrasts"].items()}
+    keep = ("label", "a", "b", "scope", "layer", "position", "measure", "status", "estimate", "ci", "verdict", "n")
+    per_target = [{k: r.get(k) for k in keep} for block in compare["contrasts"].values() for r in block["results"]
+                  if r["scope"] != "pooled" and r["label"] in ("d", "e")]
     cells = compare.get("cells") or {}
     if seconds is None and compare.get("seconds") is not None:
         # A resumed run: its own time plus what the cells it read back took when they were measured.
@@ -50,7 +104,8 @@ def collect(run_dir: Path, seconds: float | None, note: str | None = None) -> Pa
            "prompting_style": compare.get("prompting_style"), "config": compare["config"],
            "layers": compare["layers"], "judge_accuracy": compare["judge"]["heldout_accuracy"],
            "judge_accuracy_by_words": compare["judge"].get("accuracy_by_words"),
-           "contrasts": pooled, "best_of": {m: b["best_of"] for m, b in compare["contrasts"].items()},
+           "contrasts": pooled, "per_target": per_target,
+           "best_of": {m: b["best_of"] for m, b in compare["contrasts"].items()},
            "conclusion": compare["conclusion"], "note": note}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"compare-{out['model']}-{out['preset']}.json"
@@ -72,7 +127,9 @@ def collect_run(run_dir: Path) -> Path:
     out = {"kind": "run", "model": ", ".join(sorted(models)) or "unknown", "date": min(
         (b.get("date") for b in summary.values() if isinstance(b, dict) and b.get("date")), default=None),
         "cpu": machine(), "notebooks": seconds, "megabytes": round(size / 2**20, 1),
-        "figures": len(list((run_dir / "figures").glob("*.json"))), "files": sum(1 for f in run_dir.rglob("*") if f.is_file())}
+        "figures": len(list((run_dir / "figures").glob("*.json"))), "files": sum(1 for f in run_dir.rglob("*") if f.is_file()),
+        **{key: summary[key]["headline"] for key in ("bias", "interpret")
+           if isinstance(summary.get(key), dict) and isinstance(summary[key].get("headline"), dict)}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"run-{out['model']}.json"
     path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
@@ -223,23 +280,82 @@ def render_units(res: dict[str, Any]) -> list[str]:
                "argues for switching it.")), ""]
 
 
-def render() -> str:
-    lines: list[str] = []
-    files = sorted(RESULTS.glob("*.json"))
-    for path in files:
-        res = json.loads(path.read_text(encoding="utf-8"))
-        if "units" in res:
-            lines += render_units(res)
-        elif res.get("kind") == "run":
-            lines += render_run(res)
-        elif res.get("kind") == "power":
-            lines += render_power(res)
-        else:
-            lines += render_compare(res)
+def render_findings() -> str:
+    """``docs/FINDINGS.md``: every recorded result's tables, each with its source file."""
+    lines = ["# Findings: every recorded result", "",
+             "Generated by `scripts/findings.py render` from `docs/results/*.json` (each collected from a run folder "
+             "by the same script); the tests check this file is exactly what the script gives. The answer these "
+             "tables carry is at the top of the README; earlier runs are in `docs/LAB_LOG.md`.", ""]
+    loaded = load_results()
+    for path, res in loaded:
+        kind = kind_of(res)
+        lines += {"units": render_units, "run": render_run, "power": render_power, "compare": render_compare}[kind](res)
         lines[-1:] = ["", f"<sub>from `{path.relative_to(ROOT)}`</sub>", ""]
-    if not files:
-        lines = ["No recorded results yet: run `scripts/findings.py collect RUN_DIR`.", ""]
-    return "\n".join([START, "", *lines, END])
+    if not loaded:
+        lines += ["No recorded results yet: run `scripts/findings.py collect RUN_DIR`.", ""]
+    return "\n".join(lines)
+
+
+def _task_sentences() -> list[str] | None:
+    """The task-vector sentence per model (notebook 06's recorded results, each model's ``full`` where there)."""
+    import tasks_findings  # scripts/tasks_findings.py, beside this file
+
+    results = tasks_findings.load_results()
+    if not results:
+        return None
+    best: dict[str, dict[str, Any]] = {}
+    for r in results:
+        if r["model"] not in best or r["preset"] == "full":
+            best[r["model"]] = r
+    return task_answer([best[m] for m in sorted(best)])
+
+
+def the_answer() -> Any:
+    """:func:`steerlab.study.answer.answer` of every recorded result."""
+    loaded = [res for _, res in load_results()]
+    compares = [r for r in loaded if kind_of(r) == "compare"]
+    runs = {r["model"]: r for r in loaded if kind_of(r) == "run"}
+    powers = {r["model"]: r for r in loaded if kind_of(r) == "power"}
+    return answer(compares, runs=runs, powers=powers, tasks=_task_sentences())
+
+
+def render_answer() -> str:
+    """README's answer block: the sentences, the figure, the claims table, where the rest is."""
+    found = the_answer()
+    picture = ("![The answer: each pre-registered contrast (b)-(e) as its estimate and 95% CI, per measure, depth and "
+               "position, both models; green called, blue equivalent, grey not resolved with its MDD band]"
+               "(docs/images/answer.png)") if (IMAGES / "answer.png").exists() else ""
+    sources = ", ".join(f"`docs/results/{s}.json`" for s in found.sources)
+    lines = [START, "", *found.markdown()[:len(found.sentences)], "", picture, "",
+             "**The write-up's claims**, each against the contrast that tests it:", "",
+             *found.markdown()[len(found.sentences) + 1:], "",
+             (f"Generated by `scripts/findings.py render` from {sources or 'the recorded results'} (each model's "
+              "`full` run where recorded); every contrast, the power projection, timings and earlier presets are in "
+              "[`docs/FINDINGS.md`](docs/FINDINGS.md)."), "", END]
+    return "\n".join(lines)
+
+
+def figures(out: Path = IMAGES) -> list[Path]:
+    """The answer's figures as PNG, from the recorded results (headless Chromium)."""
+    from steerlab.lab.compare_plots import answer_forest, answer_targets
+    from steerlab.lab.snapshot import figure_page, screenshot
+    from steerlab.study.answer import primary
+
+    compares = [res for _, res in load_results() if kind_of(res) == "compare"]
+    best = primary(compares)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = answer_forest({m: [x for recs in r["contrasts"].values() for x in recs] for m, r in best.items()},
+                            measures=list(MEASURE_TITLES), measure_titles=MEASURE_TITLES,
+                            where=", ".join(f"{m} ({r['preset']}, {r['date']})" for m, r in best.items()))
+        written.append(screenshot(figure_page(fig, Path(tmp) / "answer.html"), out / "answer.png", width=1024,
+                                  full_page=True, wait_for=".plot-container"))
+        per_target = [{**x, "model": m.split("-")[0]} for m, r in best.items() for x in r.get("per_target") or []]
+        if per_target:
+            fig = answer_targets(per_target, measure_titles=MEASURE_TITLES, where="per target, recorded full runs")
+            written.append(screenshot(figure_page(fig, Path(tmp) / "targets.html"), out / "answer_targets.png",
+                                      width=1024, full_page=True, wait_for=".plot-container"))
+    return written
 
 
 def main() -> int:
@@ -254,7 +370,9 @@ def main() -> int:
     cr = sub.add_parser("collect-run")
     cr.add_argument("run_dir", type=Path)
     r = sub.add_parser("render")
-    r.add_argument("--check", action="store_true", help="exit 1 if README.md's block is not what render gives")
+    r.add_argument("--check", action="store_true", help="exit 1 if README.md's answer or docs/FINDINGS.md differs")
+    sub.add_parser("figures", help="the answer's figures as PNG in docs/images/")
+    sub.add_parser("answer", help="print the answer in the terminal")
     args = parser.parse_args()
     if args.command == "collect":
         print(collect(args.run_dir, args.seconds, args.note))
@@ -265,18 +383,28 @@ def main() -> int:
     if args.command == "collect-run":
         print(collect_run(args.run_dir))
         return 0
+    if args.command == "figures":
+        print("\n".join(str(p) for p in figures()))
+        return 0
+    if args.command == "answer":
+        print(the_answer().text())
+        return 0
     text = README.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.DOTALL)
     if not pattern.search(text):
         print(f"README.md has no {START} ... {END} block", file=sys.stderr)
         return 1
-    new = pattern.sub(lambda _: render(), text)
+    new = pattern.sub(lambda _: render_answer(), text)
+    findings = render_findings()
     if args.check:
-        if new != text:
-            print("README.md's findings differ from docs/results: run scripts/findings.py render", file=sys.stderr)
+        stale = [str(p.relative_to(ROOT)) for p, old, fresh in ((README, text, new), (FINDINGS, FINDINGS.read_text(
+            encoding="utf-8") if FINDINGS.exists() else "", findings)) if old != fresh]
+        if stale:
+            print(f"{' and '.join(stale)} differ from docs/results: run scripts/findings.py render", file=sys.stderr)
             return 1
         return 0
     README.write_text(new, encoding="utf-8")
+    FINDINGS.write_text(findings, encoding="utf-8")
     return 0
 
 

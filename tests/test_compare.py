@@ -36,12 +36,12 @@ def _synthetic(planted: str = "mean_centred", gap: float = 0.3, n_prompts: int =
     comps = []
     for t in targets:
         for j in range(n_prompts):
-            comps.append({"target": t, "method": "none", "layer": 15, "position": "all", "coefficient": 0.0,
+            comps.append({"target": t, "condition": "none", "layer": 15, "position": "all", "coefficient": 0.0,
                           "prompt_id": j, "score": 0.2 + rng.gauss(0, 0.01)})
             for m in ("mean_centred", "raw", "random", "counterbalanced"):
                 for c in (0.25, 0.5):
                     base = 0.3 + (gap if m == planted and c == 0.25 else 0.0) - (0.1 if c == 0.5 else 0.0)
-                    comps.append({"target": t, "method": m, "layer": 15, "position": "all", "coefficient": c,
+                    comps.append({"target": t, "condition": m, "layer": 15, "position": "all", "coefficient": c,
                                   "prompt_id": j, "score": base + rng.gauss(0, 0.02)})
     return CompareResult(rows=[], completions=comps, steerability=[], bias=[], judge={},
                          split=split_prompts(range(n_prompts)), layers=[15])
@@ -56,12 +56,12 @@ def _config() -> dict[str, Any]:
 def test_the_summary_and_conclusion_name_the_planted_winner(planted: str) -> None:
     result = _synthetic(planted)
     summary = summarise(result)
-    best = next(r for r in summary["pooled"] if r["method"] != "none")
-    assert best["method"] == planted
+    best = next(r for r in summary["pooled"] if r["condition"] != "none")
+    assert best["condition"] == planted
     for t in ("fantasy", "shakespeare"):
         heldout = summary["per_target"][t]["heldout"]
-        assert next(h for h in heldout if h["method"] == planted)["coefficient"] == 0.25
-    vs_random = next(d for d in summary["pooled_differences"]["random"] if d["method"] == planted)
+        assert next(h for h in heldout if h["condition"] == planted)["coefficient"] == 0.25
+    vs_random = next(d for d in summary["pooled_differences"]["random"] if d["condition"] == planted)
     assert vs_random["excludes_zero"] and vs_random["difference"] == pytest.approx(0.3, abs=0.05)
     lines = conclusion("model-x", _config(), summary)
     # Claims come from the pre-registered contrasts, Holm-corrected; the best is chosen on the
@@ -72,7 +72,7 @@ def test_the_summary_and_conclusion_name_the_planted_winner(planted: str) -> Non
     want = "mean_centred > raw" if planted == "mean_centred" else "mean_centred < raw"
     assert any(line.startswith("(b) mean_centred vs raw, pooled") and want in line for line in lines)
     table = heldout_table(summary, [])
-    assert table[0]["method"] == planted
+    assert table[0]["condition"] == planted
 
 
 def test_the_unsteered_control_is_never_the_best_method() -> None:
@@ -80,7 +80,7 @@ def test_the_unsteered_control_is_never_the_best_method() -> None:
     # unsteered row scores highest; "best of N" still chooses among the methods.
     result = _synthetic(planted="mean_centred", gap=0.0)
     for c in result.completions:
-        if c["method"] == "none":
+        if c["condition"] == "none":
             c["score"] = 0.9
     best = summarise(result)["contrasts"]["score"]["best_of"]
     assert best["chosen"] is not None and best["chosen"][0] in ("mean_centred", "raw", "counterbalanced")
@@ -94,7 +94,7 @@ def test_a_null_difference_is_reported_as_not_separable() -> None:
     assert pooled and all("not resolved at this sample size" in line for line in pooled
                           if "mean_centred vs raw" in line or "counterbalanced vs mean_centred" in line)
     for d in summary["pooled_differences"]["mean_centred"]:
-        if d["method"] in ("raw", "counterbalanced", "random"):
+        if d["condition"] in ("raw", "counterbalanced", "random"):
             assert d["difference_ci"][0] <= 0 <= d["difference_ci"][1] or abs(d["difference"]) < 0.03
 
 
@@ -106,17 +106,17 @@ def test_the_report_half_cannot_move_the_chosen_coefficient() -> None:
         if c["prompt_id"] in report and c["coefficient"] == 0.5:
             c["score"] = 5.0  # the report half now loves 0.5
     after = summarise(result)["per_target"]["fantasy"]["heldout"]
-    chosen = lambda rows: {(r["method"], r["coefficient"]) for r in rows}
+    chosen = lambda rows: {(r["condition"], r["coefficient"]) for r in rows}
     assert chosen(before) == chosen(after)
 
 
 def test_frontier_is_the_best_effect_at_each_damage_level_never_sweep_order() -> None:
-    rows = [{"method": "m", "perplexity_ratio": d, "concept_delta": e} for d, e in
+    rows = [{"condition": "m", "perplexity_ratio": d, "concept_delta": e} for d, e in
             [(1.5, 0.2), (1.0, 0.0), (1.1, 0.1), (1.2, 0.05), (3.0, 0.5), (2.0, 0.15)]]
     f = frontier(rows, "m")
     assert [(p["damage"], p["effect"]) for p in f] == [(1.0, 0.0), (1.1, 0.1), (1.5, 0.2), (3.0, 0.5)]
     assert all(b["effect"] > a["effect"] and b["damage"] >= a["damage"] for a, b in itertools.pairwise(f))
-    assert frontier(rows + [{"method": "m", "perplexity_ratio": math.nan, "concept_delta": 9.0}], "m") == f
+    assert frontier(rows + [{"condition": "m", "perplexity_ratio": math.nan, "concept_delta": 9.0}], "m") == f
 
 
 def test_bad_configurations_are_clear_errors() -> None:
@@ -215,17 +215,17 @@ def test_the_sweep_on_a_tiny_model_has_its_shape_and_its_controls(tiny_llama: sl
     assert len(result.rows) == n_conditions * len(cfg.targets) * len(result.layers) * len(cfg.positions)
     assert result.prompting_style == "prefix"  # the tiny model is not named as instruction-tuned
     assert len(result.completions) == len(result.rows) * cfg.n_prompts
-    none = [r for r in result.rows if r["method"] == "none"]
+    none = [r for r in result.rows if r["condition"] == "none"]
     for r in none:  # the unsteered control: no damage, no change, full fluency and relevance
         assert r["perplexity_ratio"] == 1.0 and r["kl"] == 0.0 and r["concept_delta"] == 0.0
         assert r["fluency"] == pytest.approx(1.0) and r["relevance"] == pytest.approx(1.0)
     for r in result.rows:
-        asked = r["method"].startswith("prompting")  # no vector on general text: no damage measured there
+        asked = r["condition"].startswith("prompting")  # no vector on general text: no damage measured there
         assert all(math.isfinite(r[k]) != (asked and k in ("perplexity_ratio", "kl"))
                    for k in ("concept", "score", "perplexity_ratio", "kl"))
         assert 0.0 <= r["score"] <= 1.0
     cells = len(cfg.targets) * len(result.layers) * len(cfg.positions)
-    assert sorted(r["method"] for r in result.matched) == sorted(list(cfg.methods) * cells)
+    assert sorted(r["condition"] for r in result.matched) == sorted(list(cfg.methods) * cells)
     for m in result.matched:  # a coefficient on the grid's range, a shift per story pair
         assert m["status"] in ("interpolated", "not reached") and 0 < m["coefficient"] <= max(cfg.damage_grid)
         assert len(m["shifts"]) == cfg.n_steer and len(m["damage"]) == len(cfg.damage_grid)

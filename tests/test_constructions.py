@@ -95,7 +95,7 @@ def test_constructions_match_an_oracle_from_plain_hidden_states(tiny_llama: stee
     }
     cfg = compare.CompareConfig(targets=("fantasy",), counters={"fantasy": "sports"}, layers=(LAYER,), sample_size=4,
                                 max_length=32)
-    via_compare = compare.build_methods(m, cfg, "fantasy", [LAYER], progress=False)
+    via_compare = compare.build_vectors(m, cfg, "fantasy", [LAYER], progress=False)
     for name, expected in want.items():
         got = build(name, m, [LAYER], target="fantasy", counter="sports", **SPEC).at(LAYER)
         torch.testing.assert_close(got, expected, atol=2e-4, rtol=2e-4, msg=name)

@@ -19,7 +19,6 @@ from steerlab.study.contrasts import (
     Sample,
     at_cells,
     best_of,
-    conclusions,
     holm,
     mdd,
     paired_t_test,
@@ -33,6 +32,7 @@ from steerlab.study.contrasts import (
     tost_p,
 )
 from steerlab.study.scoring import PromptSplit
+from steerlab.study.sentences import conclusions
 
 
 # Monte-Carlo margin for a rate estimated from R runs: 3 binomial standard errors.
@@ -269,13 +269,13 @@ def test_best_of_is_chosen_and_tested_on_different_samples() -> None:
 
 
 def test_rows_convert_and_bad_rows_are_named() -> None:
-    rows = [{"target": "fantasy", "method": m, "layer": 15, "position": "all_prompt", "prompt_id": p, "score": s}
+    rows = [{"target": "fantasy", "condition": m, "layer": 15, "position": "all_prompt", "prompt_id": p, "score": s}
             for m, p, s in [("raw", 0, 0.1), ("raw", 1, 0.2), ("random", 0, 0.0), ("random", 1, 0.1)]]
-    samples = samples_from_dicts(rows, value="score", construction="method", sample_id="prompt_id")
+    samples = samples_from_dicts(rows, value="score", construction="condition", sample_id="prompt_id")
     assert samples[0] == Sample("fantasy", "raw", 15, "all_prompt", 0, 0.1)
     (a,) = [r for r in run_contrasts(samples, measure="score", pooled=False) if r.status == "run"]
     assert a.name == "(a) raw vs random" and a.estimate == pytest.approx(0.1) and a.measure == "score"
-    steer = [{"target": "fantasy", "method": "raw", "layer": 15, "position": "all_prompt",
+    steer = [{"target": "fantasy", "condition": "raw", "layer": 15, "position": "all_prompt",
               "slopes": np.array([0.1, -0.2])}]
     assert [s.value for s in samples_from_lists(steer)] == [0.1, -0.2]
     assert [s.sample_id for s in samples_from_lists(steer)] == [0, 1]

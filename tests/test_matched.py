@@ -54,7 +54,7 @@ def test_matched_damage_separates_a_planted_direction_from_a_random_one(real_mod
     rows = matched_damage(real_model, {"planted": planted, "random": random}, layer=layer, position="all",
                           general=general, target_texts=targets, other_texts=others,
                           unit=sl.unit_norm(real_model, layer), grid=[0.0625, 0.125, 0.25, 0.5, 1.0])
-    got = {r["method"]: r for r in rows}
+    got = {r["condition"]: r for r in rows}
     for r in rows:  # both at the level, on the same six story pairs
         assert r["status"] == "interpolated" and len(r["shifts"]) == 6 and r["ci"][0] <= r["mean"] <= r["ci"][1]
         assert 0 < r["coefficient"] < 1.0 and r["damage"] == sorted(r["damage"])

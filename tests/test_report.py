@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 import torch
-from steerlab.lab import plots
+from steerlab.lab import compare_plots, plots, style
+from steerlab.lab.page import build_report
 from steerlab.lab.plotlyjs import PLOTLY_JS, plotly_banner, share_plotlyjs
 from steerlab.lab.report import (
     HEADLINES,
     WIDGET_NOTE,
-    build_report,
     figure_order,
     headlines,
     record,
@@ -207,9 +207,9 @@ def synthetic_summary() -> dict[str, Any]:
                                   "additional.steerability": [-0.0675, 0.5109]},
                   "parameters": {"examples": ["additional"], "output_dir": "RUN_DIR"}},
         "compare": {"model": "tiny-model", "config": {"damage_threshold": 1.5},
-                    "summary": {"pooled": [{"method": "isolated", "layer": 8, "position": "all", "mean": 0.5,
+                    "summary": {"pooled": [{"condition": "isolated", "layer": 8, "position": "all", "mean": 0.5,
                                             "ci": [0.45, 0.55]},
-                                           {"method": "mean_centred", "layer": 8, "position": "all", "mean": 0.4127,
+                                           {"condition": "mean_centred", "layer": 8, "position": "all", "mean": 0.4127,
                                             "ci": [0.351, 0.47]}]},
                     # chosen on the selection half: not the top pooled row, whose CI must not be shown
                     "best_chosen": ["mean_centred", 8, "all"],
@@ -249,18 +249,18 @@ def compare_conclusion() -> list[str]:
 def heldout_rows() -> list[dict[str, Any]]:
     """Rows as steerlab.study.compare_report.heldout_table gives them, pooled (two columns all NaN)."""
     nan = float("nan")
-    return [{"method": m, "layer": 8, "position": "all", "coefficient": "per target", "score": s,
+    return [{"condition": m, "layer": 8, "position": "all", "coefficient": "per target", "score": s,
              "score_ci": [s - 0.06, s + 0.06], "vs_mean_centred": d, "vs_random": "+0.100 [+0.020, +0.180]",
              "steerability": 0.0123, "anti_steerable": 0.25, "concept_effect": nan, "vocab_rate": nan}
             for m, s, d in (("mean_centred", 0.4127, "-"), ("raw", 0.3012, "-0.112 [-0.200, -0.020]"))]
 
 
 def compare_rows() -> list[dict[str, Any]]:
-    rows = [{"target": "fantasy", "method": "none", "layer": 8, "position": "all", "coefficient": 0.0,
+    rows = [{"target": "fantasy", "condition": "none", "layer": 8, "position": "all", "coefficient": 0.0,
              "concept_delta": 0.0, "concept_delta_ci": [0.0, 0.0], "score": 0.2, "perplexity_ratio": 1.0, "kl": 0.0}]
     for i, method in enumerate(("raw", "mean_centred", "random")):
         for c in (0.25, 0.5):
-            rows.append({"target": "fantasy", "method": method, "layer": 8, "position": "all", "coefficient": c,
+            rows.append({"target": "fantasy", "condition": method, "layer": 8, "position": "all", "coefficient": c,
                          "concept_delta": 0.01 * i * c, "concept_delta_ci": [0.01 * i * c - 0.01, 0.01 * i * c + 0.02],
                          "score": 0.3, "perplexity_ratio": 1 + c * (i + 1), "kl": 0.1 * c})
     return rows
@@ -300,9 +300,9 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
                                   yaxis="accuracy", where=where, references={"chance (1/3)": 1 / 3},
                                   caption="Held-out accuracy per layer (synthetic)."),
                 folder, "02_heldout_accuracy")
-    save_figure(plots.confusion_heatmap({"confusion_labels": ["fantasy", "sports"], "confusion": [[9, 1], [2, 8]],
+    save_figure(compare_plots.confusion_heatmap({"confusion_labels": ["fantasy", "sports"], "confusion": [[9, 1], [2, 8]],
                                          "heldout_accuracy": 0.85}, where=where), folder, "04_judge_confusion")
-    save_figure(plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
+    save_figure(compare_plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
                                        target="fantasy", where=where), folder, "04_effect_vs_damage")
     save_figure(plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1], "all_prompt": [0.0, 0.3]},
                                    {"first": [10.0, 12.0], "all_prompt": [10.0, 30.0]}, method="counterbalanced",
@@ -417,11 +417,11 @@ def test_headlines_name_every_quantity() -> None:
 
 
 def test_figures_cannot_be_misread() -> None:
-    fig = plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5, target="fantasy",
+    fig = compare_plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5, target="fantasy",
                                  where="tiny · run x")
     colours = {t.name: t.marker.color for t in fig.data}
-    assert colours == {"none (unsteered)": plots.METHOD_COLOURS["none"], "raw": plots.METHOD_COLOURS["raw"],
-                       "mean_centred": plots.METHOD_COLOURS["mean_centred"], "random": plots.METHOD_COLOURS["random"]}
+    assert colours == {"none (unsteered)": style.CONDITION_COLOURS["none"], "raw": style.CONDITION_COLOURS["raw"],
+                       "mean_centred": style.CONDITION_COLOURS["mean_centred"], "random": style.CONDITION_COLOURS["random"]}
     assert "tiny · run x" in fig.layout.title.text
     labels = [a.text for a in fig.layout.annotations]
     assert "damage threshold: perplexity ratio 1.5" in labels and "no effect" in labels
@@ -433,25 +433,25 @@ def test_figures_cannot_be_misread() -> None:
     assert list(raw_points.error_y.array) == pytest.approx([0.02, 0.02])  # CI bars: hi - effect
     xs = list(raw_frontier.x)
     assert xs == sorted(xs), "the frontier runs in damage order, never in sweep order"
-    pooled = [{"method": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
-              {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
-    score = plots.score_by_method(pooled, ["none", "raw"], where="w")
-    assert [t.name for t in score.data] == ["raw"] and score.data[0].marker.color == plots.METHOD_COLOURS["raw"]
+    pooled = [{"condition": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
+              {"condition": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
+    score = compare_plots.score_by_condition(pooled, ["none", "raw"], where="w")
+    assert [t.name for t in score.data] == ["raw"] and score.data[0].marker.color == style.CONDITION_COLOURS["raw"]
     assert [a.text for a in score.layout.annotations] == ["unsteered: 0.200"]  # a line, not a point
     assert [list(level) for level in score.data[0].x] == [["raw"], ["L8 all"]]  # each point names its position
-    two = pooled + [{"method": "none", "layer": 8, "position": "first", "mean": 0.25, "ci": [0.1, 0.3]}]
-    assert [a.text for a in plots.score_by_method(two, ["none", "raw"], where="w").layout.annotations] == [
+    two = pooled + [{"condition": "none", "layer": 8, "position": "first", "mean": 0.25, "ci": [0.1, 0.3]}]
+    assert [a.text for a in compare_plots.score_by_condition(two, ["none", "raw"], where="w").layout.annotations] == [
         "unsteered (layer 8, all): 0.200", "unsteered (layer 8, first): 0.250"]
     acc = plots.layer_lines([0, 1], {"raw": [0.1, 0.2], "centred": torch.tensor([0.3, 0.4])}, title="t", yaxis="accuracy",
                             where="w", references={"chance (1/7)": 1 / 7})
     assert [t.name for t in acc.data] == ["raw", "centred"]  # chance is a labelled line, not a series
-    assert acc.data[1].line.color == plots.METHOD_COLOURS["mean_centred"]
+    assert acc.data[1].line.color == style.CONDITION_COLOURS["mean_centred"]
     assert [a.text for a in acc.layout.annotations] == ["chance (1/7)"]
     sweep = plots.sweep_panels([0.0, 1.0], {"first": [0.0, 0.1]}, {"first": [10.0, 12.0]}, method="prompt_pair",
                                title="s", where="w")
     assert {t.yaxis for t in sweep.data} == {"y", "y2"}  # rate and perplexity on separate axes
     assert sweep.layout.yaxis2.type == "log" and sweep.layout.yaxis.title.text == "vocabulary rate (fraction of words)"
-    assert all(t.line.color == plots.METHOD_COLOURS["prompt_pair"] for t in sweep.data)
+    assert all(t.line.color == style.CONDITION_COLOURS["prompt_pair"] for t in sweep.data)
     assert "target-vocabulary rate: %{y" in sweep.data[0].hovertemplate and "perplexity: %{y" in sweep.data[1].hovertemplate
     # The construction is named the same way in the legend's title and the figure's title block.
     assert sweep.layout.legend.title.text == "prompt_pair vector, steered at:"
@@ -473,13 +473,13 @@ def test_every_method_has_its_own_colour_and_matched_damage_separates_cells() ->
     from steerlab.study.prompting import PROMPTING
 
     names = [*METHODS, *PROMPTING, "none"]
-    assert all(n in plots.METHOD_COLOURS for n in names), [n for n in names if n not in plots.METHOD_COLOURS]
-    assert len({plots.METHOD_COLOURS[n] for n in names}) == len(names), "two methods share a colour"
-    rows = [{"target": "fantasy", "method": m, "layer": 8, "position": p, "level": 1.25, "grid": [0.25, 0.5, 1.0],
+    assert all(n in style.CONDITION_COLOURS for n in names), [n for n in names if n not in style.CONDITION_COLOURS]
+    assert len({style.CONDITION_COLOURS[n] for n in names}) == len(names), "two methods share a colour"
+    rows = [{"target": "fantasy", "condition": m, "layer": 8, "position": p, "level": 1.25, "grid": [0.25, 0.5, 1.0],
              "damage": [1.0 + k, 1.2 + k + len(m), 2.0 + k], "mean": 0.1 * k, "ci": [0.0, 0.2], "coefficient": 0.5,
              "status": "interpolated" if k else "not reached", "shifts": [0.1, 0.2]}
             for m in ("raw", "mean_centred") for k, p in enumerate(("all", "all_prompt"))]
-    fig = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    fig = compare_plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
     points = [t for t in fig.data if t.mode == "markers"]
     # Methods on the axis by name; each cell its own symbol, side by side; hollow where the level was not reached.
     assert list(fig.layout.xaxis2.ticktext) == ["raw", "mean_centred"]
@@ -494,8 +494,8 @@ def test_every_method_has_its_own_colour_and_matched_damage_separates_cells() ->
     assert fig.layout.yaxis.range is None and "stops at" not in fig.layout.meta["caption"]
     # Text broken to a perplexity ratio of 1e82 (seen on Gemma): the axis stops at the ceiling, and says so.
     rows[0]["damage"] = [1.0, 40.0, 1e82]
-    cut = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
-    assert cut.layout.yaxis.range[1] == pytest.approx(math.log10(plots.DAMAGE_CEILING))
+    cut = compare_plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    assert cut.layout.yaxis.range[1] == pytest.approx(math.log10(compare_plots.DAMAGE_CEILING))
     assert list(cut.layout.yaxis.ticktext) == ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1,000"]
     assert "the damage axis stops at 1,000" in cut.layout.meta["caption"] and "1e+82" in cut.layout.meta["caption"]
 
@@ -505,17 +505,17 @@ def _full_cells() -> list[tuple[int, str]]:
 
 
 def test_a_full_runs_six_cells_never_share_a_style() -> None:
-    rows = [{"target": "fantasy", "method": m, "layer": la, "position": pos, "level": 1.25, "grid": [0.25, 0.5, 1.0],
+    rows = [{"target": "fantasy", "condition": m, "layer": la, "position": pos, "level": 1.25, "grid": [0.25, 0.5, 1.0],
              "damage": [1.0, 1.5, 3.0], "mean": 0.1, "ci": [0.0, 0.2], "coefficient": 0.5, "status": "interpolated",
              "shifts": [0.1, 0.2]} for m in ("raw", "mean_centred") for la, pos in _full_cells()]
-    fig = plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
+    fig = compare_plots.matched_damage(rows, ["raw", "mean_centred"], target="fantasy", where="w")
     cells = [t for t in fig.data if t.legendgroup == "cells"]
     assert len(cells) == 6 and len({(t.line.dash, t.marker.symbol) for t in cells}) == 6
     assert len({t.line.dash for t in cells}) == 6 and len({t.marker.symbol for t in cells}) == 6
-    effect = plots.effect_at_matched(
-        [{"target": "fantasy", "method": "none", "layer": 8, "position": "all", "coefficient": 0.0, "concept_delta": 0.0,
+    effect = compare_plots.effect_at_matched(
+        [{"target": "fantasy", "condition": "none", "layer": 8, "position": "all", "coefficient": 0.0, "concept_delta": 0.0,
           "concept_delta_ci": [0.0, 0.0], "perplexity_ratio": 1.0, "kl": 0.0}]
-        + [{"target": "fantasy", "method": m, "layer": la, "position": pos, "coefficient": 0.3, "kl": 0.1,
+        + [{"target": "fantasy", "condition": m, "layer": la, "position": pos, "coefficient": 0.3, "kl": 0.1,
             "concept_delta": 0.01 * k, "concept_delta_ci": [0.01 * k - 0.01, 0.01 * k + 0.01],
             "perplexity_ratio": 1.24 + 0.001 * k} for m in ("raw", "isolated")
            for k, (la, pos) in enumerate(_full_cells())],
@@ -523,19 +523,19 @@ def test_a_full_runs_six_cells_never_share_a_style() -> None:
     points = [t for t in effect.data if t.mode == "markers"]
     # Methods on the axis (the unsteered control is the zero line, not a point); a symbol per cell, side by side.
     assert list(effect.layout.xaxis.ticktext) == ["raw", "isolated"] and len(points) == 12
-    assert [t.marker.symbol for t in points[:6]] == list(plots.CELL_SYMBOLS)
+    assert [t.marker.symbol for t in points[:6]] == list(compare_plots.CELL_SYMBOLS)
     assert [t.y[0] for t in points[:6]] == pytest.approx([0.01 * k for k in range(6)])
     assert all(a.x[0] < b.x[0] for a, b in itertools.pairwise(points))
-    assert plots.title_of(effect) == "Concept effect at matched damage: fantasy"
-    assert "reaches 1.25 (measured at the chosen coefficients: 1.24-1.2" in plots.caption_of(effect)
+    assert style.title_of(effect) == "Concept effect at matched damage: fantasy"
+    assert "reaches 1.25 (measured at the chosen coefficients: 1.24-1.2" in style.caption_of(effect)
 
 
 def test_steerability_of_several_layers_is_a_grid_with_one_axis_title() -> None:
-    rows = [{"target": "fantasy", "method": m, "layer": la, "position": pos, "steerability": 0.1,
+    rows = [{"target": "fantasy", "condition": m, "layer": la, "position": pos, "steerability": 0.1,
              "steerability_ci": [0.0, 0.2], "anti_steerable_fraction": 0.1,
              "propensity_by_coefficient": {"0.0": 0.0, "1.0": 0.1 * k}}
             for k, m in enumerate(("raw", "isolated"), start=1) for la, pos in _full_cells()]
-    fig = plots.steerability_curves(rows, ["raw", "isolated"], target="fantasy", where="w")
+    fig = compare_plots.steerability_curves(rows, ["raw", "isolated"], target="fantasy", where="w")
     # A column per layer, a row per position, each panel titled by its cell.
     titles = {a.text: (round(a.x, 2), round(a.y, 2)) for a in fig.layout.annotations if a.text.startswith("layer")}
     assert len(titles) == 6
@@ -544,20 +544,20 @@ def test_steerability_of_several_layers_is_a_grid_with_one_axis_title() -> None:
     xtitles = [k for k, v in fig.layout.to_plotly_json().items() if k.startswith("xaxis") and v.get("title")]
     assert len(xtitles) == 1  # one axis title, under the bottom row (six would overlap)
     assert [t.name for t in fig.data if t.showlegend] == ["raw", "isolated"]  # a method once in the legend
-    one = plots.steerability_curves([r for r in rows if r["layer"] == 15], ["raw", "isolated"], target="fantasy",
+    one = compare_plots.steerability_curves([r for r in rows if r["layer"] == 15], ["raw", "isolated"], target="fantasy",
                                     where="w")
     assert fig.layout.height > one.layout.height and len([a for a in one.layout.annotations
                                                           if a.text.startswith("layer")]) == 2
 
 
 def _all_figures() -> dict[str, Any]:
-    steer_rows = [{"target": "fantasy", "method": m, "layer": 8, "position": "all", "steerability": 0.1,
+    steer_rows = [{"target": "fantasy", "condition": m, "layer": 8, "position": "all", "steerability": 0.1,
                    "steerability_ci": [0.0, 0.2], "anti_steerable_fraction": 0.1,
                    "propensity_by_coefficient": {"-1.0": -0.1 * k, "0.0": 0.0, "1.0": 0.1 * k},
                    "propensity_ci_by_coefficient": {"-1.0": [-0.2, 0.0], "0.0": [-0.1, 0.1], "1.0": [0.0, 0.2]}}
                   for m, k in (("raw", 1), ("mean_centred", 2), ("bias_ablated", 2))]
-    pooled = [{"method": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
-              {"method": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
+    pooled = [{"condition": "none", "layer": 8, "position": "all", "mean": 0.2, "ci": [0.1, 0.3]},
+              {"condition": "raw", "layer": 8, "position": "all", "mean": 0.35, "ci": [0.25, 0.5]}]
     layers = list(range(31))
     return {
         "layer_lines": plots.layer_lines(layers, {"norm of the mean": [1.0 + la for la in layers],
@@ -576,15 +576,15 @@ def _all_figures() -> dict[str, Any]:
             method="counterbalanced", title="additional: effect and degradation over the coefficient", where="w",
             concept={"first": [0.12, 0.14, 0.18, 0.2]}, target="fantasy",
             concept_ci={"first": [[0.11, 0.13], [0.12, 0.16], [0.16, 0.2], [0.17, 0.23]]}),
-        "effect_vs_damage": plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
+        "effect_vs_damage": compare_plots.effect_vs_damage(compare_rows(), ["raw", "mean_centred", "random"], threshold=1.5,
                                                    target="shakespeare", where="w"),
-        "effect_at_matched": plots.effect_at_matched(compare_rows(), ["raw", "mean_centred", "random"], level=1.25,
+        "effect_at_matched": compare_plots.effect_at_matched(compare_rows(), ["raw", "mean_centred", "random"], level=1.25,
                                                      target="fantasy", where="w"),
-        "steerability_curves": plots.steerability_curves(steer_rows, ["raw", "mean_centred", "bias_ablated"],
+        "steerability_curves": compare_plots.steerability_curves(steer_rows, ["raw", "mean_centred", "bias_ablated"],
                                                          target="fantasy", where="w"),
-        "confusion_heatmap": plots.confusion_heatmap({"confusion_labels": ["a", "b"], "confusion": [[3, 1], [0, 4]],
+        "confusion_heatmap": compare_plots.confusion_heatmap({"confusion_labels": ["a", "b"], "confusion": [[3, 1], [0, 4]],
                                                       "heldout_accuracy": 0.875}, where="w"),
-        "score_by_method": plots.score_by_method(pooled, ["none", "raw"], where="w"),
+        "score_by_condition": compare_plots.score_by_condition(pooled, ["none", "raw"], where="w"),
     }
 
 
@@ -592,8 +592,8 @@ def test_every_figure_has_a_short_title_a_caption_and_titled_axes() -> None:
     for name, fig in _all_figures().items():
         title = fig.layout.title.text.split("<sup>")[0]
         lines = [re.sub(r"<[^>]+>", "", line) for line in title.split("<br>") if line]
-        assert lines and all(len(line) <= plots.TITLE_CHARS for line in lines), (name, lines)
-        assert plots.caption_of(fig) and plots.caption_of(json.loads(fig.to_json())) == plots.caption_of(fig), name
+        assert lines and all(len(line) <= style.TITLE_CHARS for line in lines), (name, lines)
+        assert style.caption_of(fig) and style.caption_of(json.loads(fig.to_json())) == style.caption_of(fig), name
         axes = [k for k in fig.layout.to_plotly_json() if re.fullmatch(r"[xy]axis\d*", k)]
         used = {f"{w}axis{(getattr(t, w + 'axis') or w)[1:]}" for t in fig.data for w in "xy"}
         for axis in used & set(axes):
@@ -609,7 +609,7 @@ def test_every_figure_has_a_short_title_a_caption_and_titled_axes() -> None:
             if ticks and all(re.fullmatch(r"[a-z_]+", str(t)) for t in ticks):
                 continue  # an axis of method names: its ticks say what it is
             assert fig.layout[axis].title.text, (name, axis)
-    assert plots.title_of(_all_figures()["effect_vs_damage"]) == "Concept effect against damage: shakespeare"
+    assert style.title_of(_all_figures()["effect_vs_damage"]) == "Concept effect against damage: shakespeare"
 
 
 def test_a_line_under_another_is_dashed_and_named() -> None:
@@ -638,19 +638,19 @@ def test_a_line_under_another_in_one_panel_only_gets_a_note_there() -> None:
 
 
 def test_log_axes_read_as_whole_numbers() -> None:
-    assert plots.log_ticks(12, 40) == [10, 15, 20, 30, 50]
-    assert plots.log_ticks(1, 120) == [1, 2, 5, 10, 20, 50, 100]
-    assert plots.log_ticks(3, 3e5) == [10, 100, 1000, 10_000, 100_000]
-    assert plots.log_ticks(0.9, 1.6) == [0.7, 1, 1.5, 2]
+    assert style.log_ticks(12, 40) == [10, 15, 20, 30, 50]
+    assert style.log_ticks(1, 120) == [1, 2, 5, 10, 20, 50, 100]
+    assert style.log_ticks(3, 3e5) == [10, 100, 1000, 10_000, 100_000]
+    assert style.log_ticks(0.9, 1.6) == [0.7, 1, 1.5, 2]
     # Over 82 decades (Gemma's broken text): every 20th power of ten, written short.
-    assert plots.log_ticks(0.99, 1.1e82) == [1, 1e20, 1e40, 1e60, 1e80]
-    assert [plots._tick_text(v) for v in (1e3, 1e5, 1e6, 1e40)] == ["1,000", "100,000", "1e6", "1e40"]
+    assert style.log_ticks(0.99, 1.1e82) == [1, 1e20, 1e40, 1e60, 1e80]
+    assert [style._tick_text(v) for v in (1e3, 1e5, 1e6, 1e40)] == ["1,000", "100,000", "1e6", "1e40"]
     sweep = _all_figures()["sweep_panels"]
     assert list(sweep.layout.yaxis2.ticktext) == ["10", "15", "20", "30", "50"]  # not plotly's "2", "3", "5"
     norms = _all_figures()["layer_lines"]
     assert list(norms.layout.yaxis.ticktext)[:4] == ["1", "2", "5", "10"] and "100" in norms.layout.yaxis.ticktext
     with pytest.raises(ValueError, match="0 < low <= high"):
-        plots.log_ticks(0, 1)
+        style.log_ticks(0, 1)
 
 
 def test_tables_align_and_drop_empty_columns() -> None:
@@ -671,12 +671,12 @@ def test_tables_align_and_drop_empty_columns() -> None:
     assert "<code>&#x27; dragon&#x27;</code>" in tokens
     prose = html_table({"unsteered": ["He went home.\n\nThen he slept for a while."]})
     assert "He went home.\n\nThen" in prose and "pre-wrap" in prose and "\\n" not in prose
-    assert markdown_table({"method": ["raw"], "score": ["0.41"], "empty": ["nan"]}).splitlines()[:2] == [
+    assert markdown_table({"condition": ["raw"], "score": ["0.41"], "empty": ["nan"]}).splitlines()[:2] == [
         "| method | score |", "|---|---:|"]
 
 
 def test_save_figure_shares_plotlyjs_and_keeps_the_order(tmp_path: Path) -> None:
-    fig = _all_figures()["score_by_method"]
+    fig = _all_figures()["score_by_condition"]
     for name in ("04_b", "01_a", "04_b"):
         save_figure(fig, tmp_path, name)
     assert figure_order(tmp_path) == ["04_b", "01_a"]  # saving again keeps the first place

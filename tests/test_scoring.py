@@ -34,7 +34,7 @@ def _rows(n_prompts: int, peaks: dict[str, float], *, seed: int = 0, noise: floa
         for method, peak in peaks.items():
             for c in COEFS:
                 base = 0.6 - abs(c - peak) + (offset or {}).get(method, 0.0)
-                rows.append({"method": method, "layer": 15, "position": "all_prompt", "coefficient": c,
+                rows.append({"condition": method, "layer": 15, "position": "all_prompt", "coefficient": c,
                              "prompt_id": f"p{p:02d}", "score": base + noise * rng.standard_normal()})
     return rows
 
@@ -98,7 +98,7 @@ def test_choice_reads_the_selection_half_only() -> None:
     # The selection half's scores moved: the choice moves.
     moved = [dict(r) for r in rows]
     for r in moved:
-        if r["prompt_id"] in split.selection and r["method"] == "mean_centred" and r["coefficient"] == 1.0:
+        if r["prompt_id"] in split.selection and r["condition"] == "mean_centred" and r["coefficient"] == 1.0:
             r["score"] += 5.0
     assert choose_coefficient(moved, split.selection)[("mean_centred", 15, "all_prompt")] == 1.0
     # Ties go to the smaller coefficient.
@@ -113,7 +113,7 @@ def test_heldout_scores_report_the_other_half() -> None:
     assert [(s.method, s.coefficient) for s in scores] == [("mean_centred", 0.5), ("random", 0.25)]
     best = scores[0]
     report_mean = np.mean([r["score"] for r in rows if r["prompt_id"] in split.report
-                           and r["method"] == "mean_centred" and r["coefficient"] == 0.5])
+                           and r["condition"] == "mean_centred" and r["coefficient"] == 0.5])
     assert best.mean == pytest.approx(report_mean)
     assert best.n_prompts == len(split.report) == 10
     assert best.ci[0] < best.mean < best.ci[1]
@@ -121,7 +121,7 @@ def test_heldout_scores_report_the_other_half() -> None:
 
 
 def test_several_rows_of_one_prompt_count_once() -> None:
-    rows = [{"method": "m", "layer": 1, "position": "all", "coefficient": 1.0, "prompt_id": p, "score": s}
+    rows = [{"condition": "m", "layer": 1, "position": "all", "coefficient": 1.0, "prompt_id": p, "score": s}
             for p, s in [("a", 0.0), ("a", 1.0), ("b", 0.2), ("c", 0.4), ("d", 0.6)]]
     split = PromptSplit(selection=("b",), report=("a", "c", "d"))
     (score,) = heldout_scores(rows, split)
@@ -156,7 +156,7 @@ def test_paired_difference_finds_a_planted_gap_and_not_a_null_one() -> None:
 def test_differences_against_the_random_control() -> None:
     rows = _rows(20, {"mean_centred": 0.5, "raw": 0.5, "random": 0.25}, offset={"random": -0.3, "raw": -0.3})
     split = split_prompts({r["prompt_id"] for r in rows}, seed=0)
-    diffs = {d["method"]: d for d in differences_against(rows, split, "random")}
+    diffs = {d["condition"]: d for d in differences_against(rows, split, "random")}
     assert set(diffs) == {"mean_centred", "raw"}
     assert diffs["mean_centred"]["excludes_zero"]
     assert diffs["mean_centred"]["difference"] == pytest.approx(0.3, abs=0.05)
@@ -171,7 +171,7 @@ def test_differences_against_the_random_control() -> None:
 
 def test_score_rows_rates_against_the_unsteered_row_of_the_same_prompt() -> None:
     def row(method: str, prompt: str, concept: float, ppl: float, distinct: float, lp: float) -> dict:
-        return {"method": method, "layer": 15, "position": "all_prompt",
+        return {"condition": method, "layer": 15, "position": "all_prompt",
                 "coefficient": 0.0 if method == "none" else 0.5,
                 "prompt_id": prompt, "concept": concept, "perplexity": ppl, "distinct": distinct,
                 "relevance_logprob": lp}

@@ -414,7 +414,7 @@ def test_sampled_generation_is_transformers_generate_with_the_sampler(tiny: stee
     ours = generate(tiny, prompt, None, max_new_tokens=8, seed=3, do_sample=True, top_p=0.9, top_k=20,
                     temperature=0.8)[0].token_ids
     ids = steerlab.encode(tiny.tokenizer, [prompt]).as_inputs()
-    generators = row_generators(3, steer_mod._row_keys([prompt], [None]))
+    generators = row_generators(3, steer_mod.row_keys([prompt], [None]))
     with torch.no_grad():
         hf = tiny.hf.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tiny.tokenizer.pad_token_id,
                               logits_processor=LogitsProcessorList([NucleusSampler(0.8, 20, 0.9, generators)]))

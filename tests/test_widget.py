@@ -28,15 +28,8 @@ import steerlab
 import torch
 from steerlab.constructions import build, named_sets, unit_norm
 from steerlab.lab.tokens_view import readable_token, tokens_html
-from steerlab.lab.widget import (
-    SteeringWidget,
-    UsefulRange,
-    default_threads,
-    general_texts,
-    second_input,
-    text_warnings,
-    useful_range,
-)
+from steerlab.lab.widget import SteeringWidget, default_threads, second_input
+from steerlab.lab.widget_state import CoefficientScale
 from steerlab.lab.widget_view import (
     MetricRow,
     RangeView,
@@ -46,6 +39,7 @@ from steerlab.lab.widget_view import (
     page_html,
     pane_html,
     range_html,
+    track_css,
     warnings_html,
 )
 from steerlab.lens import lens_logits
@@ -53,6 +47,7 @@ from steerlab.metrics import completion_perplexity, distinct_n, steered_text_sco
 from steerlab.projection import token_projections
 from steerlab.steer import added_vector
 from steerlab.study.judge import ConceptJudge
+from steerlab.study.matched import damage_range, text_warnings
 from steerlab.study.vocab import evaluation_vocabulary, vocab_rate
 from steerlab.tokens import encode
 from steerlab.trace import residuals
@@ -87,9 +82,9 @@ def calls() -> Iterator[list[dict[str, Any]]]:
     record: list[dict[str, Any]] = []
     real = module.steered_generate
 
-    def spy(model: steerlab.Model, prompts: Any, additions: Any, **kw: Any) -> Any:
-        out = real(model, prompts, additions, **kw)
-        record.append({"rows": len(prompts), "steered": [a is not None for a in additions],
+    def spy(model: steerlab.Model, prompts: Any, edit: Any, **kw: Any) -> Any:
+        out = real(model, prompts, edit, **kw)
+        record.append({"rows": len(prompts), "steered": [not edit.is_plain(i) for i in range(edit.n_rows)],
                        "superseded": bool(kw["should_stop"]()), "ids": out})
         return out
 
@@ -122,7 +117,7 @@ def set_controls(w: SteeringWidget, **values: Any) -> None:
 def baseline(w: SteeringWidget) -> None:
     """The fixture's settings again, with one generation."""
     set_then_generate(w, recipe="counterbalanced", target="fantasy", reference="sports", layer=LAYER,
-                      coefficient=0.5, coefficient_text="0.5", position="all", operator="add", greedy=False,
+                      coefficient_text="0.5", position="all", operator="add", greedy=False,
                       samples=1, temperature=1.0, top_p=0.3, max_new_tokens=SMALL["max_new_tokens"])
     assert w.controls["prompt"].value == PROMPT
     assert w.last_error is None, w.last_error
@@ -155,7 +150,7 @@ def test_settings_change_generates_the_steered_side_only(real_model: steerlab.Mo
     before_steered, before_unsteered_html = w.last_steered, w.unsteered.value
     n = len(calls)
 
-    w.controls["coefficient"].value = 2.0
+    w.controls["coefficient_text"].value = "2"
 
     assert w.status.value == "ready" and w.last_error is None
     assert len(calls) == n + 1, "one generation for one change"
@@ -220,21 +215,21 @@ def test_coefficient_box_takes_any_number_and_says_when_beyond_the_slider(
     box, slider = w.controls["coefficient_text"], w.controls["coefficient"]
 
     box.value = "100"
-    assert w.settings()["coefficient"] == 100.0, "not clamped"
-    assert w.range is not None and slider.value == slider.max == w.range.slider[1] < 100
+    assert w.settings().coefficient == 100.0, "not clamped"
+    assert slider.value == slider.max == w.scale.steps and w.scale.coefficient(slider.max) < 100
     message = html.unescape(w.message.value)
-    assert "100" in message and "outside the slider's range" in message
+    assert "100" in message and "past the slider's ends" in message
     assert "× +100.00" in w.steered.value and w.last_error is None
-    size = w.unit_norm(LAYER)
+    size = steerlab.unit_norm(real_model, LAYER)
     assert f"added vector norm {100 * size:.1f}" in w.metrics.value
 
     n = len(calls)
     box.value = "lots"
     assert "'lots' is not a finite number" in html.unescape(w.message.value)
-    assert len(calls) == n and w.settings()["coefficient"] == 100.0
+    assert len(calls) == n and w.settings().coefficient == 100.0
 
-    slider.value = 1.0
-    assert box.value == "1" and w.settings()["coefficient"] == 1.0
+    slider.value = w.scale.position(1.0)
+    assert float(box.value) == pytest.approx(1.0, rel=0.03) and w.settings().coefficient == float(box.value)
     assert w.message.value == "" and len(calls) == n + 1
 
 
@@ -281,7 +276,7 @@ def test_tokens_stream_into_the_panes(widget: SteeringWidget) -> None:
 
     w.steered.observe(record, names="value")
     try:
-        w.controls["coefficient"].value = 1.5
+        w.controls["coefficient_text"].value = "1.5"
     finally:
         w.steered.unobserve(record, names="value")
     states = [state(s) for s in seen]
@@ -298,7 +293,7 @@ def test_tokens_stream_into_the_panes(widget: SteeringWidget) -> None:
 def test_lens_reads_the_signed_added_vector(real_model: steerlab.Model, widget: SteeringWidget) -> None:
     w = widget
     baseline(w)
-    w.controls["coefficient"].value = -1.0
+    w.controls["coefficient_text"].value = "-1"
     assert w.current is not None
     v = w.current["vector"].at(LAYER)
     logits = lens_logits(real_model, -v)
@@ -326,7 +321,7 @@ def test_save_writes_a_loadable_vector(real_model: steerlab.Model, widget: Steer
     assert loaded.recipe == "counterbalanced"
     # The llama.cpp file holds the added vector itself: coefficient x the unit (centred norm) along v.
     gguf = steerlab.load_vector(f"{stem}.gguf", real_model)
-    added = 0.5 * w.unit_norm(LAYER) * loaded.at(LAYER) / loaded.at(LAYER).norm()
+    added = 0.5 * steerlab.unit_norm(real_model, LAYER) * loaded.at(LAYER) / loaded.at(LAYER).norm()
     torch.testing.assert_close(gguf.at(LAYER), added, rtol=1e-5, atol=1e-4)
     assert "sl.build(" in html.unescape(w.saved.value)
 
@@ -342,7 +337,7 @@ def test_reproduce_code_gives_the_same_tokens(real_model: steerlab.Model, widget
                                               calls: list[dict[str, Any]]) -> None:
     w = widget
     baseline(w)
-    set_then_generate(w, greedy=True, coefficient=1.0, position="all_prompt", operator="ablate_then_add")
+    set_then_generate(w, greedy=True, coefficient_text="1", position="all_prompt", operator="ablate_then_add")
     assert w.last_error is None, w.last_error
     code = w.reproduce_code(load_model=False)
     namespace: dict[str, Any] = {"model": real_model, "print": lambda *a: None}
@@ -350,6 +345,24 @@ def test_reproduce_code_gives_the_same_tokens(real_model: steerlab.Model, widget
     completions = namespace["completions"]
     assert [c.token_ids for c in completions] == [calls[-1]["ids"][-1]]
     assert completions[0].text == w.last_steered
+
+
+@pytest.mark.parametrize("operator", ["add", "ablate", "ablate_then_add"])
+@pytest.mark.parametrize("coefficient", ["0", "0.5"])
+def test_reproduce_code_reproduces_every_operator_and_coefficient_zero(
+        tiny_gpt2: steerlab.Model, tiny_widget: SteeringWidget, calls: list[dict[str, Any]], operator: str,
+        coefficient: str) -> None:
+    """The widget's printed code gives the widget's exact tokens, sampled, under every operator, coefficient 0
+    included (the widget once ablated a coefficient-0 row that ``sl.generate`` leaves unsteered)."""
+    w = tiny_widget
+    set_then_generate(w, operator=operator, coefficient_text=coefficient, samples=2)
+    assert w.last_error is None, w.last_error
+    namespace: dict[str, Any] = {"model": tiny_gpt2, "print": lambda *a: None}
+    exec(compile(w.reproduce_code(load_model=False), "<reproduce>", "exec"), namespace)  # noqa: S102
+    got = [c.token_ids for c in namespace["completions"]]
+    assert got == w._sides["steered"].ids
+    if coefficient == "0":  # the unsteered row under every operator: the unsteered side's tokens
+        assert got == w._sides["unsteered"].ids
 
 
 @pytest.mark.real
@@ -443,14 +456,14 @@ def test_newer_request_supersedes(real_model: steerlab.Model, calls: list[dict[s
                        target="fantasy", reference="sports", layer=LAYER, coefficient=0.5, **SMALL)
     try:
         # The first request is in flight or queued; two rapid changes follow it.
-        w.controls["coefficient"].value = 1.0  # within the slider's first span (+-1) before any range is measured
-        w.controls["coefficient"].value = -0.75
+        w.controls["coefficient_text"].value = "1"
+        w.controls["coefficient_text"].value = "-0.75"
         assert "generating" in w.status.value
         wait_ready(w, timeout=90)
         assert w._pool is not None
         w._pool.submit(lambda: None).result(timeout=90)  # everything queued has run
         assert w.status.value == "ready" and w.last_error is None
-        assert w.settings()["coefficient"] == -0.75 and "× -0.75" in w.steered.value
+        assert w.settings().coefficient == -0.75 and "× -0.75" in w.steered.value
         finished = [c for c in calls[n:] if not c["superseded"]]
         assert len(finished) == 1 and finished[0]["steered"] == [False, True], calls[n:]
     finally:
@@ -485,17 +498,21 @@ def test_metrics_grey_every_pending_number() -> None:
 
 
 def test_range_and_warnings_views() -> None:
-    inside = range_html(RangeView(-0.28, 0.26, 1.5, 15, "counterbalanced", 4, coefficient=0.24))
-    outside = range_html(RangeView(-0.28, 0.26, 1.5, 15, "counterbalanced", 4, coefficient=1.0))
+    inside = range_html(RangeView(-0.28, 0.26, 1.25, 15, "counterbalanced", "all", 4, coefficient=0.24))
+    past = range_html(RangeView(-0.28, 0.26, 1.25, 15, "counterbalanced", "all_prompt", 4, coefficient=0.5))
     assert "data-inside='true'" in inside and "-0.28 to +0.26" in inside and "layer 15" in inside
-    assert "data-inside='false'" in outside and ">outside<" in outside and "passes 1.5" in outside
-    assert "opacity" in range_html(RangeView(-1, 1, 1.5, 3, "raw", 4), stale=True)
+    assert "data-inside='false'" in past and "is past it" in past and "under 1.25" in past and "all_prompt" in past
+    measuring = range_html(None, measuring="raw at layer 3, all tokens")
+    assert "data-state='measuring'" in measuring and "raw at layer 3" in measuring and "-0.28" not in measuring
     assert range_html(None) == "" and warnings_html([]) == ""
     shown = warnings_html(["repetition: distinct-2 0.03 <low>"])
     assert "role='alert'" in shown and "&lt;low&gt;" in shown
     page = page_html({"unsteered": "<p>U</p>", "steered": "<p>S</p>", "warnings": shown, "metrics": "<p>M</p>"})
     assert page.startswith("<!DOCTYPE html>")
     assert page.index("steerlab-warnings") < page.index("<p>U</p>") < page.index("<p>S</p>") < page.index("<p>M</p>")
+    band = track_css("steerlab-coef-7", 0.4, 0.75)
+    assert ".steerlab-coef-7 .noUi-target" in band and "#8fd18f 40.0%" in band and "#8fd18f 75.0%" in band
+    assert track_css("x", None, 0.5) == ""
 
 
 # -- the guidance: warnings and the useful range ----------------------------------------
@@ -510,11 +527,18 @@ def test_text_warnings_catch_damage_and_loops_a_low_perplexity_hides() -> None:
     found = text_warnings([4.0, 3.0], [5.0, 3.5 * 9], [fluent, fluent])  # 9x the unsteered mean 3.5
     assert len(found) == 1 and found[0].startswith("damage") and "9.0 ×" in found[0]
     assert text_warnings([float("nan")], [float("nan")], [[]]) == []  # empty completions: nothing to judge
+    # A degenerate unsteered baseline (a timestamp: perplexity 1.5) does not make fluent text "damaged":
+    # the reference is the larger of it and fluent text's perplexity.
+    assert text_warnings([1.5], [30.0], [fluent]) != []
+    assert text_warnings([1.5], [30.0], [fluent], fluent=20.0) == []
+    assert "fluent text's" in text_warnings([1.5], [300.0], [fluent], fluent=20.0)[0]
 
 
-def test_useful_range_is_where_general_text_damage_crosses_the_threshold(tiny_llama: steerlab.Model) -> None:
-    """On a random tiny Llama the damage grows smoothly and stays small (ratios 1.00-1.03):
-    the threshold is planted between two measured ratios."""
+def test_damage_range_is_where_general_text_damage_reaches_the_level(tiny_llama: steerlab.Model) -> None:
+    """On a random tiny Llama the damage grows smoothly and stays small (ratios 1.00-1.03): the level is
+    planted between two measured ratios; the range is the study's matched coefficient on each side."""
+    from steerlab.study.matched import general_texts, matched_coefficient
+
     model, layer = tiny_llama, 1
     torch.manual_seed(3)
     v = torch.randn(model.d_model)
@@ -524,33 +548,40 @@ def test_useful_range_is_where_general_text_damage_crosses_the_threshold(tiny_ll
     texts = general_texts()
     ratios = {c: steered_text_scores(model, texts, [added_vector(v, c, size)], layer=layer, position="all",
                                      max_length=32)[0]["perplexity_ratio"] for c in grid}
-    # Plant the threshold between the ratios at 1.0 and 2.0 (above every ratio before 2.0).
     below, above = 1.0, 2.0
-    low_ratio = ratios[below]
-    threshold = math.sqrt(low_ratio * ratios[above])
-    assert max(ratios[g] for g in grid if g <= below) < threshold < ratios[above], ratios
-    found = useful_range(model, v, layer, threshold=threshold, grid=grid, texts=texts)
+    level = math.sqrt(ratios[below] * ratios[above])
+    assert max(ratios[g] for g in grid if g <= below) < level < ratios[above], ratios
+    found = damage_range(model, v, layer, level=level, grid=grid, texts=texts)
     assert found.reached_high and below < found.high < above
-    expected = below + (above - below) * (math.log(threshold) - math.log(low_ratio)) / (
-        math.log(ratios[above]) - math.log(low_ratio))
+    assert found.high == pytest.approx(matched_coefficient(grid, [ratios[c] for c in grid], level)[0], rel=1e-4)
+    expected = below + (above - below) * (math.log(level) - math.log(ratios[below])) / (
+        math.log(ratios[above]) - math.log(ratios[below]))
     assert found.high == pytest.approx(expected, rel=1e-4)
     assert found.ratios[len(grid):] == pytest.approx([ratios[c] for c in grid], rel=1e-4)
-    assert found.low < 0
-    lo, hi, step = found.slider
-    assert lo <= found.low < 0 < found.high <= hi and hi >= 4 * found.high * 0.999 and step == hi / 100
-    assert 0 < found.default <= found.high or found.high < step
-    # A threshold nothing reaches: the range ends at the grid's largest coefficient, marked so.
-    far = useful_range(model, v, layer, threshold=1e12, grid=grid, texts=texts)
+    assert found.low < 0 and found.contains(0.0) and not found.contains(above)
+    assert found.ratio_at(above) == pytest.approx(ratios[above], rel=1e-4)
+    # Asked again: read back, not measured again (a changed model never reads it: the key has its fingerprint).
+    assert damage_range(model, v, layer, level=level, grid=grid, texts=texts) is found
+    # A level nothing reaches: the range ends at the grid's largest coefficient, marked so.
+    far = damage_range(model, v, layer, level=1e12, grid=grid, texts=texts)
     assert (far.high, far.reached_high, far.low, far.reached_low) == (8.0, False, -8.0, False)
-    with pytest.raises(ValueError, match="above 1"):
-        useful_range(model, v, layer, threshold=1.0)
+    with pytest.raises(ValueError, match="> 1"):
+        damage_range(model, v, layer, level=1.0)
 
 
-def test_slider_bounds_and_default_follow_the_range() -> None:
-    r = UsefulRange(-0.28, 0.256, True, True, 1.5, (), ())
-    assert r.slider == (-2.0, 2.0, 0.02) and r.default == pytest.approx(0.24)
-    wide = UsefulRange(-3.0, 5.0, False, False, 1.5, (), ())
-    assert wide.slider == (-8.0, 8.0, 0.08) and wide.default <= 5.0
+def test_the_coefficient_slider_is_signed_and_logarithmic() -> None:
+    scale = CoefficientScale()
+    assert scale.coefficient(0) == 0.0 and scale.position(0.0) == 0
+    assert scale.coefficient(scale.steps) == pytest.approx(scale.largest)
+    assert scale.coefficient(-1) == pytest.approx(-scale.smallest)
+    for c in (0.02, 0.1, 0.26, 0.5, 1.0, 3.0, -0.3):
+        assert scale.coefficient(scale.position(c)) == pytest.approx(c, rel=0.03), c
+    # Fine inside a typical useful range: at least 15 steps between 0.2 and 0.5.
+    assert scale.position(0.5) - scale.position(0.2) >= 15
+    assert scale.position(100.0) == scale.steps and scale.position(-100.0) == -scale.steps
+    assert 0.5 < scale.fraction(0.3) < scale.fraction(1.0) < 1.0
+    with pytest.raises(ValueError):
+        scale.position(float("nan"))
 
 
 # -- the guidance in the widget (tiny model, synchronous) -----------------------------
@@ -568,34 +599,29 @@ def tiny_widget(tiny_gpt2: steerlab.Model, calls: list[dict[str, Any]], tmp_path
     return w
 
 
-def test_widget_opens_inside_the_measured_useful_range(tiny_gpt2: steerlab.Model,
-                                                       tiny_widget: SteeringWidget) -> None:
+def test_widget_opens_at_the_measured_range_and_marks_it_on_the_track(tiny_gpt2: steerlab.Model,
+                                                                     tiny_widget: SteeringWidget) -> None:
     w = tiny_widget
     v = build("counterbalanced", tiny_gpt2, [1], target="fantasy", counter="sports", sample_size=4,
               max_length=32).at(1)
-    expected = useful_range(tiny_gpt2, v, 1)  # the oracle, measured again directly
-    assert w.range is not None
-    assert (w.range.low, w.range.high) == pytest.approx((expected.low, expected.high), rel=1e-4)
-    coefficient = w.settings()["coefficient"]
-    assert coefficient == pytest.approx(expected.default) and expected.low <= coefficient <= expected.high
-    slider = w.controls["coefficient"]
-    assert (slider.min, slider.max, slider.step) == pytest.approx(expected.slider)
-    assert slider.value == pytest.approx(coefficient) and w.controls["coefficient_text"].value == f"{coefficient:g}"
-    assert f"× {coefficient:.2f}"[2:] in w.metrics.value or f"{coefficient:.2f} × centred norm" in w.metrics.value
+    expected = damage_range(tiny_gpt2, v, 1, position="all")  # the study's range at the position steered
+    assert w.range is expected
+    coefficient = w.settings().coefficient
+    assert coefficient == pytest.approx(round(expected.high, 4)) and expected.contains(coefficient)
+    assert w.controls["coefficient"].value == w.scale.position(coefficient)
+    assert w.controls["coefficient_text"].value == f"{coefficient:g}"
     note = html.unescape(w.range_note.value)
-    assert "useful range" in note and "data-inside='true'" in note and "opacity" not in note
+    assert "useful range" in note and "data-inside='true'" in note and "under 1.25" in note
+    assert w._css in w.track.value and "#8fd18f" in w.track.value
 
 
-def test_a_nan_from_the_slider_never_becomes_the_coefficient(tiny_widget: SteeringWidget,
-                                                             calls: list[dict[str, Any]]) -> None:
+def test_a_nan_typed_never_becomes_the_coefficient(tiny_widget: SteeringWidget,
+                                                   calls: list[dict[str, Any]]) -> None:
     w, n = tiny_widget, len(calls)
-    before = w.settings()["coefficient"]
-    w.controls["coefficient"].value = float("nan")
-    assert w.settings()["coefficient"] == before and len(calls) == n, "nothing generated for a NaN"
-    assert "not a finite number" in html.unescape(w.message.value)
-    assert w.controls["coefficient"].value == pytest.approx(before)
+    before = w.settings().coefficient
     w.controls["coefficient_text"].value = "nan"
-    assert w.settings()["coefficient"] == before and len(calls) == n
+    assert w.settings().coefficient == before and len(calls) == n, "nothing generated for a NaN"
+    assert "not a finite number" in html.unescape(w.message.value)
 
 
 def test_every_number_is_greyed_while_stale(tiny_widget: SteeringWidget) -> None:
@@ -613,10 +639,12 @@ def test_every_number_is_greyed_while_stale(tiny_widget: SteeringWidget) -> None
         for name in seen:
             getattr(w, name).unobserve(recorders[name], names="value")
     assert w.last_error is None, w.last_error
-    for name in ("metrics", "lens", "tokens", "range_note"):
+    for name in ("metrics", "lens", "tokens"):
         first = seen[name][0]
         assert "data-state='stale'" in first.split(">")[0] and "opacity:0.4" in first.split(">")[0], (name, first[:120])
         assert "data-state='stale'" not in seen[name][-1].split(">")[0], name
+    # The old range is never shown for the new settings: "measuring" until the new one is known.
+    assert "data-state='measuring'" in seen["range_note"][0] and "data-state='done'" in seen["range_note"][-1]
     # While the steered side streams in, its numbers are greyed and its perplexity waits.
     live = [m for m in seen["metrics"] if "data-state='live'" in m]
     assert live
@@ -628,8 +656,10 @@ def test_every_number_is_greyed_while_stale(tiny_widget: SteeringWidget) -> None
     assert "data-state='done'" in final and "steerlab-pending" not in final
 
 
-def test_warnings_follow_the_steered_text(tiny_gpt2: steerlab.Model, tiny_widget: SteeringWidget,
-                                         calls: list[dict[str, Any]]) -> None:
+def test_warnings_follow_the_steered_text_not_the_range(tiny_gpt2: steerlab.Model, tiny_widget: SteeringWidget,
+                                                        calls: list[dict[str, Any]]) -> None:
+    from steerlab.study.matched import fluent_perplexity
+
     w = tiny_widget
     assert w.range is not None
     for typed in ("0", "100"):
@@ -638,11 +668,11 @@ def test_warnings_follow_the_steered_text(tiny_gpt2: steerlab.Model, tiny_widget
         ids = calls[-1]["ids"]
         unsteered = w._sides["unsteered"]
         perplexity = completion_perplexity(tiny_gpt2, [PROMPT] * len(ids), ids)
-        expected = text_warnings(unsteered.perplexity, perplexity[-1:], ids[-1:])  # the oracle
+        expected = text_warnings(unsteered.perplexity, perplexity[-1:], ids[-1:],
+                                 fluent=fluent_perplexity(tiny_gpt2))  # the oracle
         shown = html.unescape(w.warnings.value)
-        assert all(text in shown for text in expected), (expected, shown)
-        assert ("outside the useful range" in shown) is (typed == "100")
-        assert bool(shown) is bool(expected or typed == "100")
+        assert w.warnings_found == expected and all(text in shown for text in expected), (expected, shown)
+        assert "useful range" not in shown  # leaving the range is shown on the track, not warned
 
 
 def test_save_names_the_inputs_used_and_writes_into_save_dir(tiny_gpt2: steerlab.Model,
@@ -652,7 +682,7 @@ def test_save_names_the_inputs_used_and_writes_into_save_dir(tiny_gpt2: steerlab
     w.controls["recipe"].value = "mean_centred"  # no second input: "sports" is not used
     assert w.last_error is None, w.last_error
     stem = w.save()
-    c = w.settings()["coefficient"]
+    c = w.settings().coefficient
     assert stem == tmp_path / "run" / "vectors" / f"mean_centred-fantasy-L1-c{c:g}"
     assert "sports" not in stem.name and Path(f"{stem}.safetensors").exists()
     loaded = steerlab.load_vector(stem, tiny_gpt2)
@@ -671,17 +701,17 @@ def test_a_weight_edit_makes_the_cached_unsteered_text_stale(tiny_widget: Steeri
     """The unsteered completion was cached by prompt and sampling only: after a weight edit the
     widget kept showing the old model's text."""
     w = tiny_widget
-    before = w._unsteered_key(w.settings())
+    before = w.settings().unsteered_key(w.model.fingerprint)
     weight = next(w.model.hf.parameters())
     kept = weight.detach().clone()
     try:
         with torch.no_grad():
             weight.add_(0.5)
-        assert w._unsteered_key(w.settings()) != before
+        assert w.settings().unsteered_key(w.model.fingerprint) != before
     finally:
         with torch.no_grad():
             weight.copy_(kept)  # the tiny model is shared by the session's tests: restored bit for bit
-    assert w._unsteered_key(w.settings()) == before
+    assert w.settings().unsteered_key(w.model.fingerprint) == before
 
 
 # -- notebook 03's widget cell and the notebooks' kernel ---------------------------------
@@ -728,13 +758,12 @@ def test_notebooks_open_on_the_projects_kernel() -> None:
 
 
 @pytest.mark.real
-def test_broken_text_warns_on_the_real_model(widget: SteeringWidget) -> None:
+def test_broken_text_warns_on_the_real_model_and_fluent_text_does_not(widget: SteeringWidget) -> None:
     w = widget
     baseline(w)
-    assert w.range is not None and w.range.low < 0.2 < w.range.high, w.range  # measured: about -0.30 to +0.25
+    assert w.range is not None and w.range.low < 0 < w.range.high, w.range
     w.controls["coefficient_text"].value = "0.2"
-    assert "outside the useful range" not in html.unescape(w.warnings.value)
-    w.controls["coefficient_text"].value = "2"  # far past the useful range: loops or gibberish
+    assert w.warnings_found == [], (w.last_steered, w.warnings_found)
+    w.controls["coefficient_text"].value = "3"  # far past the useful range: loops or gibberish
     shown = html.unescape(w.warnings.value)
-    assert "outside the useful range" in shown
     assert "repetition:" in shown or "damage:" in shown, (w.last_steered, shown)

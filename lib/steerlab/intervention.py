@@ -1,7 +1,10 @@
 """Where and how a steering edit is applied: :class:`Intervention`, the one edit function.
 
 An intervention is a layer, one addition (and for the ablating operators one unit
-direction) per batch row, an operator and a position rule. :meth:`Intervention.apply`
+direction) per batch row, an operator and a position rule. :func:`steerlab.steer.rows` is the
+one public way to make one from a vector and coefficients; :meth:`Intervention.concat` and
+:meth:`Intervention.repeat_each` lay several vectors' rows out for a batch of prompts, and the
+scores read each row as one condition (:meth:`Intervention.conditions`). :meth:`Intervention.apply`
 edits a ``[batch, seq, d_model]`` residual; the steering scope's hook
 (:mod:`steerlab.steer`), the nnsight traces (:mod:`steerlab.trace`), block replay
 (:mod:`steerlab.replay`) and the scores (:mod:`steerlab.metrics`) all call it, so the
@@ -61,6 +64,86 @@ class Intervention:
         if self.position == "all" and any(a is not None and a.dim() == 2 for a in self.adds):
             raise ValueError("position 'all' needs [d_model] vectors, not a [k, d_model] prompt pair")
         self._dense: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    @property
+    def n_rows(self) -> int:
+        """How many rows this intervention has (a single row broadcasts to any batch)."""
+        return len(self.adds)
+
+    def is_plain(self, row: int) -> bool:
+        """Whether row ``row`` is left exactly as it is (no addition, no direction)."""
+        return self.adds[row] is None and self.directions[row] is None
+
+    @classmethod
+    def plain(cls, n: int, layer: int, position: str = "all", operator: str = "add") -> Intervention:
+        """``n`` unsteered rows (the unsteered control beside steered ones in one batch).
+
+        Example:
+            >>> Intervention.plain(2, 6).is_plain(1)
+            True
+        """
+        return cls(layer, [None] * n, [None] * n, operator, position)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Intervention]) -> Intervention:
+        """The rows of ``parts`` one after the other; every part has the same layer, operator and
+        position (one batch is steered at one place by one rule).
+
+        Example:
+            >>> Intervention.concat([rows(model, v, [0, 0.5], layer=6), rows(model, w, [0.5], layer=6)]).n_rows
+            3
+        """
+        items = list(parts)
+        if not items:
+            raise ValueError("no interventions to concatenate")
+        first = items[0]
+        for k, part in enumerate(items[1:], 1):
+            if (part.layer, part.operator, part.position) != (first.layer, first.operator, first.position):
+                raise ValueError(f"intervention {k} steers layer {part.layer} by {part.operator!r} at "
+                                 f"{part.position!r}; the first steers layer {first.layer} by {first.operator!r} "
+                                 f"at {first.position!r}: one batch is steered at one place by one rule")
+        return cls(first.layer, [a for p in items for a in p.adds], [u for p in items for u in p.directions],
+                   first.operator, first.position)
+
+    def repeat_each(self, n: int) -> Intervention:
+        """Each row repeated ``n`` times in place: rows ``[a, b]`` become ``[a] * n + [b] * n``, the
+        layout of conditions x prompts in one batch.
+
+        Example:
+            >>> rows(model, v, [0, 0.5], layer=6).repeat_each(3).n_rows
+            6
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"repeat_each needs an integer >= 1, got {n!r}")
+        return Intervention(self.layer, [a for a in self.adds for _ in range(n)],
+                            [u for u in self.directions for _ in range(n)], self.operator, self.position)
+
+    def select(self, indices: Sequence[int]) -> Intervention:
+        """The rows at ``indices``, in that order.
+
+        Example:
+            >>> rows(model, v, [0, 0.25, 0.5], layer=6).select([2, 0]).n_rows
+            2
+        """
+        return Intervention(self.layer, [self.adds[i] for i in indices], [self.directions[i] for i in indices],
+                            self.operator, self.position)
+
+    def conditions(self) -> list[Intervention | None]:
+        """Each row as a condition of its own (one row, broadcast to every row of a batch);
+        ``None`` for an unsteered row: what the scores of many conditions on one batch take."""
+        return [None if self.is_plain(i) else
+                Intervention(self.layer, [self.adds[i]], [self.directions[i]], self.operator, self.position)
+                for i in range(self.n_rows)]
+
+    def additions(self) -> list[torch.Tensor | None]:
+        """The rows' additions, for the engines that only add (:mod:`steerlab.logprobs`).
+
+        Raises:
+            ValueError: an ablating operator (those engines add, they do not project).
+        """
+        if self.operator != "add":
+            raise ValueError(f"this measure adds vectors; operator {self.operator!r} is not supported here")
+        return list(self.adds)
 
     def _rows(self, batch: int) -> int:
         if len(self.adds) not in (1, batch):

@@ -28,7 +28,7 @@ from .replay import replay_conditions, steered_logits_each
 from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode
 from .trace import check_layers
 
-__all__ = ["completion_perplexity", "continuation_logprobs", "logprobs_of", "steered_text_scores", "text_scores"]
+__all__ = ["as_conditions", "completion_perplexity", "continuation_logprobs", "logprobs_of", "steered_text_scores", "text_scores"]
 
 
 @torch.inference_mode()
@@ -144,27 +144,48 @@ def text_scores(batch: Batch, each_logits: Iterator[torch.Tensor],
     return results
 
 
+def as_conditions(edit: Intervention | Sequence[torch.Tensor | None], layer: int | None, position: str | None,
+                  default_position: str, what: str) -> tuple[list[torch.Tensor | None], int, str]:
+    """Conditions given as an :class:`Intervention` (each row one condition, :func:`steerlab.steer.rows`)
+    or as already scaled additions with ``layer``/``position``: the additions, the layer, the position."""
+    if isinstance(edit, Intervention):
+        if layer is not None and layer != edit.layer:
+            raise ValueError(f"{what}: layer={layer} but the intervention steers layer {edit.layer}")
+        if position is not None and position != edit.position:
+            raise ValueError(f"{what}: position={position!r} but the intervention steers {edit.position!r}")
+        return edit.additions(), edit.layer, edit.position
+    if layer is None:
+        raise ValueError(f"{what}: pass an Intervention (sl.rows) or additions with layer=")
+    return list(edit), layer, default_position if position is None else position
+
+
 @torch.inference_mode()
 def steered_text_scores(
     model: Model,
     texts: Sequence[str],
-    additions: Sequence[torch.Tensor | None],
+    conditions: Intervention | Sequence[torch.Tensor | None],
     *,
-    layer: int,
-    position: str = "all_prompt",
+    layer: int | None = None,
+    position: str | None = None,
     max_length: int = 64,
 ) -> list[dict[str, float]]:
-    """For each addition (one condition), scores of ``texts`` under steering:
+    """For each condition (a row of ``conditions``, :func:`steerlab.steer.rows`, applied to every
+    text; or an already scaled addition with ``layer=``/``position=``, default ``all_prompt``),
+    scores of ``texts`` under steering:
 
     - ``nll``: mean next-token negative log-likelihood per token;
     - ``perplexity_ratio``: ``exp(nll - nll_unsteered)``;
     - ``logprob_shift``: mean per-token log-prob change against unsteered (``-(nll - nll_unsteered)``);
     - ``kl``: mean over positions of KL(unsteered || steered) of next-token distributions.
 
-    A ``None`` addition gives ratio 1, shift 0 and KL 0 exactly (a zero vector,
-    which runs through the steering path, gives them up to float error). Log-probabilities
+    An unsteered condition (a ``None`` addition) gives ratio 1, shift 0 and KL 0 exactly (a zero
+    vector, which runs through the steering path, gives them up to float error). Log-probabilities
     are float32 whatever the model's dtype.
+
+    Example:
+        >>> steered_text_scores(model, texts, sl.rows(model, v, [0, 0.25, 0.5]))[2]["perplexity_ratio"]
     """
+    additions, layer, position = as_conditions(conditions, layer, position, "all_prompt", "steered_text_scores")
     batch = encode(model.tokenizer, texts, padding_side="right", max_length=max_length)
     # The plain pass comes first from steered_logits_each, with None or without.
     each = steered_logits_each(model, batch, [None, *(a for a in additions if a is not None)], layer=layer,
@@ -186,15 +207,17 @@ def continuation_logprobs(
     model: Model,
     openings: Sequence[Sequence[int]],
     continuations: Sequence[Sequence[int]],
-    additions: Sequence[torch.Tensor | None],
+    conditions: Intervention | Sequence[torch.Tensor | None],
     *,
-    layer: int,
-    position: str = "all",
+    layer: int | None = None,
+    position: str | None = None,
     bos: Sequence[bool] | None = None,
     batch_size: int = 8,
     share_openings: bool = True,
 ) -> np.ndarray:
-    """Mean log-prob per token of each continuation after its opening, under each addition.
+    """Mean log-prob per token of each continuation after its opening, under each condition: a row
+    of ``conditions`` (:func:`steerlab.steer.rows`), or an already scaled addition with ``layer=``
+    (and ``position=``, default ``all``).
 
     Row ``i`` is ``openings[i] + continuations[i]`` (token ids; the opening with the special
     tokens the tokenizer adds, as :func:`steerlab.tokens.encode` gives them). Only the
@@ -217,6 +240,7 @@ def continuation_logprobs(
         >>> continuation_logprobs(model, [[1, 2]], [[3, 4]], [None, 4 * v], layer=6).shape
         (2, 1)
     """
+    additions, layer, position = as_conditions(conditions, layer, position, "all", "continuation_logprobs")
     check_position(position, STEER_POSITIONS)
     check_layers(model, [layer], allow_last=False)
     if len(openings) != len(continuations):
@@ -286,11 +310,11 @@ def continuation_logprobs(
             forward = {"input_ids": ids, "attention_mask": _packed_attention(seg_ids, model.dtype),
                        "position_ids": pos_ids}
         if position == "all":
-            conditions = [None if a is None else Intervention(layer, [a], [None], "add", "all_prompt")
-                          for a in additions]  # a forward pass's tokens are all "prompt": every one is steered
+            edits = [None if a is None else Intervention(layer, [a], [None], "add", "all_prompt")
+                     for a in additions]  # a forward pass's tokens are all "prompt": every one is steered
         else:
             # Generation's prompt-only rules: row r gets a [k_r, d_model] addition on its opening's tokens.
-            conditions = [None if a is None else Intervention(
+            edits = [None if a is None else Intervention(
                 layer, [_position_addition(a, len(openings[i]), flags[i], position) for i in firsts],
                 [None] * len(chunk), "add", "first") for a in additions]
         # Only the positions that predict a continuation token go through the unembedding: the
@@ -313,7 +337,7 @@ def continuation_logprobs(
         sel = kept_index[torch.tensor(flat)]
         wanted_t, owner_t = torch.tensor(wanted), torch.tensor(owner)
         counts = torch.bincount(owner_t, minlength=len(rows_in_chunk)).double()
-        for j, logits in enumerate(replay_conditions(model, batch, conditions, layer, keep=keep,
+        for j, logits in enumerate(replay_conditions(model, batch, edits, layer, keep=keep,
                                                      forward_inputs=forward)):  # [kept, vocab]
             logp = logprobs_of(logits, wanted_t, rows=sel).cpu().double()
             means = torch.zeros(len(rows_in_chunk), dtype=torch.float64).index_add_(0, owner_t, logp) / counts

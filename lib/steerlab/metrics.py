@@ -39,7 +39,6 @@ measure the same intervention.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,22 +46,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from .intervention import Intervention
 from .logprobs import completion_perplexity, continuation_logprobs, steered_text_scores
 from .models import Model
-from .steer import added_vector
+from .repetition import LOOP_DISTINCT, distinct_n, repetition
+from .steer import rows
 from .tokens import STEER_POSITIONS, check_position, encode
 
 __all__ = [
+    "GRID_RULE",
+    "LOOP_DISTINCT",
     "SteerabilityResult",
+    "StoryPairs",
     "bootstrap_mean_ci",
+    "check_steerability_grid",
     "completion_perplexity",
     "continuation_logprobs",
     "distinct_n",
+    "grid_conditions",
+    "propensities",
     "relevance",
+    "repetition",
+    "slopes_from",
     "split_story",
     "steerability",
     "steerability_each",
     "steered_text_scores",
+    "story_pairs",
 ]
 
 
@@ -91,40 +101,20 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 200
     return float(lo), float(hi)
 
 
-_WORD = re.compile(r"\w+|[^\w\s]")
-
-
-def distinct_n(tokens: str | Sequence[int] | Sequence[str], n: int = 2) -> float:
-    """Share of distinct n-grams among a text's n-grams: 1 for no repeat, low for loops.
-
-    A string is split into lower-cased words and punctuation marks (``\\w+|[^\\w\\s]``);
-    a sequence of token ids or of words is used as it is. A phrase of ``m`` tokens repeated
-    ``k`` times has ``m`` distinct n-grams among ``k*m - n + 1``. Fewer than ``n`` tokens
-    (an empty completion) give ``nan``: no n-gram, no rate.
-
-    Example:
-        >>> distinct_n("a maid, a maid, a maid", 2)  # 3 distinct of 7 bigrams
-        0.42857142857142855
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    items: list[Any] = _WORD.findall(tokens.lower()) if isinstance(tokens, str) else list(tokens)
-    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else float("nan")
-
-
 def relevance(
     model: Model,
     prompts: Sequence[str],
     unsteered_completions: Sequence[Sequence[int]],
-    additions: Sequence[torch.Tensor | None],
+    conditions: Intervention | Sequence[torch.Tensor | None],
     *,
-    layer: int,
-    position: str = "all",
+    layer: int | None = None,
+    position: str | None = None,
     batch_size: int = 8,
 ) -> list[list[float]]:
-    """For each addition, the mean log-prob per token of each prompt's unsteered completion
-    under the steered model: how much the steered model still expects the ordinary answer.
+    """For each condition (a row of ``conditions``, :func:`steerlab.steer.rows`; or an already scaled
+    addition with ``layer=``/``position=``, default ``all``), the mean log-prob per token of each
+    prompt's unsteered completion under the steered model: how much the steered model still
+    expects the ordinary answer.
 
     ``unsteered_completions[i]`` are the token ids :func:`steerlab.steer.steered_generate`
     gave for ``prompts[i]`` with no addition; prompts are encoded as it encodes them. A
@@ -133,17 +123,17 @@ def relevance(
     (module docstring). Empty completions give ``nan``.
 
     Returns:
-        ``[len(additions)][len(prompts)]`` floats (nats per token, <= 0).
+        ``[conditions][len(prompts)]`` floats (nats per token, <= 0).
 
     Example:
-        >>> plain = steered_generate(model, prompts, [None] * len(prompts), layer=6, do_sample=False)
-        >>> unsteered, steered = relevance(model, prompts, plain, [None, 4 * v], layer=6)
+        >>> plain = steered_generate(model, prompts, None, do_sample=False)
+        >>> unsteered, steered = relevance(model, prompts, plain, sl.rows(model, v, [0, 0.5]))
     """
     if len(prompts) != len(unsteered_completions):
         raise ValueError(f"{len(prompts)} prompts but {len(unsteered_completions)} completions")
     batch = encode(model.tokenizer, prompts)
     openings = [batch.input_ids[i, :int(n)].tolist() for i, n in enumerate(batch.lengths)]
-    scores = continuation_logprobs(model, openings, unsteered_completions, additions, layer=layer,
+    scores = continuation_logprobs(model, openings, unsteered_completions, conditions, layer=layer,
                                    position=position, bos=batch.bos.tolist(), batch_size=batch_size)
     return [[float(x) for x in row] for row in scores]
 
@@ -203,6 +193,31 @@ class SteerabilityResult:
                 "propensity_by_coefficient": dict(zip(self.coefficients, self.propensity.mean(0).tolist()))}
 
 
+GRID_RULE = "finite, distinct, and including 0, a negative and a positive value (a slope through the unsteered point, both ways)"
+"""What a steerability grid must be, in words (:func:`check_steerability_grid`)."""
+
+
+def check_steerability_grid(coefficients: Sequence[float]) -> list[float]:
+    """The grid of a steerability slope as floats, checked: the one rule for every caller (the metric,
+    notebook 03's and 04's parameters, the comparison's configuration).
+
+    Raises:
+        ValueError: a grid that is not :data:`GRID_RULE`.
+
+    Example:
+        >>> check_steerability_grid([-0.25, 0, 0.25])
+        [-0.25, 0.0, 0.25]
+    """
+    try:
+        coefs = [float(c) for c in coefficients]
+    except (TypeError, ValueError):
+        raise ValueError(f"coefficients {coefficients!r} must be numbers, {GRID_RULE}") from None
+    if (not all(math.isfinite(c) for c in coefs) or len(set(coefs)) != len(coefs) or 0.0 not in coefs
+            or min(coefs) >= 0 or max(coefs) <= 0):
+        raise ValueError(f"coefficients {coefs} must be {GRID_RULE}")
+    return coefs
+
+
 def _least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Slope of each row of ``y`` ``[n, k]`` against ``x`` ``[k]``."""
     xc = x - x.mean()
@@ -256,6 +271,113 @@ def steerability(
                              batch_size=batch_size, n_boot=n_boot, seed=seed)[0]
 
 
+@dataclass(frozen=True)
+class StoryPairs:
+    """Held-out story pairs cut for the propensity (:func:`story_pairs`): four rows per sample, ``(T_open,
+    T_cont)``, ``(T_open, O_cont)``, ``(O_open, T_cont)``, ``(O_open, O_cont)``, as token ids."""
+
+    openings: list[list[int]]
+    continuations: list[list[int]]
+    bos: list[bool]
+    other_index: list[int]
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.openings) // 4
+
+
+def story_pairs(model: Model, target_texts: Sequence[str], other_texts: Sequence[str], *,
+                split_fraction: float = 0.5, max_words: int | None = 60) -> StoryPairs:
+    """Sample ``i`` pairs target text ``i`` with other text ``j(i)`` (spread evenly over ``other_texts``:
+    ``j = i * n_other // n_target``, cycling when there are fewer others); each text is cut into an opening
+    and a continuation (:func:`split_story`), and both continuations are read after both openings.
+
+    Example:
+        >>> story_pairs(model, fantasy, others).n_samples == len(fantasy)
+        True
+    """
+    targets, others = list(target_texts), list(other_texts)
+    if not targets or not others:
+        raise ValueError(f"need target and other texts, got {len(targets)} and {len(others)}")
+    tok = model.tokenizer
+    n = len(targets)
+    other_index = [i * len(others) // n if len(others) >= n else i % len(others) for i in range(n)]
+
+    def pieces(texts: list[str]) -> tuple[list[list[int]], list[bool], list[list[int]]]:
+        cuts = [split_story(t, split_fraction, max_words) for t in texts]
+        enc = encode(tok, [o for o, _ in cuts])
+        opens = [enc.input_ids[i, :int(k)].tolist() for i, k in enumerate(enc.lengths)]
+        conts = [[int(x) for x in tok(c, add_special_tokens=False)["input_ids"]] for _, c in cuts]
+        return opens, enc.bos.tolist(), conts
+
+    t_open, t_bos, t_cont = pieces(targets)
+    o_open, o_bos, o_cont = pieces([others[j] for j in other_index])
+    return StoryPairs([o for i in range(n) for o in (t_open[i], t_open[i], o_open[i], o_open[i])],
+                      [c for i in range(n) for c in (t_cont[i], o_cont[i], t_cont[i], o_cont[i])],
+                      [b for i in range(n) for b in (t_bos[i], t_bos[i], o_bos[i], o_bos[i])], other_index)
+
+
+def propensities(model: Model, pairs: StoryPairs, conditions: Intervention, *, batch_size: int = 8,
+                 share_openings: bool = True) -> np.ndarray:
+    """Each sample's propensity under each condition (a row of ``conditions``, :func:`steerlab.steer.rows`),
+    ``[conditions, samples]``::
+
+        propensity_i = 1/2 [ (lp(T_cont | T_open) - lp(O_cont | T_open))
+                           + (lp(T_cont | O_open) - lp(O_cont | O_open)) ]
+
+    ``lp`` is the mean log-prob per continuation token (:func:`continuation_logprobs`); every condition
+    shares one pass of the blocks below the steered layer per chunk of rows, and an unsteered row is
+    the plain pass. Measures that read the same story pairs under different conditions (the
+    steerability grid, the shift at matched damage) pass all their conditions in one call.
+
+    Example:
+        >>> propensities(model, story_pairs(model, fantasy, others), sl.rows(model, v, [0, 0.25])).shape
+        (2, 13)
+    """
+    lp = continuation_logprobs(model, pairs.openings, pairs.continuations, conditions, bos=pairs.bos,
+                               batch_size=batch_size, share_openings=share_openings)  # [conditions, 4 n]
+    lp = lp.reshape(lp.shape[0], pairs.n_samples, 4)
+    return 0.5 * ((lp[..., 0] - lp[..., 1]) + (lp[..., 2] - lp[..., 3]))
+
+
+def _check_directions(model: Model, directions: Sequence[torch.Tensor]) -> None:
+    if not directions:
+        raise ValueError("no vector directions given")
+    for k, vector_direction in enumerate(directions):
+        if not isinstance(vector_direction, torch.Tensor) or vector_direction.shape != (model.d_model,):
+            raise ValueError(f"vector_direction must be a [{model.d_model}] tensor, got "
+                             f"{getattr(vector_direction, 'shape', type(vector_direction).__name__)} (vector {k})")
+        if not bool(torch.isfinite(vector_direction).all()) or float(vector_direction.norm()) == 0:
+            raise ValueError(f"vector_direction must be finite and non-zero (vector {k})")
+
+
+def grid_conditions(model: Model, directions: Sequence[torch.Tensor], coefficients: Sequence[float], *, layer: int,
+                    position: str, unit: float | None) -> Intervention:
+    """The steerability grid's conditions: the unsteered row first (one for every vector: it is the same
+    pass), then each vector at each non-zero coefficient (x ``unit``, or raw with ``None``)."""
+    steered = [c for c in coefficients if c != 0]
+    return Intervention.concat([Intervention.plain(1, layer, position)] + [
+        rows(model, d.detach().float().cpu(), steered, layer=layer, scale="raw" if unit is None else unit,
+             position=position) for d in directions])
+
+
+def slopes_from(propensity: np.ndarray, coefficients: Sequence[float], n_vectors: int, *, other_index: list[int],
+                n_boot: int = 2000, seed: int = 0) -> list[SteerabilityResult]:
+    """One :class:`SteerabilityResult` per vector from the propensities of :func:`grid_conditions`' rows."""
+    coefs = list(coefficients)
+    per = len(coefs) - 1
+    results = []
+    for k in range(n_vectors):
+        each = iter(propensity[1 + k * per:1 + (k + 1) * per])
+        table = np.stack([propensity[0] if c == 0 else next(each) for c in coefs]).T  # [sample, coef]
+        slopes = _least_squares_slopes(np.array(coefs), table)
+        results.append(SteerabilityResult(
+            coefficients=coefs, propensity=table, slopes=slopes, mean=float(slopes.mean()),
+            ci=bootstrap_mean_ci(slopes, n_boot=n_boot, seed=seed),
+            anti_steerable_fraction=float(np.mean(slopes < 0)), other_index=other_index))
+    return results
+
+
 def steerability_each(
     model: Model,
     vector_directions: Sequence[torch.Tensor],
@@ -286,56 +408,11 @@ def steerability_each(
     """
     check_position(position, STEER_POSITIONS)
     directions = list(vector_directions)
-    if not directions:
-        raise ValueError("no vector directions given")
-    for k, vector_direction in enumerate(directions):
-        if not isinstance(vector_direction, torch.Tensor) or vector_direction.shape != (model.d_model,):
-            raise ValueError(f"vector_direction must be a [{model.d_model}] tensor, got "
-                             f"{getattr(vector_direction, 'shape', type(vector_direction).__name__)} (vector {k})")
-        if not bool(torch.isfinite(vector_direction).all()) or float(vector_direction.norm()) == 0:
-            raise ValueError(f"vector_direction must be finite and non-zero (vector {k})")
-    coefs = [float(c) for c in coefficients]
-    if not all(math.isfinite(c) for c in coefs) or 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
-        raise ValueError(f"coefficients {coefs} must be finite and include 0, a negative and a positive value "
-                         "(a slope through the unsteered point, both ways)")
+    _check_directions(model, directions)
+    coefs = check_steerability_grid(coefficients)
     if unit is not None and not (math.isfinite(unit) and unit > 0):
         raise ValueError(f"unit must be a positive number or None, got {unit!r}")
-    targets, others = list(target_texts), list(other_texts)
-    if not targets or not others:
-        raise ValueError(f"need target and other texts, got {len(targets)} and {len(others)}")
-    tok = model.tokenizer
-    n = len(targets)
-    other_index = [i * len(others) // n if len(others) >= n else i % len(others) for i in range(n)]
-
-    def pieces(texts: list[str]) -> tuple[list[list[int]], list[bool], list[list[int]]]:
-        cuts = [split_story(t, split_fraction, max_words) for t in texts]
-        enc = encode(tok, [o for o, _ in cuts])
-        opens = [enc.input_ids[i, :int(k)].tolist() for i, k in enumerate(enc.lengths)]
-        conts = [[int(x) for x in tok(c, add_special_tokens=False)["input_ids"]] for _, c in cuts]
-        return opens, enc.bos.tolist(), conts
-
-    t_open, t_bos, t_cont = pieces(targets)
-    o_open, o_bos, o_cont = pieces([others[j] for j in other_index])
-    # Rows per sample: (T_open, T_cont), (T_open, O_cont), (O_open, T_cont), (O_open, O_cont).
-    openings = [o for i in range(n) for o in (t_open[i], t_open[i], o_open[i], o_open[i])]
-    conts = [c for i in range(n) for c in (t_cont[i], o_cont[i], t_cont[i], o_cont[i])]
-    bos = [b for i in range(n) for b in (t_bos[i], t_bos[i], o_bos[i], o_bos[i])]
-    # One unsteered condition (c = 0) for every vector: it is the same pass.
-    adds: list[torch.Tensor | None] = [None]
-    for vector_direction in directions:
-        direction = vector_direction.detach().float().cpu()
-        adds += [added_vector(direction, c, unit) for c in coefs if c != 0]
-    lp_all = continuation_logprobs(model, openings, conts, adds, layer=layer, position=position, bos=bos,
-                                   batch_size=batch_size, share_openings=share_openings)  # [1 + vectors x (coefs - 1), 4 n]
-    per = len(coefs) - 1
-    results = []
-    for k in range(len(directions)):
-        steered = iter(lp_all[1 + k * per:1 + (k + 1) * per])
-        lp = np.stack([lp_all[0] if c == 0 else next(steered) for c in coefs]).reshape(len(coefs), n, 4)
-        propensity = 0.5 * ((lp[..., 0] - lp[..., 1]) + (lp[..., 2] - lp[..., 3])).T  # [sample, coef]
-        slopes = _least_squares_slopes(np.array(coefs), propensity)
-        results.append(SteerabilityResult(
-            coefficients=coefs, propensity=propensity, slopes=slopes, mean=float(slopes.mean()),
-            ci=bootstrap_mean_ci(slopes, n_boot=n_boot, seed=seed),
-            anti_steerable_fraction=float(np.mean(slopes < 0)), other_index=other_index))
-    return results
+    pairs = story_pairs(model, target_texts, other_texts, split_fraction=split_fraction, max_words=max_words)
+    edit = grid_conditions(model, directions, coefs, layer=layer, position=position, unit=unit)
+    propensity = propensities(model, pairs, edit, batch_size=batch_size, share_openings=share_openings)
+    return slopes_from(propensity, coefs, len(directions), other_index=pairs.other_index, n_boot=n_boot, seed=seed)

@@ -26,8 +26,22 @@ from .models import Model, tokenizer_digest
 from .stats import ActivationStats, activation_stats, pool_stats
 from .trace import check_layers
 
-__all__ = ["UNIT", "UNIT_KINDS", "UNIT_LABEL", "UnitSpec", "check_set", "named_sets", "set_stats", "set_word", "typical_norm",
-           "unit_norm"]
+__all__ = ["STATS_SAMPLE", "UNIT", "UNIT_KINDS", "UNIT_LABEL", "StatsSample", "UnitSpec", "check_set", "named_sets",
+           "set_stats", "set_word", "typical_norm", "unit_norm"]
+
+
+@dataclass(frozen=True)
+class StatsSample:
+    """How many texts a set's statistics read and how many tokens of each: the one default of every
+    builder, set statistic, notebook and the comparison (32 texts x 128 tokens)."""
+
+    sample_size: int = 32
+    max_length: int = 128
+
+
+STATS_SAMPLE = StatsSample()
+"""The default sample behind a set's statistics: :attr:`StatsSample.sample_size` texts of at most
+:attr:`StatsSample.max_length` tokens."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,8 @@ class UnitSpec:
     closer coefficients across models (README, "The coefficient unit").
     """
 
-    sample_size: int = 32
-    max_length: int = 128
+    sample_size: int = STATS_SAMPLE.sample_size
+    max_length: int = STATS_SAMPLE.max_length
     seed: int = 0
     set_name: str = "general"
     kind: str = "centred"
@@ -88,7 +102,8 @@ def check_set(name: str | None, role: str) -> str:
 _STATS: dict[tuple[Any, ...], ActivationStats] = {}
 
 
-def set_stats(model: Model, name: str, *, sample_size: int = 32, max_length: int = 128, seed: int = 0,
+def set_stats(model: Model, name: str, *, sample_size: int = STATS_SAMPLE.sample_size,
+              max_length: int = STATS_SAMPLE.max_length, seed: int = 0,
               progress: bool = False) -> ActivationStats:
     """Statistics of a named set at every layer (first token excluded), cached in memory and on disk.
 

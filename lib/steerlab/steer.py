@@ -57,11 +57,12 @@ import math
 import numbers
 import operator
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 
@@ -69,6 +70,7 @@ from .arch import blocks_of
 from .intervention import OPERATORS, Intervention, check_row, row_intervention
 from .models import Model
 from .remote import Remote, check_backend, check_local
+from .repetition import LOOP_DISTINCT, repetition
 from .sampling import NucleusSampler, row_generators
 from .sets import typical_norm, unit_norm
 from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode, leading_bos
@@ -77,18 +79,27 @@ from .vectors import SteeringVector
 
 __all__ = [
     "OPERATORS",
+    "SAMPLING_DEFAULTS",
     "SCALES",
     "Completion",
+    "Sampling",
+    "SteeringWarning",
     "added_vector",
     "eos_ids",
     "generate",
     "relative_scale",
+    "row_keys",
+    "rows",
     "steered_generate",
     "steered_logits",
     "steering",
     "steering_rows",
     "until_eos",
 ]
+
+class SteeringWarning(UserWarning):
+    """Steered text that shows damage (it repeats itself): the coefficient is likely too large."""
+
 
 SCALES = ("unit", "typical", "raw")
 """``unit``: x the centred norm (:func:`steerlab.sets.unit_norm`); ``typical``: x ``||x||``; ``raw``: as is."""
@@ -280,26 +291,85 @@ def _resolve(model: Model, vector: SteeringVector | torch.Tensor, layer: int | N
     return vector, layer
 
 
-def _unit(model: Model, layer: int, scale: str) -> float | None:
-    """The length of coefficient 1 under ``scale``: the centred norm, the typical norm, or ``None`` (raw)."""
-    return unit_norm(model, layer) if scale == "unit" else typical_norm(model, layer) if scale == "typical" else None
+def _unit(model: Model, layer: int, scale: str | float) -> float | None:
+    """The length of coefficient 1 under ``scale``: the centred norm, the typical norm, ``None``
+    (raw), or a length given as a number (a caller that measured the unit elsewhere)."""
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)} or a unit length")
+        return unit_norm(model, layer) if scale == "unit" else typical_norm(model, layer) if scale == "typical" else None
+    length = _number(scale)
+    if length is None or not (math.isfinite(length) and length > 0):
+        raise ValueError(f"scale {scale!r}: expected one of {', '.join(SCALES)} or a positive unit length")
+    return length
 
 
-def _rows_for(model: Model, vector: SteeringVector | torch.Tensor, layer: int | None,
-              coefficients: list[float], scale: str, operator: str, position: str) -> Intervention:
-    """The per-row intervention for one vector and a list of coefficients (one row each);
-    a coefficient-0 row is unsteered under every operator (:func:`added_vector`)."""
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+def rows(model: Model, vector: SteeringVector | torch.Tensor, coefficients: float | Sequence[float], *,
+         layer: int | None = None, scale: str | float = "unit", operator: str = "add",
+         position: str = "all") -> Intervention:
+    """The one way to make steering rows: one row per coefficient, as an :class:`Intervention`.
+
+    Row ``i`` adds :func:`added_vector` of ``vector`` for ``coefficients[i]`` (x the unit that
+    ``scale`` names) and, under the ablating operators, projects out the vector's direction.
+    Coefficient 0 is the unsteered row under every operator (no addition, no ablation): that
+    rule is written here and in :func:`added_vector` only. :func:`steering`, :func:`generate`,
+    :func:`steered_generate`, :func:`steered_logits`, the text scores, the log-probability
+    engine, the widget and the study all take what this returns. Lay several vectors out in
+    one batch with :meth:`Intervention.concat` and :meth:`Intervention.repeat_each`.
+
+    Args:
+        vector: a :class:`SteeringVector` (``layer`` defaults to its only layer) or a ``[d_model]``
+            tensor (``layer`` required).
+        coefficients: one number or a sequence (one row each).
+        scale: ``"unit"`` (x the layer's centred norm), ``"typical"`` (x its typical norm),
+            ``"raw"`` (the vector times the coefficient), or the unit's length as a number.
+        operator: ``add``, ``ablate`` or ``ablate_then_add``.
+        position: which tokens are steered (:data:`steerlab.tokens.STEER_POSITIONS`).
+
+    Example:
+        >>> edit = sl.rows(model, v, [0, 0.25, 0.5])   # v built at one layer
+        >>> ids = sl.steered_generate(model, ["Once upon a time"] * 3, edit, do_sample=False)
+    """
     v, la = _resolve(model, vector, layer)
     check_layers(model, [la], allow_last=False)
+    if operator not in OPERATORS:
+        raise ValueError(f"unknown operator {operator!r}; expected one of {', '.join(OPERATORS)}")
     if operator != "add" and v.dim() != 1:
         raise ValueError("ablation needs a [d_model] direction, not a [k, d_model] prompt pair")
     unit = _unit(model, la, scale)
-    adds = [added_vector(v, c, unit) for c in coefficients]
+    adds = [added_vector(v, c, unit) for c in _coefficients(coefficients)]
     direction = v / v.norm() if v.dim() == 1 and operator != "add" else None
     directions = [None if a is None else direction for a in adds]
     return Intervention(la, adds, directions, operator, position)
+
+
+def _edit(model: Model, edit: Intervention | Sequence[torch.Tensor | None] | None, n: int, *, layer: int | None,
+          position: str, operator: str, directions: Sequence[torch.Tensor | None] | None,
+          what: str) -> Intervention | None:
+    """The checked intervention for ``n`` rows: ``edit`` as given (an :class:`Intervention`), or
+    built from already scaled additions and the loose keywords; ``None`` when nothing is edited."""
+    if isinstance(edit, Intervention):
+        if layer is not None and layer != edit.layer:
+            raise ValueError(f"{what}: layer={layer} but the intervention steers layer {edit.layer}; "
+                             "pass one of them")
+        check_layers(model, [edit.layer], allow_last=False)
+        if edit.n_rows not in (1, n):
+            raise ValueError(f"{what}: the intervention has {edit.n_rows} rows for {n} prompts")
+        for i, a in enumerate(edit.adds):
+            if a is not None:
+                check_row(model, a, i, "addition")
+        return None if all(edit.is_plain(i) for i in range(edit.n_rows)) else edit
+    if layer is None:
+        raise ValueError(f"{what}: pass an Intervention (sl.rows) or additions with layer=")
+    check_layers(model, [layer], allow_last=False)
+    if edit is None:
+        return None
+    additions = list(edit)
+    if len(additions) != n:
+        raise ValueError(f"{what}: {len(additions)} additions for {n} prompts")
+    if all(a is None for a in additions) and operator == "add":
+        return None
+    return row_intervention(model, additions, layer, position, operator, directions)
 
 
 def steering(
@@ -310,7 +380,7 @@ def steering(
     coefficient: float | Sequence[float] = 1.0,
     position: str = "all",
     operator: str = "add",
-    scale: str = "unit",
+    scale: str | float = "unit",
 ) -> Any:
     """Steer every call of ``model.hf`` inside a ``with`` block; the model is restored on exit.
 
@@ -320,7 +390,8 @@ def steering(
         coefficient: one number, or one per batch row (a sweep in one call).
         position: which tokens are steered (module docstring); ``all`` by default.
         operator: ``add``, ``ablate`` or ``ablate_then_add``.
-        scale: ``unit`` (coefficient x the layer's centred norm), ``typical`` (x its typical norm) or ``raw``.
+        scale: ``unit`` (coefficient x the layer's centred norm), ``typical`` (x its typical norm), ``raw``,
+            or the unit's length as a number (:func:`rows`).
 
     Raises:
         ValueError: bad layer, position, operator, scale or coefficient, a vector of the wrong
@@ -331,32 +402,40 @@ def steering(
         ...     out = model.hf.generate(**inputs, max_new_tokens=20)
     """
     check_local(model, "sl.steering")
-    return _scope(model, _rows_for(model, vector, layer, _coefficients(coefficient), scale, operator, position))
+    return _scope(model, rows(model, vector, coefficient, layer=layer, scale=scale, operator=operator,
+                              position=position))
 
 
 def steering_rows(
     model: Model,
-    additions: Sequence[torch.Tensor | None],
+    edit: Intervention | Sequence[torch.Tensor | None],
     *,
-    layer: int,
+    layer: int | None = None,
     position: str = "all",
     operator: str = "add",
     directions: Sequence[torch.Tensor | None] | None = None,
 ) -> Any:
-    """Like :func:`steering`, with row ``i`` of every call edited by ``additions[i]`` (already
-    scaled) and, for the ablating operators, ``directions[i]`` (normalised here).
+    """Like :func:`steering`, with row ``i`` of every call edited by row ``i`` of ``edit``: an
+    :class:`Intervention` (:func:`rows`), or already scaled ``additions`` with ``layer=`` and,
+    for the ablating operators, ``directions`` (normalised here).
 
     Example:
-        >>> with steering_rows(model, [None, 2 * v, 4 * v], layer=6):
+        >>> with steering_rows(model, sl.rows(model, v, [0, 0.25, 0.5])):
         ...     logits = model.hf(**batch.as_inputs()).logits
     """
     check_local(model, "sl.steering_rows")
-    return _scope(model, row_intervention(model, additions, layer, position, operator, directions))
+    if isinstance(edit, Intervention):
+        return _scope(model, _edit(model, edit, edit.n_rows, layer=layer, position=position, operator=operator,
+                                   directions=None, what="steering_rows") or edit)
+    if layer is None:
+        raise ValueError("steering_rows: pass an Intervention (sl.rows) or additions with layer=")
+    return _scope(model, row_intervention(model, edit, layer, position, operator, directions))
 
 
-def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) -> list[str]:
+def row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) -> list[str]:
     """A key per row from its prompt and its addition's bytes, plus its index among equal rows:
-    what makes a row's sample independent of the rest of the batch."""
+    what makes a row's sample independent of the rest of the batch (the widget gives each side the
+    keys :func:`generate` would give it alone)."""
     seen: Counter[str] = Counter()
     keys = []
     for p, a in zip(prompts, additions):
@@ -366,6 +445,9 @@ def _row_keys(prompts: Sequence[str], additions: Sequence[torch.Tensor | None]) 
         keys.append(f"{base}\x1f{seen[base]}")
         seen[base] += 1
     return keys
+
+
+_keys = row_keys  # steered_generate's keyword ``row_keys`` shadows the function's name there
 
 
 def until_eos(row: list[int], eos: set[int]) -> list[int]:
@@ -384,52 +466,91 @@ def eos_ids(model: Model) -> set[int]:
     return set(eos) if isinstance(eos, list) else ({int(eos)} if eos is not None else set())
 
 
+class Sampling(TypedDict, total=False):
+    """How tokens are chosen, the same keywords for :func:`generate`, :func:`steered_generate` and the
+    widget (each caller forwards them as one mapping, never one by one).
+
+    ``do_sample`` (default True) draws with :class:`steerlab.sampling.NucleusSampler`: ``temperature``
+    (1.0), ``top_p`` (0.3), ``top_k`` (50), one generator per row seeded from ``seed`` (0; ``None``:
+    unseeded) and the row's key; ``do_sample=False`` is greedy decoding.
+    """
+
+    seed: int | None
+    do_sample: bool
+    temperature: float
+    top_p: float
+    top_k: int
+
+
+SAMPLING_DEFAULTS: Sampling = {"seed": 0, "do_sample": True, "temperature": 1.0, "top_p": 0.3, "top_k": 50}
+
+
+class _Steps:
+    """A stopping criterion (transformers calls it after every step with the ids so far) that reports
+    each step's tokens (``on_step``) and ends generation when ``should_stop`` says so (the widget
+    drops a generation that a newer request superseded)."""
+
+    def __init__(self, prompt_length: int, on_step: Callable[[list[list[int]]], None] | None,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.prompt_length, self.on_step, self.should_stop = prompt_length, on_step, should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
+        if self.on_step is not None:
+            self.on_step(input_ids[:, self.prompt_length:].tolist())
+        stop = bool(self.should_stop()) if self.should_stop is not None else False
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+
 @torch.inference_mode()
 def steered_generate(
     model: Model,
     prompts: Sequence[str],
-    additions: Sequence[torch.Tensor | None],
+    edit: Intervention | Sequence[torch.Tensor | None] | None,
     *,
-    layer: int,
+    layer: int | None = None,
     position: str = "all",
     operator: str = "add",
     directions: Sequence[torch.Tensor | None] | None = None,
     max_new_tokens: int = 40,
-    seed: int | None = 0,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_p: float = 0.3,
-    top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[list[list[int]]], None] | None = None,
     row_keys: Sequence[str] | None = None,
     backend: str = "hook",
     remote: Remote = False,
+    **sampling: Unpack[Sampling],
 ) -> list[list[int]]:
-    """Generate one continuation per row, row ``i`` steered by ``additions[i]``, in one batched call.
+    """Generate one continuation per prompt, prompt ``i`` steered by row ``i`` of ``edit``, in one batched call.
 
-    ``additions[i]`` is already scaled (``[d_model]``, ``[k, d_model]`` or ``None``).
-    Returns each row's new token ids up to the first end-of-sequence token.
-    ``should_stop`` is polled after every step; True ends generation early (the widget
-    drops a generation that a newer request superseded). Sampling draws with
-    :class:`steerlab.sampling.NucleusSampler`, one generator per row seeded from ``seed``
-    and the row's key (default: its prompt, its addition and its index among equal rows).
+    ``edit`` is an :class:`Intervention` (:func:`rows`, one row per prompt or one for all), or
+    already scaled additions (``[d_model]``, ``[k, d_model]`` or ``None`` per prompt) with
+    ``layer=``, ``position=``, ``operator=`` and ``directions=``; ``None`` generates unsteered.
+    Returns each row's new token ids up to the first end-of-sequence token. ``sampling``:
+    :class:`Sampling` (random draws by default; ``do_sample=False`` for greedy), each row's
+    generator seeded from ``seed`` and the row's key (default: its prompt, its addition and
+    its index among equal rows).
 
-    ``backend="nnsight"`` makes the same edits in an nnsight trace
-    (:func:`steerlab.trace.nnsight_generate`); ``remote=True`` runs that trace
-    on NDIF (a model from ``load_model(hub_id, remote=True)``; ``should_stop`` is
+    ``on_step(rows)`` is called after every step with each row's new tokens so far (the
+    widget streams them); ``should_stop()`` is polled after every step and ends generation
+    when True. ``backend="nnsight"`` makes the same edits in an nnsight trace
+    (:func:`steerlab.trace.nnsight_generate`); ``remote=True`` runs that trace on NDIF (a
+    model from ``load_model(hub_id, remote=True)``; ``should_stop`` and ``on_step`` are
     refused there), ``remote="local"`` is nnsight's serialized dry run of it.
 
     Example:
-        >>> ids = steered_generate(model, ["Hi", "Hi"], [None, 8 * v], layer=6, do_sample=False)
+        >>> ids = steered_generate(model, ["Hi", "Hi"], sl.rows(model, v, [0, 0.5]), do_sample=False)
     """
     check_backend(backend, remote, model, "steered_generate")
-    if remote is True and should_stop is not None:
-        raise ValueError("steered_generate(remote=True) cannot poll should_stop: the server generates without "
-                         "calling back; pass should_stop=None (or generate locally)")
-    check_layers(model, [layer], allow_last=False)
+    if remote is True and (should_stop is not None or on_step is not None):
+        raise ValueError("steered_generate(remote=True) cannot call should_stop or on_step: the server generates "
+                         "without calling back; pass neither (or generate locally)")
+    unknown = [k for k in sampling if k not in SAMPLING_DEFAULTS]
+    if unknown:
+        raise TypeError(f"steered_generate got unknown sampling keywords {unknown}; expected "
+                        f"{', '.join(SAMPLING_DEFAULTS)}")
+    chosen: Sampling = {**SAMPLING_DEFAULTS, **sampling}
     max_new_tokens = _count("max_new_tokens", max_new_tokens)
-    if len(additions) != len(prompts):
-        raise ValueError(f"{len(additions)} additions for {len(prompts)} prompts")
+    intervention = _edit(model, edit, len(prompts), layer=layer, position=position, operator=operator,
+                         directions=directions, what="steered_generate")
     batch = encode(model.tokenizer, prompts, padding_side="left")
     check_fits(model.hf.config, batch.lengths, what="prompt", max_new_tokens=max_new_tokens)
     gen_kwargs: dict[str, object] = {
@@ -437,43 +558,35 @@ def steered_generate(
         "do_sample": False,
         "pad_token_id": model.tokenizer.pad_token_id,
     }
-    processors: list[Any] = []
-    if do_sample:
-        keys = list(row_keys) if row_keys is not None else _row_keys(prompts, additions)
+    if chosen["do_sample"]:
+        additions = ([None] * len(prompts) if intervention is None else
+                     intervention.adds * (len(prompts) if intervention.n_rows == 1 else 1))
+        keys = list(row_keys) if row_keys is not None else _keys(prompts, additions)
         if len(keys) != len(prompts):
             raise ValueError(f"{len(keys)} row keys for {len(prompts)} prompts")
-        generators = row_generators(0 if seed is None else seed, keys) if seed is not None else None
-        # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
-        processors.append(NucleusSampler(temperature, top_k, top_p, generators=generators))
-    if processors:
+        seed = chosen["seed"]
+        generators = row_generators(seed, keys) if seed is not None else None
         from transformers import LogitsProcessorList
 
-        gen_kwargs["logits_processor"] = LogitsProcessorList(processors)
-    if should_stop is not None:
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        # Greedy decoding over the one token NucleusSampler drew (transformers' warpers off).
+        gen_kwargs["logits_processor"] = LogitsProcessorList([NucleusSampler(
+            chosen["temperature"], chosen["top_k"], chosen["top_p"], generators=generators)])
+    prompt_len = batch.input_ids.shape[1]
+    if should_stop is not None or on_step is not None:
+        from transformers import StoppingCriteriaList
 
-        stop_now = should_stop
-
-        class _Superseded(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), bool(stop_now()), dtype=torch.bool)
-
-        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Superseded()])
+        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Steps(prompt_len, on_step, should_stop)])
     eos = eos_ids(model)
     if backend == "nnsight":
-        plain = all(a is None for a in additions) and operator == "add"
-        intervention = None if plain else row_intervention(model, additions, layer, position, operator, directions)
         new = nnsight_generate(model, batch, intervention, max_new_tokens=max_new_tokens,
                                generate_kwargs={k: v for k, v in gen_kwargs.items() if k != "max_new_tokens"},
                                remote=remote)
         return [until_eos(row.tolist(), eos) for row in new]
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
-    prompt_len = batch.input_ids.shape[1]
-    if all(a is None for a in additions) and operator == "add":
+    if intervention is None:
         output = model.hf.generate(**inputs, **gen_kwargs)
     else:
-        with steering_rows(model, additions, layer=layer, position=position, operator=operator,
-                           directions=directions):
+        with _scope(model, intervention):
             output = model.hf.generate(**inputs, **gen_kwargs)
     return [until_eos(row.tolist(), eos) for row in output[:, prompt_len:]]
 
@@ -487,24 +600,22 @@ def generate(
     coefficients: float | Sequence[float] = 0.5,
     position: str = "all",
     operator: str = "add",
-    scale: str = "unit",
+    scale: str | float = "unit",
     max_new_tokens: int = 40,
-    seed: int | None = 0,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_p: float = 0.3,
-    top_k: int = 50,
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[list[list[int]]], None] | None = None,
     backend: str = "hook",
     remote: Remote = False,
+    **sampling: Unpack[Sampling],
 ) -> list[Completion]:
     """Steered (or, with ``vector=None``, plain) completions for every prompt x coefficient, one batched call.
 
     Coefficients are in units of the layer's centred norm (``scale="unit"``; ``scale="typical"``:
     its typical norm; ``scale="raw"`` multiplies the vector as it is); coefficient 0 is the unsteered row.
-    ``layer`` defaults to the vector's only layer; ``position`` to every token.
-    ``backend`` / ``remote``: as in :func:`steered_generate` (a remote model needs
-    ``scale="raw"``: the unit comes from local statistics).
+    ``layer`` defaults to the vector's only layer; ``position`` to every token. ``sampling``:
+    :class:`Sampling` (``do_sample=False`` for greedy). ``backend`` / ``remote`` / ``on_step``:
+    as in :func:`steered_generate` (a remote model needs ``scale="raw"``: the unit comes from
+    local statistics).
 
     Example:
         >>> v = sl.build("mean_centred", model, layers=[15], target="fantasy")
@@ -517,67 +628,73 @@ def generate(
                          "from statistics computed in this process")
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     coefs = _coefficients(coefficients)
-    rows = list(itertools.product(prompt_list, coefs))
+    pairs = list(itertools.product(prompt_list, coefs))
     if vector is None:
         if layer is not None:
             check_layers(model, [layer], allow_last=False)
         check_position(position, STEER_POSITIONS)
-        ids = steered_generate(model, [p for p, _ in rows], [None] * len(rows), layer=0, position=position,
-                               max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample,
-                               temperature=temperature, top_p=top_p, top_k=top_k, should_stop=should_stop,
-                               backend=backend, remote=remote)
+        edit: Intervention = Intervention.plain(len(pairs), 0 if layer is None else layer, position)
         label = "unsteered"
     else:
-        intervention = _rows_for(model, vector, layer, [c for _, c in rows], scale, operator, position)
-        ids = steered_generate(
-            model, [p for p, _ in rows], intervention.adds, layer=intervention.layer, position=position,
-            operator=operator, directions=intervention.directions if operator != "add" else None,
-            max_new_tokens=max_new_tokens, seed=seed, do_sample=do_sample, temperature=temperature,
-            top_p=top_p, top_k=top_k, should_stop=should_stop, backend=backend, remote=remote)
+        edit = rows(model, vector, [c for _, c in pairs], layer=layer, scale=scale, operator=operator,
+                    position=position)
         label = vector.describe() if isinstance(vector, SteeringVector) else "tensor"
+    ids = steered_generate(model, [p for p, _ in pairs], edit, max_new_tokens=max_new_tokens,
+                           should_stop=should_stop, on_step=on_step, backend=backend, remote=remote, **sampling)
     tok = model.tokenizer
-    return [
-        Completion(prompt=p, text=tok.decode(row, skip_special_tokens=True), coefficient=c,
-                   token_ids=row, label=label)
-        for (p, c), row in zip(rows, ids)
-    ]
+    out = [Completion(prompt=p, text=tok.decode(row, skip_special_tokens=True), coefficient=c, token_ids=row,
+                      label=label) for (p, c), row in zip(pairs, ids)]
+    if vector is not None:
+        _warn_loops(out)
+    return out
+
+
+def _warn_loops(completions: Sequence[Completion]) -> None:
+    """Warn when a steered completion repeats itself (:func:`steerlab.metrics.repetition`): the sign of
+    a coefficient far past the range where steering keeps text intact."""
+    looping = [c for c in completions if c.coefficient != 0 and repetition(c.token_ids) is not None]
+    if looping:
+        worst = min(looping, key=lambda c: repetition(c.token_ids) or 0.0)
+        warnings.warn(f"the completion steered at coefficient {worst.coefficient:g} repeats itself "
+                      f"(distinct-2 {repetition(worst.token_ids):.2f}, under {LOOP_DISTINCT:g}): {worst.text[:60]!r}; "
+                      f"the coefficient is likely past the range where steering keeps text intact "
+                      f"(notebook 04 and the widget measure that range)", SteeringWarning, stacklevel=3)
 
 
 @torch.inference_mode()
 def steered_logits(
     model: Model,
     batch: Batch,
-    additions: Sequence[torch.Tensor | None] | None = None,
+    edit: Intervention | Sequence[torch.Tensor | None] | None = None,
     *,
-    layer: int = 0,
+    layer: int | None = None,
     position: str = "all_prompt",
     operator: str = "add",
     directions: Sequence[torch.Tensor | None] | None = None,
     backend: str = "hook",
     remote: Remote = False,
 ) -> torch.Tensor:
-    """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by ``additions[i]``.
+    """Logits ``[batch, seq, vocab]`` of one forward pass, row ``i`` steered by row ``i`` of ``edit``.
 
-    With ``additions=None`` this is the plain forward. ``backend="nnsight"`` makes the
-    same edit in an nnsight trace (:func:`steerlab.trace.nnsight_logits`);
-    ``remote=True`` runs it on NDIF, ``remote="local"`` is nnsight's serialized dry run.
+    ``edit``: an :class:`Intervention` (:func:`rows`), or already scaled additions with ``layer=``
+    (and ``position``, ``operator``, ``directions``); ``None`` is the plain forward.
+    ``backend="nnsight"`` makes the same edit in an nnsight trace
+    (:func:`steerlab.trace.nnsight_logits`); ``remote=True`` runs it on NDIF, ``remote="local"``
+    is nnsight's serialized dry run.
 
     Example:
-        >>> logits = steered_logits(model, encode(model.tokenizer, ["Hi there"]), [4 * v], layer=6)
+        >>> logits = steered_logits(model, encode(model.tokenizer, ["Hi there"]), sl.rows(model, v, 0.5))
     """
     check_backend(backend, remote, model, "steered_logits")
-    check_layers(model, [layer], allow_last=False)
     check_fits(model.hf.config, batch.lengths, what="row")
-    plain = additions is None or (all(a is None for a in additions) and operator == "add")
+    n = int(batch.input_ids.shape[0])
+    intervention = _edit(model, edit, n, layer=0 if edit is None and layer is None else layer, position=position,
+                         operator=operator, directions=directions, what="steered_logits")
     if backend == "nnsight":
-        intervention = None if plain or additions is None else row_intervention(
-            model, additions, layer, position, operator, directions)
         return nnsight_logits(model, batch, intervention, remote=remote)
     inputs = {k: v.to(model.device) for k, v in batch.as_inputs().items()}
-    if plain:
+    if intervention is None:
         return model.hf(**inputs).logits.float()
-    assert additions is not None
-    with steering_rows(model, additions, layer=layer, position=position, operator=operator,
-                       directions=directions):
+    with _scope(model, intervention):
         logits = model.hf(**inputs).logits
     return logits.float()

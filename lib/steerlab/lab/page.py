@@ -34,7 +34,8 @@ from .plotlyjs import plotlyjs_tag, share_plotlyjs
 from .report import SUMMARY_KEYS, Headline, figure_order, headlines, load_summary, recorded_unit, relative_text
 from .tables import heldout_columns, html_table, is_numeric, verdict_grid
 
-__all__ = ["EXAMPLES_SHOWN", "FOLD_CONTRASTS", "steered_examples", "write_page"]
+__all__ = ["EXAMPLES_SHOWN", "FOLD_CONTRASTS", "SHOWN_CONCLUSIONS", "build_report", "steered_examples",
+           "write_page"]
 
 EXAMPLES_SHOWN = 2
 """Completions shown per steered example (each side)."""
@@ -77,6 +78,10 @@ figcaption { color: #444; font-size: 0.93rem; margin-top: 0.3rem; }
 pre.error { white-space: pre-wrap; overflow-wrap: anywhere; background: #fff4f4; padding: 0.6rem; font-size: 0.85rem; }
 details { margin: 0.6rem 0 1rem; } summary { cursor: pointer; color: #333; }
 code { font-size: 0.9em; }
+ol.answer { background: #f3f7fb; border-left: 4px solid #0072B2; padding: 0.6rem 1rem 0.6rem 2.2rem; margin: 0.4rem 0 1rem; }
+ol.answer li { margin: 0.35rem 0; }
+#answer h2 { margin-top: 1.2rem; }
+td.verdict-supported { color: #1a7f37; } td.verdict-not { color: #b42318; } td.verdict-mixed { color: #8a5a00; }
 """
 
 
@@ -216,7 +221,63 @@ def _conclusions_html(lines: Sequence[str], entry: Mapping[str, Any], rel: Calla
             if grid:
                 items.append(f'<li class="grid">{grid}</li>')
     flush()
-    return '<ul class="conclusions">' + "".join(items) + "</ul>"
+    shown, rest = items[:SHOWN_CONCLUSIONS], items[SHOWN_CONCLUSIONS:]
+    folded = (f'<li class="folded"><details><summary>{len(rest)} more</summary><ul>{"".join(rest)}</ul></details></li>'
+              if rest else "")
+    return '<ul class="conclusions">' + "".join(shown) + folded + "</ul>"
+
+
+SHOWN_CONCLUSIONS = 6
+"""Conclusion bullets shown per notebook; the rest are folded under a "details" element."""
+def _answer_html(summary: Mapping[str, Any], scripts: list[str]) -> str:
+    """The run's answer (:func:`steerlab.study.answer.from_summary`): its sentences, its figure of the
+    contrasts (b)-(e) and the write-up's claims; empty when notebook 04 recorded no contrasts."""
+    from ..study.answer import QUESTIONS, from_summary
+    from .compare_plots import answer_forest
+
+    found = from_summary(summary)
+    if found is None:
+        return ""
+    compare = summary["compare"]
+    items = "".join(f'<li data-question="{_esc(k)}"><b>{_esc(QUESTIONS[k])}</b> {_esc(v)}</li>'
+                    for k, v in found.sentences.items())
+    claims = "".join(f'<tr><td>{_esc(c.claim)}</td><td class="verdict verdict-{_esc(c.verdict.split(" ")[0])}">'
+                     f'<b>{_esc(c.verdict)}</b></td><td class="meaning">{_esc(c.evidence)}</td>'
+                     f'<td class="meaning">{_esc(c.where)}</td></tr>' for c in found.claims)
+    records = [r for block in compare["contrasts"].values() if isinstance(block, Mapping)
+               for r in block.get("results") or []]
+    figure = ""
+    if records:
+        fig = answer_forest({str(compare.get("model", "model")): records},
+                            measures=[m for m in ("steerability", "matched", "score") if m in compare["contrasts"]],
+                            measure_titles={"steerability": "steerability", "matched": "shift at matched damage",
+                                            "score": "AxBench score"}, where=f"this run ({compare.get('preset', '')})")
+        div = f"figure-{len(scripts)}"
+        scripts.append(_figure_script(div, fig.to_json()))
+        figure = (f'<figure id="fig-answer"><h4>Each question as a paired difference</h4><div class="figure" id="{div}"'
+                  f' data-name="answer"></div><figcaption>{_esc(fig.layout.meta["caption"])}</figcaption></figure>')
+    return ('<section id="answer"><h2>The answer</h2><p class="status">From this run\'s pre-registered contrasts '
+            f"(notebook 04, preset <code>{_esc(compare.get('preset', '?'))}</code>) and notebooks 01-02; every number "
+            "is the summary's. The recorded answer on both models, with more samples, is in the README.</p>"
+            f'<ol class="answer">{items}</ol>{figure}<h3>The write-up\'s claims</h3><table class="numbers claims">'
+            "<thead><tr><th>claim</th><th>verdict</th><th>the number</th><th>where</th></tr></thead>"
+            f"<tbody>{claims}</tbody></table></section>")
+
+
+def _concept_html(entry: Mapping[str, Any]) -> str:
+    """Notebook 05's rows: each coefficient's completion and its measures."""
+    rows = entry.get("rows")
+    if not isinstance(rows, list) or not rows:
+        return ""
+    columns = {"coefficient": [f"{r.get('coefficient', 0):g}" for r in rows],
+               "completion": [str(r.get("text", "")).strip() for r in rows],
+               "perplexity ratio": [f"{r.get('perplexity_ratio', math.nan):.2f}" for r in rows],
+               "distinct-2": [f"{r.get('distinct_2', math.nan):.2f}" for r in rows],
+               "projection vs unsteered": [f"{r.get('projection', math.nan):+.2f}" for r in rows]}
+    prompt = (entry.get("parameters") or {}).get("prompt", "")
+    return (f"<h3>Steered against unsteered</h3><p>Prompt: <q>{_esc(prompt)}</q>, greedy, layer "
+            f"{_esc(entry.get('layer', '?'))}, {_esc(entry.get('construction', ''))} vector.</p>"
+            + html_table(columns, quote_strings=False))
 
 
 def _compare_html(entry: Mapping[str, Any]) -> str:
@@ -282,7 +343,7 @@ def write_page(run_dir: str | Path) -> Path:
         >>> write_page("runs/latest")
         PosixPath('runs/latest/index.html')
     """
-    from .plots import caption_of, subtitle_of, title_of
+    from .style import caption_of, subtitle_of, title_of
 
     run_dir = Path(run_dir)
     share_plotlyjs(run_dir)
@@ -367,6 +428,8 @@ def write_page(run_dir: str | Path) -> Path:
             part.append(_examples_html(entry))
         if skey == "compare":
             part.append(_compare_html(entry))
+        if skey == "concept":
+            part.append(_concept_html(entry))
         if by_stem.get(stem):
             part.append("<h3>Figures</h3>" + "".join(figure_html(p) for p in by_stem[stem]))
         params = entry.get("parameters")
@@ -385,14 +448,26 @@ def write_page(run_dir: str | Path) -> Path:
     started = f" · started {_esc(run['started'])}" if run.get("started") else ""
     took = f" · {run['seconds']:.0f} s in all" if isinstance(run.get("seconds"), (int, float)) else ""
     header = (f"<h1>steerlab run {_esc(name)}</h1><p>Model: <b>{_esc(', '.join(models) or 'unknown')}</b>{started}"
-              f"{took}</p><p>Each notebook's section gives its headline numbers, what they mean, its conclusions and "
-              "its figures (hover a figure for its numbers; drag to zoom, double-click to reset). Paths are "
-              "relative to this run folder.</p>")
+              f"{took}. The answer first; then each notebook's headline numbers, conclusions and figures (hover a "
+              "figure for its numbers). Paths are relative to this run folder.</p>")
+    answer = _answer_html(summary, scripts)
+    if answer:
+        contents.insert(0, '<li><a href="#answer">The answer</a></li>')
     nav = f'<nav class="contents" id="contents"><b>Contents</b><ol>{"".join(contents)}</ol></nav>'
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>steerlab run {_esc(name)}</title><style>{_STYLE}</style>{plotlyjs_tag()}</head>"
-            f"<body><main>{header}{nav}{''.join(sections)}</main>{''.join(scripts)}</body></html>")
+            f"<body><main>{header}{answer}{nav}{''.join(sections)}</main>{''.join(scripts)}</body></html>")
     out = run_dir / "index.html"
     atomic_write_text(out, page)
     return out
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/index.html``, the run's report page (:func:`write_page`).
+
+    Example:
+        >>> build_report("runs/latest")
+        PosixPath('runs/latest/index.html')
+    """
+    return write_page(run_dir)

@@ -8,9 +8,8 @@
   (``figures/_order.txt``), which is the order the notebooks show them.
 - :data:`HEADLINES` says what every headline number means and in what units;
   :func:`headlines` names each the same way for the printed summary and the report.
-- :func:`build_report` writes ``index.html`` (:mod:`steerlab.lab.page`): a contents list, one
-  section per notebook with its headline numbers, conclusions, steered examples and figures
-  with captions, and links to the executed notebooks; paths relative to the run folder.
+- the run's page, ``index.html``, is :mod:`steerlab.lab.page` (it reads what this module
+  records; this module never imports it).
 - :func:`html_table` and :func:`markdown_table` come from :mod:`steerlab.lab.tables`.
 """
 
@@ -38,7 +37,6 @@ __all__ = [
     "WIDGET_NOTE",
     "Headline",
     "ParameterError",
-    "build_report",
     "figure_order",
     "headlines",
     "html_table",
@@ -168,7 +166,8 @@ def relative_text(text: str, run_dir: str | Path, aliases: Sequence[str | Path] 
 # --- headline numbers: what each means -------------------------------------------------
 
 SUMMARY_KEYS: dict[str, str] = {"bias": "01_bias", "interpret": "02_interpret", "steer": "03_steer",
-                                "compare": "04_compare_methods"}
+                                "compare": "04_compare_methods", "concept": "05_your_concept",
+                                "tasks": "06_task_vectors"}
 """``summary.json`` key -> the notebook (file stem) that records it."""
 
 # (summary key, headline key) -> (name template, meaning and units). Templates read the
@@ -261,7 +260,7 @@ def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> 
     pooled = (entry.get("summary") or {}).get("pooled") or []
     chosen = entry.get("best_chosen")  # (construction, layer, position) chosen on the selection half
     best = next((r for r in pooled if isinstance(r, Mapping) and r.get("ci") and chosen is not None
-                 and [r.get("method"), r.get("layer"), r.get("position")] == list(chosen)), None)
+                 and [r.get("condition"), r.get("layer"), r.get("position")] == list(chosen)), None)
     best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
     return {**per_key, **entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
             "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
@@ -321,15 +320,3 @@ def widget_with_note(ui: Any) -> tuple[Any, Any]:
                 f'background:#f3f7fb">{WIDGET_NOTE}</div>')
     hide = w.HTML("<style>.steerlab-static-note { display: none; }</style>")
     return note, w.VBox([hide, ui])
-
-
-def build_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/index.html``, the run's report page (see :func:`steerlab.lab.page.write_page`).
-
-    Example:
-        >>> build_report("runs/latest")
-        PosixPath('runs/latest/index.html')
-    """
-    from .page import write_page
-
-    return write_page(run_dir)

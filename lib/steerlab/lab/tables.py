@@ -115,7 +115,7 @@ def html_table(columns: Mapping[str, Sequence[Any]], *, title: str | None = None
     False; prose (4+ words, a line break or over 30 characters) is shown as text.
 
     Example:
-        >>> print(html_table({"method": ["raw"], "score": ["0.412 [0.351, 0.470]"], "unused": ["nan"]})[:40])
+        >>> print(html_table({"condition": ["raw"], "score": ["0.412 [0.351, 0.470]"], "unused": ["nan"]})[:40])
         <div class="steerlab-table" style="overf
     """
     names = [n for n in columns if not all(is_missing(v) for v in columns[n])]
@@ -153,7 +153,7 @@ def markdown_table(columns: Mapping[str, Sequence[Any]]) -> str:
     a column with no value in any row left out.
 
     Example:
-        >>> print(markdown_table({"method": ["raw", "mean_centred"], "effect": ["0.01", "0.02"]}))
+        >>> print(markdown_table({"condition": ["raw", "mean_centred"], "effect": ["0.01", "0.02"]}))
         | method | effect |
         |---|---:|
         | raw | 0.01 |
@@ -175,7 +175,7 @@ def markdown_table(columns: Mapping[str, Sequence[Any]]) -> str:
 
 # Notebook 04's held-out table (steerlab.study.compare_report.heldout_table): column -> heading with its unit.
 HELDOUT_HEADINGS: dict[str, str] = {
-    "method": "method",
+    "condition": "condition",
     "layer": "layer",
     "position": "position",
     "coefficient": f"coefficient (× {UNIT_LABEL})",

@@ -41,6 +41,7 @@ __all__ = [
     "page_html",
     "pane_html",
     "range_html",
+    "track_css",
     "warnings_html",
 ]
 
@@ -80,19 +81,20 @@ class RangeView:
 
     Attributes:
         low, high: the range's ends (x the centred norm, the unit; ``low <= 0 <= high``).
-        threshold: the damage threshold (perplexity ratio on general text).
-        layer, construction: what it was measured for.
+        level: the damage level (perplexity ratio on general text) that ends it.
+        layer, construction, position: what it was measured for.
         texts: how many general texts it was measured on.
-        reached_low, reached_high: whether damage crossed the threshold on that side within the
+        reached_low, reached_high: whether damage reached the level on that side within the
             measured coefficients (else the end is the largest coefficient measured).
         coefficient: the coefficient in use, or ``None`` before the first generation.
     """
 
     low: float
     high: float
-    threshold: float
+    level: float
     layer: int
     construction: str
+    position: str
     texts: int
     reached_low: bool = True
     reached_high: bool = True
@@ -206,37 +208,57 @@ def metrics_html(rows: Sequence[MetricRow], *, state: str, generation: int, foot
             f"(generation {generation})</div>")
 
 
-def range_html(view: RangeView | None, *, stale: bool = False) -> str:
-    """The useful range beside the slider: where it ends, what ended it, and whether the
-    coefficient in use lies inside it. Empty before the first measurement.
+def range_html(view: RangeView | None, *, measuring: str | None = None) -> str:
+    """The useful range under the slider (also drawn on its track, :func:`track_css`): where it ends,
+    what ends it, and where the coefficient in use sits. ``measuring`` (what is being measured)
+    replaces an old range while the new one is measured: a range is never shown for settings it
+    was not measured for. Empty before the first measurement.
 
     Example:
-        >>> range_html(RangeView(-0.3, 0.25, 1.5, 15, "counterbalanced", 4, coefficient=1.0))
+        >>> range_html(RangeView(-0.3, 0.25, 1.25, 15, "counterbalanced", "all", 4, coefficient=0.5))
         "<div class='steerlab-range' data-state='done' data-inside='false' ...
     """
+    if measuring is not None:
+        return (f"<div class='steerlab-range' data-state='measuring' style='color:#666'><b>useful range</b> "
+                f"<i>measuring for {html.escape(measuring)}…</i></div>")
     if view is None:
         return ""
 
     def end(x: float, reached: bool) -> str:
         return f"{x:+.2f}" if reached else f"{x:+.2f} (or beyond: the largest measured)"
 
-    where = "inside" if view.inside else "outside"
-    colour = "#1a7f37" if view.inside else "#b35900"
-    now = "" if view.coefficient is None else (
-        f"; the coefficient {view.coefficient:+.2f} is <b style='color:{colour}'>{where}</b> it")
-    state = "stale" if stale else "done"
-    return (f"<div class='steerlab-range' data-state='{state}' data-inside='{str(view.inside).lower()}' "
-            f"style='{GREY if stale else ''}white-space:normal;overflow-wrap:anywhere'>"
-            f"<b>useful range</b> {end(view.low, view.reached_low)} to {end(view.high, view.reached_high)} "
-            f"× {UNIT_LABEL} for {html.escape(view.construction)} at layer {view.layer}{now}. "
-            f"<span style='color:#666'>Beyond it the perplexity of {view.texts} general texts under the "
-            f"steered model passes {view.threshold:g} × the unsteered one (the comparison's damage "
-            f"threshold).</span></div>")
+    where = "inside" if view.inside else "past"
+    now = "" if view.coefficient is None else f"; the coefficient {view.coefficient:+.2f} is {where} it"
+    return (f"<div class='steerlab-range' data-state='done' data-inside='{str(view.inside).lower()}' "
+            f"style='white-space:normal;overflow-wrap:anywhere'>"
+            f"<b>useful range</b> <span style='background:#d9efd9;padding:0 4px'>{end(view.low, view.reached_low)} "
+            f"to {end(view.high, view.reached_high)}</span> × {UNIT_LABEL} for {html.escape(view.construction)} at "
+            f"layer {view.layer}, {html.escape(view.position)} tokens{now}. <span style='color:#666'>Inside it the "
+            f"perplexity of {view.texts} general texts under the steered model stays under {view.level:g} × the "
+            f"unsteered one (notebook 04's matched-damage level); past it text often still reads well, so the "
+            f"warnings below come from the steered text itself.</span></div>")
+
+
+def track_css(css_class: str, low: float | None, high: float | None) -> str:
+    """A ``<style>`` that paints the useful range on the slider's track, from ``low`` to ``high`` as
+    fractions of the track (0 left end, 1 right end); nothing before a range is known.
+
+    Example:
+        >>> track_css("steerlab-coef-1", 0.4, 0.7)
+        '<style>.steerlab-coef-1 .noUi-target { background: linear-gradient(...'
+    """
+    if low is None or high is None:
+        return ""
+    lo, hi = (round(100 * max(0.0, min(1.0, x)), 2) for x in (low, high))
+    band = (f"linear-gradient(to right, #e8e8e8 0%, #e8e8e8 {lo}%, #8fd18f {lo}%, #8fd18f {hi}%, "
+            f"#e8e8e8 {hi}%, #e8e8e8 100%)")
+    return (f"<style>.{css_class} .noUi-target {{ background: {band} !important; }} "
+            f".{css_class} .noUi-connects {{ background: transparent !important; }}</style>")
 
 
 def warnings_html(warnings: Sequence[str]) -> str:
-    """Warnings about the steered text (damage, repetition, a coefficient beyond the useful
-    range), each on its own line in a visible box; empty when there are none.
+    """Warnings about the steered text itself (measured damage, repetition), each on its own line in a
+    visible box; empty when there are none.
 
     Example:
         >>> warnings_html(["repetition: distinct-2 0.03 < 0.4"])

@@ -63,25 +63,28 @@ from tqdm.auto import tqdm
 
 from ..constructions import CONSTRUCTIONS, build, set_stats, unit_norm
 from ..data import genres, load_dataset
+from ..intervention import Intervention
 from ..load import DTYPES, cast, fast_dtype
 from ..metrics import (
     bootstrap_mean_ci,
     completion_perplexity,
     distinct_n,
+    grid_conditions,
+    propensities,
     relevance,
-    steerability_each,
+    slopes_from,
     steered_text_scores,
+    story_pairs,
 )
 from ..models import Model
 from ..sets import UNIT, UNIT_LABEL
-from ..steer import added_vector, steered_generate
+from ..steer import rows, steered_generate
 from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
 from .cells import CellStore, run_key
 from .contrasts import (
     Sample,
     best_of,
-    conclusions,
     registration,
     run_contrasts,
     samples_from_dicts,
@@ -91,7 +94,7 @@ from .contrasts import (
 from .heldout import heldout_others as _others
 from .heldout import heldout_target as _heldout_target
 from .judge import ConceptJudge
-from .matched import DAMAGE_GRID, MATCHED_LEVEL, matched_damage
+from .matched import DAMAGE_GRID, MATCHED_LEVEL, damage_curves, matched_coefficient, matched_conditions, matched_rows
 from .prompting import PROMPTING, PROMPTING_STYLES, instruction_prefix, prompting_style
 from .scoring import (
     PromptSplit,
@@ -104,6 +107,7 @@ from .scoring import (
     split_prompts,
     to_unit,
 )
+from .sentences import conclusions
 from .vocab import evaluation_vocabulary, vocab_rate
 
 __all__ = [
@@ -113,7 +117,7 @@ __all__ = [
     "CompareConfig",
     "CompareResult",
     "bias_share",
-    "build_methods",
+    "build_vectors",
     "config_dict",
     "contrast_samples",
     "contrast_summary",
@@ -367,7 +371,7 @@ and ``full`` (every target, 3 depths, 2 positions, 24 prompts). Every preset gen
 coefficients (``generate_at="matched"``), so every prompt is a report prompt."""
 
 
-def build_methods(model: Model, cfg: CompareConfig, target: str, layers: Sequence[int], *,
+def build_vectors(model: Model, cfg: CompareConfig, target: str, layers: Sequence[int], *,
                   progress: bool = True) -> dict[str, SteeringVector]:
     """One vector per method for ``target``, at ``layers``, from training splits, through the
     construction registry (:func:`steerlab.constructions.build`): the target's counter genre
@@ -479,7 +483,7 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
         if cell is None:
             started = time.perf_counter()
             if target not in vectors:
-                vectors[target] = build_methods(model, cfg, target, layers, progress=progress)
+                vectors[target] = build_vectors(model, cfg, target, layers, progress=progress)
             cell = _measure_cell(model, scorer, cfg, judge, vectors[target], target, layer, position,
                                  prompts=prompts, general_eval=general_eval, gen_coefs=gen_coefs)
             if store is not None:
@@ -504,11 +508,11 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
                   prompts: Sequence[str], general_eval: Sequence[str],
                   gen_coefs: Sequence[float]) -> dict[str, list[dict[str, Any]]]:
     """Every measurement of one (target, layer, position) cell, as :data:`steerlab.study.cells.PARTS`."""
-    rows: list[dict[str, Any]] = []
+    cell_rows: list[dict[str, Any]] = []
     completions: list[dict[str, Any]] = []
     steer_rows: list[dict[str, Any]] = []
     bias_rows: list[dict[str, Any]] = []
-    matched_rows: list[dict[str, Any]] = []
+    matched_out: list[dict[str, Any]] = []
     unit = unit_norm(model, layer)  # the one unit (steerlab.sets.UNIT), recorded in the summary
     if position == cfg.positions[0]:
         general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
@@ -521,57 +525,68 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
     if "prompting_steered" in cfg.baselines and "mean_centred" not in directions:
         directions["mean_centred"] = build("mean_centred", model, [layer], target=target,
                                            sample_size=cfg.sample_size, max_length=cfg.max_length).at(layer)
-    # Matched damage first (forward passes): it places the coefficients generation runs at.
-    matched = matched_damage(scorer, directions, layer=layer, position=position, general=general_eval,
-                             target_texts=targets_text, other_texts=others_text, unit=unit,
-                             level=cfg.matched_level, grid=cfg.damage_grid, max_length=cfg.eval_length)
-    matched_rows += [{"target": target, "layer": layer, "position": position, **row} for row in matched
-                     if row["method"] in vecs]
-    at = {row["method"]: [row["coefficient"]] for row in matched} if cfg.generate_at == "matched" else {
+    # Matched damage first (forward passes): it places the coefficients generation runs at. The
+    # propensities of the steerability grid and of the matched coefficients are one pass over the
+    # same story pairs (one unsteered row for both).
+    curves = damage_curves(scorer, directions, layer=layer, position=position, general=general_eval, unit=unit,
+                           grid=cfg.damage_grid, max_length=cfg.eval_length)
+    chosen = {n: matched_coefficient(cfg.damage_grid, curves[n], cfg.matched_level) for n in directions}
+    grid_edit = grid_conditions(scorer, [vec.at(layer) for vec in vecs.values()], cfg.coefficients, layer=layer,
+                                position=position, unit=unit)
+    pairs = story_pairs(scorer, targets_text, others_text)
+    propensity = propensities(scorer, pairs, Intervention.concat([
+        grid_edit, matched_conditions(scorer, directions, chosen, layer=layer, position=position, unit=unit)]))
+    each = slopes_from(propensity[:grid_edit.n_rows], cfg.coefficients, len(vecs), other_index=pairs.other_index)
+    matched = matched_rows(curves, chosen, propensity[grid_edit.n_rows:] - propensity[0], grid=cfg.damage_grid,
+                           level=cfg.matched_level)
+    matched_out += [{"target": target, "layer": layer, "position": position, **row} for row in matched
+                    if row["condition"] in vecs]
+    at = {row["condition"]: [row["coefficient"]] for row in matched} if cfg.generate_at == "matched" else {
         m: gen_coefs for m in directions}
-    # (method, coefficient, addition, instruction prefix): the vectors, then the prompting baselines.
-    conditions: list[tuple[str, float, torch.Tensor | None, str]] = [("none", 0.0, None, "")]
+    # The conditions, one row each: (method, coefficient, instruction prefix) beside their steering rows.
+    conditions: list[tuple[str, float, str]] = [("none", 0.0, "")]
+    edits = [Intervention.plain(1, layer, position)]
     for method in vecs:
-        conditions += [(method, c, added_vector(directions[method], c, unit), "") for c in at[method]]
+        conditions += [(method, c, "") for c in at[method]]
+        edits.append(rows(model, directions[method], at[method], layer=layer, scale=unit, position=position))
     prefix = instruction_prefix(model, target, cfg.prompting_style) if cfg.baselines else ""
     if "prompting" in cfg.baselines:
-        conditions.append(("prompting", 0.0, None, prefix))
+        conditions.append(("prompting", 0.0, prefix))
+        edits.append(Intervention.plain(1, layer, position))
     if "prompting_steered" in cfg.baselines:
-        conditions += [("prompting_steered", c, added_vector(directions["mean_centred"], c, unit), prefix)
-                       for c in at["mean_centred"]]
-    additions = [a for (_, _, a, _) in conditions]
+        conditions += [("prompting_steered", c, prefix) for c in at["mean_centred"]]
+        edits.append(rows(model, directions["mean_centred"], at["mean_centred"], layer=layer, scale=unit,
+                          position=position))
+    edit = Intervention.concat(edits)  # one row per condition
     # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
-    ids = steered_generate(model, [pre + p for (_, _, _, pre) in conditions for p in prompts],
-                           [a for a in additions for _ in prompts], layer=layer, position=position,
-                           max_new_tokens=cfg.max_new_tokens, do_sample=False)
+    ids = steered_generate(model, [pre + p for (_, _, pre) in conditions for p in prompts],
+                           edit.repeat_each(len(prompts)), max_new_tokens=cfg.max_new_tokens, do_sample=False)
     texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
     concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)
     # Fluency after the neutral prompt alone, for every condition (the prefix is not part of the text).
     ppl = completion_perplexity(scorer, [p for _ in conditions for p in prompts], ids)
     plain = ids[:len(prompts)]
-    plain_rows = [i for i, cond in enumerate(conditions) if not cond[3]]
-    asked_rows = [i for i, cond in enumerate(conditions) if cond[3]]
+    plain_rows = [i for i, cond in enumerate(conditions) if not cond[2]]
+    asked_rows = [i for i, cond in enumerate(conditions) if cond[2]]
     rel: list[list[float]] = [[] for _ in conditions]  # [condition][prompt]
     for part, texts_in in ((plain_rows, prompts), (asked_rows, [prefix + p for p in prompts])):
         if part:
-            got = relevance(scorer, texts_in, plain, [additions[i] for i in part], layer=layer,
-                            position=position)
+            got = relevance(scorer, texts_in, plain, edit.select(part))
             for i, values in zip(part, got):
                 rel[i] = values
     # Damage of the vector on general text; a prompting row's instruction is not measured there.
-    scored = steered_text_scores(scorer, general_eval, [additions[i] for i in plain_rows], layer=layer,
-                                 position=position, max_length=cfg.eval_length)
+    scored = steered_text_scores(scorer, general_eval, edit.select(plain_rows), max_length=cfg.eval_length)
     missing = {"perplexity_ratio": float("nan"), "kl": float("nan")}
     damage = [missing] * len(conditions)
     for i, d in zip(plain_rows, scored):
         damage[i] = d
     vocab = evaluation_vocabulary(target)
     per_cond: list[list[dict[str, Any]]] = []
-    for i, (method, c, _, _) in enumerate(conditions):
+    for i, (method, c, _) in enumerate(conditions):
         block = []
         for j in range(len(prompts)):
             k = i * len(prompts) + j
-            block.append({"target": target, "method": method, "layer": layer, "position": position,
+            block.append({"target": target, "condition": method, "layer": layer, "position": position,
                           "coefficient": c, "prompt_id": j, "text": texts[k], "concept": concept[k],
                           "perplexity": ppl[k], "distinct": distinct_n(ids[k], 2),
                           "relevance_logprob": rel[i][j], "vocab_rate": vocab_rate(texts[k], vocab)})
@@ -580,11 +595,11 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
         for j, row in enumerate(block):
             units = to_unit(row, per_cond[0][j])
             row.update(units, score=harmonic_score(units["concept"], units["fluency"], units["relevance"]))
-    for i, (method, c, _, _) in enumerate(conditions):
+    for i, (method, c, _) in enumerate(conditions):
         block = per_cond[i]
         delta = [r["concept"] - b["concept"] for r, b in zip(block, per_cond[0])]
-        rows.append({
-            "target": target, "method": method, "layer": layer, "position": position, "coefficient": c,
+        cell_rows.append({
+            "target": target, "condition": method, "layer": layer, "position": position, "coefficient": c,
             "concept": float(np.mean([r["concept"] for r in block])),
             "concept_delta": float(np.mean(delta)), "concept_delta_ci": list(bootstrap_mean_ci(delta)),
             "score": float(np.mean([r["score"] for r in block])),
@@ -597,17 +612,13 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
             "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
         })
         completions.extend(block)
-    # Every method on the same texts: one shared plain pass per chunk of rows.
-    each = steerability_each(scorer, [vec.at(layer) for vec in vecs.values()], layer=layer,
-                             target_texts=targets_text, other_texts=others_text, coefficients=cfg.coefficients,
-                             position=position, unit=unit)
     for method, s in zip(vecs, each):
-        steer_rows.append({"target": target, "method": method, "layer": layer, "position": position,
+        steer_rows.append({"target": target, "condition": method, "layer": layer, "position": position,
                            **s.summary(), "slopes": [float(x) for x in s.slopes],
                            "propensity_ci_by_coefficient": {
                                c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
-    return {"rows": rows, "completions": completions, "steerability": steer_rows, "bias": bias_rows,
-            "matched": matched_rows}
+    return {"rows": cell_rows, "completions": completions, "steerability": steer_rows, "bias": bias_rows,
+            "matched": matched_out}
 
 
 def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "concept_delta",
@@ -618,7 +629,7 @@ def frontier(rows: Sequence[Mapping[str, Any]], method: str, *, effect: str = "c
     Example:
         >>> frontier(result.rows, "mean_centred")  # [{'damage': 1.02, 'effect': 0.05, 'row': {...}}, ...]
     """
-    points = sorted((r for r in rows if r["method"] == method and math.isfinite(r[damage])
+    points = sorted((r for r in rows if r["condition"] == method and math.isfinite(r[damage])
                      and math.isfinite(r[effect])), key=lambda r: (r[damage], -r[effect]))
     out: list[dict[str, Any]] = []
     for r in points:
@@ -652,7 +663,7 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
         comp = _for_target(result.completions, t)
         scores = heldout_scores(comp, split, seed=seed)
         diffs = {b: differences_against(comp, split, b, seed=seed) for b in baselines
-                 if any(c["method"] == b for c in comp)}
+                 if any(c["condition"] == b for c in comp)}
         per_target[t] = {"heldout": [asdict(s) for s in scores], "differences": diffs}
         choice = choose_coefficient(comp, split.selection)
         for cond, coef in choice.items():
@@ -661,7 +672,7 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
     pooled: list[dict[str, Any]] = []
     for cond, unit_scores in pooled_scores.items():
         values = np.array(list(unit_scores.values()))
-        pooled.append({"method": cond[0], "layer": cond[1], "position": cond[2], "mean": float(values.mean()),
+        pooled.append({"condition": cond[0], "layer": cond[1], "position": cond[2], "mean": float(values.mean()),
                        "ci": list(bootstrap_mean_ci(values, seed=seed)), "n_prompts": len(values)})
     pooled.sort(key=lambda r: -float(r["mean"]))
     pooled_diffs: dict[str, list[dict[str, Any]]] = {}
@@ -672,7 +683,7 @@ def summarise(result: CompareResult, *, baselines: Sequence[str] = ("mean_centre
             if cond[0] == b or base not in pooled_scores or set(pooled_scores[base]) != set(unit_scores):
                 continue
             d = paired_difference(unit_scores, pooled_scores[base], seed=seed)
-            out.append({"method": cond[0], "layer": cond[1], "position": cond[2], "baseline": b,
+            out.append({"condition": cond[0], "layer": cond[1], "position": cond[2], "baseline": b,
                         "difference": d.mean, "difference_ci": list(d.ci), "excludes_zero": d.excludes_zero})
         pooled_diffs[b] = out
     return {"per_target": per_target, "pooled": pooled, "pooled_differences": pooled_diffs,
@@ -685,7 +696,7 @@ def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
     shifts at matched damage (the same story pairs) and held-out AxBench scores (one per report prompt, each condition at the coefficient it chose on
     the selection prompts)."""
     steer = samples_from_lists([r for r in result.steerability if r.get("slopes") is not None],
-                               values="slopes", construction="method")
+                               values="slopes", construction="condition")
     score_rows = []
     for t in sorted({c["target"] for c in result.completions}):
         comp = _for_target(result.completions, t)
@@ -694,7 +705,7 @@ def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
                 score_rows.append({"target": t, "construction": cond[0], "layer": cond[1], "position": cond[2],
                                    "sample_id": prompt, "value": value})
     matched = samples_from_lists([r for r in result.matched if r.get("shifts")], values="shifts",
-                                 construction="method")
+                                 construction="condition")
     return {"steerability": steer, "matched": matched, "score": samples_from_dicts(score_rows)}
 
 

@@ -69,7 +69,7 @@ def not_run_note(summary: Mapping[str, Any], measure: str, *, scope: str = "pool
             + "; ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])))
 
 
-TABLE_COLUMNS = ("method", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
+TABLE_COLUMNS = ("condition", "layer", "position", "coefficient", "score", "score_ci", "vs_mean_centred",
                  "vs_random", "steerability", "anti_steerable", "concept_effect", "vocab_rate")
 
 
@@ -109,20 +109,20 @@ def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, 
         steer = [s for s in steer_rows if s["target"] == target]
     out = []
     for s in scores:
-        key = (s["method"], s["layer"], s["position"])
+        key = (s["condition"], s["layer"], s["position"])
 
         def find(b: str, key: tuple[Any, ...] = key) -> Mapping[str, Any] | None:
-            return next((d for d in diffs.get(b, []) if (d["method"], d["layer"], d["position"]) == key), None)
+            return next((d for d in diffs.get(b, []) if (d["condition"], d["layer"], d["position"]) == key), None)
 
-        st = [x for x in steer if (x["method"], x["layer"], x["position"]) == key]
-        out.append({"method": s["method"], "layer": s["layer"], "position": s["position"],
+        st = [x for x in steer if (x["condition"], x["layer"], x["position"]) == key]
+        out.append({"condition": s["condition"], "layer": s["layer"], "position": s["position"],
                     "coefficient": s["coefficient"], "score": s["mean"], "score_ci": list(s["ci"]),
                     "vs_mean_centred": _diff_text(find("mean_centred")), "vs_random": _diff_text(find("random")),
                     "steerability": float(np.mean([x["steerability"] for x in st])) if st else float("nan"),
                     "anti_steerable": float(np.mean([x["anti_steerable_fraction"] for x in st])) if st
                     else float("nan")})
         at = next((r for r in rows if target is not None and r["target"] == target
-                   and (r["method"], r["layer"], r["position"]) == key and r["coefficient"] == s["coefficient"]), None)
+                   and (r["condition"], r["layer"], r["position"]) == key and r["coefficient"] == s["coefficient"]), None)
         out[-1].update(concept_effect=at["concept_delta"] if at else float("nan"),
                        vocab_rate=at["vocab_rate"] if at else float("nan"))
     return out

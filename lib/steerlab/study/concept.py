@@ -20,8 +20,8 @@ from ..llamacpp import save_both
 from ..metrics import completion_perplexity, distinct_n
 from ..models import Model
 from ..projection import token_projections
-from ..sets import UNIT_LABEL, unit_norm
-from ..steer import added_vector, steered_generate
+from ..sets import UNIT_LABEL
+from ..steer import rows, steered_generate
 from ..vectors import SteeringVector
 
 __all__ = ["ConceptRow", "concept_conclusion", "rows_as_dicts", "save_concept", "steer_rows"]
@@ -56,9 +56,8 @@ def steer_rows(model: Model, vector: SteeringVector, layer: int, prompt: str, co
     if direction.dim() != 1:
         raise ValueError(f"steer_rows needs a [d_model] vector; the {vector.recipe} vector at layer {layer} has "
                          f"shape {tuple(direction.shape)}")
-    unit = unit_norm(model, layer)
-    ids = steered_generate(model, [prompt] * len(coefs), [added_vector(direction, c, unit) for c in coefs],
-                           layer=layer, position=position, max_new_tokens=max_new_tokens, do_sample=False)
+    ids = steered_generate(model, [prompt] * len(coefs), rows(model, vector, coefs, layer=layer, position=position),
+                           max_new_tokens=max_new_tokens, do_sample=False)
     ppl = completion_perplexity(model, [prompt] * len(coefs), ids)
     texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
     proj = []

@@ -51,16 +51,29 @@ Everything here is a pure function of plain rows: no model.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import integrate, optimize, special, stats
 
+from .conditions import CONSTRUCTIONS_UNDER_TEST
 from .scoring import PromptSplit, split_prompts
+from .stats import (
+    ALPHA,
+    POWER,
+    PairedTest,
+    check_level,
+    equivalence_mdd,
+    holm,
+    mdd,
+    mdd_factor,
+    paired_t_test,
+    required_n,
+    t_test,
+    tost_p,
+)
 
 __all__ = [
     "ALPHA",
@@ -75,7 +88,6 @@ __all__ = [
     "Sample",
     "at_cells",
     "best_of",
-    "conclusions",
     "holm",
     "mdd",
     "paired_t_test",
@@ -89,8 +101,6 @@ __all__ = [
     "tost_p",
 ]
 
-ALPHA = 0.05
-POWER = 0.80
 # Equivalence margins by measure, stated before the numbers. Steerability is in nats per token
 # per unit coefficient: 0.10 is a sixth of mean-centring's +0.66 on fantasy (issue 23) and
 # twice raw's +0.04, so a smaller gap would not change which construction one uses. The AxBench
@@ -99,11 +109,6 @@ POWER = 0.80
 EQUIVALENCE_MARGINS: dict[str, float] = {"steerability": 0.10, "matched": 0.10, "score": 0.02}
 """Per measure, the difference called "the same" in (c): 0.10 nats per unit coefficient of steerability,
 0.10 nats of propensity shift at matched damage, 0.02 of the AxBench score (on [0, 1])."""
-# "Every construction" of (f) and (g): the registry's names, the field's methods and prompting.
-CONSTRUCTIONS_UNDER_TEST: tuple[str, ...] = (
-    "raw", "mean_centred", "isolated", "counterbalanced", "bias_ablated", "bias", "prompt_pair", "word_pair",
-    "pca_diff", "pca_center", "probe", "prompting", "prompting_steered")
-
 Unit = Hashable  # what pairs two constructions' values: a sample id, or (target, sample id) pooled
 Cell = tuple[int, str]  # (layer, position)
 
@@ -202,8 +207,8 @@ def samples_from_dicts(rows: Iterable[Mapping[str, Any]], *, value: str = "value
     are read as they are, the other three fields under the names given.
 
     Example:
-        >>> samples_from_dicts([{"target": "fantasy", "method": "raw", "layer": 15, "position": "all_prompt",
-        ...                      "prompt_id": 3, "score": 0.4}], value="score", construction="method",
+        >>> samples_from_dicts([{"target": "fantasy", "condition": "raw", "layer": 15, "position": "all_prompt",
+        ...                      "prompt_id": 3, "score": 0.4}], value="score", construction="condition",
         ...                    sample_id="prompt_id")
         [Sample(target='fantasy', construction='raw', layer=15, position='all_prompt', sample_id=3, value=0.4)]
     """
@@ -212,13 +217,13 @@ def samples_from_dicts(rows: Iterable[Mapping[str, Any]], *, value: str = "value
 
 
 def samples_from_lists(rows: Iterable[Mapping[str, Any]], *, values: str = "slopes",
-                       construction: str = "method") -> list[Sample]:
+                       construction: str = "condition") -> list[Sample]:
     """Rows that carry one list of per-sample values each (compare's steerability rows with
     ``"slopes"``) as :class:`Sample`s; the sample id is the index in the list, which names the
     same held-out story for every construction at that target, layer and position.
 
     Example:
-        >>> samples_from_lists([{"target": "fantasy", "method": "raw", "layer": 15,
+        >>> samples_from_lists([{"target": "fantasy", "condition": "raw", "layer": 15,
         ...                      "position": "all_prompt", "slopes": [0.1, -0.2]}])[1].value
         -0.2
     """
@@ -278,211 +283,6 @@ def registration(contrasts: Sequence[Contrast] = PREREGISTERED, *, measure: str 
             "equivalence_margin": _margin(measure, margin), "alpha": alpha, "power": power,
             "cells": None if cells is None else [list(c) for c in cells], "correction": "holm",
             "family": family, "ci": "paired t", "mdd": "two-sided paired t at alpha / family size, exact power"}
-
-
-# --- the tests -------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def _t_quantile(q: float, df: int) -> float:
-    return float(stats.t.ppf(q, df))
-
-
-def _t_sf(x: float, df: int) -> float:
-    return float(special.stdtr(df, -x))
-
-
-@dataclass(frozen=True)
-class PairedTest:
-    """The paired t analysis of differences ``a - b``: mean, sd, ``1 - alpha`` CI, two-sided p."""
-
-    mean: float
-    sd: float
-    n: int
-    ci: tuple[float, float]
-    p: float
-
-
-def _differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
-    d = np.asarray(differences, dtype=float).ravel()
-    if d.size < 2:
-        raise ValueError(f"need at least 2 paired differences, got {d.size}")
-    if not np.isfinite(d).all():
-        raise ValueError(f"differences contain NaN or inf at indices {np.flatnonzero(~np.isfinite(d)).tolist()}")
-    return d
-
-
-def _mean_sd(d: np.ndarray) -> tuple[float, float]:
-    """Mean and sample sd of ``d`` (n >= 2); sd exactly 0 when all values are equal (float sums
-    would leave a spurious 1e-17). Plain Python on a list: on the few values here numpy's calls
-    cost more than the arithmetic, and the null simulations run this a hundred thousand times."""
-    values = d.tolist()
-    if min(values) == max(values):
-        return float(values[0]), 0.0
-    n = len(values)
-    mean = math.fsum(values) / n
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def _check_level(alpha: float, power: float | None = None) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha is {alpha!r}; expected a number in (0, 1)")
-    if power is not None and not 0 < power < 1:
-        raise ValueError(f"power is {power!r}; expected a number in (0, 1)")
-
-
-def paired_t_test(differences: Sequence[float] | np.ndarray, *, alpha: float = ALPHA) -> PairedTest:
-    """Mean of paired differences with its t interval and two-sided p-value (H0: mean 0).
-
-    All differences equal (sd 0) gives a zero-width CI and p 1 (mean 0) or 0 (mean not 0).
-
-    Example:
-        >>> t = paired_t_test([0.1, 0.3, 0.2, 0.4])
-        >>> round(t.mean, 2), round(t.p, 4)
-        (0.25, 0.0305)
-    """
-    _check_level(alpha)
-    return _t_test(_differences(differences), alpha)
-
-
-def _t_test(d: np.ndarray, alpha: float) -> PairedTest:
-    """:func:`paired_t_test` of checked differences (``n >= 2``, finite) at a checked ``alpha``."""
-    n = d.size
-    mean, sd = _mean_sd(d)
-    if sd == 0.0:
-        return PairedTest(mean, 0.0, n, (mean, mean), 1.0 if mean == 0.0 else 0.0)
-    se = sd / math.sqrt(n)
-    half = _t_quantile(1 - alpha / 2, n - 1) * se
-    p = min(1.0, 2 * _t_sf(abs(mean) / se, n - 1))
-    return PairedTest(mean, sd, n, (mean - half, mean + half), p)
-
-
-def tost_p(differences: Sequence[float] | np.ndarray, margin: float) -> float:
-    """Two one-sided tests of equivalence: the larger p of H0 ``mean <= -margin`` and H0 ``mean >= margin``.
-
-    A small value says the mean difference lies within ``±margin`` (reject both).
-
-    Example:
-        >>> round(tost_p([0.01, -0.02, 0.0, 0.015, -0.01], 0.1), 6)
-        5.1e-05
-    """
-    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
-        raise ValueError(f"margin is {margin!r}; expected a positive number")
-    d = _differences(differences)
-    n = d.size
-    mean, sd = _mean_sd(d)
-    if sd == 0.0:
-        return 0.0 if abs(mean) < margin else 1.0
-    se = sd / math.sqrt(n)
-    p_lower = _t_sf((mean + margin) / se, n - 1)   # H0: mean <= -margin
-    p_upper = _t_sf((margin - mean) / se, n - 1)   # H0: mean >= +margin
-    return max(p_lower, p_upper)
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (reject where adjusted < alpha), in the input order.
-
-    Controls the chance of any false call across the list at ``alpha`` whatever the dependence
-    between the tests.
-
-    Example:
-        >>> holm([0.01, 0.04, 0.03])
-        [0.03, 0.06, 0.06]
-    """
-    p = np.asarray(p_values, dtype=float)
-    if p.size and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1):
-        raise ValueError(f"p-values must be in [0, 1], got {p.tolist()}")
-    order = np.argsort(p, kind="stable")
-    m = p.size
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * float(p[i])))
-        adjusted[i] = running
-    return [float(x) for x in adjusted]
-
-
-def _two_sided_power(df: int, k: float, crit: float) -> float:
-    """P(|T| > crit) for T ~ noncentral t(df, k): scipy's ``nctdtr``, or where that gives nan
-    (it does for some small df and large crit) the same integral over the chi-square."""
-    value = (1.0 - float(special.nctdtr(df, k, crit))) + (1.0 - float(special.nctdtr(df, -k, crit)))
-    if math.isfinite(value):
-        return value
-
-    def integrand(v: float) -> float:
-        s = crit * math.sqrt(v / df)
-        return float(stats.chi2.pdf(v, df) * (special.ndtr(k - s) + special.ndtr(-s - k)))
-
-    lo, hi = float(stats.chi2.ppf(1e-12, df)), float(stats.chi2.ppf(1 - 1e-12, df))
-    return float(integrate.quad(integrand, lo, hi, limit=200, epsabs=1e-12)[0])
-
-
-@functools.lru_cache(maxsize=4096)
-def _mdd_factor(n: int, alpha: float, power: float) -> float:
-    """``k`` such that the two-sided paired t test at ``alpha`` finds a mean of ``k * sd / sqrt(n)``
-    with probability ``power`` (exact, from the noncentral t)."""
-    df = n - 1
-    crit = _t_quantile(1 - alpha / 2, df)
-
-    def shortfall(k: float) -> float:
-        return _two_sided_power(df, k, crit) - power
-
-    hi = crit + 4.0
-    while shortfall(hi) < 0:
-        hi *= 2
-    return float(optimize.brentq(shortfall, 0.0, hi, xtol=1e-10))
-
-
-def _check_sd_n(sd: float, n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n is {n!r}; expected an integer >= 2 (a paired t test needs 2 differences)")
-    if not (isinstance(sd, (int, float, np.floating)) and math.isfinite(sd) and sd >= 0):
-        raise ValueError(f"sd is {sd!r}; expected a finite number >= 0")
-
-
-def mdd(sd: float, n: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable difference: the mean paired difference a two-sided paired t test at
-    ``alpha`` finds with probability ``power``, for ``n`` pairs whose differences have spread ``sd``.
-
-    Scales as ``1 / sqrt(n)`` once ``n`` is moderate (about ``2.8 sd / sqrt(n)`` at 80%, 5%).
-
-    Example:
-        >>> round(mdd(1.0, 20), 3)
-        0.66
-    """
-    _check_sd_n(sd, n)
-    _check_level(alpha, power)
-    return float(sd) * _mdd_factor(int(n), float(alpha), float(power)) / math.sqrt(n)
-
-
-def required_n(sd: float, difference: float, *, alpha: float = ALPHA, power: float = POWER) -> int:
-    """The fewest pairs whose :func:`mdd` is at most ``difference``, for differences of spread ``sd``
-    (a spread measured in a pilot run: ``ContrastResult.sd``).
-
-    Example:
-        >>> required_n(1.0, 0.5)
-        34
-    """
-    _check_sd_n(sd, 2)
-    _check_level(alpha, power)
-    if not (isinstance(difference, (int, float)) and math.isfinite(difference) and difference > 0):
-        raise ValueError(f"difference is {difference!r}; expected a positive number")
-    if sd == 0:
-        return 2
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    n = max(2, int((z * sd / difference) ** 2))  # the normal answer: never more than the t answer
-    while mdd(sd, n, alpha=alpha, power=power) > difference:
-        n += 1
-        if n > 10_000_000:
-            raise ValueError(f"more than 10 million pairs needed for {difference} at sd {sd}")
-    return n
-
-
-def _equivalence_mdd(sd: float, n: int, alpha: float, power: float) -> float:
-    """The smallest margin TOST confirms with probability ``power`` when the true difference is 0
-    (the usual approximation: ``(t_{1-alpha} + t_{1-(1-power)/2}) sd / sqrt(n)``)."""
-    df = n - 1
-    return (_t_quantile(1 - alpha, df) + _t_quantile(1 - (1 - power) / 2, df)) * sd / math.sqrt(n)
 
 
 # --- running the list ----------------------------------------------------------------------------
@@ -630,7 +430,7 @@ def _finish(pending: Sequence[_Pending], *, measure: str, margin: float | None, 
             family: Literal["all", "scope"], note: str = "") -> list[ContrastResult]:
     for r in pending:
         if r.diffs is not None:
-            r.test = _t_test(r.diffs, alpha)  # finite (Sample checks) and n >= 2 (_gather checks)
+            r.test = t_test(r.diffs, alpha)  # finite (Sample checks) and n >= 2 (_gather checks)
             if r.contrast.equivalence:
                 if margin is None:
                     raise ValueError(f"{r.contrast.name} is an equivalence question: it needs a margin")
@@ -664,12 +464,12 @@ def _finish(pending: Sequence[_Pending], *, measure: str, margin: float | None, 
         p_holm = adjusted[(i, "difference")]
         p_eq_holm = adjusted.get((i, "equivalence"))
         # alpha and power were checked by the caller: the factor directly (the simulations call this a lot)
-        mdd_corr = t.sd * _mdd_factor(t.n, alpha / m, power) / math.sqrt(t.n)
+        mdd_corr = t.sd * mdd_factor(t.n, alpha / m, power) / math.sqrt(t.n)
         out.append(ContrastResult(
             **base, status="run", n=t.n, estimate=t.mean, ci=t.ci, sd=t.sd, p=t.p, p_holm=p_holm,
-            mdd=t.sd * _mdd_factor(t.n, alpha, power) / math.sqrt(t.n), mdd_corrected=mdd_corr,
+            mdd=t.sd * mdd_factor(t.n, alpha, power) / math.sqrt(t.n), mdd_corrected=mdd_corr,
             margin=margin if c.equivalence else None, p_equivalence=r.p_eq, p_equivalence_holm=p_eq_holm,
-            equivalence_mdd=_equivalence_mdd(t.sd, t.n, alpha / m, power) if c.equivalence else None,
+            equivalence_mdd=equivalence_mdd(t.sd, t.n, alpha / m, power) if c.equivalence else None,
             verdict=_verdict(r, p_holm, p_eq_holm, margin if c.equivalence else None, alpha, mdd_corr),
             family_size=m))
     return out
@@ -723,7 +523,7 @@ def run_contrasts(samples: Iterable[Sample], *, contrasts: Sequence[Contrast] = 
         >>> print("\\n".join(conclusions(results)))
     """
     items = _check_samples(samples)
-    _check_level(alpha, power)
+    check_level(alpha, power)
     if family not in ("all", "scope"):
         raise ValueError(f"family is {family!r}; expected 'all' or 'scope'")
     m = _margin(measure, margin)
@@ -780,7 +580,7 @@ def best_of(samples: Iterable[Sample], *, baseline: str = "random", target: str 
         >>> best.chosen, best.result.verdict
     """
     items = _check_samples(samples)
-    _check_level(alpha, power)
+    check_level(alpha, power)
     if target is not None:
         items = [s for s in items if s.target == target]
         if not items:
@@ -822,40 +622,3 @@ def best_of(samples: Iterable[Sample], *, baseline: str = "random", target: str 
     return BestOf(chosen, means, halves, result)
 
 
-# --- words ---------------------------------------------------------------------------------------
-
-
-def _signed(x: float) -> str:
-    return f"{x:+.3g}".replace("-", "−")
-
-
-def _p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
-
-
-def conclusions(results: Iterable[ContrastResult]) -> list[str]:
-    """One sentence per result, from that result only: the contrast, where, the estimate with
-    its CI, the corrected p and the corrected verdict (or why it was not run).
-
-    Example:
-        >>> conclusions(run_contrasts(samples))[0]  # doctest: +SKIP
-        '(a) raw vs random, fantasy, layer 15, all_prompt (steerability): raw − random = +0.0412, 95% CI
-        [−0.0609, +0.143] (paired t, n = 24); Holm p = 1 over 30 tests: not resolved at this sample size (MDD 0.21).'
-    """
-    out = []
-    for r in results:
-        where = f"{r.name}, {r.scope}" + (f" ({', '.join(r.targets)})" if r.scope == "pooled" and r.targets else "")
-        where += f", layer {r.layer}, {r.position} ({r.measure})"
-        if r.status != "run":
-            out.append(f"{where}: not run ({r.reason}).")
-            continue
-        level = f"{round(100 * (1 - r.alpha))}%"
-        ci = f"{level} CI [{_signed(r.ci[0])}, {_signed(r.ci[1])}]"
-        text = (f"{where}: {r.a} − {r.b} = {_signed(r.estimate)}, {ci} ({r.ci_method}, n = {r.n}); "
-                f"Holm p {_p(r.p_holm)} over {r.family_size} tests")
-        if r.p_equivalence_holm is not None and r.margin is not None:
-            text += f"; equivalence (TOST, ±{r.margin:g}) Holm p {_p(r.p_equivalence_holm)}"
-        if r.note:
-            text += f"; {r.note}"
-        out.append(f"{text}: {r.verdict}.")
-    return out

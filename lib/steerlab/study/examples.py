@@ -41,7 +41,8 @@ from ..llamacpp import save_both
 from ..metrics import bootstrap_mean_ci, completion_perplexity, steerability_each
 from ..models import Model
 from ..sets import UNIT_LABEL
-from ..steer import Completion, added_vector, relative_scale, steered_generate
+from ..steer import Completion, relative_scale, steered_generate
+from ..steer import rows as steering_rows_for
 from ..vectors import SteeringVector
 from .heldout import has_heldout, heldout_others, heldout_target
 from .judge import ConceptJudge
@@ -220,7 +221,7 @@ def _example_steerability(model: Model, example: Example, position: str, n_stori
                                    other_texts=heldout_others(example.target, n_stories),
                                    coefficients=coefficients, position=position,
                                    unit=example.unit_norm, seed=seed)[0]
-    return {"target": example.target, "method": example.vector.recipe, "layer": example.layer, "position": position,
+    return {"target": example.target, "condition": example.vector.recipe, "layer": example.layer, "position": position,
             **result.summary(), "coefficients": list(result.coefficients),
             "slopes": [float(x) for x in result.slopes],
             "propensity_ci_by_coefficient": {c: list(bootstrap_mean_ci(result.propensity[:, k], seed=seed))
@@ -256,9 +257,9 @@ def run_sweep(model: Model, example: Example, *, sweep: list[float], position: s
     # One random stream per sample index, shared by every coefficient: sample i steered and
     # unsteered differ by the steering only, so their difference is a paired one.
     keys = [f"{example.prompt}|{i}" for _ in coefs for i in range(samples)]
-    vector = example.vector.at(example.layer)
-    ids = steered_generate(model, [example.prompt] * len(rows), [added_vector(vector, c, example.unit_norm) for c in rows],
-                           layer=example.layer, position=position, max_new_tokens=max_new_tokens, seed=seed,
+    edit = steering_rows_for(model, example.vector, rows, layer=example.layer, scale=example.unit_norm,
+                             position=position)
+    ids = steered_generate(model, [example.prompt] * len(rows), edit, max_new_tokens=max_new_tokens, seed=seed,
                            row_keys=keys)
     tok = model.tokenizer
     label = example.vector.describe()

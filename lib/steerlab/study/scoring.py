@@ -74,7 +74,7 @@ def _get(row: Any, name: str) -> Any:
 
 
 def _condition(row: Any) -> Condition:
-    return (str(_get(row, "method")), int(_get(row, "layer")), str(_get(row, "position")))
+    return (str(_get(row, "condition")), int(_get(row, "layer")), str(_get(row, "position")))
 
 
 def _number(value: Any, what: str) -> float:
@@ -208,7 +208,7 @@ def score_rows(rows: Iterable[Any], *, reference_method: str = "none",
 
     refs: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in items:
-        if _get(r, "method") == reference_method:
+        if _get(r, "condition") == reference_method:
             if ref_key(r) in refs:
                 raise ValueError(f"two {reference_method!r} rows for (layer, position, prompt_id, seed) {ref_key(r)}")
             refs[ref_key(r)] = r
@@ -417,7 +417,7 @@ def differences_against(rows: Sequence[Any], split: PromptSplit, baseline: str, 
         d = paired_difference(chosen_rows(rows, choice, cond, split.report, key=key),
                               chosen_rows(rows, choice, base, split.report, key=key),
                               n_boot=n_boot, seed=seed, level=level)
-        out.append({"method": method, "layer": layer, "position": position, "baseline": baseline,
+        out.append({"condition": method, "layer": layer, "position": position, "baseline": baseline,
                     "coefficient": choice[cond], "baseline_coefficient": choice[base], "difference": d.mean,
                     "difference_ci": list(d.ci), "n_prompts": d.n_prompts, "excludes_zero": d.excludes_zero})
     return out
