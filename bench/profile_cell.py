@@ -26,9 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PARTS = ("build_vectors", "damage_curves", "propensities", "steered_generate", "concept_score",
-         "completion_perplexity", "relevance", "steered_text_scores")
-"""The parts of a cell, as the names notebook 04's cell calls them by (``steerlab.study.compare``)."""
+PARTS = ("build_vectors", "build_methods", "damage_curves", "matched_damage", "propensities", "steerability_each",
+         "steered_generate", "concept_score", "completion_perplexity", "relevance", "steered_text_scores")
+"""The parts of a cell, as the names notebook 04's cell calls them by (``steerlab.study.compare``; the names of
+f4752d4's code too, so the same script profiles the baseline: parts a version lacks are left out)."""
 
 
 def _wrap(module: Any, name: str, clock: dict[str, float], counter: Any | None) -> Callable[[], None]:
@@ -76,7 +77,8 @@ def profile_cell(model_name: str | None, preset: str, target: str, position: str
     for counted in (False, True):
         clock: dict[str, float] = {}
         flops: dict[str, int] | None = {} if counted else None
-        undo = [_wrap(compare, name, clock, flops) for name in PARTS if name != "concept_score"]
+        undo = [_wrap(compare, name, clock, flops) for name in PARTS
+                if name != "concept_score" and hasattr(compare, name)]
         original_score = judge.concept_score
 
         def score(*a: Any, _score: Any = original_score, _clock: dict[str, float] = clock, **k: Any) -> Any:

@@ -1,7 +1,8 @@
 """The package's floors: core (``steerlab/*.py``) never imports ``steerlab.study`` or
-``steerlab.lab``; study never imports lab; no import cycle among core modules. Parsed from the
-source, so a lazy import inside a function or under ``TYPE_CHECKING`` counts too. Every module
-says what it is for in its first lines."""
+``steerlab.lab``; study never imports lab; no import cycle anywhere in ``lib/`` (core, study, lab, and
+between them). Parsed from the source, so a lazy import inside a function, one under ``TYPE_CHECKING``
+and an absolute ``from steerlab import lab`` count too. Every module says what it is for in its first
+lines."""
 
 from __future__ import annotations
 
@@ -32,9 +33,17 @@ def _imported(path: Path, source: str | None = None) -> set[str]:
                     names.update(".".join([*base, a.name]) for a in node.names)
             elif node.module:
                 names.add(node.module)
+                # ``from steerlab import lab`` / ``from steerlab.study import compare``: the names may be modules
+                names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     return {n for n in names if n == "steerlab" or n.startswith("steerlab.")}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(["steerlab", *parts])
 
 
 FORBIDDEN = {"core": ("steerlab.study", "steerlab.lab"), "study": ("steerlab.lab",), "lab": ()}
@@ -113,6 +122,47 @@ def _core_imports() -> dict[str, set[str]]:
 
 def test_no_import_cycle_among_core_modules() -> None:
     assert _cycles(_core_graph(_core_imports())) == []
+
+
+def _all_imports(overrides: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Every module of ``lib/steerlab`` but the package's own ``__init__`` (it imports everything to export it)
+    and what it imports, each import resolved to a module of the package (``steerlab.study.compare.x`` is an
+    edge to ``steerlab.study.compare``); ``overrides`` replaces a module's source (a planted import)."""
+    paths = {_module_name(p): p for p in MODULES if p != PKG / "__init__.py"}
+    extra = dict(overrides or {})
+    for name in extra:
+        paths.setdefault(name, PKG / (name.split(".", 1)[1].replace(".", "/") + ".py"))
+    modules = set(paths)
+
+    def resolve(n: str) -> str | None:
+        while n and n not in modules:
+            n = n.rpartition(".")[0]
+        return n or None
+
+    graph = {}
+    for name, path in paths.items():
+        found = _imported(path, extra.get(name))
+        graph[name] = {r for n in found if (r := resolve(n)) is not None and r != name}
+    return graph
+
+
+def test_no_import_cycle_anywhere_in_lib() -> None:
+    graph = _all_imports()
+    assert len(graph) > 60, "the walker should see every module"
+    assert _cycles(graph) == []
+
+
+def test_a_planted_cycle_in_lab_and_an_absolute_upward_import_are_caught() -> None:
+    """The checks can fail: two lab modules importing each other (as lab.page and lab.report once did), and
+    a study module importing lab by its absolute name (parsed from text: nothing is written into the package)."""
+    planted = {"steerlab.lab.page": '"""probe."""\nfrom .report import record\n',
+               "steerlab.lab.report": '"""probe."""\nfrom steerlab.lab import page\n'}
+    assert ["steerlab.lab.page", "steerlab.lab.report"] in _cycles(_all_imports(planted))
+    probe = PKG / "study" / "_probe.py"
+    found = _imported(probe, '"""probe module for the layout test itself."""\nfrom steerlab import lab\n')
+    assert "steerlab.lab" in found
+    bad = [n for n in found for f in FORBIDDEN["study"] if n == f or n.startswith(f + ".")]
+    assert bad == ["steerlab.lab"]
 
 
 def test_the_cycle_finder_sees_a_cycle() -> None:

@@ -15,6 +15,7 @@ from . import llamacpp  # noqa: F401  registers the ".gguf" vector format with s
 from .arch import ARCHITECTURES, UnsupportedArchitectureError
 from .constructions import CONSTRUCTIONS, build, named_sets, set_stats, typical_norm, unit_norm
 from .data import DataError, TextSet, genres, load_dataset
+from .intervention import Intervention
 from .lens import lens_logits, top_tokens, topk_table
 from .load import load_model, wrap
 from .models import EMBEDDED_MODEL, Model, ModelLoadError
@@ -22,8 +23,10 @@ from .stats import ActivationStats, activation_stats, per_text_means
 from .steer import (
     OPERATORS,
     Completion,
+    SteeringWarning,
     added_vector,
     generate,
+    rows,
     steered_generate,
     steered_logits,
     steering,
@@ -52,9 +55,11 @@ __all__ = [
     "ActivationStats",
     "Completion",
     "DataError",
+    "Intervention",
     "Model",
     "ModelLoadError",
     "SteeringVector",
+    "SteeringWarning",
     "TextSet",
     "UnsupportedArchitectureError",
     "VectorMismatchError",
@@ -76,6 +81,7 @@ __all__ = [
     "prompt_pair",
     "random_like",
     "raw",
+    "rows",
     "set_stats",
     "steered_generate",
     "steered_logits",

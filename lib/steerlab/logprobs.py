@@ -24,11 +24,11 @@ import torch
 
 from .intervention import Intervention
 from .models import Model
-from .replay import replay_conditions, steered_logits_each
+from .replay import Replay, replay_conditions, steered_logits_each
 from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode
 from .trace import check_layers
 
-__all__ = ["as_conditions", "completion_perplexity", "continuation_logprobs", "logprobs_of", "steered_text_scores", "text_scores"]
+__all__ = ["TextScores", "as_conditions", "completion_perplexity", "continuation_logprobs", "logprobs_of", "steered_text_scores", "text_scores"]
 
 
 @torch.inference_mode()
@@ -118,8 +118,23 @@ def _scored_chunks(batch: Batch) -> tuple[list[tuple[int, torch.Tensor]], torch.
     return chunks, batch.input_ids[:, 1:], int(mask.sum())
 
 
+def _scores_of(chunks: list[tuple[int, torch.Tensor]], base: list[torch.Tensor], tok: list[torch.Tensor],
+               n_tok: int, base_nll: float, logits: torch.Tensor) -> dict[str, float]:
+    nll_sum = kl_sum = torch.zeros((), dtype=torch.float64, device=logits.device)
+    for (r, pos), b, t in zip(chunks, base, tok):
+        lp = logits[r, pos].float().log_softmax(-1)
+        nll_sum = nll_sum - lp.gather(-1, t[:, None]).sum().double()
+        kl_sum = kl_sum + (b.exp() * (b - lp)).sum().double()
+    nll, kl = float(nll_sum) / n_tok, float(kl_sum) / n_tok
+    return {"nll": nll, "perplexity_ratio": math.exp(nll - base_nll), "logprob_shift": base_nll - nll, "kl": kl}
+
+
+def _unsteered(base_nll: float) -> dict[str, float]:
+    return {"nll": base_nll, "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0}
+
+
 def text_scores(batch: Batch, each_logits: Iterator[torch.Tensor],
-                 additions: Sequence[torch.Tensor | None]) -> list[dict[str, float]]:
+                additions: Sequence[torch.Tensor | None]) -> list[dict[str, float]]:
     """:func:`steered_text_scores` from the plain logits and then one ``[batch, seq, vocab]``
     logits tensor per addition (``each_logits``), chunk by chunk."""
     chunks, targets, n_tok = _scored_chunks(batch)
@@ -127,21 +142,51 @@ def text_scores(batch: Batch, each_logits: Iterator[torch.Tensor],
     base = [plain[r, pos].float().log_softmax(-1) for r, pos in chunks]  # float32, one chunk each
     tok = [targets[r, pos].to(plain.device) for r, pos in chunks]
     base_nll = float(-sum(lp.gather(-1, t[:, None]).sum() for lp, t in zip(base, tok)) / n_tok)
-    results = []
-    for add in additions:
-        if add is None:
-            results.append({"nll": base_nll, "perplexity_ratio": 1.0, "logprob_shift": 0.0, "kl": 0.0})
-            continue
-        logits = next(each_logits)
-        nll_sum = kl_sum = torch.zeros((), dtype=torch.float64, device=plain.device)
-        for (r, pos), b, t in zip(chunks, base, tok):
-            lp = logits[r, pos].float().log_softmax(-1)
-            nll_sum = nll_sum - lp.gather(-1, t[:, None]).sum().double()
-            kl_sum = kl_sum + (b.exp() * (b - lp)).sum().double()
-        nll, kl = float(nll_sum) / n_tok, float(kl_sum) / n_tok
-        results.append({"nll": nll, "perplexity_ratio": math.exp(nll - base_nll), "logprob_shift": base_nll - nll,
-                        "kl": kl})
-    return results
+    return [_unsteered(base_nll) if add is None else _scores_of(chunks, base, tok, n_tok, base_nll, next(each_logits))
+            for add in additions]
+
+
+class TextScores:
+    """Scores of one set of texts under any steering condition, on demand: the texts are encoded and their
+    plain pass run once (:class:`steerlab.replay.Replay`); each call scores new conditions against it, so a
+    caller may choose the next coefficients from the last ones' damage (notebook 04's damage curves stop
+    at each vector's first crossing).
+
+    Example:
+        >>> scores = TextScores(model, texts, layer=15, position="all", max_length=48)
+        >>> scores(sl.rows(model, v, [0.125, 0.25]))[1]["perplexity_ratio"]
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: Model, texts: Sequence[str], *, layer: int, position: str,
+                 max_length: int = 64) -> None:
+        check_position(position, STEER_POSITIONS)
+        self.model, self.layer, self.position = model, layer, position
+        self.batch = encode(model.tokenizer, texts, padding_side="right", max_length=max_length)
+        self.replay = Replay(model, self.batch, layer, bos=self.batch.bos)
+        self.chunks, targets, self.n_tok = _scored_chunks(self.batch)
+        plain = self.replay.plain
+        self.base = [plain[r, pos].float().log_softmax(-1) for r, pos in self.chunks]
+        self.tok = [targets[r, pos].to(plain.device) for r, pos in self.chunks]
+        self.base_nll = float(-sum(lp.gather(-1, t[:, None]).sum() for lp, t in zip(self.base, self.tok)) / self.n_tok)
+
+    @torch.inference_mode()
+    def __call__(self, conditions: Intervention | Sequence[torch.Tensor | None]) -> list[dict[str, float]]:
+        """One score per condition (a row of an :class:`Intervention` at this layer and position, or an
+        already scaled addition)."""
+        additions, _, _ = as_conditions(conditions, self.layer, self.position, self.position, "TextScores")
+        out = []
+        for add in additions:
+            if add is None:
+                out.append(_unsteered(self.base_nll))
+                continue
+            if add.shape[-1] != self.model.d_model or not bool(torch.isfinite(add).all()):
+                raise ValueError(f"addition of shape {tuple(add.shape)} does not fit d_model {self.model.d_model} "
+                                 "or is not finite")
+            edit = Intervention(self.layer, [add], [None], "add", self.position)
+            out.append(_scores_of(self.chunks, self.base, self.tok, self.n_tok, self.base_nll,
+                                  self.replay.logits(edit)))
+        return out
 
 
 def as_conditions(edit: Intervention | Sequence[torch.Tensor | None], layer: int | None, position: str | None,

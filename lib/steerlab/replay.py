@@ -22,7 +22,7 @@ from .steer import Intervention
 from .tokens import Batch
 from .trace import check_layers
 
-__all__ = ["replay_conditions", "steered_logits_each"]
+__all__ = ["Replay", "replay_conditions", "steered_logits_each"]
 
 
 @torch.inference_mode()
@@ -64,12 +64,75 @@ def steered_logits_each(
     yield from replay_conditions(model, batch, conditions, layer, bos=batch.bos)
 
 
+class Replay:
+    """One batch's plain forward, recorded, and the blocks from ``layer`` up replayed under any condition
+    on demand (a caller may choose the next conditions from the last ones' results).
+
+    ``bos``, ``keep`` and ``forward_inputs`` as in :func:`replay_conditions`.
+
+    Example:
+        >>> replay = Replay(model, batch, 8)
+        >>> plain, steered = replay.plain, replay.logits(Intervention(8, [v], [None], "add", "all"))
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: Model, batch: Batch, layer: int, *, bos: torch.Tensor | None = None,
+                 keep: torch.Tensor | None = None, forward_inputs: dict[str, torch.Tensor] | None = None) -> None:
+        check_layers(model, [layer], allow_last=False)
+        self.model, self.layer, self.bos = model, layer, bos
+        self.blocks = blocks_of(model.hf)
+        self.calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+        def recorder(i: int) -> Callable[..., None]:
+            def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                self.calls[i] = (args, kwargs)
+            return record
+
+        handles = [self.blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
+                   for i in range(layer, len(self.blocks))]
+        given = batch.as_inputs() if forward_inputs is None else forward_inputs
+        inputs = {k: v.to(model.device) for k, v in given.items()}
+        try:
+            plain = model.hf(**inputs, use_cache=False).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.real = batch.attention_mask.bool()
+        if keep is not None:
+            if keep.shape != self.real.shape or keep.dtype != torch.bool:
+                raise ValueError(f"keep must be a bool mask of shape {tuple(self.real.shape)}, got {keep.dtype} "
+                                 f"{tuple(keep.shape)}")
+            keep = keep.to(plain.device)
+            plain = plain[keep]
+        else:
+            plain = plain.float()
+        self.keep = keep
+        self.plain = plain
+        """The plain pass's logits (``[batch, seq, vocab]`` float32, or ``[n_kept, vocab]`` with ``keep``)."""
+
+    @torch.inference_mode()
+    def logits(self, condition: Intervention | None) -> torch.Tensor:
+        """The logits under ``condition`` (``None``: the plain pass's), shaped as :attr:`plain`."""
+        if condition is None:
+            return self.plain
+        args, kwargs = self.calls[self.layer]
+        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], self.real, continuing=False,
+                                 bos=self.bos)
+        for i in range(self.layer, len(self.blocks)):
+            args, kwargs = self.calls[i]
+            out = (self.blocks[i](hidden, *args[1:], **kwargs) if args else
+                   self.blocks[i](**{**kwargs, "hidden_states": hidden}))
+            hidden = block_hidden(out)
+        return lens_logits(self.model, hidden) if self.keep is None else lens_logits(self.model, hidden[self.keep],
+                                                                                     dtype=None)
+
+
 @torch.inference_mode()
 def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervention | None], layer: int, *,
                       bos: torch.Tensor | None = None, keep: torch.Tensor | None = None,
                       forward_inputs: dict[str, torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
     """Logits ``[batch, seq, vocab]`` under each :class:`Intervention` (``None``: the plain pass),
-    the blocks below ``layer`` run once. A condition may edit each row differently.
+    the blocks below ``layer`` run once (:class:`Replay`). A condition may edit each row differently.
 
     ``bos`` is passed to :meth:`Intervention.apply` (the rows that start with an added BOS);
     ``None`` treats no row as starting with one (the caller placed ``[k, d]`` rows itself).
@@ -85,41 +148,6 @@ def replay_conditions(model: Model, batch: Batch, conditions: Sequence[Intervent
         >>> for logits in replay_conditions(model, batch, [None, Intervention(8, [v], [None], "add", "all")], 8):
         ...     ...
     """
-    check_layers(model, [layer], allow_last=False)
-    blocks = blocks_of(model.hf)
-    calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
-
-    def recorder(i: int) -> Callable[..., None]:
-        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls[i] = (args, kwargs)
-        return record
-
-    handles = [blocks[i].register_forward_pre_hook(recorder(i), with_kwargs=True)
-               for i in range(layer, len(blocks))]
-    given = batch.as_inputs() if forward_inputs is None else forward_inputs
-    inputs = {k: v.to(model.device) for k, v in given.items()}
-    try:
-        plain = model.hf(**inputs, use_cache=False).logits
-    finally:
-        for handle in handles:
-            handle.remove()
-    real = batch.attention_mask.bool()
-    if keep is not None:
-        if keep.shape != real.shape or keep.dtype != torch.bool:
-            raise ValueError(f"keep must be a bool mask of shape {tuple(real.shape)}, got {keep.dtype} "
-                             f"{tuple(keep.shape)}")
-        keep = keep.to(plain.device)
-        plain = plain[keep]
-    else:
-        plain = plain.float()
+    replay = Replay(model, batch, layer, bos=bos, keep=keep, forward_inputs=forward_inputs)
     for condition in conditions:
-        if condition is None:
-            yield plain
-            continue
-        args, kwargs = calls[layer]
-        hidden = condition.apply(args[0] if args else kwargs["hidden_states"], real, continuing=False, bos=bos)
-        for i in range(layer, len(blocks)):
-            args, kwargs = calls[i]
-            out = blocks[i](hidden, *args[1:], **kwargs) if args else blocks[i](**{**kwargs, "hidden_states": hidden})
-            hidden = block_hidden(out)
-        yield lens_logits(model, hidden) if keep is None else lens_logits(model, hidden[keep], dtype=None)
+        yield replay.logits(condition)

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from ..study.answer import classify
 from ..study.compare import frontier
+from ..study.conditions import shown_once
 from .plots import COEFFICIENT_AXIS
 from .style import REFERENCE, colour, dodge, finish, hline, vline
 
@@ -234,6 +235,7 @@ def score_by_condition(pooled: Sequence[Mapping[str, Any]], conditions: Sequence
         >>> score_by_condition(summary["pooled"], ["none", *cfg.constructions], where="w")
     """
     fig = go.Figure()
+    pooled = shown_once(pooled)  # prompting has no layer or position: once
     for condition in [m for m in conditions if m != "none" and any(r["condition"] == m for r in pooled)]:
         rs = [r for r in pooled if r["condition"] == condition]
         fig.add_trace(go.Scatter(

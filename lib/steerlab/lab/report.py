@@ -210,10 +210,16 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                       "can show while it moves")),
     ("compare", "best_method"): ("best method by held-out AxBench score, pooled over targets",
                                  ("the steered condition chosen by its mean score on the selection half of the prompts "
-                                  "(not on the prompts it is reported on)")),
+                                  "(not on the prompts it is reported on); a run recorded before 2026-12-07")),
+    ("compare", "best_condition"): ("best steered condition by held-out AxBench score, pooled over targets",
+                                    ("chosen by its mean score on the selection half of the samples (not on those it is "
+                                     "reported on); whether it beats prompting is contrast (g), not this ranking")),
     ("compare", "best_score"): ("its held-out AxBench score",
                                 ("harmonic mean of concept, fluency and relevance per completion, 0 to 1 (0 if any is 0); "
                                  "95% CI {best_ci}")),
+    ("compare", "prompting_score"): ("prompting's held-out AxBench score (no vector: the model is asked)",
+                                     ("the baseline beside the best condition, same prompts and scale; 95% CI "
+                                      "{prompting_ci}")),
     ("compare", "judge_accuracy"): ("concept judge's held-out accuracy",
                                     "fraction of held-out texts the judge (not the steered model) classifies correctly"),
 }
@@ -260,11 +266,14 @@ def _fields(key: str, entry: Mapping[str, Any], headline: Mapping[str, Any]) -> 
     pooled = (entry.get("summary") or {}).get("pooled") or []
     chosen = entry.get("best_chosen")  # (construction, layer, position) chosen on the selection half
     best = next((r for r in pooled if isinstance(r, Mapping) and r.get("ci") and chosen is not None
-                 and [r.get("condition"), r.get("layer"), r.get("position")] == list(chosen)), None)
+                 and [r.get("condition", r.get("method")), r.get("layer"), r.get("position")] == list(chosen)), None)
     best_ci = f"[{best['ci'][0]:.3f}, {best['ci'][1]:.3f}]" if best else "not recorded"
+    asked = next((r for r in pooled if isinstance(r, Mapping) and r.get("condition") == "prompting" and r.get("ci")),
+                 None)
+    prompting_ci = f"[{asked['ci'][0]:.3f}, {asked['ci'][1]:.3f}]" if asked else "not recorded"
     return {**per_key, **entry, **headline, "position": positions[-1], "threshold": config.get("damage_threshold", "?"),
             "n_genres": len(entry.get("genres") or []) or "?", "heldout_count": entry.get("heldout_count", "?"),
-            "best_ci": best_ci, "unit": recorded_unit(entry)}
+            "best_ci": best_ci, "prompting_ci": prompting_ci, "unit": recorded_unit(entry)}
 
 
 def recorded_unit(entry: Mapping[str, Any]) -> str:

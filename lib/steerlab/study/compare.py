@@ -529,8 +529,9 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
     # propensities of the steerability grid and of the matched coefficients are one pass over the
     # same story pairs (one unsteered row for both).
     curves = damage_curves(scorer, directions, layer=layer, position=position, general=general_eval, unit=unit,
-                           grid=cfg.damage_grid, max_length=cfg.eval_length)
-    chosen = {n: matched_coefficient(cfg.damage_grid, curves[n], cfg.matched_level) for n in directions}
+                           grid=cfg.damage_grid, max_length=cfg.eval_length, stop_at=cfg.matched_level)
+    chosen = {n: matched_coefficient(cfg.damage_grid[:len(curves[n].ratios)], curves[n].ratios, cfg.matched_level)
+              for n in directions}
     grid_edit = grid_conditions(scorer, [vec.at(layer) for vec in vecs.values()], cfg.coefficients, layer=layer,
                                 position=position, unit=unit)
     pairs = story_pairs(scorer, targets_text, others_text)
@@ -574,12 +575,20 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
             got = relevance(scorer, texts_in, plain, edit.select(part))
             for i, values in zip(part, got):
                 rel[i] = values
-    # Damage of the vector on general text; a prompting row's instruction is not measured there.
-    scored = steered_text_scores(scorer, general_eval, edit.select(plain_rows), max_length=cfg.eval_length)
+    # Damage of the vector on general text; a prompting row's instruction is not measured there. At the
+    # matched coefficients it is the damage curve's own value there (the level, where it was reached), not
+    # measured a second time; generated at the grid's coefficients, it is measured.
     missing = {"perplexity_ratio": float("nan"), "kl": float("nan")}
     damage = [missing] * len(conditions)
-    for i, d in zip(plain_rows, scored):
-        damage[i] = d
+    if cfg.generate_at == "matched":
+        for i in plain_rows:
+            name, c, _ = conditions[i]
+            ratio, kl = (1.0, 0.0) if name == "none" else curves[name].at(cfg.damage_grid, c)
+            damage[i] = {"perplexity_ratio": ratio, "kl": kl}
+    else:
+        scored = steered_text_scores(scorer, general_eval, edit.select(plain_rows), max_length=cfg.eval_length)
+        for i, d in zip(plain_rows, scored):
+            damage[i] = d
     vocab = evaluation_vocabulary(target)
     per_cond: list[list[dict[str, Any]]] = []
     for i, (method, c, _) in enumerate(conditions):
@@ -612,9 +621,10 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
             "perplexity_ratio": damage[i]["perplexity_ratio"], "kl": damage[i]["kl"],
         })
         completions.extend(block)
-    for method, s in zip(vecs, each):
-        steer_rows.append({"target": target, "condition": method, "layer": layer, "position": position,
+    for name, s in zip(vecs, each):
+        steer_rows.append({"target": target, "condition": name, "layer": layer, "position": position,
                            **s.summary(), "slopes": [float(x) for x in s.slopes],
+                           "propensity": [[float(x) for x in row] for row in s.propensity],  # [sample][coefficient]
                            "propensity_ci_by_coefficient": {
                                c: list(bootstrap_mean_ci(s.propensity[:, k])) for k, c in enumerate(s.coefficients)}})
     return {"rows": cell_rows, "completions": completions, "steerability": steer_rows, "bias": bias_rows,

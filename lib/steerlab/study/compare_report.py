@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .conditions import shown_once
+
 __all__ = ["TABLE_COLUMNS", "best_table", "conclusion", "contrasts_table", "describe", "format_cell", "heldout_table",
            "is_called", "not_run_note", "tally"]
 
@@ -100,11 +102,11 @@ def heldout_table(summary: Mapping[str, Any], steer_rows: Sequence[Mapping[str, 
     ``None`` gives the pooled table. With a target and the result ``rows``, the concept effect and
     the vocabulary rate (the old measure, kept as a secondary column) at the chosen coefficient."""
     if target is None:
-        scores = [dict(s, coefficient="per target") for s in summary["pooled"]]
+        scores = [dict(s, coefficient="per target") for s in shown_once(summary["pooled"])]
         diffs = summary["pooled_differences"]
         steer = [s for s in steer_rows]
     else:
-        scores = summary["per_target"][target]["heldout"]
+        scores = [dict(s) for s in shown_once(summary["per_target"][target]["heldout"])]
         diffs = summary["per_target"][target]["differences"]
         steer = [s for s in steer_rows if s["target"] == target]
     out = []
@@ -215,7 +217,15 @@ def conclusion(model_name: str, config: Mapping[str, Any], summary: Mapping[str,
         equivalence = sum(1 for r in run if r.get("p_equivalence") is not None)
         family = (f"Holm-corrected together as {hypotheses} hypotheses (each of the {equivalence} equivalence "
                   "contrasts is two: a difference and an equivalence)" if equivalence else "Holm-corrected together")
-        lines.append(f"{measure}: {len(run)} pre-registered contrasts run ({len(records) - len(run)} not run), "
+        skipped = [r for r in records if r["status"] != "run"]
+        why = ""
+        if skipped:
+            no_prompting = sum(1 for r in skipped if r["b"] == "prompting" or r["a"] == "prompting")
+            why = (f" ({len(skipped)} not run: " + (f"{no_prompting} are (g) against prompting, which has no vector "
+                   f"for this measure to steer with" if no_prompting else "") + (
+                       f"{'; ' if no_prompting else ''}{len(skipped) - no_prompting} lack a condition, each reason in "
+                       "summary.json" if len(skipped) > no_prompting else "") + ")")
+        lines.append(f"{measure}: {len(run)} pre-registered contrasts run{why}, "
                      f"{family}; {len(called)} called, the rest not resolved at this sample size.")
         lines += [c for c, r in zip(block["conclusions"], records)
                   if r["scope"] == "pooled" and r["status"] == "run" and r["label"] in "abcde"]

@@ -16,6 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from ..data import load_dataset
 from ..llamacpp import save_both
 from ..metrics import completion_perplexity, distinct_n
 from ..models import Model
@@ -23,13 +27,21 @@ from ..projection import token_projections
 from ..sets import UNIT_LABEL
 from ..steer import rows, steered_generate
 from ..vectors import SteeringVector
+from .matched import fluent_perplexity
 
-__all__ = ["ConceptRow", "concept_conclusion", "rows_as_dicts", "save_concept", "steer_rows"]
+__all__ = ["ConceptRow", "concept_conclusion", "projection_noise", "rows_as_dicts", "save_concept", "steer_rows"]
 
 
 @dataclass
 class ConceptRow:
-    """One completion of the prompt at one coefficient, with its judge-free measures."""
+    """One completion of the prompt at one coefficient, with its judge-free measures.
+
+    ``perplexity_ratio`` is against the larger of the unsteered completion's perplexity and fluent text's
+    (:func:`steerlab.study.matched.fluent_perplexity`): a degenerate unsteered baseline (a timestamp, digits)
+    is very predictable and would make any fluent text look damaged. ``projection`` is the change against
+    the unsteered completion; ``noise`` is the spread of that measure on general text of the same length
+    (:func:`projection_noise`): a change is called only past twice it.
+    """
 
     coefficient: float
     text: str
@@ -37,6 +49,7 @@ class ConceptRow:
     perplexity_ratio: float
     distinct_2: float
     projection: float
+    noise: float = float("nan")
 
 
 def steer_rows(model: Model, vector: SteeringVector, layer: int, prompt: str, coefficients: Sequence[float], *,
@@ -60,23 +73,47 @@ def steer_rows(model: Model, vector: SteeringVector, layer: int, prompt: str, co
                            max_new_tokens=max_new_tokens, do_sample=False)
     ppl = completion_perplexity(model, [prompt] * len(coefs), ids)
     texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
-    proj = []
-    for text in texts:
-        # The completion read alone by the unsteered model, its first token (BOS or sink) left out.
-        scores = [p for _, p in token_projections(model, text, direction, layer)[1:]] if text.strip() else []
-        proj.append(sum(scores) / len(scores) if scores else float("nan"))
+    proj = [_mean_projection(model, text, direction, layer) for text in texts]
     base_ppl, base_proj = ppl[coefs.index(0.0)], proj[coefs.index(0.0)]
-    return [ConceptRow(c, t, p, p / base_ppl if base_ppl and math.isfinite(base_ppl) else float("nan"),
-                       distinct_n(t, 2), pr - base_proj) for c, t, p, pr in zip(coefs, texts, ppl, proj)]
+    reference = max(x for x in (base_ppl, fluent_perplexity(model)) if math.isfinite(x)) if any(
+        math.isfinite(x) for x in (base_ppl, fluent_perplexity(model))) else float("nan")
+    noise = projection_noise(model, direction, layer, tokens=max(1, max(len(r) for r in ids)))
+    return [ConceptRow(c, t, p, p / reference if reference and math.isfinite(reference) else float("nan"),
+                       distinct_n(t, 2), pr - base_proj, noise) for c, t, p, pr in zip(coefs, texts, ppl, proj)]
+
+
+def _mean_projection(model: Model, text: str, direction: torch.Tensor, layer: int) -> float:
+    """The text's mean projection on ``direction`` at ``layer``, read alone by the unsteered model (its first
+    token, a BOS or the attention sink, left out)."""
+    scores = [p for _, p in token_projections(model, text, direction, layer)[1:]] if text.strip() else []
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def projection_noise(model: Model, direction: torch.Tensor, layer: int, *, tokens: int, n: int = 8) -> float:
+    """How much the mean projection of an ordinary text of ``tokens`` tokens varies: the standard deviation
+    over ``n`` held-out general texts cut to that length. A steered completion's projection change is called
+    "more (or less) of the concept" only past twice this (two texts differ by about sqrt(2) sd by chance).
+
+    Example:
+        >>> projection_noise(model, v.at(15), 15, tokens=32)
+    """
+    tok = model.tokenizer
+    cut = []
+    for text in load_dataset("general", "heldout").sample(n, seed=1).texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"][:tokens]
+        cut.append(tok.decode(ids))
+    values = [v for v in (_mean_projection(model, t, direction, layer) for t in cut) if math.isfinite(v)]
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
 
 
 def concept_conclusion(rows: Sequence[ConceptRow], *, damage_ratio: float = 2.0, min_distinct: float = 0.5) -> list[str]:
-    """Sentences from the rows only: which coefficients moved the text towards the concept without
-    breaking it (perplexity ratio under ``damage_ratio``, distinct-2 above ``min_distinct``).
+    """Sentences from the rows only: which coefficients moved the text towards the concept (a projection change
+    past twice its noise on ordinary text) without breaking it (perplexity ratio against fluent text under
+    ``damage_ratio``, distinct-2 above ``min_distinct``).
 
     Example:
         >>> concept_conclusion(rows)[0]
-        'At 0.25 x centred norm the completion carries more of the concept (projection +1.2) ...'
+        'At 0.25 x centred norm the completion carries more of the concept than unsteered (projection +1.2, ...'
     """
     out = []
     for r in rows:
@@ -84,12 +121,18 @@ def concept_conclusion(rows: Sequence[ConceptRow], *, damage_ratio: float = 2.0,
             continue
         broken = []
         if not r.perplexity_ratio < damage_ratio:
-            broken.append(f"perplexity {r.perplexity_ratio:.1f}x the unsteered text's")
+            broken.append(f"perplexity {r.perplexity_ratio:.1f}x fluent text's")
         if not r.distinct_2 > min_distinct:
             broken.append(f"distinct-2 {r.distinct_2:.2f}: repetitive")
-        moved = "more" if r.projection > 0 else "less"
-        line = (f"At {r.coefficient:g} x {UNIT_LABEL} the completion carries {moved} of the concept than unsteered "
-                f"(projection {r.projection:+.2f})")
+        threshold = 2 * r.noise
+        if math.isfinite(threshold) and abs(r.projection) <= threshold:
+            moved = (f"about as much of the concept as unsteered (projection {r.projection:+.2f}, within twice the "
+                     f"noise of ordinary text, ±{threshold:.2f})")
+        else:
+            direction = "more" if r.projection > 0 else "less"
+            moved = (f"{direction} of the concept than unsteered (projection {r.projection:+.2f}"
+                     + (f", past twice the noise of ordinary text, ±{threshold:.2f})" if math.isfinite(threshold) else ")"))
+        line = f"At {r.coefficient:g} x {UNIT_LABEL} the completion carries {moved}"
         out.append(line + (f", but the text is damaged ({'; '.join(broken)})." if broken else ", and reads intact."))
     return out or ["Only the unsteered row was generated."]
 

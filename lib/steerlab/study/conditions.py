@@ -16,7 +16,7 @@ library's default, :data:`steerlab.sets.STATS_SAMPLE`). The rule for a steerabil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..constructions import CONSTRUCTIONS
@@ -28,12 +28,14 @@ __all__ = [
     "CONDITIONS",
     "CONSTRUCTIONS_COMPARED",
     "CONSTRUCTIONS_UNDER_TEST",
+    "NO_VECTOR",
     "PROMPTING",
     "STATS_SAMPLE",
     "TARGETS",
     "UNSTEERED",
     "check_steerability_grid",
     "condition_of",
+    "shown_once",
     "target_names",
 ]
 
@@ -63,6 +65,33 @@ CONDITIONS: tuple[str, ...] = (UNSTEERED, *CONSTRUCTIONS_COMPARED, *PROMPTING)
 CONSTRUCTIONS_UNDER_TEST: tuple[str, ...] = tuple(c for c in CONDITIONS if c not in (UNSTEERED, "random"))
 """"Every construction" of the contrasts (f) against ``random`` and (g) against ``prompting``: the
 constructions compared and the prompting baselines."""
+
+
+NO_VECTOR: tuple[str, ...] = (UNSTEERED, "prompting")
+"""Conditions without a steering vector: their completions are the same at every layer and position."""
+
+
+def shown_once(rows: Sequence[Mapping[str, Any]], *, value: str = "mean") -> list[Mapping[str, Any]]:
+    """``rows`` with each condition of :data:`NO_VECTOR` kept once (its first row) where all its rows hold the
+    same ``value``: the unsteered and prompting completions do not change with the cell, so a table or figure
+    shows them once, not once per (layer, position).
+
+    Example:
+        >>> [r["condition"] for r in shown_once([{"condition": "none", "mean": 0.2}, {"condition": "none", "mean": 0.2},
+        ...                                      {"condition": "raw", "mean": 0.3}])]
+        ['none', 'raw']
+    """
+    out, seen = [], set()
+    for r in rows:
+        name = condition_of(r)
+        if name in NO_VECTOR:
+            same = {round(float(x[value]), 9) for x in rows if condition_of(x) == name}
+            if len(same) == 1:
+                if name in seen:
+                    continue
+                seen.add(name)
+        out.append(r)
+    return out
 
 
 def target_names() -> list[str]:

@@ -35,14 +35,14 @@ import torch
 
 from ..data import load_dataset
 from ..intervention import Intervention
-from ..logprobs import steered_text_scores
+from ..logprobs import TextScores
 from ..metrics import bootstrap_mean_ci, completion_perplexity, propensities, split_story, story_pairs
 from ..models import Model
 from ..repetition import LOOP_DISTINCT, repetition
 from ..sets import unit_norm
 from ..steer import rows
 
-__all__ = ["BROKEN_RATIO", "DAMAGE_GRID", "DAMAGE_LENGTH", "DAMAGE_TEXTS", "MATCHED_LEVEL", "DamageRange",
+__all__ = ["BROKEN_RATIO", "DAMAGE_GRID", "DAMAGE_LENGTH", "DAMAGE_TEXTS", "MATCHED_LEVEL", "Curve", "DamageRange",
            "damage_curves", "damage_range", "fluent_perplexity", "general_texts", "matched_coefficient",
            "matched_conditions", "matched_damage", "matched_rows", "text_warnings"]
 
@@ -94,16 +94,58 @@ def matched_coefficient(grid: Sequence[float], ratios: Sequence[float], level: f
     return cs[-1], "not reached"
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One vector's damage on general text at the grid's first ``len(ratios)`` coefficients: the perplexity
+    ratio and the next-token KL (nats) at each."""
+
+    ratios: list[float]
+    kls: list[float]
+
+    def at(self, grid: Sequence[float], coefficient: float) -> tuple[float, float]:
+        """The ratio and KL at ``coefficient``: interpolated between the grid points around it (the ratio
+        linear in its log, as :func:`matched_coefficient` places the level; 1 and 0 at coefficient 0); past
+        the last measured point, that point's values."""
+        cs = [0.0, *[float(g) for g in grid[:len(self.ratios)]]]
+        rs, ks = [1.0, *self.ratios], [0.0, *self.kls]
+        c = min(max(float(coefficient), 0.0), cs[-1])
+        for i in range(1, len(cs)):
+            if c <= cs[i]:
+                t = 0.0 if cs[i] == cs[i - 1] else (c - cs[i - 1]) / (cs[i] - cs[i - 1])
+                lo, hi = math.log(max(rs[i - 1], 1e-12)), math.log(max(rs[i], 1e-12)) if math.isfinite(rs[i]) else math.inf
+                ratio = math.exp(lo + t * (hi - lo)) if math.isfinite(hi) else (rs[i - 1] if t == 0 else math.inf)
+                return ratio, ks[i - 1] + t * (ks[i] - ks[i - 1])
+        return rs[-1], ks[-1]
+
+
 def damage_curves(scorer: Model, vectors: Mapping[str, torch.Tensor], *, layer: int, position: str,
                   general: Sequence[str], unit: float, grid: Sequence[float] = DAMAGE_GRID,
-                  max_length: int = 48) -> dict[str, list[float]]:
-    """Perplexity ratio of ``general`` under each vector at every grid coefficient (one batched call)."""
+                  max_length: int = 48, stop_at: float | None = None, step: int = 2) -> dict[str, Curve]:
+    """The damage of ``general`` under each vector along ``grid`` (x ``unit``), from one plain pass.
+
+    With ``stop_at`` (a damage level), a vector's curve ends at the first grid point whose ratio reaches it
+    (the grid is walked upward ``step`` points at a time): :func:`matched_coefficient` needs nothing past
+    the first crossing, so the matched coefficient is the one the whole grid gives, for fewer passes.
+    """
     names = list(vectors)
-    edit = Intervention.concat([rows(scorer, vectors[n], list(grid), layer=layer, scale=unit, position=position)
-                                for n in names])
-    scores = steered_text_scores(scorer, general, edit, max_length=max_length)
-    k = len(grid)
-    return {n: [float(s["perplexity_ratio"]) for s in scores[i * k:(i + 1) * k]] for i, n in enumerate(names)}
+    scores = TextScores(scorer, general, layer=layer, position=position, max_length=max_length)
+    curves = {n: Curve([], []) for n in names}
+    open_ = list(names)
+    start = 0
+    while open_ and start < len(grid):
+        points = list(grid[start:len(grid) if stop_at is None else start + step])
+        got = scores(Intervention.concat([rows(scorer, vectors[n], points, layer=layer, scale=unit,
+                                               position=position) for n in open_]))
+        for i, n in enumerate(open_):
+            for s in got[i * len(points):(i + 1) * len(points)]:
+                curves[n].ratios.append(float(s["perplexity_ratio"]))
+                curves[n].kls.append(float(s["kl"]))
+                if stop_at is not None and not curves[n].ratios[-1] < stop_at:  # reached (or not a number)
+                    break
+        if stop_at is not None:
+            open_ = [n for n in open_ if curves[n].ratios[-1] < stop_at]
+        start += len(points)
+    return curves
 
 
 @dataclass(frozen=True)
@@ -185,12 +227,13 @@ def damage_range(model: Model, vector: torch.Tensor, layer: int, *, position: st
            max_length)
     if key not in _RANGES:
         curves = damage_curves(model, {"+": vector, "-": -vector}, layer=layer, position=position, general=chosen,
-                               unit=size, grid=magnitudes, max_length=max_length)
-        high, high_status = matched_coefficient(magnitudes, curves["+"], level)
-        low, low_status = matched_coefficient(magnitudes, curves["-"], level)
+                               unit=size, grid=magnitudes, max_length=max_length, stop_at=level)
+        up, down = curves["+"].ratios, curves["-"].ratios
+        high, high_status = matched_coefficient(magnitudes[:len(up)], up, level)
+        low, low_status = matched_coefficient(magnitudes[:len(down)], down, level)
         _RANGES[key] = DamageRange(-low, high, low_status == "interpolated", high_status == "interpolated", level,
-                                   tuple([-c for c in reversed(magnitudes)] + magnitudes),
-                                   tuple(list(reversed(curves["-"])) + curves["+"]))
+                                   tuple([-c for c in reversed(magnitudes[:len(down)])] + magnitudes[:len(up)]),
+                                   tuple(list(reversed(down)) + up))
     return _RANGES[key]
 
 
@@ -274,16 +317,18 @@ def matched_conditions(scorer: Model, vectors: Mapping[str, torch.Tensor], chose
                                 for n in vectors])
 
 
-def matched_rows(curves: Mapping[str, list[float]], chosen: Mapping[str, tuple[float, str]], shifts: np.ndarray, *,
+def matched_rows(curves: Mapping[str, Curve], chosen: Mapping[str, tuple[float, str]], shifts: np.ndarray, *,
                  grid: Sequence[float], level: float, seed: int = 0) -> list[dict[str, Any]]:
     """The rows :func:`matched_damage` returns, from the curves, the chosen coefficients and the shifts
-    (``[vectors, samples]``, in the order of ``curves``)."""
+    (``[vectors, samples]``, in the order of ``curves``); ``damage`` and ``damage_kl`` hold the curve up to
+    its first crossing (the grid's first ``len(damage)`` points)."""
     out = []
     for n, values in zip(curves, shifts):
         values = np.asarray(values, dtype=float)
         c, status = chosen[n]
         out.append({"condition": n, "level": float(level), "coefficient": float(c), "status": status,
-                    "grid": [float(g) for g in grid], "damage": curves[n], "shifts": [float(x) for x in values],
+                    "grid": [float(g) for g in grid], "damage": curves[n].ratios, "damage_kl": curves[n].kls,
+                    "shifts": [float(x) for x in values],
                     "mean": float(values.mean()), "ci": [float(x) for x in bootstrap_mean_ci(values, seed=seed)]})
     return out
 
@@ -309,8 +354,8 @@ def matched_damage(scorer: Model, vectors: Mapping[str, torch.Tensor], *, layer:
     if not vectors:
         raise ValueError("no vectors given")
     curves = damage_curves(scorer, vectors, layer=layer, position=position, general=general, unit=unit,
-                           grid=grid, max_length=max_length)
-    chosen = {n: matched_coefficient(grid, curves[n], level) for n in vectors}
+                           grid=grid, max_length=max_length, stop_at=level)
+    chosen = {n: matched_coefficient(grid[:len(curves[n].ratios)], curves[n].ratios, level) for n in vectors}
     edit = Intervention.concat([Intervention.plain(1, layer, position),
                                 matched_conditions(scorer, vectors, chosen, layer=layer, position=position, unit=unit)])
     propensity = propensities(scorer, story_pairs(scorer, target_texts, other_texts), edit)
