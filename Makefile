@@ -63,8 +63,9 @@ browser:
 test: setup typecheck browser
 	$(BIN)/python -m pytest -q
 
+# JupyterLab refuses to start as root without --allow-root (a container's or a VM's only user is often root).
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # The benchmark, then bench/README.md's results table regenerated from bench/results/.
 bench: setup

@@ -17,6 +17,7 @@ from typing import Any
 
 import steerlab as sl
 import torch
+from benchutil import has_bf16_units, log
 from steerlab.logprobs import steered_text_scores, text_scores
 from steerlab.steer import added_vector, steered_generate, steered_logits
 from steerlab.tokens import encode
@@ -130,3 +131,131 @@ def score_agreement(fast: dict[str, Any], reference: dict[str, Any]) -> dict[str
     kl = max(abs(a - b) for a, b in zip(fast["kl"], reference["kl"]))
     return {"steer_diff_of_ci": steer, "ppl_ratio_rel_err": ppl, "kl_abs_diff": kl,
             "agrees": steer <= SCORE_MAX_STEER_DIFF_OF_CI and ppl <= SCORE_MAX_PPL_RATIO_REL_ERR}
+
+
+def bench_protocol(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved
+    from protocol_bench import (
+        batched_generation,
+        conditions,
+        max_score_diff,
+        naive_text_scores,
+        per_condition_generation,
+        replayed_text_scores,
+    )
+
+    sec = "8 comparison protocol"
+    layer = model.n_layers // 2
+    v = sl.counterbalanced(model, "Love", "Hate", [layer], position="last", cache=False, progress=False)
+    adds = conditions(model, v, layer, P["protocol_conditions"])
+    n_cond = len(adds)
+    texts = sl.load_dataset("general", "heldout").texts[: P["protocol_texts"]]
+    log(f"[protocol] forward metrics: {n_cond} conditions (control + {n_cond - 1} coefficients) at layer {layer}, "
+        f"{len(texts)} texts x 64 tokens, {repeats} rounds")
+    t = interleaved({"replay": lambda: replayed_text_scores(model, texts, adds, layer=layer),
+                     "naive": lambda: naive_text_scores(model, texts, adds, layer=layer)}, repeats,
+                    warmups={"replay": lambda: replayed_text_scores(model, texts[:1], adds[:2], layer=layer,
+                                                                    max_length=8),
+                             "naive": lambda: naive_text_scores(model, texts[:1], adds[:2], layer=layer,
+                                                                max_length=8)}, log=log)
+    diff = max_score_diff(t["replay"].value, t["naive"].value)
+    res: dict[str, Any] = {"layer": layer, "conditions": n_cond,
+                           "forward": {"seconds": {k: x.seconds for k, x in t.items()}, "max_score_diff": diff}}
+    out["protocol"] = res
+    rows = [Row(sec, "forward metrics: steered_text_scores (replay) vs a full forward each",
+                n_cond / t["replay"].median, "cond/s", "full forward each", n_cond / t["naive"].median,
+                t["naive"].median / t["replay"].median, "x faster", "", "",
+                f"{n_cond} conditions of one (method, layer) on {len(texts)} general texts; layer {layer} of "
+                f"{model.n_layers}, so replay skips {layer} blocks per condition; max |score diff| {diff:.1e}",
+                repeats=t["replay"].seconds, ratio_min=t["naive"].min / t["replay"].min)]
+
+    prompts = sl.load_dataset("prompts").sample(P["protocol_prompts"], seed=0).texts
+    N = P["protocol_tokens"]
+    log(f"[protocol] generation metrics: {n_cond} conditions x {len(prompts)} prompts, {N} greedy tokens, "
+        f"{repeats} rounds")
+    t = interleaved({"batched": lambda: batched_generation(model, prompts, adds, layer=layer, n=N),
+                     "per condition": lambda: per_condition_generation(model, prompts, adds, layer=layer, n=N)},
+                    repeats,
+                    warmups={"batched": lambda: batched_generation(model, prompts, adds, layer=layer, n=2),
+                             "per condition": lambda: per_condition_generation(model, prompts, adds[:1],
+                                                                               layer=layer, n=2)}, log=log)
+    same = t["batched"].value == t["per condition"].value
+    res["generation"] = {"seconds": {k: x.seconds for k, x in t.items()}, "same_tokens": same,
+                         "prompts": len(prompts), "max_new_tokens": N}
+    rows.append(Row(sec, "generation metrics: one batched call vs one call per condition",
+                    n_cond / t["batched"].median, "cond/s", "one call per condition",
+                    n_cond / t["per condition"].median, t["per condition"].median / t["batched"].median,
+                    "x faster", "", "",
+                    f"steered_generate over {n_cond} conditions x {len(prompts)} prompts (batch "
+                    f"{n_cond * len(prompts)}) vs {n_cond} calls of batch {len(prompts)}; greedy, {N} tokens; "
+                    f"same tokens: {same}",
+                    repeats=t["batched"].seconds, ratio_min=t["per condition"].min / t["batched"].min))
+
+    # The comparison's forward-pass scores in bfloat16 (CompareConfig.score_dtype="auto" on a CPU
+    # with bfloat16 units) against float32, on one cell of the default preset.
+    from protocol_bench import (
+        SCORE_MAX_PPL_RATIO_REL_ERR,
+        SCORE_MAX_STEER_DIFF_OF_CI,
+        cell_inputs,
+        cell_scores,
+        score_agreement,
+    )
+    from steerlab.load import cast, fast_dtype
+
+    cell = cell_inputs(model, methods=P["protocol_cell_methods"])
+    if P["protocol_cell_general"]:
+        cell["general"] = cell["general"][:P["protocol_cell_general"]]
+        cell["targets"], cell["others"] = cell["targets"][:2], cell["others"][:2]
+    if not has_bf16_units():
+        rows.append(Row(sec, "comparison cell's forward-pass scores: bfloat16 vs float32", None, "s", status="SKIP",
+                        note=("no bfloat16 units on this CPU: bfloat16 is emulated (minutes a row), and the "
+                              "comparison scores in float32 here (score_dtype='auto', steerlab.load.fast_dtype)")))
+    else:
+        half = cast(model, "bfloat16")
+        log(f"[protocol] one comparison cell ({len(cell['vectors'])} methods, {len(cell['additions'])} conditions, "
+            f"layer {cell['layer']}): forward-pass scores bfloat16 vs float32, {repeats} rounds")
+        small = {**cell, "general": cell["general"][:1], "targets": cell["targets"][:1], "others": cell["others"][:1]}
+        t = interleaved({"bfloat16": lambda: cell_scores(half, cell), "float32": lambda: cell_scores(model, cell)},
+                        repeats, log=log, warmups={"bfloat16": lambda: cell_scores(half, small),
+                                                   "float32": lambda: cell_scores(model, small)})
+        agree = score_agreement(t["bfloat16"].value, t["float32"].value)
+        ratio = t["float32"].median / t["bfloat16"].median
+        res["cell_scores"] = {"seconds": {k: x.seconds for k, x in t.items()}, **agree,
+                              "fast_dtype_here": str(fast_dtype(model.device)),
+                              "values": {k: x.value for k, x in t.items()}}
+        rows.append(Row(sec, "comparison cell's forward-pass scores: bfloat16 vs float32", t["bfloat16"].median, "s",
+                        "float32", t["float32"].median, ratio, "x faster",
+                        f">= 1.00x and agrees (steerability within {SCORE_MAX_STEER_DIFF_OF_CI:.2f} CI half-widths, "
+                        f"perplexity ratio within {SCORE_MAX_PPL_RATIO_REL_ERR:.0%})",
+                        "PASS" if ratio >= 1.0 and agree["agrees"] else "MISS",
+                        f"steerability_each + steered_text_scores of {len(cell['vectors'])} methods at layer "
+                        f"{cell['layer']}, position all; largest steerability difference "
+                        f"{agree['steer_diff_of_ci']:.3f} CI half-widths, perplexity ratio "
+                        f"{agree['ppl_ratio_rel_err']:.1%}, KL {agree['kl_abs_diff']:.3f} nats; fast_dtype here: "
+                        f"{fast_dtype(model.device)}",
+                        repeats=t["bfloat16"].seconds, ratio_min=t["float32"].min / t["bfloat16"].min))
+
+    # Steerability's two continuations of an opening from one packed sequence (4D mask), against
+    # every row alone, on the dtype the comparison scores in.
+    from protocol_bench import steer_agreement, steer_scores
+
+    scorer = cast(model, fast_dtype(model.device))
+    log(f"[protocol] steerability of the cell ({len(cell['vectors'])} methods, {scorer.dtype}): shared openings "
+        f"vs one row each, {repeats} rounds")
+    t = interleaved({"shared": lambda: steer_scores(scorer, cell, share_openings=True),
+                     "alone": lambda: steer_scores(scorer, cell, share_openings=False)}, repeats, log=log,
+                    warmups={"shared": lambda: steer_scores(scorer, small, share_openings=True),
+                             "alone": lambda: steer_scores(scorer, small, share_openings=False)})
+    diff = steer_agreement(t["shared"].value, t["alone"].value)
+    ratio = t["alone"].median / t["shared"].median
+    res["steer_shared_openings"] = {"seconds": {k: x.seconds for k, x in t.items()}, "steer_diff_of_ci": diff,
+                                    "dtype": str(scorer.dtype), "values": {k: x.value for k, x in t.items()}}
+    rows.append(Row(sec, "steerability: shared openings vs one row each", t["shared"].median, "s",
+                    "one row each", t["alone"].median, ratio, "x faster",
+                    f">= 1.00x and steerability within {SCORE_MAX_STEER_DIFF_OF_CI:.2f} CI half-widths",
+                    "PASS" if ratio >= 1.0 and diff <= SCORE_MAX_STEER_DIFF_OF_CI else "MISS",
+                    f"steerability_each of {len(cell['vectors'])} methods at layer {cell['layer']}, position all, "
+                    f"{scorer.dtype}; largest difference {diff:.4f} CI half-widths",
+                    repeats=t["shared"].seconds, ratio_min=t["alone"].min / t["shared"].min))
+    return rows

@@ -27,8 +27,9 @@ from typing import Any, Self
 
 import steerlab as sl
 import torch
+from benchutil import has_bf16_units, log
 from steerlab.sampling import NucleusSampler, decode, row_generators
-from steerlab.steer import row_keys, eos_ids, steered_generate, steering_rows, until_eos
+from steerlab.steer import eos_ids, row_keys, steered_generate, steering_rows, until_eos
 from steerlab.tokens import Batch, encode
 
 __all__ = [
@@ -273,17 +274,26 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     out["roofline"] = res
     log(f"[roofline] CPU {info['model']}, {info['cpus']} cpus, torch threads {info['torch_threads']}, flags "
         f"{' '.join(info['flags'])}; load average {os.getloadavg()}")
-    peaks = matmul_peaks(rounds=P["roof_peak_rounds"])
+    bf16 = has_bf16_units()
+    dtypes = ("float32", "bfloat16") if bf16 else ("float32",)
+    no_units = (f"SKIP: no bfloat16 units on this CPU (flags: {' '.join(info['flags']) or 'none listed'}); torch "
+                "emulates bfloat16 here (0.3 GFLOP/s for a 2048² matmul on a 2-core AVX2 CPU, 176 in float32), so "
+                "the row would take minutes and measure only the emulation; the study scores in float32 here")
+    res["bfloat16_units"] = bf16
+    peaks = matmul_peaks(rounds=P["roof_peak_rounds"],
+                         dtypes=tuple(getattr(torch, d) for d in dtypes))
     res["peaks"] = peaks
     peak = {k: v["gflops"] for k, v in peaks.items()}
-    log(f"[roofline] matmul peak: float32 {peak['float32']:.0f}, bfloat16 {peak['bfloat16']:.0f} GFLOP/s")
+    log("[roofline] matmul peak: " + ", ".join(f"{d} {peak[d]:.0f}" for d in dtypes) + " GFLOP/s"
+        + ("" if bf16 else "; bfloat16 rows skipped (no bfloat16 units)"))
     flags = " ".join(info["flags"])
     rows: list = [
         Row(sec, "matmul peak, 2048 x 2048, float32", peak["float32"], "GFLOP/s", note=(
             f"best of {P['roof_peak_rounds']} interleaved rounds, {info['torch_threads']} threads; CPU "
             f"{info['model']}, flags: {flags}; load average {peaks['float32']['loadavg']}")),
         Row(sec, "matmul peak, 2048 x 2048, bfloat16", peak["bfloat16"], "GFLOP/s", "float32", peak["float32"],
-            peak["bfloat16"] / peak["float32"], "x float32"),
+            peak["bfloat16"] / peak["float32"], "x float32") if bf16 else
+        Row(sec, "matmul peak, 2048 x 2048, bfloat16", None, "GFLOP/s", status="SKIP", note=no_units),
     ]
     fwd_rows, fwd_len = P["roof_fwd_rows"], P["roof_fwd_length"]
     fpt = flops_per_token(cfg, context=(fwd_len + 1) / 2)
@@ -295,10 +305,15 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                                    f"{flops_per_token(cfg, logits=True)['unembedding'] / 1e9:.3f} GFLOP where a "
                                    "token's logits are computed")))
 
-    log("[roofline] loading the plain-transformers copies (float32, bfloat16) and steerlab's bfloat16 copy")
+    log("[roofline] loading the plain-transformers copies" + (" (float32, bfloat16) and steerlab's bfloat16 copy"
+                                                              if bf16 else " (float32)"))
     plain32 = pristine_model(model)
-    plain16 = pristine_model(model).to(torch.bfloat16)
-    model16 = cast(model, "bfloat16")
+    plain16 = pristine_model(model).to(torch.bfloat16) if bf16 else None
+    model16 = cast(model, "bfloat16") if bf16 else None
+
+    def only(variants: dict[str, Any]) -> dict[str, Any]:
+        """``variants`` without the bfloat16 ones where the CPU has no bfloat16 units."""
+        return {k: v for k, v in variants.items() if bf16 or "bfloat16" not in k}
     pad = model.tokenizer.pad_token_id
 
     def record(name: str, dtype: str, t: Any, tokens: float, flops: float, extra: dict[str, Any] | None = None
@@ -325,17 +340,18 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                                    max_length=fwd_len)
 
     log(f"[roofline] forward passes, {fwd_rows} x {fwd_len} tokens, {repeats} rounds")
-    t = interleaved({"plain forward float32": lambda: plain_forward(plain32, fb.input_ids, fb.attention_mask),
-                     "plain forward bfloat16": lambda: plain_forward(plain16, fb.input_ids, fb.attention_mask),
-                     "steerlab forward float32": lambda: plain_forward(model.hf, fb.input_ids, fb.attention_mask),
-                     "steerlab forward bfloat16": lambda: plain_forward(model16.hf, fb.input_ids, fb.attention_mask),
-                     "statistics float32": lambda: stats(model),
-                     "statistics bfloat16": lambda: stats(model16)}, repeats, log=log)
+    t = interleaved(only({"plain forward float32": lambda: plain_forward(plain32, fb.input_ids, fb.attention_mask),
+                          "plain forward bfloat16": lambda: plain_forward(plain16, fb.input_ids, fb.attention_mask),
+                          "steerlab forward float32": lambda: plain_forward(model.hf, fb.input_ids, fb.attention_mask),
+                          "steerlab forward bfloat16": lambda: plain_forward(model16.hf, fb.input_ids,
+                                                                             fb.attention_mask),
+                          "statistics float32": lambda: stats(model),
+                          "statistics bfloat16": lambda: stats(model16)}), repeats, log=log)
     counted = counted_flops(lambda: plain_forward(plain32, fb.input_ids, fb.attention_mask))
     w = {k: record(k, "bfloat16" if "bfloat16" in k else "float32", t[k], fwd_shape.tokens,
                    stats_flops if k.startswith("statistics") else fwd_flops) for k in t}
     res["flops_check"] = {"config": fwd_flops, "FlopCounterMode": counted}
-    for dt in ("float32", "bfloat16"):
+    for dt in dtypes:
         rows.append(Row(sec, f"statistics pass, all layers, {dt} (vs plain forward)", w[f"statistics {dt}"]["tok_s"],
                         "tok/s", "plain forward", w[f"plain forward {dt}"]["tok_s"],
                         t[f"plain forward {dt}"].median / t[f"statistics {dt}"].median, "x faster",
@@ -345,15 +361,17 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                               f"(FlopCounterMode counts {counted / fwd_flops:.3f}x the config's)"),
                         repeats=t[f"statistics {dt}"].seconds,
                         ratio_min=t[f"plain forward {dt}"].min / t[f"statistics {dt}"].min))
-    share16 = w["steerlab forward bfloat16"]["share_of_peak"]
-    rows.append(Row(sec, "steerlab forward, bfloat16: share of the bfloat16 peak", share16, "of peak",
+    share16 = w["steerlab forward bfloat16"]["share_of_peak"] if bf16 else 0.0
+    rows.append(Row(sec, "steerlab forward, bfloat16: share of the bfloat16 peak", None, "of peak", status="SKIP",
+                    note=no_units) if not bf16 else
+                Row(sec, "steerlab forward, bfloat16: share of the bfloat16 peak", share16, "of peak",
                     "float32 forward's share of its peak", w["steerlab forward float32"]["share_of_peak"],
                     t["steerlab forward float32"].median / t["steerlab forward bfloat16"].median, "x faster than fp32",
                     f">= {BF16_MIN_SHARE_OF_PEAK:.2f} of peak", judge(share16, at_least=BF16_MIN_SHARE_OF_PEAK),
                     note=(f"best repeat {w['steerlab forward bfloat16']['share_of_peak_best']:.2f}; logits_to_keep=1 "
                           f"through the loaded model (its unembedding gets a contiguous input)"),
                     ratio_min=t["steerlab forward float32"].min / t["steerlab forward bfloat16"].min))
-    for dt in ("float32", "bfloat16"):
+    for dt in dtypes:
         a, b = t[f"steerlab forward {dt}"], t[f"plain forward {dt}"]
         rows.append(Row(sec, f"steerlab forward vs plain transformers, {dt}, logits_to_keep=1",
                         w[f"steerlab forward {dt}"]["tok_s"], "tok/s", "plain transformers",
@@ -391,18 +409,19 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
         "decode (new) bfloat16": lambda: fast_generate(model16, rows_p, adds, layer=layer, max_new_tokens=N),
         "forward, same tokens, bfloat16": lambda: plain_forward(model16.hf, fids, fmask),
     }
-    t = interleaved(gvariants, repeats, log=log, warmup=False)
+    t = interleaved(only(gvariants), repeats, log=log, warmup=False)
     same = {"new == old, float32": t["decode (new) float32"].value == t["generate (old) float32"].value,
-            "static == old, float32": t["decode (new, static cache) float32"].value == t["generate (old) float32"].value,
-            "new == old, bfloat16": t["decode (new) bfloat16"].value == t["generate (old) bfloat16"].value,
-            "bfloat16 rows equal to float32": sum(a == b for a, b in zip(t["decode (new) bfloat16"].value,
-                                                                          t["decode (new) float32"].value)) / len(ref)}
+            "static == old, float32": t["decode (new, static cache) float32"].value == t["generate (old) float32"].value}
+    if bf16:
+        same["new == old, bfloat16"] = t["decode (new) bfloat16"].value == t["generate (old) bfloat16"].value
+        same["bfloat16 rows equal to float32"] = sum(a == b for a, b in zip(t["decode (new) bfloat16"].value,
+                                                                             t["decode (new) float32"].value)) / len(ref)
     res["generation_tokens_equal"] = same
     w = {}
     for k in t:
         dt = "bfloat16" if "bfloat16" in k else "float32"
         w[k] = record(f"generation: {k}", dt, t[k], gshape.tokens, fshape_flops if "forward" in k else gen_flops)
-    for dt in ("float32", "bfloat16"):
+    for dt in dtypes:
         fwd = t[f"forward, same tokens, {dt}"]
         for path in ("decode (new)", "generate (old)"):
             k = f"{path} {dt}"
@@ -429,12 +448,16 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                     t["plain generate float32"].median / t["decode (new) float32"].median, "x faster (new)",
                     repeats=t["plain generate float32"].seconds,
                     ratio_min=t["plain generate float32"].min / t["decode (new) float32"].min))
-    r16 = t["decode (new) float32"].median / t["decode (new) bfloat16"].median
-    rows.append(Row(sec, "greedy generation, decode (new): bfloat16 vs float32", w["decode (new) bfloat16"]["tok_s"],
-                    "tok/s", "float32", w["decode (new) float32"]["tok_s"], r16, "x faster", ">= 1.00x",
-                    judge(r16, at_least=1.0),
-                    note=f"rows equal to float32's: {same['bfloat16 rows equal to float32']:.0%}",
-                    ratio_min=t["decode (new) float32"].min / t["decode (new) bfloat16"].min))
+    if bf16:
+        r16 = t["decode (new) float32"].median / t["decode (new) bfloat16"].median
+        rows.append(Row(sec, "greedy generation, decode (new): bfloat16 vs float32",
+                        w["decode (new) bfloat16"]["tok_s"], "tok/s", "float32", w["decode (new) float32"]["tok_s"],
+                        r16, "x faster", ">= 1.00x", judge(r16, at_least=1.0),
+                        note=f"rows equal to float32's: {same['bfloat16 rows equal to float32']:.0%}",
+                        ratio_min=t["decode (new) float32"].min / t["decode (new) bfloat16"].min))
+    else:
+        rows.append(Row(sec, "greedy generation, decode (new): bfloat16 vs float32", None, "tok/s", status="SKIP",
+                        note=no_units))
 
     # ---- forward-only scoring: block replay and steerability (FLOPs counted by FlopCounterMode)
     rt, rl = P["roof_replay_texts"], 64
@@ -464,9 +487,9 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     log(f"[roofline] block replay ({rt} texts x {rl} tokens, {len(radds)} conditions) and steerability "
         f"({P['roof_steer_texts']} + {P['roof_steer_texts']} texts, 4 coefficients), float32 and bfloat16, "
         f"{repeats} rounds")
-    fvariants = {"replay float32": lambda: replay(model), "replay bfloat16": lambda: replay(model16),
-                 "plain forward per condition float32": lambda: replay_plain(plain32),
-                 "steerability float32": lambda: steer(model), "steerability bfloat16": lambda: steer(model16)}
+    fvariants = only({"replay float32": lambda: replay(model), "replay bfloat16": lambda: replay(model16),
+                      "plain forward per condition float32": lambda: replay_plain(plain32),
+                      "steerability float32": lambda: steer(model), "steerability bfloat16": lambda: steer(model16)})
     counts: dict[str, tuple[float, int]] = {}
     for k, fn in fvariants.items():
         m = model16 if "bfloat16" in k else model
@@ -481,13 +504,16 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
                     rshape / t["plain forward per condition float32"].median,
                     t["plain forward per condition float32"].median / t["replay float32"].median, "x faster",
                     note=(f"share of the float32 peak: replay {w['replay float32']['share_of_peak']:.2f}, plain "
-                          f"{w['plain forward per condition float32']['share_of_peak']:.2f}; bfloat16 replay "
-                          f"{w['replay bfloat16']['share_of_peak']:.2f} of its peak, "
-                          f"{t['replay float32'].median / t['replay bfloat16'].median:.2f}x float32's speed; "
-                          "cond-tok/s = texts x tokens x conditions / s"),
+                          f"{w['plain forward per condition float32']['share_of_peak']:.2f}; "
+                          + (f"bfloat16 replay {w['replay bfloat16']['share_of_peak']:.2f} of its peak, "
+                             f"{t['replay float32'].median / t['replay bfloat16'].median:.2f}x float32's speed; "
+                             if bf16 else "no bfloat16 units: bfloat16 replay not measured; ")
+                          + "cond-tok/s = texts x tokens x conditions / s"),
                     repeats=t["replay float32"].seconds,
                     ratio_min=t["plain forward per condition float32"].min / t["replay float32"].min))
-    rows.append(Row(sec, "steerability (1 method, 4 coefficients), bfloat16 vs float32",
+    rows.append(Row(sec, "steerability (1 method, 4 coefficients), bfloat16 vs float32", None, "tok/s",
+                    status="SKIP", note=no_units) if not bf16 else
+                Row(sec, "steerability (1 method, 4 coefficients), bfloat16 vs float32",
                     w["steerability bfloat16"]["tok_s"], "tok/s", "float32", w["steerability float32"]["tok_s"],
                     t["steerability float32"].median / t["steerability bfloat16"].median, "x faster",
                     note=(f"share of the peak: float32 {w['steerability float32']['share_of_peak']:.2f}, bfloat16 "
@@ -535,19 +561,19 @@ def run_roofline(model: sl.Model, P: dict[str, Any], repeats: int, out: dict[str
     prow, padd = rows_p[:pc * len(prompts)], adds[:pc * len(prompts)]
     log(f"[roofline] torch.profiler of greedy generation, batch {len(prow)}, {N} tokens")
     res["profile"] = {"batch": len(prow), "max_new_tokens": N}
-    for name, fn in (("generate (old) float32", lambda: old_generate(model, prow, padd, layer=layer,
+    for name, fn in [x for x in (("generate (old) float32", lambda: old_generate(model, prow, padd, layer=layer,
                                                                       max_new_tokens=N)),
                      ("decode (new) float32", lambda: fast_generate(model, prow, padd, layer=layer, max_new_tokens=N)),
                      ("decode (new) bfloat16", lambda: fast_generate(model16, prow, padd, layer=layer,
                                                                       max_new_tokens=N)),
                      ("plain forward bfloat16", lambda: plain_forward(plain16, fb.input_ids, fb.attention_mask)),
                      ("steerlab forward bfloat16", lambda: plain_forward(model16.hf, fb.input_ids,
-                                                                        fb.attention_mask))):
+                                                                        fb.attention_mask))) if bf16 or "bfloat16" not in x[0]]:
         res["profile"][name] = profile_top(fn)
         log(f"[roofline] profile, {name}: " + ", ".join(f"{e['name']} {e['share']:.0%}"
                                                         for e in res["profile"][name][:6]))
 
-    if P["roof_levers"]:
+    if P["roof_levers"] and bf16:
         fixed16, fixed32 = copy.deepcopy(plain16), copy.deepcopy(plain32)  # plain transformers + steerlab's fix
         contiguous_unembedding_input(fixed16)
         contiguous_unembedding_input(fixed32)
@@ -602,3 +628,9 @@ def levers(plain16: Any, plain32: Any, fb: Batch, flops: float, tokens: int, pea
                        note=f"{share:.2f} of the {dt} peak; {notes.get('torch.compile', '') if 'compile' in k else ''}",
                        repeats=x.seconds, ratio_min=base.min / x.min))
     return out
+
+
+def bench_roofline(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any], batch: int = 0) -> list:
+    from roofline_bench import run_roofline
+
+    return run_roofline(model, P, repeats, out, batch=batch, log=log)

@@ -23,6 +23,7 @@ from typing import Any
 
 import steerlab as sl
 import torch
+from benchutil import log
 
 
 class PrefillClock:
@@ -122,3 +123,68 @@ class Burner:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+def bench_slider(model: Any, P: dict[str, Any], repeats: int, out: dict[str, Any]) -> list:
+    import statistics
+
+    from benchutil import Row, interleaved, judge, loadavg
+    from slider_bench import Burner, Widget, plain_generate
+
+    sec = "9 widget slider"
+    N = P["slider_tokens"]
+    log(f"[slider] SteeringWidget(background=False), {N} new tokens; building its statistics once ...")
+    ui = Widget(model, N)
+    prompt = ui.ui.settings()["prompt"].strip()
+    res: dict[str, Any] = {"max_new_tokens": N, "source": ui.source}
+    out["slider"] = res
+    rows: list = []
+    try:
+        for load in (False, True):
+            burner = Burner(P["slider_load_seconds"]) if load else None
+            label = "with a busy process" if load else "no other load"
+            log(f"[slider] {label}, {repeats} rounds")
+            try:
+                t = interleaved({
+                    "steered": lambda: ui.update(pair=False),
+                    "pair": lambda: ui.update(pair=True),
+                    "plain 1": lambda: plain_generate(model, prompt, N),
+                    "plain 2": lambda: [plain_generate(model, prompt, N) for _ in range(2)],
+                    "plain first": lambda: plain_generate(model, prompt, 1),
+                }, repeats, log=log, keep_values=True)
+                avg = loadavg()
+            finally:
+                if burner is not None:
+                    burner.close()
+            key = "load" if load else "quiet"
+            steered, pairs = t["steered"].values, t["pair"].values
+            res[key] = {"seconds": {k: x.seconds for k, x in t.items()}, "steered_updates": steered,
+                        "pair_updates": pairs, "loadavg": avg}
+
+            def med(xs: list[dict[str, float]], field: str) -> float:
+                return statistics.median(x[field] for x in xs)
+
+            first = med(steered, "first_steered_token_s")
+            first_pair = med(pairs, "first_steered_token_s")
+            done = med(pairs, "complete_s")
+            plain_first, plain_two = t["plain first"].median, t["plain 2"].median
+            tq = "" if load else "<= 0.5 s"
+            tc = "" if load else "<= 2.5 s"
+            rows.append(Row(sec, f"{label}: first steered token (unsteered cached)", first, "s",
+                            "plain 1-token generate", plain_first, first / plain_first, "x time", tq,
+                            judge(first, at_most=0.5) if tq else "",
+                            f"{ui.source}; prefill proxy {med(steered, 'proxy_first_steered_token_s'):.2f} s"))
+            rows.append(Row(sec, f"{label}: first steered token, pair (unsteered not cached)", first_pair, "s",
+                            "plain 1-token generate", plain_first, first_pair / plain_first, "x time", "", "",
+                            f"unsteered cache dropped before the move; prefill proxy "
+                            f"{med(pairs, 'proxy_first_steered_token_s'):.2f} s"))
+            rows.append(Row(sec, f"{label}: complete {N}-token pair", done, "s",
+                            f"2 plain {N}-token generates", plain_two, done / plain_two, "x time", tc,
+                            judge(done, at_most=2.5) if tc else "",
+                            f"{ui.source}; the whole assignment (vector, lens, completions, scores, HTML) "
+                            f"{med(pairs, 'assignment_s'):.2f} s; steered only (unsteered cached): "
+                            f"{med(steered, 'complete_s'):.2f} s"
+                            + (f"; load average during the rounds {avg}" if load else "")))
+    finally:
+        ui.close()
+    return rows

@@ -23,6 +23,7 @@ from typing import Any
 
 import steerlab as sl
 import torch
+from benchutil import log
 from steerlab.tokens import encode, position_mask
 
 BATCH_SIZE = 16
@@ -201,3 +202,147 @@ class TLPeer:
                 self.proc.kill()
             self.proc = None
         self._tmp.cleanup()
+
+
+def bench_stats(model: Any, plain: Any, P: dict[str, Any], repeats: int, peers: bool,
+                out: dict[str, Any]) -> list:
+    import steerlab as sl
+    from benchutil import Row, interleaved, judge, loadavg
+    from stats_bench import (
+        TLPeer,
+        count_tokens,
+        hf_loop,
+        max_abs_diff,
+        nnsight_naive,
+        sorted_texts,
+        steerlab_stats,
+    )
+
+    n = model.n_layers
+    early, half = max(1, n // 10), n // 2
+    all_layers = list(range(n + 1))
+    general = sl.load_dataset("general", "train")
+    if P["stats_texts"]:
+        keep = sorted_texts(general.texts)[: P["stats_texts"]]
+        textset = sl.TextSet.from_texts(f"general:train[{len(keep)} shortest]", keep)
+    else:
+        textset = general
+    texts = textset.texts
+    n_read, n_avg = count_tokens(model, texts)
+    log(f"[stats] {textset.name}: {len(texts)} texts, {n_read} tokens read, {n_avg} averaged; "
+        f"layers all (0..{n}), early {early}, half {half}; {repeats} rounds")
+    warm_texts = sorted_texts(texts)[:4]
+    warm_set = sl.TextSet.from_texts("warm", warm_texts)
+
+    variants: dict[str, Any] = {
+        "steerlab all": lambda: steerlab_stats(model, textset, None),
+        "transformers all": lambda: hf_loop(model, texts, all_layers, hf=plain),
+        "transformers lean all": lambda: hf_loop(model, texts, all_layers, lean=True, hf=plain),
+        f"steerlab L{half}": lambda: steerlab_stats(model, textset, [half]),
+        f"steerlab L{early}": lambda: steerlab_stats(model, textset, [early]),
+        "transformers one layer": lambda: hf_loop(model, texts, [half], hf=plain),
+    }
+    warmups: dict[str, Any] = {
+        "steerlab all": lambda: steerlab_stats(model, warm_set, None),
+        "transformers all": lambda: hf_loop(model, warm_texts, all_layers, hf=plain),
+        "transformers lean all": lambda: hf_loop(model, warm_texts, all_layers, lean=True, hf=plain),
+        f"steerlab L{half}": lambda: steerlab_stats(model, warm_set, [half]),
+        f"steerlab L{early}": lambda: steerlab_stats(model, warm_set, [early]),
+        "transformers one layer": lambda: hf_loop(model, warm_texts, [half], hf=plain),
+    }
+    skipped: dict[str, str] = {}
+    tl = None
+    if peers:
+        variants["nnsight naive all"] = lambda: nnsight_naive(model, texts, all_layers)
+        warmups["nnsight naive all"] = lambda: nnsight_naive(model, warm_texts, all_layers)
+        tl = TLPeer()
+        log("[stats] starting TransformerLens peer (bench/.peer-venv) ...")
+        if tl.start(model, texts):
+            log(f"[stats] TransformerLens {tl.info.get('transformer_lens')} via {tl.info.get('api')}")
+            variants["TL all"] = lambda: tl.run(all_layers, n, stop=False)
+            variants[f"TL L{half}"] = lambda: tl.run([half], n, stop=True)
+            variants[f"TL L{early}"] = lambda: tl.run([early], n, stop=True)
+            warmups["TL all"] = lambda: tl.run(all_layers, n, stop=False, limit=1)
+            warmups[f"TL L{half}"] = lambda: tl.run([half], n, stop=True, limit=1)
+            warmups[f"TL L{early}"] = lambda: tl.run([early], n, stop=True, limit=1)
+        else:
+            skipped["TransformerLens"] = tl.reason
+            log(f"[stats] SKIP TransformerLens: {tl.reason}")
+            tl = None
+    else:
+        skipped["TransformerLens"] = skipped["nnsight naive"] = "peers disabled (--no-peers)"
+    try:
+        t = interleaved(variants, repeats, warmups=warmups, log=log)
+    finally:
+        if tl is not None:
+            tl.close()
+
+    ref_all = t["steerlab all"].value
+    checks = {
+        "transformers all": max_abs_diff(ref_all, t["transformers all"].value, all_layers, n),
+        "transformers lean all": max_abs_diff(ref_all, t["transformers lean all"].value, all_layers, n),
+        f"steerlab L{half}": float((ref_all[half] - t[f"steerlab L{half}"].value[0]).abs().max()),
+        f"steerlab L{early}": float((ref_all[early] - t[f"steerlab L{early}"].value[0]).abs().max()),
+    }
+    for k in ("nnsight naive all", "TL all"):
+        if k in t:
+            checks[k] = max_abs_diff(ref_all, t[k].value, all_layers, n)
+    for k in (f"TL L{half}", f"TL L{early}"):
+        if k in t:
+            layer = half if k.endswith(str(half)) else early
+            checks[k] = float((ref_all[layer] - t[k].value[0]).abs().max())
+    out["stats"] = {
+        "texts": len(texts), "tokens_read": n_read, "tokens_averaged": n_avg,
+        "layers": {"all": all_layers, "early": early, "half": half},
+        "seconds": {k: v.seconds for k, v in t.items()},
+        "max_abs_diff_of_mean_vs_steerlab": checks, "skipped": skipped, "loadavg_end": loadavg(),
+        "tl_info": tl.info if tl is not None else None,
+    }
+    log(f"[stats] mean agreement with steerlab (max |diff|, layers 0..{n - 1}): "
+        + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
+
+    def tps(name: str) -> float:
+        return n_read / t[name].median
+
+    def row(name: str, subject: str, base: str, base_label: str, target: str = "",
+            at_least: float | None = None, note: str = "") -> Row:
+        ratio = t[base].median / t[subject].median
+        return Row("1 statistics throughput", name, tps(subject), "tok/s", base_label, tps(base), ratio,
+                   "x", target, judge(ratio, at_least=at_least) if target else "", note,
+                   repeats=t[subject].seconds, ratio_min=t[base].min / t[subject].min)
+
+    rows = [
+        row(f"steerlab, all {n + 1} layers vs transformers", "steerlab all", "transformers all",
+            "transformers", ">= 0.95x", 0.95,
+            note="baseline = a transformers copy of the checkpoint that nnsight never wrapped, "
+                 "hf(..., output_hidden_states=True) with full logits, same batches and mask; "
+                 "ratio = steerlab throughput / baseline throughput; ratio(min) uses each one's "
+                 "fastest repeat"),
+        row("steerlab, all layers vs transformers logits_to_keep=1", "steerlab all",
+            "transformers lean all", "transformers lean"),
+    ]
+    if "nnsight naive all" in t:
+        rows.append(row("steerlab, all layers vs nnsight naive", "steerlab all", "nnsight naive all",
+                        "nnsight naive",
+                        note="nnsight naive = one trace a batch saving every layer, no early stop"))
+    else:
+        rows.append(Row("1 statistics throughput", "steerlab, all layers vs nnsight naive", None, "tok/s",
+                        status="SKIP", note=skipped.get("nnsight naive", "")))
+    if "TL all" in t:
+        rows.append(row("steerlab, all layers vs TransformerLens", "steerlab all", "TL all",
+                        "TransformerLens", "> 1.0x", 1.0,
+                        note="TransformerLens run_with_cache (TransformerBridge, eager attention) in "
+                             "bench/.peer-venv, pre-tokenized batches, names_filter = residual hooks"))
+    else:
+        rows.append(Row("1 statistics throughput", "steerlab, all layers vs TransformerLens", None, "tok/s",
+                        target="> 1.0x", status="SKIP", note=skipped.get("TransformerLens", "")))
+    rows.append(row(f"steerlab, layer {half} (half depth) vs transformers", f"steerlab L{half}",
+                    "transformers one layer", "transformers", ">= 1.3x", 1.3,
+                    note="the transformers loop runs the whole forward whichever layer is read"))
+    rows.append(row(f"steerlab, layer {early} (early) vs transformers", f"steerlab L{early}",
+                    "transformers one layer", "transformers"))
+    for layer in (half, early):
+        if f"TL L{layer}" in t:
+            rows.append(row(f"steerlab, layer {layer} vs TransformerLens stop_at_layer",
+                            f"steerlab L{layer}", f"TL L{layer}", "TransformerLens"))
+    return rows

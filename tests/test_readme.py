@@ -105,15 +105,51 @@ def _findings(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def test_the_readme_findings_are_what_the_recorded_results_give() -> None:
-    """Numbers in the README come from runs by a script: the block between the markers is exactly what
-    ``scripts/findings.py render`` makes of ``docs/results/*.json`` (each collected from a run folder)."""
+def test_the_readme_answer_and_the_findings_are_what_the_recorded_results_give() -> None:
+    """Numbers in the README come from runs by a script: its answer block, and docs/FINDINGS.md, are exactly
+    what ``scripts/findings.py render`` makes of ``docs/results/*.json`` (each collected from a run folder)."""
     done = _findings("render", "--check")
     assert done.returncode == 0, done.stderr
-    text = README.read_text()
-    block = text[text.index("<!-- findings:start -->"):text.index("<!-- findings:end -->")]
+    findings = (README.parent / "docs" / "FINDINGS.md").read_text()
     for path in sorted((README.parent / "docs" / "results").glob("*.json")):
-        assert f"`docs/results/{path.name}`" in block  # every recorded result is shown, with its source
+        assert f"`docs/results/{path.name}`" in findings  # every recorded result is shown, with its source
+    text = README.read_text()
+    block = text[text.index("<!-- answer:start -->"):text.index("<!-- answer:end -->")]
+    assert "docs/FINDINGS.md" in block and block.count("**") >= 10
+    assert len(text.splitlines()) <= 400, "the README is a guide: its tables belong in docs/FINDINGS.md"
+
+
+def test_the_readme_images_are_made_by_a_script() -> None:
+    """Every image the README shows is one scripts/screenshots.py makes (none is kept by hand)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshots", README.parent / "scripts" / "screenshots.py")
+    assert spec and spec.loader
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    shown = set(re.findall(r"\]\(docs/images/([^)]+)\)", README.read_text()))
+    assert shown and shown <= set(shots.IMAGES_MADE), shown - set(shots.IMAGES_MADE)
+    for name in shown:
+        assert (README.parent / "docs" / "images" / name).is_file(), name
+
+
+def test_a_damaged_or_foreign_results_file_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("findings", README.parent / "scripts" / "findings.py")
+    assert spec and spec.loader
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    for name, text, why in (("cut.json", '{"model": "m", "pre', "cannot be read"),
+                            ("foreign.json", '{"hello": "world"}', "not a steerlab results file"),
+                            ("list.json", "[1, 2]", "a JSON list"),
+                            ("binary.json", "\udcff", "cannot be read")):
+        folder = tmp_path / name.removesuffix(".json")
+        folder.mkdir()
+        (folder / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+        with pytest.raises(SystemExit, match=why) as err:
+            findings.load_results(folder)
+        assert name in str(err.value)
 
 
 def test_the_findings_check_fails_on_a_retyped_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,12 +160,14 @@ def test_the_findings_check_fails_on_a_retyped_number(tmp_path: Path, monkeypatc
     findings = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(findings)
     readme = tmp_path / "README.md"
-    rendered = findings.render()
+    rendered = findings.render_answer()
+    monkeypatch.setattr(findings, "FINDINGS", tmp_path / "FINDINGS.md")
+    (tmp_path / "FINDINGS.md").write_text(findings.render_findings(), encoding="utf-8")
     readme.write_text(f"# x\n\n{rendered}\n", encoding="utf-8")
     monkeypatch.setattr(findings, "README", readme)
     monkeypatch.setattr(sys, "argv", ["findings.py", "render", "--check"])
     assert findings.main() == 0
-    retyped = rendered.replace("<!-- findings:end -->", "retyped 0.5\n<!-- findings:end -->")
+    retyped = rendered.replace("<!-- answer:end -->", "retyped 0.5\n<!-- answer:end -->")
     readme.write_text(f"# x\n\n{retyped}\n", encoding="utf-8")
     assert findings.main() == 1
 

@@ -1,4 +1,5 @@
-"""Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | report | compare-table``.
+"""Command line for the Makefile: ``python -m steerlab.lab.cli provision | run-notebooks | report | answer |
+compare-table``.
 
 ``run-notebooks --params FILE`` checks every name and value in ``FILE`` (and ``--model``)
 against the notebooks before running any or creating a run folder: a bad parameter, a
@@ -28,11 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     table = sub.add_parser("compare-table", help="print a run's held-out AxBench table (notebook 04) as Markdown")
     table.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
+    said = sub.add_parser("answer", help="print a run's answer: its sentences, the claims, a verdict grid per measure")
+    said.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/latest"), help="a run folder")
     args = parser.parse_args(argv)
     if args.command == "compare-table":
         return _compare_table(args.run_dir)
+    if args.command == "answer":
+        return _answer(args.run_dir)
     if args.command == "report":
-        from .report import build_report
+        from .page import build_report
 
         print(build_report(args.run_dir))
         return 0
@@ -56,13 +61,27 @@ def main(argv: list[str] | None = None) -> int:
             loaded = yaml.safe_load(args.params.expanduser().read_text(encoding="utf-8"))
         except FileNotFoundError:
             return refuse(f"params file not found: {args.params}")
-        except (OSError, UnicodeDecodeError) as err:
+        except UnicodeDecodeError as err:
+            return refuse(f"params file {args.params} is not text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start} is not UTF-8): expected a YAML file of 'name: value' lines")
+        except OSError as err:
             return refuse(f"cannot read params file {args.params}: {err}")
         except yaml.YAMLError as err:
-            return refuse(f"params file {args.params} is not valid YAML: {' '.join(str(err).split())}")
+            return refuse(f"params file {args.params} is not valid YAML: {' '.join(str(err).split())[:500]}")
+        except RecursionError:  # PyYAML builds nested lists recursively: [[[[...]]]] thousands deep
+            return refuse(f"params file {args.params} nests lists or mappings too deeply to be a parameters file")
+        if loaded is None:
+            return refuse(f"params file {args.params} is empty: expected a mapping of parameter names to values, "
+                          "one 'name: value' per line")
         if not isinstance(loaded, dict):
-            return refuse(f"params file {args.params} must hold a mapping of parameter names to values, "
-                          f"got {type(loaded).__name__}")
+            return refuse(f"params file {args.params} must hold a mapping of parameter names to values "
+                          f"('name: value' per line), got a YAML {type(loaded).__name__}")
+        bad_names = [k for k in loaded if not isinstance(k, str)]
+        if bad_names:
+            from .params import shown
+
+            return refuse(f"params file {args.params}: parameter names are words, got {shown(bad_names[0])} "
+                          f"({type(bad_names[0]).__name__})")
         params.update(loaded)
     if args.model:
         params["model_name"] = args.model
@@ -76,6 +95,28 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         return refuse(str(err))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _answer(run_dir: Path) -> int:
+    from ..study.answer import from_summary
+    from .report import load_summary
+    from .tables import GRID_LEGEND, verdict_grid_markdown
+
+    summary = load_summary(run_dir)
+    found = from_summary(summary)
+    if found is None:
+        print(f"{run_dir}/summary.json has no contrasts of notebook 04: run notebooks/04_compare_methods.ipynb first",
+              file=sys.stderr)
+        return 1
+    compare = summary["compare"]
+    print(f"The answer of run {Path(run_dir).resolve().name} (model {compare.get('model')}, preset "
+          f"{compare.get('preset')}):\n\n{found.text()}\n")
+    for measure, block in compare["contrasts"].items():
+        results = [r for r in block.get("results") or [] if r.get("scope") == "pooled" and r.get("label") in "abcde"]
+        if results:
+            print(f"{measure}, pooled over targets ({GRID_LEGEND}):\n")
+            print("\n".join(verdict_grid_markdown(results)) + "\n")
+    return 0
 
 
 def _compare_table(run_dir: Path) -> int:

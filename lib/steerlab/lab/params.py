@@ -17,12 +17,15 @@ against these schemas before it executes anything (papermill itself only warns).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import reprlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from annotated_types import Ge, Gt, Le, Lt, MinLen
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -43,6 +46,9 @@ from ..data import genres as _genres
 from ..models import Model
 from ..study.compare import PRESETS, CompareConfig
 from ..study.examples import EXAMPLES
+from ..study.task_data import task_names
+from ..study.tasks import PRESETS as TASK_PRESETS
+from ..study.tasks import TaskConfig
 from ..tokens import STEER_POSITIONS
 from .report import ParameterError
 
@@ -56,9 +62,11 @@ __all__ = [
     "NotebookParams",
     "OneOf",
     "SteerParams",
+    "TaskParams",
     "Text",
     "expected_words",
     "schema_for",
+    "shown",
     "unknown_names",
     "validate",
 ]
@@ -110,8 +118,26 @@ ListOf = Annotated[list[T], BeforeValidator(_tuple_as_list), MinLen(1)]
 Text = Annotated[str, StringConstraints(pattern=r"\S")]
 """A string that is not blank."""
 
-Layer = Annotated[int, Ge(0)]
 Number = float  # strict and finite by the schemas' config: an int is taken (as a float), a bool or "1" is not
+
+# Upper bounds. A params file with max_new_tokens: 10**12 or samples: 10**9 must fail when it is
+# checked, before a run folder exists, not hours into a run or in an allocation. Each bound is far
+# past what a real run needs; a value past it is a typo or an attack.
+MAX_LAYER = 1023  # no model steerlab can load comes near 1,024 blocks (Llama 3.1 405B has 126)
+MAX_TEXTS = 10_000  # texts or prompts drawn from a bundled set: the largest holds 364 (mixed, train), and a
+#                     number past a set's size takes all of it, so no run needs more
+MAX_BATCH = 1024  # texts per forward pass: past the largest set's size it changes nothing
+MAX_TOKENS = 32_768  # tokens kept per text: Gemma 3 270M's context, the longest of the models steerlab
+#                      loads; every model's own position limit is checked as well
+MAX_SAMPLES = 256  # completions per coefficient (03): 32x the default; more is days of CPU generation
+MAX_COEFFICIENT = 1000  # |coefficient| in units of the centred norm: text is noise from about 10, and
+#                           1,000 keeps c x unit far from float32's overflow (3.4e38)
+MAX_COEFFICIENTS = 100  # coefficients in one sweep or grid: every one is a batch of generations
+MAX_SEED = 2**32 - 1  # numpy's seed range, the narrowest of the generators a seed feeds
+
+Layer = Annotated[int, Ge(0), Le(MAX_LAYER)]
+Coefficient = Annotated[Number, Ge(-MAX_COEFFICIENT), Le(MAX_COEFFICIENT)]
+Seed = Annotated[int, Ge(0), Le(MAX_SEED)]
 
 
 def expected_words(schema: Mapping[str, Any]) -> str:
@@ -137,7 +163,9 @@ def expected_words(schema: Mapping[str, Any]) -> str:
     if kind == "string":
         return "a non-empty string"
     if kind == "array":
-        return f"a list of at least {schema.get('minItems', 0)} item(s), each {expected_words(schema['items'])}"
+        size = (f"{schema.get('minItems', 0)} to {schema['maxItems']}" if "maxItems" in schema
+                else f"at least {schema.get('minItems', 0)}")
+        return f"a list of {size} item(s), each {expected_words(schema['items'])}"
     if kind in ("integer", "number"):
         noun = "an integer" if kind == "integer" else "a number"
         low = ("[", schema["minimum"]) if "minimum" in schema else ("(", schema.get("exclusiveMinimum"))
@@ -171,6 +199,30 @@ def unknown_names(names: Sequence[str], known: Sequence[str], where: str) -> str
         parts.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     noun = "parameter" if len(bad) == 1 else "parameters"
     return f"unknown {noun} {', '.join(parts)}; {where}'s parameters: {', '.join(known)}"
+
+
+_SHOWN = reprlib.Repr()  # Python 3.11's Repr takes no keywords: its limits are attributes
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 1, 120, 60, 120
+_SHOWN.maxtuple = _SHOWN.maxlist = _SHOWN.maxarray = _SHOWN.maxdict = _SHOWN.maxset = _SHOWN.maxfrozenset = 12
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to a line: a params file's list of a million items
+    (or a YAML alias bomb) is shown by its first items, not printed whole.
+
+    Example:
+        >>> shown(list(range(100)))
+        '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...]'
+    """
+    return _SHOWN.repr(value)
+
+
+def _reads_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _not_allowed(expected: str) -> PydanticCustomError:
@@ -216,9 +268,12 @@ class NotebookParams(BaseModel):
             items = [e for e in by_name[name] if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)]
             value = values[name] if name in values else cls.defaults()[name]
             expected = own[0] if own else expected_words(properties[name])
-            message = f"parameter {name}={value!r} is not allowed: expected {expected}"
+            message = f"parameter {name}={shown(value)} is not allowed: expected {expected}"
             if items and not own:
-                message += f" (item {items[0]['loc'][1]}: {items[0]['input']!r})"
+                message += f" (item {items[0]['loc'][1]}: {shown(items[0]['input'])})"
+            if isinstance(value, str) and _reads_as_number(value):
+                message += (" (text, not a number: in a params file write a number unquoted, and an exponent "
+                            "with a dot and a sign, 1.0e+300; YAML reads 1e300 as text)")
             problems.append(message)
         return f"{cls.NOTEBOOK}: " + "; ".join(problems)
 
@@ -273,6 +328,15 @@ class NotebookParams(BaseModel):
         """The values, for ``summary.json`` and the run report."""
         return self.model_dump()
 
+    def check_shape(self, model: Model) -> None:
+        """Check the parameters that depend on the model's depth (layers) against ``model`` (anything with
+        ``n_layers`` and ``name``: the runner passes the model's config, read before a run folder exists).
+        Nothing to check by default.
+
+        Raises:
+            ParameterError: naming the parameter, its value and the model's range.
+        """
+
 
 P = TypeVar("P", bound=NotebookParams)
 
@@ -306,14 +370,19 @@ class BiasParams(NotebookParams):
         "general", description="text set standing in for the training distribution")
     split: Annotated[str, OneOf(["train", "heldout"])] | None = Field(
         "train", description="split of that set (None: all)")
-    sample_size: Annotated[int, Ge(2)] | None = Field(120, description="texts sampled from the set (None: all)")
+    sample_size: Annotated[int, Ge(2), Le(MAX_TEXTS)] | None = Field(
+        120, description="texts sampled from the set (None: all)")
     layers: ListOf[Layer] | None = Field(
         None, description="residual layers to measure (None: all, embeddings included)")
-    batch_size: Annotated[int, Ge(1)] = Field(16, description="texts per forward pass")
-    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text")
-    seed: int = Field(0, description="sampling seed")
+    batch_size: Annotated[int, Ge(1), Le(MAX_BATCH)] = Field(16, description="texts per forward pass")
+    max_length: Annotated[int, Ge(2), Le(MAX_TOKENS)] = Field(128, description="tokens kept per text")
+    seed: Seed = Field(0, description="sampling seed")
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
+
+    def check_shape(self, model: Model) -> None:
+        for layer in self.layers or []:
+            _check_layer("layers", layer, model, top=model.n_layers)
 
 
 class InterpretParams(NotebookParams):
@@ -325,25 +394,30 @@ class InterpretParams(NotebookParams):
         None, description="genres to compare (None: every genre in data/stories)")
     layer: Layer | None = Field(None, description="lens layer (None: about 60% depth)")
     top_k: Annotated[int, Ge(1), Le(100)] = Field(8, description="tokens per vector in the lens tables")
-    sample_size: Annotated[int, Ge(1)] = Field(32, description="training texts per set (each genre and general text)")
-    heldout_per_genre: Annotated[int, Ge(1)] | None = Field(
+    sample_size: Annotated[int, Ge(1), Le(MAX_TEXTS)] = Field(
+        32, description="training texts per set (each genre and general text)")
+    heldout_per_genre: Annotated[int, Ge(1), Le(MAX_TEXTS)] | None = Field(
         None, description="held-out stories per genre to classify (None: all)")
     apply_norm: bool = Field(True, description="apply the final norm before the unembedding in the lens")
-    batch_size: Annotated[int, Ge(1)] = Field(16, description="texts per forward pass (held-out stories)")
-    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text")
-    seed: int = Field(0, description="sampling seed")
+    batch_size: Annotated[int, Ge(1), Le(MAX_BATCH)] = Field(16, description="texts per forward pass (held-out stories)")
+    max_length: Annotated[int, Ge(2), Le(MAX_TOKENS)] = Field(128, description="tokens kept per text")
+    seed: Seed = Field(0, description="sampling seed")
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
 
+    def check_shape(self, model: Model) -> None:
+        self.lens_layer(model)
+
     def lens_layer(self, model: Model) -> int:
-        """The layer of the tables and heatmaps: ``layer``, or ``round(0.6 * n_layers)`` for None.
+        """The layer of the tables and heatmaps: ``layer``, or ``round(0.6 * n_layers)`` for None;
+        one of the layers a vector is built at (``sl.build``: 0 to ``n_layers - 1``).
 
         Example:
             >>> InterpretParams(layer=12).lens_layer(model)
             12
         """
         layer = round(0.6 * model.n_layers) if self.layer is None else self.layer
-        return _check_layer("layer", layer, model, top=model.n_layers)
+        return _check_layer("layer", layer, model, top=model.n_layers - 1)
 
 
 class SteerParams(NotebookParams):
@@ -354,17 +428,19 @@ class SteerParams(NotebookParams):
     layer_fraction: Annotated[Number, Ge(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
     examples: ListOf[Annotated[str, OneOf(EXAMPLES)]] = Field(
         ["centring", "isolating", "additional", "love_hate"], description="which examples to run")
-    coefficient: Number = Field(1.0, description="coefficient shown side by side (x the layer's centred norm, the unit)")
-    sweep: ListOf[Number] = Field([0.0, 0.5, 1.0, 2.0],
-                                  description="coefficients of the batched sweep, including 0 (the unsteered control)")
+    coefficient: Coefficient = Field(
+        1.0, description="coefficient shown side by side (x the layer's centred norm, the unit)")
+    sweep: Annotated[ListOf[Coefficient], MaxLen(MAX_COEFFICIENTS)] = Field(
+        [0.0, 0.5, 1.0, 2.0], description="coefficients of the batched sweep, including 0 (the unsteered control)")
     positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] = Field(
         ["first", "all_prompt"], description="position rules compared")
-    samples: Annotated[int, Ge(1)] = Field(
+    samples: Annotated[int, Ge(1), Le(MAX_SAMPLES)] = Field(
         8, description="completions per coefficient (5 or more give the judge's change a CI)")
     max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
-    sample_size: Annotated[int, Ge(2)] = Field(32, description="texts sampled from each set to build its mean")
-    max_length: Annotated[int, Ge(2)] = Field(128, description="tokens kept per text when building means")
-    seed: int = Field(0, description="sampling seed")
+    sample_size: Annotated[int, Ge(2), Le(MAX_TEXTS)] = Field(
+        32, description="texts sampled from each set to build its mean")
+    max_length: Annotated[int, Ge(2), Le(MAX_TOKENS)] = Field(128, description="tokens kept per text when building means")
+    seed: Seed = Field(0, description="sampling seed")
     show_widget: bool = Field(True, description="show the live steering widget at the end")
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
@@ -373,7 +449,8 @@ class SteerParams(NotebookParams):
     @classmethod
     def _sweep_has_control(cls, sweep: list[float]) -> list[float]:
         if 0 not in sweep:
-            raise _not_allowed("a list of at least 1 item(s), each a number, including 0 (the unsteered control)")
+            raise _not_allowed(f"a list of 1 to {MAX_COEFFICIENTS} item(s), each a number in "
+                               f"[{-MAX_COEFFICIENT}, {MAX_COEFFICIENT}], including 0 (the unsteered control)")
         return sweep
 
     def steering_layer(self, model: Model) -> int:
@@ -403,20 +480,22 @@ class CompareParams(NotebookParams):
     depths: ListOf[Annotated[Number, Gt(0), Lt(1)]] | None = Field(
         None, description="layers as fractions of the model's depth (None: the preset's)")
     layers: ListOf[Layer] | None = Field(None, description="explicit layers, over depths (None: by depth)")
-    coefficients: Annotated[ListOf[Number], MinLen(3)] | None = Field(
+    coefficients: Annotated[ListOf[Coefficient], MinLen(3), MaxLen(MAX_COEFFICIENTS)] | None = Field(
         None, description="steerability grid x centred norm: 0, a negative and a positive value")
     positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] | None = Field(None, description="position rules")
     methods: ListOf[Annotated[str, OneOf(CONSTRUCTIONS)]] | None = Field(
         None, description="constructions to compare (None: every construction in the registry)")
-    n_prompts: Annotated[int, Ge(2)] | None = Field(
+    n_prompts: Annotated[int, Ge(2), Le(MAX_TEXTS)] | None = Field(
         None, description="story openings: half choose each coefficient, half report the score")
-    damage_threshold: Annotated[Number, Gt(1)] = Field(
+    # A perplexity ratio: 1.5 by default; at 100 the text is already broken, so no run needs more.
+    damage_threshold: Annotated[Number, Gt(1), Le(100)] = Field(
         1.5, description="damage reference: perplexity ratio on general text")
     score_dtype: Annotated[str, OneOf(["auto", "float32", "bfloat16"])] = Field(
         "auto", description="forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
     cells_dir: Text | None = Field(
-        None, description="where each finished cell is saved; a rerun with the same parameters reads them back",
-        json_schema_extra=_FOLDER)
+        "auto", description="where each finished (target, layer, position) cell is saved; the same parameters again "
+        "read them back. 'auto': a folder 'cells' beside the run folder (runs/cells under make run); None: not saved",
+        json_schema_extra={"expected": "'auto', None or a folder path"})
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
 
@@ -442,6 +521,23 @@ class CompareParams(NotebookParams):
                                              score_dtype=self.score_dtype, **overrides)
         except ValueError as err:
             raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
+
+    def check_shape(self, model: Model) -> None:
+        self.check_model(self.config(), model)
+
+    def cells_path(self) -> Path | None:
+        """Where the cells are saved: ``cells_dir``, ``auto`` being ``cells/`` beside the run folder (so a second
+        ``make run``, in a new run folder, reads back what a stopped one measured); ``None``: not saved.
+
+        Example:
+            >>> CompareParams(output_dir="../runs/20261207-101500").cells_path().name
+            'cells'
+        """
+        if self.cells_dir is None:
+            return None
+        if self.cells_dir == "auto":
+            return Path(self.output_dir).expanduser().resolve().parent / "cells"
+        return Path(self.cells_dir).expanduser()
 
     def check_model(self, config: CompareConfig, model: Model) -> list[int]:
         """The swept layers on ``model``; a layer that is not a block input names ``layers``.
@@ -477,8 +573,8 @@ class ConceptParams(NotebookParams):
     counter_texts: ListOf[Text] | None = Field(None, description="texts of the opposite, for counterbalanced / pca_diff")
     layer_fraction: Annotated[Number, Gt(0), Lt(1)] = Field(0.5, description="steering layer as a fraction of depth")
     prompt: Text = Field("The weather today is", description="the prompt to steer")
-    coefficients: ListOf[Number] = Field([0.0, 0.125, 0.25, 0.5],
-                                         description="coefficients x centred norm; 0 is the unsteered row")
+    coefficients: Annotated[ListOf[Coefficient], MaxLen(MAX_COEFFICIENTS)] = Field(
+        [0.0, 0.125, 0.25, 0.5], description="coefficients x centred norm; 0 is the unsteered row")
     max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(32, description="tokens generated per completion")
     top_k: Annotated[int, Ge(1), Le(100)] = Field(10, description="tokens shown by the logit lens")
     name: Annotated[str, StringConstraints(pattern=r"^[\w.-]+$")] = Field(
@@ -496,9 +592,58 @@ class ConceptParams(NotebookParams):
         return counter
 
 
+# --- notebook 06 (issue 37): task vectors -------------------------------------------------------------
+
+
+class TaskParams(NotebookParams):
+    """``06_task_vectors.ipynb``: a preset of :class:`~steerlab.study.tasks.TaskConfig` with explicit
+    overrides (``None``: the preset's value)."""
+
+    NOTEBOOK: ClassVar[str] = "06_task_vectors.ipynb"
+    model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
+    preset: Annotated[str, OneOf(TASK_PRESETS)] = Field(
+        "default", description="quick (tests), default (make run) or full (the record)")
+    tasks: ListOf[Annotated[str, OneOf(task_names)]] | None = Field(
+        None, description="in-context tasks from data/tasks (None: the preset's)")
+    shots: Annotated[int, Ge(1), Le(64)] | None = Field(None, description="demonstrations per few-shot prompt")
+    vector_prompts: Annotated[int, Ge(2), Le(MAX_TEXTS)] | None = Field(
+        None, description="few-shot prompts each task vector is the mean over")
+    depths: Annotated[ListOf[Annotated[Number, Gt(0), Lt(1)]], MaxLen(MAX_COEFFICIENTS)] | None = Field(
+        None, description="the layer sweep as fractions of the model's depth")
+    contrast_depths: Annotated[ListOf[Annotated[Number, Gt(0), Lt(1)]], MaxLen(MAX_COEFFICIENTS)] | None = Field(
+        None, description="the contrasts' layers as fractions of depth (named in advance)")
+    coefficients: Annotated[ListOf[Annotated[Number, Gt(0), Le(MAX_COEFFICIENT)]], MaxLen(MAX_COEFFICIENTS)] | None = (
+        Field(None, description="settings x centred norm, each chosen on half the held-out pairs"))
+    heldout_per_task: Annotated[int, Ge(4), Le(MAX_TEXTS)] | None = Field(
+        None, description="held-out pairs per task: half choose the setting, half report")
+    min_few_shot_accuracy: Annotated[Number, Ge(0), Le(1)] | None = Field(
+        None, description="few-shot accuracy a task needs to be kept")
+    affine_reference: Annotated[str, OneOf(["general", "shuffled"])] | None = Field(
+        None, description="the affine edit's reference point: general text or the shuffled-label prompts")
+    output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
+                             json_schema_extra=_FOLDER)
+
+    def config(self) -> TaskConfig:
+        """The experiment: the preset's settings with every non-None parameter over them.
+
+        Example:
+            >>> TaskParams(preset="quick", shots=2).config().shots
+            2
+        """
+        overrides = {k: getattr(self, k) for k in ("shots", "vector_prompts", "heldout_per_task",
+                                                   "min_few_shot_accuracy", "affine_reference")
+                     if getattr(self, k) is not None}
+        overrides.update({k: tuple(getattr(self, k)) for k in ("tasks", "depths", "contrast_depths", "coefficients")
+                          if getattr(self, k) is not None})
+        try:
+            return dataclasses.replace(TASK_PRESETS[self.preset], **overrides)
+        except ValueError as err:
+            raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
+
+
 SCHEMAS: dict[str, type[NotebookParams]] = {
     s.NOTEBOOK.removesuffix(".ipynb"): s
-    for s in (BiasParams, InterpretParams, SteerParams, CompareParams, ConceptParams)
+    for s in (BiasParams, InterpretParams, SteerParams, CompareParams, ConceptParams, TaskParams)
 }
 
 

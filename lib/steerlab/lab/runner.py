@@ -3,7 +3,9 @@
 Each run goes to ``runs/<timestamp>/``: the executed ``.ipynb``, an HTML export
 (figures render offline), figures as standalone HTML, ``summary.json``, ``run.json``
 (durations, status, the parameters passed) and ``index.html``, the run's report page.
-``runs/latest`` points at the newest run. Parameters are checked against every
+``runs/latest`` points at the newest run whose notebooks all finished (a failed run leaves it
+where it was). While a notebook runs, the progress it reports (notebook 04's cells,
+:mod:`steerlab.lab.progress`) is printed as it comes. Parameters are checked against every
 notebook's parameters cell and schema (:mod:`steerlab.lab.params`) before anything
 runs: a misspelled name is an error, not papermill's warning. A failing notebook is
 reported with its error and the run goes on with the next one; the exit status is
@@ -23,7 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NotebookResult", "check_model_name", "check_parameters", "export_html", "repo_root", "run_notebooks"]
+from .progress import watching
+
+__all__ = ["NotebookResult", "check_model_name", "check_model_shape", "check_parameters", "export_html",
+           "kernel_config", "model_depth", "repo_root", "run_notebooks"]
 
 
 def repo_root() -> Path:
@@ -189,6 +194,87 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return reachable(os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or constants.ENDPOINT, timeout)
 
 
+def kernel_config() -> Any:
+    """The kernel manager's settings for the runs: an encrypted channel to the kernel.
+
+    ipykernel warns "Kernel is running over TCP without encryption ... susceptible to
+    eavesdropping" once per notebook when jupyter_client starts it on plain TCP, jupyter_client's
+    default; to a newcomer reading ``make run``'s output it looks like a security problem. It is
+    one only if another user of the machine listens on localhost, and the fix is the one the
+    warning names: jupyter_client provisions CurveZMQ keys (``transport_encryption="auto"``,
+    used when the kernelspec declares support, as ipykernel's does), so the channel is encrypted
+    and the warning is not printed. Where jupyter_client or pyzmq cannot do that, the kernel
+    talks over Unix sockets in jupyter's private runtime folder (``transport="ipc"``), which
+    ipykernel does not warn about either.
+
+    Example:
+        >>> papermill.execute_notebook("nb.ipynb", "out.ipynb", config=kernel_config())
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption") is not None:
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    if os.name == "posix":
+        return Config({"KernelManager": {"transport": "ipc"}})
+    return Config()
+
+
+def model_depth(name: object) -> int | None:
+    """The number of blocks of the model ``name`` names, from its config alone (no weights): the embedded models'
+    cached checkpoints and checkpoint folders; ``None`` where that needs more (a hub id, a ``.gguf`` file) and
+    the notebook checks instead."""
+    from transformers import AutoConfig
+
+    from ..embedded import embedded_model
+
+    spec = embedded_model(None if name is None else str(name)) if name is None or isinstance(name, str) else None
+    folder: Path | None = None
+    if spec is not None:
+        from ..embedded import provision
+
+        try:
+            folder = Path(provision(spec, progress=False))
+        except Exception:  # noqa: BLE001 - not provisioned yet: the notebook finds out when it loads it
+            return None
+    elif isinstance(name, str) and Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    config = AutoConfig.from_pretrained(folder)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text, "num_hidden_layers", None)
+    return int(layers) if isinstance(layers, int) else None
+
+
+def check_model_shape(given: Mapping[Path, Mapping[str, Any]], model_name: object) -> None:
+    """Check each notebook's parameters that depend on the model's depth (``layers: [40]`` on a 30-layer model)
+    before a run folder exists, from the model's config (:func:`model_depth`).
+
+    Raises:
+        ParameterError: the notebook, the parameter, its value and the model's range.
+    """
+    from types import SimpleNamespace
+
+    from .params import schema_for
+    from .report import ParameterError
+
+    depth = model_depth(model_name)
+    if depth is None:
+        return
+    shape = SimpleNamespace(n_layers=depth, name=str(model_name or "the embedded model"))
+    for path, values in given.items():
+        schema = schema_for(path.name)
+        if schema is None:
+            continue
+        try:
+            schema.validate(**{k: v for k, v in values.items() if k in schema.names()}).check_shape(shape)  # type: ignore[arg-type]
+        except ParameterError as err:
+            message = str(err)
+            raise ParameterError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
+
+
 def _point_latest(root: Path, run_dir: Path) -> None:
     link = root / "latest"
     tmp = root / f".latest.{os.getpid()}"
@@ -233,7 +319,7 @@ def run_notebooks(
     """
     import papermill
 
-    from .report import build_report
+    from .page import build_report
 
     root = repo_root()
     paths = sorted((root / "notebooks").glob("[0-9]*.ipynb")) if notebooks is None else [Path(p) for p in notebooks]
@@ -244,6 +330,7 @@ def run_notebooks(
             raise FileNotFoundError(f"notebook not found: {p}")
     given = check_parameters(paths, {k: v for k, v in (parameters or {}).items() if k != "output_dir"})
     check_model_name((parameters or {}).get("model_name"))  # before a run folder exists
+    check_model_shape(given, (parameters or {}).get("model_name"))  # layers against the model's depth, likewise
     runs_root = Path(runs_root) if runs_root is not None else root / "runs"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = runs_root / stamp
@@ -262,10 +349,11 @@ def run_notebooks(
         params = {**given[path], "output_dir": os.path.relpath(run_dir.resolve(), path.parent.resolve())}
         started = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(path), str(executed), parameters=params, kernel_name=kernel_name,
-                cwd=str(path.parent), progress_bar=progress,
-            )
+            with watching(run_dir):  # notebook 04 reports each finished cell there; shown here as it comes
+                papermill.execute_notebook(
+                    str(path), str(executed), parameters=params, kernel_name=kernel_name,
+                    cwd=str(path.parent), progress_bar=False, config=kernel_config(),
+                )
             result = NotebookResult(path.name, True, time.perf_counter() - started)
         except Exception as err:  # noqa: BLE001 - papermill raises PapermillExecutionError with the cell's traceback
             message = str(err) if str(err) else traceback.format_exc()
@@ -282,7 +370,11 @@ def run_notebooks(
                 "parameters": dict(parameters or {}), "notebooks": [asdict(r) for r in results]}
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=1, default=str), encoding="utf-8")
     report = build_report(run_dir)
-    _point_latest(runs_root, run_dir)
+    if all(r.ok for r in results):
+        _point_latest(runs_root, run_dir)  # a failed run never takes "latest" from the last one that finished
+    else:
+        print(f"runs/latest still points at the last run that finished: {run_dir.name} had a failed notebook",
+              flush=True)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     print(f"\nrun folder: {run_dir}")

@@ -243,13 +243,36 @@ class Answer:
     sentences: dict[str, str] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    directions: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+    """Per model and construction: ``anti_steerable_fraction`` (story pairs steered the wrong way) and
+    ``cosine_with_mean_centred`` (does the direction that detects, the probe's, also point where
+    centring does?)."""
 
     def markdown(self) -> list[str]:
         """The sentences as a numbered list and the claims as a table (the README's and the report's)."""
         lines = [f"{i}. **{QUESTIONS[k]}** {v}" for i, (k, v) in enumerate(self.sentences.items(), 1)]
         lines += ["", "| the write-up's claim | this suite's verdict | the number | where |", "|---|---|---|---|"]
         lines += [f"| {c.claim} | **{c.verdict}** | {c.evidence} | {c.where} |" for c in self.claims]
-        return lines
+        return lines + self.details()
+
+    def details(self) -> list[str]:
+        """A folded table per construction: its anti-steerable share and its cosine with mean-centring."""
+        if not self.directions:
+            return []
+        models = list(self.directions)
+        names = sorted({n for d in self.directions.values() for n in d})
+
+        def cell(m: str, n: str) -> str:
+            d = self.directions[m].get(n) or {}
+            anti, cos = d.get("anti_steerable_fraction"), d.get("cosine_with_mean_centred")
+            return (f"{anti:.0%}" if anti is not None else "–") + " / " + (f"{cos:+.2f}" if cos is not None else "–")
+
+        head = "| construction | " + " | ".join(f"{_short_name(m)}: wrong way / cos with centred" for m in models)
+        return ["", ("<details><summary>Per construction: the share of held-out story pairs it steers the wrong way "
+                "(negative slope; Tan et al. 2024), and its cosine with the mean-centred vector (the probe's: does "
+                "the direction that detects also point where centring steers?)</summary>"), "", head + " |",
+                "|---|" + "---|" * len(models), *[f"| {n} | " + " | ".join(cell(m, n) for m in models) + " |"
+                                                   for n in names], "", "</details>"]
 
     def text(self) -> str:
         """The sentences and claims as plain text (the terminal's)."""
@@ -436,6 +459,7 @@ def answer(compares: Sequence[Mapping[str, Any]], *, runs: Mapping[str, Mapping[
                         "notebook 04, contrast (e) at matched damage"),
     ]
     out.sources = [f"compare-{m}-{r['preset']}" for m, r in best.items()]
+    out.directions = {m: dict(r["directions"]) for m, r in best.items() if isinstance(r.get("directions"), Mapping)}
     return out
 
 

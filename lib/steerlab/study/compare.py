@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
@@ -446,12 +446,17 @@ def _prompts(cfg: CompareConfig) -> list[str]:
 
 @torch.inference_mode()
 def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None = None,
-                progress: bool = True, cells_dir: str | Path | None = None) -> CompareResult:
+                progress: bool = True, cells_dir: str | Path | None = None,
+                on_cell: Callable[[dict[str, Any]], None] | None = None) -> CompareResult:
     """Run the sweep (module docstring) and return every measurement.
 
     ``cells_dir``: a folder where each finished (target, layer, position) cell is saved at once;
     a rerun with the same configuration, model, code and data reads those cells back and
     measures only the rest (:mod:`steerlab.study.cells`). ``None`` (default): nothing is saved.
+    ``on_cell(event)`` is called before the first cell and after each one with ``done``, ``total``,
+    ``cell`` (target, layer, position; ``None`` before the first), ``seconds`` (that cell's),
+    ``reused`` (read back from ``cells_dir``) and ``left_seconds`` (the cells left times the mean of
+    those measured so far; ``None`` before one is): notebook 04 writes them where ``make run`` shows them.
 
     Raises:
         steerlab.study.judge.JudgeError: the judge's held-out accuracy is under
@@ -478,16 +483,26 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
     store = None if cells_dir is None else CellStore(cells_dir, run_key(model, config_dict(cfg), score_dtype))
     bar = tqdm(total=len(combos), desc="compare", disable=not progress)
     vectors: dict[str, dict[str, SteeringVector]] = {}
-    for target, layer, position in combos:
+    measured: list[float] = []
+    if on_cell is not None:
+        on_cell({"done": 0, "total": len(combos), "cell": None, "seconds": 0.0, "reused": False,
+                 "left_seconds": None})
+    for k, (target, layer, position) in enumerate(combos, 1):
         cell = store.load((target, layer, position)) if store is not None else None
+        started = time.perf_counter()
+        reused = cell is not None
         if cell is None:
-            started = time.perf_counter()
             if target not in vectors:
                 vectors[target] = build_vectors(model, cfg, target, layers, progress=progress)
             cell = _measure_cell(model, scorer, cfg, judge, vectors[target], target, layer, position,
                                  prompts=prompts, general_eval=general_eval, gen_coefs=gen_coefs)
+            measured.append(time.perf_counter() - started)
             if store is not None:
-                cell = store.save((target, layer, position), cell, time.perf_counter() - started)
+                cell = store.save((target, layer, position), cell, measured[-1])
+        if on_cell is not None:
+            left = (len(combos) - k) * sum(measured) / len(measured) if measured else None
+            on_cell({"done": k, "total": len(combos), "cell": [target, layer, position],
+                     "seconds": time.perf_counter() - started, "reused": reused, "left_seconds": left})
         rows += cell["rows"]
         completions += cell["completions"]
         steer_rows += cell["steerability"]
@@ -518,7 +533,12 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
         general_mean = set_stats(model, "general", sample_size=cfg.sample_size,
                                  max_length=cfg.max_length).mean_at(layer)
         raw = build("raw", model, [layer], target=target, sample_size=cfg.sample_size, max_length=cfg.max_length)
-        bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean)})
+        centred = vecs["mean_centred"].at(layer) if "mean_centred" in vecs else None
+        cosines = {} if centred is None else {
+            name: float(torch.nn.functional.cosine_similarity(vec.at(layer).double(), centred.double(), dim=0))
+            for name, vec in vecs.items() if vec.at(layer).dim() == 1}
+        bias_rows.append({"target": target, "layer": layer, **bias_share(raw.at(layer), general_mean),
+                          "cosine_with_mean_centred": cosines})
     targets_text = _heldout_target(target, cfg.n_steer)
     others_text = _others(target, cfg.n_steer)
     directions = {m: vec.at(layer) for m, vec in vecs.items()}
