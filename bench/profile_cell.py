@@ -58,8 +58,8 @@ def _wrap(module: Any, name: str, clock: dict[str, float], counter: Any | None) 
 
 
 def profile_cell(model_name: str | None, preset: str, target: str, position: str,
-                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Seconds and FLOPs per part of one cell (module docstring)."""
+                 overrides: dict[str, Any] | None = None, *, count_flops: bool = True) -> dict[str, Any]:
+    """Seconds and (with ``count_flops``) FLOPs per part of one cell (module docstring)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import steerlab as sl
     from steerlab.load import machine
@@ -70,11 +70,19 @@ def profile_cell(model_name: str | None, preset: str, target: str, position: str
     model = sl.load_model(model_name, progress=False)
     cfg = CompareConfig.from_preset(preset, targets=[target], positions=[position], **(overrides or {}))
     judge = ConceptJudge.train()
-    run_compare(model, cfg, judge=judge, progress=False)  # warm: statistics, units, first calls
+    # Warm: the statistics (disk cache), units and vectors, and the first calls' costs, outside the timed run.
+    from steerlab.sets import unit_norm
+
+    for layer in cfg.resolved_layers(model):
+        unit_norm(model, layer)
+    for name in ("build_vectors", "build_methods"):
+        if hasattr(compare, name):
+            getattr(compare, name)(model, cfg, target, cfg.resolved_layers(model), progress=False)
+    sl.generate(model, "Once upon a time", max_new_tokens=4, do_sample=False)
     result: dict[str, Any] = {"model": model.name, "preset": preset, "target": target, "position": position,
                               "layers": cfg.resolved_layers(model), "cpu": machine(),
                               "score_dtype": cfg.resolved_score_dtype(model)}
-    for counted in (False, True):
+    for counted in (False, True) if count_flops else (False,):
         clock: dict[str, float] = {}
         flops: dict[str, int] | None = {} if counted else None
         undo = [_wrap(compare, name, clock, flops) for name in PARTS
@@ -117,6 +125,8 @@ def table(result: dict[str, Any], peak: float | None) -> str:
         rate = gf / s if s else 0.0
         lines.append(f"{name:24s} {s:8.1f} {s / total:6.0%} {gf:9.1f} {rate:8.1f}"
                      + (f"  {rate / peak:6.0%}" if peak and gf else ""))
+    if "flops" not in result:
+        lines.append("(FLOPs not counted: --no-flops)")
     other = total - sum(result["seconds"].values())
     lines.append(f"{'(rest)':24s} {other:8.1f} {other / total:6.0%}")
     all_flops = sum(result.get("flops", {}).values()) / 1e9
@@ -132,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--position", default="all")
     parser.add_argument("--peak", type=float, default=None, help="the machine's matmul GFLOP/s, for the share")
     parser.add_argument("--out", type=Path, default=None, help="write the profile as JSON here")
+    parser.add_argument("--no-flops", action="store_true", help="time only (FlopCounterMode makes a cell several "
+                        "times slower: its Python runs at every operation)")
     args = parser.parse_args(argv)
-    result = profile_cell(args.model, args.preset, args.target, args.position)
+    result = profile_cell(args.model, args.preset, args.target, args.position, count_flops=not args.no_flops)
     print(table(result, args.peak))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,19 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import HERE, log
 from bf16_bench import bench_bf16
+from bf16_generation_bench import bench_bf16_generation
+from cell_bench import bench_cell
 from gen_bench import bench_gen
 from load_bench import bench_load
 from memory_bench import bench_memory
 from protocol_bench import bench_protocol
 from roofline_bench import bench_roofline
 from slider_bench import bench_slider
+from soak_bench import soak_rows, widget_rows
 from stats_bench import bench_stats
 from suite_bench import bench_suite, compare_budget_rows
 from sweep_bench import bench_sweep
 
-SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite", "bf16", "protocol", "slider", "roofline")
-
-
+SECTIONS = ("stats", "memory", "gen", "sweep", "load", "suite", "bf16", "protocol", "slider", "roofline", "soak",
+            "bf16gen", "cell")
 
 
 # ---------------------------------------------------------------- parameters
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()}, load average {loadavg()}")
     model = plain = None
     if any(s in chosen for s in ("stats", "memory", "gen", "sweep", "load", "bf16", "protocol", "slider",
-                                 "roofline")):
+                                 "roofline", "soak")):
         t0 = time.perf_counter()
         model = sl.load_model(progress=False)
         log(f"model {model!r} loaded in {time.perf_counter() - t0:.1f} s")
@@ -215,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows += bench_slider(model, P, args.repeats, out)
             elif name == "roofline":
                 rows += bench_roofline(model, P, args.repeats, out, batch=args.roof_batch)
+            elif name == "soak":
+                rows += soak_rows(model, blocks=200 if args.quick else 1000, warmup=50 if args.quick else 100)
+                rows += widget_rows(model, changes=100 if args.quick else 1000, warmup=20 if args.quick else 50)
+            elif name == "bf16gen":
+                rows += bench_bf16_generation([None, "gemma3-270m"], preset="quick" if args.quick else "default")
+            elif name == "cell":
+                rows += bench_cell(out, quick=args.quick)
         except Exception as err:  # noqa: BLE001 - one broken section must not lose the others' results
             import traceback
 

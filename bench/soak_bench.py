@@ -54,6 +54,12 @@ def hook_counts(model: sl.Model) -> dict[str, int]:
             for kind in ("_forward_pre_hooks", "_forward_hooks") if getattr(module, kind)}
 
 
+def _changed(before: dict[str, int], after: dict[str, int]) -> dict[str, str]:
+    """The modules whose hook counts differ, as ``before -> after``."""
+    return {k: f"{before.get(k, 0)} -> {after.get(k, 0)}" for k in sorted(set(before) | set(after))
+            if before.get(k, 0) != after.get(k, 0)}
+
+
 class _Planned(Exception):
     """Raised inside every 50th block: the scope must be gone after an exception too."""
 
@@ -148,13 +154,70 @@ def soak_rows(model: sl.Model, *, blocks: int = 1000, warmup: int = 100, repeats
         Row(SECTION, f"{blocks} steering blocks: hooks left on the model and its blocks", float(res["hooks_left"]),
             "hooks", "hooks before", float(sum(res["hooks_before"].values())), None, "", "0",
             "PASS" if res["hooks_left"] == 0 and not res["steered_after"] else "MISS",
-            f"after: {res['hooks_after'] or 'none'}; scope still registered: {res['steered_after']}"),
+            f"modules whose hooks changed: {_changed(res['hooks_before'], res['hooks_after']) or 'none'} (the "
+            f"{sum(res['hooks_before'].values())} before are transformers' and steerlab's permanent ones); "
+            f"scope still registered: {res['steered_after']}"),
         Row(SECTION, f"time per block (scope + one forward pass of a {n_tokens}-token prompt)", per_scoped, "s",
             "the same forward without a scope", per_plain, per_scoped / per_plain if per_plain else None,
             "x time", "", "",
             f"soak loop: {res['ms_per_block']:.1f} ms per block over {blocks} blocks (unit scale: the centred "
             "norm looked up per block)"),
     ]
+
+
+def widget_soak(model: sl.Model, *, changes: int = 1000, warmup: int = 50, new_tokens: int = 2) -> dict[str, Any]:
+    """The steering widget driven through ``changes`` control changes in one process (synchronous, greedy, a few
+    new tokens each): slider positions, the coefficient box, layer, position, operator, construction; resident
+    memory after a warm-up and at the end, and the model's hooks before and after."""
+    import tempfile
+
+    from steerlab.lab.widget import SteeringWidget
+
+    before_hooks = hook_counts(model)
+    w = SteeringWidget(model, recipe="mean_centred", target="fantasy", greedy=True, max_new_tokens=new_tokens,
+                       background=False, judge=False, save_dir=Path(tempfile.mkdtemp()), sample_size=8,
+                       max_length=32)
+    c = w.controls
+    layers = [max(1, model.n_layers // 2 - 1), model.n_layers // 2]
+    # Each kind of change comes round every 6th change; ``k`` counts its own turns, so each turn changes it.
+    moves = [lambda k: setattr(c["coefficient"], "value", (7 * k) % 40 - 20 or 1),
+             lambda k: setattr(c["coefficient_text"], "value", f"{0.05 * (1 + k % 9):g}"),
+             lambda k: setattr(c["layer"], "value", layers[k % 2]),
+             lambda k: setattr(c["position"], "value", ("all", "all_prompt")[k % 2]),
+             lambda k: setattr(c["operator"], "value", ("add", "ablate_then_add")[k % 2]),
+             lambda k: setattr(c["recipe"], "value", ("raw", "mean_centred")[k % 2])]
+    gc.collect()
+    rss0 = objects0 = 0
+    started = time.perf_counter()
+    for i in range(changes):
+        moves[i % len(moves)](i // len(moves) + 1)
+        if w.last_error:
+            raise RuntimeError(f"the widget failed at change {i}: {w.last_error}")
+        if i + 1 == warmup:
+            gc.collect()
+            rss0, objects0 = rss_bytes(), len(gc.get_objects())
+    seconds = time.perf_counter() - started
+    gc.collect()
+    rss1, objects1 = rss_bytes(), len(gc.get_objects())
+    after_hooks = hook_counts(model)
+    return {"changes": changes, "warmup": warmup, "seconds": seconds, "rss_after_warmup": rss0, "rss_end": rss1,
+            "growth": (rss1 - rss0) / rss0 if rss0 else float("nan"), "objects_added": objects1 - objects0,
+            "generations": w.generations, "hooks_changed": _changed(before_hooks, after_hooks)}
+
+
+def widget_rows(model: sl.Model, *, changes: int = 1000, warmup: int = 50) -> list[Any]:
+    """The widget soak as rows for ``bench/run.py`` (section "11 steering soak")."""
+    from benchutil import Row, judge
+
+    got = widget_soak(model, changes=changes, warmup=warmup)
+    return [Row(SECTION, f"widget, {changes} control changes: resident memory growth after warm-up", 100 * got["growth"],
+                "%", target="<= 10 %", status=judge(got["growth"], at_most=0.10),
+                note=(f"{got['rss_after_warmup'] / 2**20:.0f} -> {got['rss_end'] / 2**20:.0f} MiB; "
+                      f"{got['objects_added']} Python objects added; {got['generations']} generations in "
+                      f"{got['seconds']:.0f} s")),
+            Row(SECTION, f"widget, {changes} control changes: hooks left on the model", len(got["hooks_changed"]),
+                "modules changed", target="0", status="PASS" if not got["hooks_changed"] else "MISS",
+                note=str(got["hooks_changed"]) or "none")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,12 +227,18 @@ def test_an_nnsight_steered_run_leaves_the_model_untouched(tiny: steerlab.Model)
 
 
 def test_an_error_inside_the_trace_leaves_the_model_untouched(tiny_llama: steerlab.Model) -> None:
-    """Four rows of additions for a three-prompt batch: the edit raises inside the trace."""
+    """Four rows of additions for a three-prompt batch: the public call refuses it up front; given to the trace
+    itself, the edit raises inside the trace, and the model is left as it was either way."""
+    from steerlab.intervention import Intervention
+    from steerlab.trace import nnsight_logits
+
     before = _state(tiny_llama)
     batch = steerlab.encode(tiny_llama.tokenizer, PROMPTS)
     v = _unit(tiny_llama, 7)
-    with pytest.raises(ValueError, match="4 rows but a forward call has batch size 3"):
+    with pytest.raises(ValueError, match="steered_logits: 4 additions for 3 prompts"):
         steered_logits(tiny_llama, batch, [v] * 4, layer=1, backend="nnsight")
+    with pytest.raises(ValueError, match="4 rows but a forward call has batch size 3"):
+        nnsight_logits(tiny_llama, batch, Intervention(1, [v] * 4, [None] * 4, "add", "all_prompt"))
     _assert_untouched(tiny_llama, before)
     torch.testing.assert_close(steered_logits(tiny_llama, batch, [v] * 3, layer=1, backend="nnsight"),
                                steered_logits(tiny_llama, batch, [v] * 3, layer=1))
@@ -423,7 +429,7 @@ def test_remote_without_ndif_fails_fast_and_clearly(remote_model: RemoteModel,
 
 def test_what_cannot_run_remotely_is_refused_up_front(remote_model: RemoteModel) -> None:
     model = remote_model
-    with pytest.raises(ValueError, match=r"steered_generate\(remote=True\) cannot poll should_stop"):
+    with pytest.raises(ValueError, match=r"steered_generate\(remote=True\) cannot call should_stop or on_step"):
         steered_generate(model, PROMPTS, [None] * 3, layer=0, backend="nnsight", remote=True,
                          should_stop=lambda: False)
     v = torch.ones(model.d_model)
@@ -506,8 +512,9 @@ def test_a_remote_load_without_network_fails_within_seconds(tmp_path: Path, monk
 
 def test_an_ndif_host_that_never_answers_ends_the_call(remote_model: RemoteModel,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server on 127.0.0.1 accepts the connection and says nothing: the call ends with an error
-    after STEERLAB_NDIF_TIMEOUT instead of hanging (the test bounds itself either way)."""
+    """A server on 127.0.0.1 accepts the connection and says nothing: the call ends with steerlab's
+    NdifUnavailableError after STEERLAB_NDIF_TIMEOUT instead of hanging (the test bounds itself
+    either way)."""
     import socket
     import threading
 
@@ -561,5 +568,24 @@ def test_an_ndif_host_that_never_answers_ends_the_call(remote_model: RemoteModel
     server.close()
     assert outcome, f"the remote call to a silent NDIF host was still waiting after {elapsed:.0f} s"
     assert isinstance(outcome[0], Exception)
-    assert isinstance(outcome[0], websocket.WebSocketTimeoutException | TimeoutError), repr(outcome[0])
+    # steerlab's error naming the host, the limit and how to raise it (issue 38), not websocket's
+    # bare "Connection timed out"; the websocket error stays attached as its cause.
+    assert isinstance(outcome[0], NdifUnavailableError), repr(outcome[0])
+    message = str(outcome[0])
+    assert f"NDIF at http://127.0.0.1:{port}" in message and "within 1.5 s" in message, message
+    assert "STEERLAB_NDIF_TIMEOUT" in message and message.startswith("steered_logits(remote=True)"), message
+    assert isinstance(outcome[0].__cause__, websocket.WebSocketTimeoutException | TimeoutError)
     assert elapsed < 10
+
+
+def test_the_ndif_wait_limit_is_short_by_default_and_set_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 38: 30 s by default (was 120 s, long for an interactive call); STEERLAB_NDIF_TIMEOUT sets it."""
+    from steerlab.remote import REQUEST_TIMEOUT, request_timeout
+
+    monkeypatch.delenv("STEERLAB_NDIF_TIMEOUT", raising=False)
+    assert request_timeout() == REQUEST_TIMEOUT == 30.0
+    monkeypatch.setenv("STEERLAB_NDIF_TIMEOUT", "600")
+    assert request_timeout() == 600.0
+    monkeypatch.setenv("STEERLAB_NDIF_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="STEERLAB_NDIF_TIMEOUT='soon' is not a number of seconds"):
+        request_timeout()

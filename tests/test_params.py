@@ -22,6 +22,7 @@ from steerlab.lab.params import (
     SCHEMAS,
     BiasParams,
     CompareParams,
+    ConceptParams,
     InterpretParams,
     NotebookParams,
     OneOf,
@@ -71,37 +72,46 @@ BAD: list[tuple[type[NotebookParams], str, Any, str]] = [
     (BiasParams, "model_name", "  ", "None or"),
     (BiasParams, "dataset", "fantasi", "'fantasy'"),  # an unknown set name lists the known ones
     (BiasParams, "split", "test", "'heldout'"),
-    (BiasParams, "sample_size", 1, "integer >= 2"),
+    (BiasParams, "sample_size", 1, "integer from 2 to 10000"),
     (BiasParams, "layers", [], "at least 1"),
-    (BiasParams, "layers", [1, "2"], "integer >= 0"),
-    (BiasParams, "batch_size", True, "integer >= 1"),  # a bool is not an integer here
-    (BiasParams, "max_length", 2.5, "integer >= 2"),
+    (BiasParams, "layers", [1, "2"], "integer from 0 to 1023"),
+    (BiasParams, "batch_size", True, "integer from 1 to 1024"),  # a bool is not an integer here
+    (BiasParams, "max_length", 2.5, "integer from 2 to 32768"),
     (BiasParams, "seed", "0", "an integer"),
     (BiasParams, "output_dir", 3, "a folder path"),
     (InterpretParams, "genres", ["fantasy"], "at least 2"),
     (InterpretParams, "genres", ["fantasy", "fantasi"], "'science_fiction'"),
-    (InterpretParams, "layer", -1, "integer >= 0"),
+    (InterpretParams, "layer", -1, "integer from 0 to 1023"),
     (InterpretParams, "top_k", 101, "from 1 to 100"),
-    (InterpretParams, "sample_size", 0, "integer >= 1"),
-    (InterpretParams, "heldout_per_genre", 0, "None or an integer >= 1"),
+    (InterpretParams, "sample_size", 0, "integer from 1 to 10000"),
+    (InterpretParams, "heldout_per_genre", 0, "None or an integer from 1 to 10000"),
     (InterpretParams, "apply_norm", 1, "True or False"),
     (SteerParams, "layer_fraction", 1.0, "[0, 1)"),
     (SteerParams, "examples", ["centring", "centering"], "'love_hate'"),
     (SteerParams, "coefficient", math.nan, "a number"),
     (SteerParams, "sweep", [0.5, 1.0], "including 0"),
     (SteerParams, "positions", ["middle"], "'all_prompt'"),
-    (SteerParams, "samples", 0, "integer >= 1"),
+    (SteerParams, "samples", 0, "integer from 1 to 256"),
     (SteerParams, "max_new_tokens", 513, "from 1 to 512"),
     (SteerParams, "show_widget", "yes", "True or False"),
     (CompareParams, "preset", "fast", "'quick', 'default', 'full'"),
     (CompareParams, "targets", ["fantasi"], "'shakespeare'"),
     (CompareParams, "depths", [1.0], "a number in (0, 1)"),
-    (CompareParams, "layers", [-1], "integer >= 0"),
-    (CompareParams, "coefficients", [0, 0.5], "at least 3"),
+    (CompareParams, "layers", [-1], "integer from 0 to 1023"),
+    (CompareParams, "coefficients", [0, 0.5], "3 to 100 item(s)"),
     (CompareParams, "coefficients", [0.0, 0.25, 0.5], "includes 0, a negative and a positive"),
     (CompareParams, "positions", ["middle"], "'after_bos'"),
-    (CompareParams, "n_prompts", 1, "integer >= 2"),
-    (CompareParams, "damage_threshold", 1.0, "> 1"),
+    (CompareParams, "n_prompts", 1, "integer from 2 to 10000"),
+    (CompareParams, "damage_threshold", 1.0, "(1, 100]"),
+    # upper bounds (issue 38): a value no real run needs fails when checked, before a run folder exists
+    (BiasParams, "sample_size", 10**14, "from 2 to 10000"),
+    (BiasParams, "seed", 10**30, "from 0 to 4294967295"),
+    (SteerParams, "samples", 10**12, "from 1 to 256"),
+    (SteerParams, "coefficient", 1e300, "a number in [-1000, 1000]"),
+    (SteerParams, "max_new_tokens", 10**12, "from 1 to 512"),
+    (CompareParams, "n_prompts", 10**15, "from 2 to 10000"),
+    (CompareParams, "layers", [10**12], "from 0 to 1023"),
+    (ConceptParams, "coefficients", [0.0, -1e6], "each a number in [-1000, 1000]"),
 ]
 
 
@@ -120,15 +130,20 @@ def _listing(options: Any) -> str:
     return ", ".join(repr(o) for o in options)
 
 
+NUMBER_AS_TEXT = (" (text, not a number: in a params file write a number unquoted, and an exponent with a dot and "
+                  "a sign, 1.0e+300; YAML reads 1e300 as text)")
+
 FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
     # a wrong type: a string is never read as a number, a bool never counts as an integer
-    (BiasParams, {"batch_size": "16"}, "parameter batch_size='16' is not allowed: expected an integer >= 1"),
+    (BiasParams, {"batch_size": "16"}, "parameter batch_size='16' is not allowed: expected an integer from 1 to 1024"
+     + NUMBER_AS_TEXT),
     (SteerParams, {"layer_fraction": "0.5"},
-     "parameter layer_fraction='0.5' is not allowed: expected a number in [0, 1)"),
-    (SteerParams, {"coefficient": True}, "parameter coefficient=True is not allowed: expected a number"),
+     "parameter layer_fraction='0.5' is not allowed: expected a number in [0, 1)" + NUMBER_AS_TEXT),
+    (SteerParams, {"coefficient": True},
+     "parameter coefficient=True is not allowed: expected a number in [-1000, 1000]"),
     # an out-of-range number
     (InterpretParams, {"top_k": 101}, "parameter top_k=101 is not allowed: expected an integer from 1 to 100"),
-    (CompareParams, {"damage_threshold": 1}, "parameter damage_threshold=1 is not allowed: expected a number > 1"),
+    (CompareParams, {"damage_threshold": 1}, "parameter damage_threshold=1 is not allowed: expected a number in (1, 100]"),
     # an unknown choice lists the known ones
     (CompareParams, {"preset": "fast"},
      "parameter preset='fast' is not allowed: expected one of 'quick', 'default', 'full'"),
@@ -136,7 +151,7 @@ FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
      "parameter split='test' is not allowed: expected None or one of 'train', 'heldout'"),
     # a bad list element: the whole list, what each item must be, and which item is wrong
     (BiasParams, {"layers": [1, "2"]}, ("parameter layers=[1, '2'] is not allowed: expected None or a list of at least "
-                                       "1 item(s), each an integer >= 0 (item 1: '2')")),
+                                       "1 item(s), each an integer from 0 to 1023 (item 1: '2')")),
     (CompareParams, {"depths": [0.5, 1.0]}, ("parameter depths=[0.5, 1.0] is not allowed: expected None or a list of "
                                             "at least 1 item(s), each a number in (0, 1) (item 1: 1.0)")),
     (CompareParams, {"methods": ["mean_centred", "centred"]},
@@ -146,8 +161,13 @@ FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
      ("parameter genres=('fantasy', 'fantasi') is not allowed: expected None or a list of at least 2 item(s), "
      f"each one of {_listing(genres())} (item 1: 'fantasi')")),
     # a validator's own words
-    (SteerParams, {"sweep": [1.0]}, ("parameter sweep=[1.0] is not allowed: expected a list of at least 1 item(s), "
-                                    "each a number, including 0 (the unsteered control)")),
+    (SteerParams, {"sweep": [1.0]}, ("parameter sweep=[1.0] is not allowed: expected a list of 1 to 100 item(s), "
+                                    "each a number in [-1000, 1000], including 0 (the unsteered control)")),
+    # a huge value is shown by its first items, not printed whole (a YAML alias bomb expands to billions)
+    (ConceptParams, {"texts": [["lol"] * 9] * 9}, ("parameter texts=[[...], [...], [...], [...], [...], [...], "
+                                                  "[...], [...], [...]] is not allowed: expected a list of at least 2 "
+                                                  "item(s), each a non-empty string (item 0: ['lol', 'lol', 'lol', "
+                                                  "'lol', 'lol', 'lol', 'lol', 'lol', 'lol'])")),
 ]
 
 
@@ -182,8 +202,9 @@ def test_help_words_come_from_the_types() -> None:
     """Every field of every schema has words (expected_words knows every type used), the same as in the errors."""
     for schema in SCHEMAS.values():
         assert list(schema.help()) == schema.names()
-    assert BiasParams.help()["max_length"] == "tokens kept per text (an integer >= 2)"
-    assert CompareParams.help()["coefficients"].endswith("(None or a list of at least 3 item(s), each a number)")
+    assert BiasParams.help()["max_length"] == "tokens kept per text (an integer from 2 to 32768)"
+    assert CompareParams.help()["coefficients"].endswith(
+        "(None or a list of 3 to 100 item(s), each a number in [-1000, 1000])")
     with pytest.raises(TypeError, match="no words for the JSON schema"):
         expected_words({"type": "object"})
 
@@ -225,9 +246,9 @@ def test_from_locals() -> None:
 def test_model_dependent_checks() -> None:
     model: Any = SimpleNamespace(name="tiny", n_layers=30)
     assert InterpretParams().lens_layer(model) == 18  # round(0.6 * 30)
-    assert InterpretParams(layer=30).lens_layer(model) == 30  # the last residual layer is readable
-    with pytest.raises(ParameterError, match="parameter layer=31 .* from 0 to 30"):
-        InterpretParams(layer=31).lens_layer(model)
+    assert InterpretParams(layer=29).lens_layer(model) == 29  # the last block's input: a vector is built there
+    with pytest.raises(ParameterError, match="parameter layer=30 .* from 0 to 29"):
+        InterpretParams(layer=30).lens_layer(model)  # sl.build refuses layer n_layers (issue 38)
     assert SteerParams(layer_fraction=0.99).steering_layer(model) == 29  # never past the last block input
     assert CompareParams(preset="quick").check_model(CompareParams(preset="quick").config(), model) == [15]
     params = CompareParams(layers=[8, 30])
@@ -276,7 +297,7 @@ def test_check_parameters_routes_names_to_their_notebooks() -> None:
 
 @pytest.mark.parametrize(("yaml_text", "expected"), [
     ("max_lenght: 64\n", ["'max_lenght' (did you mean 'max_length'?)", "01_bias.ipynb: model_name, dataset"]),
-    ("max_length: 0\n", ["parameter max_length=0 is not allowed: expected an integer >= 2"]),
+    ("max_length: 0\n", ["parameter max_length=0 is not allowed: expected an integer from 2 to 32768"]),
 ])
 def test_run_notebooks_refuses_bad_params_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          yaml_text: str, expected: list[str]) -> None:

@@ -11,6 +11,7 @@ Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make test`` install
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import math
@@ -167,6 +168,7 @@ def check_report(run_dir: Path, *, widths: Sequence[int] = (1024, 1400), shots: 
     if notebooks is not None:
         assert len([s for s in sections if re.match(r"\d\d_", s)]) == notebooks, sections
     n_figures = len([p for p in (run_dir / "figures").glob("*.json") if not p.name.startswith("_")])
+    n_figures += source.count('data-name="answer"')  # the answer's figure, drawn from the summary itself
     out = {}
     for width in widths:
         shown = render_offline(page, ".figure", width=width,
@@ -739,3 +741,43 @@ def test_the_verdict_grid_marks_each_contrast_by_its_corrected_verdict() -> None
         "| (c) bias_ablated vs mean_centred | ≈ +0.008 | ≈ +0.008 |",
         "| (d) isolated vs mean_centred | +0.334 (MDD 0.42) | +0.334 (MDD 0.42) |"]
     assert verdict_grid_markdown([]) == []
+
+
+def _compare_entry() -> dict[str, Any]:
+    """Notebook 04's recorded contrasts, planted: (b) called at both cells, the rest not resolved."""
+    def rec(label: str, a: str, b: str, position: str, verdict: str, estimate: float) -> dict[str, Any]:
+        return {"name": f"({label}) {a} vs {b}", "label": label, "a": a, "b": b, "scope": "pooled", "layer": 8,
+                "position": position, "measure": "steerability", "status": "run", "estimate": estimate,
+                "ci": [estimate - 0.1, estimate + 0.1], "mdd_corrected": 0.25, "margin": None, "verdict": verdict,
+                "n": 26, "family_size": 20}
+    results = []
+    for position in ("all", "all_prompt"):
+        results += [rec("b", "mean_centred", "raw", position, "mean_centred > raw", 0.612 if position == "all" else 0.344),
+                    rec("d", "isolated", "mean_centred", position, "not resolved at this sample size (MDD 0.25)", 0.071),
+                    rec("e", "counterbalanced", "mean_centred", position,
+                        "not resolved at this sample size (MDD 0.25)", -0.029)]
+    return {"model": "tiny-model", "preset": "quick", "contrasts": {"steerability": {"results": results,
+                                                                                      "best_of": {"conclusion": []}}}}
+
+
+def test_the_report_opens_with_the_answer_and_its_numbers_are_the_summarys(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "figures").mkdir(parents=True)
+    summary = synthetic_summary()
+    summary["compare"] = {**summary.get("compare", {}), **_compare_entry()}
+    (run / "summary.json").write_text(json.dumps(summary))
+    source = build_report(run).read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([^"]+)"', source)[0] == "answer", "the answer is not the first section"
+    assert source.index('id="answer"') < source.index('id="contents"')
+    sentences = re.findall(r'<li data-question="(\w+)"><b>[^<]*</b> ([^<]*)</li>', source)
+    assert [k for k, _ in sentences][:3] == ["bias", "lens", "centring"]
+    said = {k: html.unescape(v) for k, v in sentences}
+    assert said["centring"].startswith("Yes") and "all 2 cells (+0.34 to +0.61" in said["centring"]
+    assert said["counterbalancing"].startswith("Not resolved at this sample size")
+    recorded = {f"{r['estimate']:+.2g}".replace("-", "−") for r in summary["compare"]["contrasts"]["steerability"]
+                ["results"]}
+    for key in ("centring", "counterbalancing"):
+        for number in re.findall(r"[+−]\d[\d.]*", said[key]):
+            assert number in recorded, (key, number)
+    assert "0.71 of the typical norm" in said["bias"]  # notebook 01's headline, as recorded
+    assert 'data-name="answer"' in source and "supported" in source

@@ -110,7 +110,7 @@ def test_heldout_scores_report_the_other_half() -> None:
     rows = _rows(20, {"mean_centred": 0.5, "random": 0.25}, offset={"random": -0.2})
     split = split_prompts({r["prompt_id"] for r in rows}, seed=0)
     scores = heldout_scores(rows, split)
-    assert [(s.method, s.coefficient) for s in scores] == [("mean_centred", 0.5), ("random", 0.25)]
+    assert [(s.condition, s.coefficient) for s in scores] == [("mean_centred", 0.5), ("random", 0.25)]
     best = scores[0]
     report_mean = np.mean([r["score"] for r in rows if r["prompt_id"] in split.report
                            and r["condition"] == "mean_centred" and r["coefficient"] == 0.5])

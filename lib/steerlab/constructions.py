@@ -32,6 +32,24 @@ all layers in one pass (cached on disk). ``mixed`` pools every genre's statistic
 Prompt pairs are read after a BOS token at the pair's last token (not at position 0,
 the attention sink), giving one ``[d_model]`` vector added by the same position rule as
 every other construction.
+
+Task vectors (function vectors, issue 37) are a second table, :data:`TASK_CONSTRUCTIONS`, that
+:func:`build` reads as well. Their ``target`` (and ``counter``) are few-shot prompts, a list of
+your own texts (:func:`steerlab.study.tasks.few_shot_prompts` writes them), read at each
+prompt's **last token** (the position a zero-shot answer is predicted from), never cut:
+
+========================  =========================================================
+``task_raw``              mean last-token activation of the prompts (Todd et al.'s "mean activation")
+``task_centred``          that less the general-text mean at the last token of texts cut to ``max_length``
+``task_vs_shuffled``      that less the ``counter`` prompts' mean (the same prompts, labels shuffled)
+``task_affine``           ``task_raw - r`` with its reference point ``r`` (``counter``'s mean, else the
+                          general-text one) kept as ``extra["reference_coordinate"]``: the affine edit
+                          ``h - ((h - r) . u) u + c v`` (:func:`steerlab.study.tasks.task_edit`)
+========================  =========================================================
+
+They sit apart because their inputs are prompts, not named sets: notebook 04, notebook 05 and
+the widget iterate :data:`CONSTRUCTIONS` and offer each entry with a named set or free texts,
+which a task construction cannot take; ``build("task_centred", ...)`` works like any other name.
 """
 
 from __future__ import annotations
@@ -45,7 +63,7 @@ import torch
 from .data import load_dataset
 from .directions import pca_of_centred, pca_of_differences, probe_direction
 from .models import Model
-from .sets import check_set, named_sets, set_stats, set_word, typical_norm, unit_norm
+from .sets import STATS_SAMPLE, check_set, named_sets, set_stats, set_word, typical_norm, unit_norm
 from .stats import ActivationStats, activation_stats, per_text_means
 from .trace import check_layers
 from .vectors import (
@@ -60,6 +78,7 @@ from .vectors import (
 
 __all__ = [
     "CONSTRUCTIONS",
+    "TASK_CONSTRUCTIONS",
     "Construction",
     "Inputs",
     "build",
@@ -85,8 +104,8 @@ class Inputs:
     plus: str | None = None
     minus: str | None = None
     seed: int = 0
-    sample_size: int = 32
-    max_length: int = 128
+    sample_size: int = STATS_SAMPLE.sample_size
+    max_length: int = STATS_SAMPLE.max_length
 
 
 @dataclass(frozen=True)
@@ -268,24 +287,120 @@ CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
 )}
 
 
+# --- task vectors (issue 37): few-shot prompts read at their last token --------------------------
+
+
+def _prompts(texts: SetInput, role: str, name: str) -> list[str]:
+    """``texts`` as a list of prompts; a named set (or nothing) is an error naming what to give."""
+    own = _own_texts(texts, role)
+    if own is None:
+        raise ValueError(f"{name} needs {role}= as a list of few-shot prompts (steerlab.study.tasks."
+                         f"few_shot_prompts writes them), got {texts!r}")
+    return own
+
+
+def _last_token(m: Model, texts: list[str], layers: list[int], max_length: int | None) -> ActivationStats:
+    """Statistics of each text's last token (``max_length=None``: the whole prompt, never cut)."""
+    return activation_stats(m, texts, layers, position="last", max_length=max_length, progress=False)
+
+
+def _general_last(m: Model, x: Inputs, layers: list[int]) -> tuple[ActivationStats, str]:
+    """The reference set's mean at the last token of its texts cut to ``max_length`` tokens (a prompt's
+    length: the same kind of position as a prompt's last token, in general text) and its label."""
+    own = _own_texts(x.reference, "reference")
+    if own is None:
+        name = check_set(x.reference if isinstance(x.reference, str) else "general", "reference")
+        own = load_dataset(name, "train").sample(x.sample_size, seed=x.seed).texts
+        label = f"{name} (last token of {len(own)} texts cut to {x.max_length} tokens)"
+    else:
+        label = f"{len(own)} texts of your own (last token, cut to {x.max_length} tokens)"
+    return _last_token(m, own, layers, x.max_length), label
+
+
+def _task_vector(m: Model, recipe: str, vecs: dict[int, torch.Tensor], sources: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> SteeringVector:
+    return SteeringVector(vecs, m.name, m.fingerprint, m.d_model, recipe, sources, "last", extra or {})
+
+
+def _task_raw(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    t = _last_token(m, _prompts(x.target, "target", "task_raw"), layers, None)
+    return _task_vector(m, "task_raw", {la: t.mean_at(la).clone() for la in layers}, {"target": _label(x.target)})
+
+
+def _task_centred(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    t = _last_token(m, _prompts(x.target, "target", "task_centred"), layers, None)
+    g, label = _general_last(m, x, layers)
+    return _task_vector(m, "task_centred", {la: t.mean_at(la) - g.mean_at(la) for la in layers},
+                        {"target": _label(x.target), "centre": label})
+
+
+def _task_vs_shuffled(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    t = _last_token(m, _prompts(x.target, "target", "task_vs_shuffled"), layers, None)
+    c = _last_token(m, _prompts(x.counter, "counter", "task_vs_shuffled"), layers, None)
+    return _task_vector(m, "task_vs_shuffled", {la: t.mean_at(la) - c.mean_at(la) for la in layers},
+                        {"target": _label(x.target), "counter": _label(x.counter)})
+
+
+def _task_affine(m: Model, x: Inputs, layers: list[int]) -> SteeringVector:
+    """``v = task_raw - r`` and ``r . u`` (``u = v / |v|``), all the affine edit needs of ``r``."""
+    t = _last_token(m, _prompts(x.target, "target", "task_affine"), layers, None)
+    if x.counter is not None:
+        r, label = _last_token(m, _prompts(x.counter, "counter", "task_affine"), layers, None), _label(x.counter)
+    else:
+        r, label = _general_last(m, x, layers)
+    vecs, coordinate = {}, {}
+    for la in layers:
+        v = t.mean_at(la) - r.mean_at(la)
+        if float(v.norm()) == 0:
+            raise ValueError(f"task_affine at layer {la}: the prompts' mean equals the reference point's, "
+                             "so there is no direction to edit along")
+        vecs[la] = v
+        coordinate[str(la)] = float(r.mean_at(la) @ (v / v.norm()))
+    return _task_vector(m, "task_affine", vecs, {"target": _label(x.target), "reference": label},
+                        {"edit": "affine", "operator": "ablate_then_add", "reference_coordinate": coordinate})
+
+
+TASK_CONSTRUCTIONS: dict[str, Construction] = {c.name: c for c in (
+    Construction("task_raw", "task vector: mean last-token activation of few-shot prompts (uncentred)",
+                 ("target",), _task_raw),
+    Construction("task_centred", "task vector less the general-text mean at the last token of prompt-length texts",
+                 ("target", "reference"), _task_centred),
+    Construction("task_vs_shuffled", "task vector less the counter prompts' mean (the same prompts, labels shuffled)",
+                 ("target", "counter"), _task_vs_shuffled),
+    Construction("task_affine", "task vector about a reference point (counter prompts' or general-text mean), "
+                 "for the affine edit", ("target", "reference", "counter"), _task_affine),
+)}
+"""The task-vector constructions (inputs: few-shot prompts); :func:`build` reads them with :data:`CONSTRUCTIONS`."""
+
+
 def build(name: str, model: Model, layers: list[int] | tuple[int, ...], *, target: SetInput = None,
           reference: SetInput = None, counter: SetInput = None, plus: str | None = None,
-          minus: str | None = None, seed: int = 0, sample_size: int = 32, max_length: int = 128) -> SteeringVector:
+          minus: str | None = None, seed: int = 0, sample_size: int = STATS_SAMPLE.sample_size,
+          max_length: int = STATS_SAMPLE.max_length) -> SteeringVector:
     """Build construction ``name`` at ``layers``.
 
     ``target``, ``reference`` and ``counter`` take a named set (:func:`named_sets`) or a
     list of your own texts (all of them are used; ``sample_size`` applies to named sets).
+    A task construction (:data:`TASK_CONSTRUCTIONS`) takes few-shot prompts as ``target`` (and
+    ``counter``); ``max_length`` cuts its general texts to a prompt's length.
+
+    ``layers`` run from 0 to ``n_layers - 1``, the layers :func:`steerlab.steer.steering` can
+    add a vector at (the input of block ``L``); the last block's output, layer ``n_layers``, can
+    be measured (:func:`steerlab.stats.activation_stats`) but a vector there could not be used.
 
     Raises:
         ValueError: an unknown construction or set name (the message lists the known ones),
-            or a missing input.
+            a layer outside ``0..n_layers - 1``, or a missing input.
 
     Example:
         >>> v = build("counterbalanced", model, [15], target="fantasy", counter="sports")
         >>> pirate = build("mean_centred", model, [15], target=["Arr, matey!", "Hoist the sails!"])
+        >>> fv = build("task_centred", model, [10], target=few_shot_prompts(task, shots=5), max_length=40)
     """
-    if name not in CONSTRUCTIONS:
-        raise ValueError(f"unknown construction {name!r}; expected one of {', '.join(CONSTRUCTIONS)}")
-    ls = check_layers(model, list(layers), allow_last=name not in ("prompt_pair", "word_pair"))
+    construction = CONSTRUCTIONS.get(name) or TASK_CONSTRUCTIONS.get(name)
+    if construction is None:
+        raise ValueError(f"unknown construction {name!r}; expected one of {', '.join(CONSTRUCTIONS)}, "
+                         f"or a task construction: {', '.join(TASK_CONSTRUCTIONS)}")
+    ls = check_layers(model, list(layers), allow_last=False)  # the layers sl.steering accepts: 0..n_layers - 1
     inputs = Inputs(target, reference, counter, plus, minus, seed, sample_size, max_length)
-    return CONSTRUCTIONS[name].builder(model, inputs, ls)
+    return construction.builder(model, inputs, ls)

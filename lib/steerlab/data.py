@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .tokens import check_unicode
+
 __all__ = [
     "DataError",
     "Record",
@@ -91,7 +93,8 @@ class TextSet:
         """A set of inline texts; each must be a string.
 
         Raises:
-            ValueError: a text that is not a string (``None``), naming its index.
+            ValueError: a text that is not a string (``None``) or not Unicode text (a lone
+                surrogate), naming its index.
 
         Example:
             >>> len(TextSet.from_texts("mine", ["One.", "Two."]))
@@ -104,6 +107,7 @@ class TextSet:
             if not isinstance(text, str):
                 raise ValueError(  # noqa: TRY004 - bad text input is a ValueError throughout
                     f"text {i} of {name!r} is {text!r} of type {type(text).__name__}, not a string")
+            check_unicode(text, f"text {i} of {name!r}")  # before its content is hashed as UTF-8
         recs = tuple(Record(f"{name}-{i}", name, "train", t, "inline") for i, t in enumerate(texts))
         return cls(name, recs)
 

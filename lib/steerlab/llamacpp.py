@@ -135,7 +135,7 @@ def save_both(vector: SteeringVector, stem: str | Path, *, coefficient: float = 
     """
     stem = Path(stem).expanduser()
     stem.parent.mkdir(parents=True, exist_ok=True)
-    vector.save(stem)
+    vector.save(paths_of(stem)[0])  # NAME.safetensors: a dot in the stem stays part of the name
     out: dict[str, Any] = {"safetensors": paths_of(stem)[0], "gguf": None, "gguf_error": None}
     try:
         out["gguf"] = save_gguf(vector, f"{stem}.gguf", coefficient=coefficient, steer_position=steer_position)

@@ -18,6 +18,7 @@ numbers later.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -57,6 +58,7 @@ __all__ = [
     "cast",
     "cpu_model_and_flags",
     "fast_dtype",
+    "file_problems",
     "load_model",
     "machine",
     "self_check",
@@ -374,6 +376,81 @@ def _check_folder(folder: Path) -> None:
                              "(save the tokenizer with tokenizer.save_pretrained(folder))")
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a ``.safetensors`` file, read from its header alone (no tensor data), or None.
+
+    The format: 8 bytes of header length ``n``, ``n`` bytes of JSON naming each tensor's byte range
+    in the data that follows. A file cut short (an interrupted download or copy) ends before the
+    header or the data it describes.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path.name} is empty (0 bytes)"
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{path.name} is cut short: {size} bytes, less than the 8-byte header length"
+        n = int.from_bytes(head, "little")
+        if 8 + n > size:
+            return (f"{path.name} is cut short: its header says {n:,} bytes of metadata follow, but the file holds "
+                    f"{size:,} bytes in all")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            return f"{path.name} is damaged: its {n:,}-byte header is not valid JSON"
+    if not isinstance(header, dict):
+        return f"{path.name} is damaged: its header is not a JSON object"
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        return f"{path.name} is damaged: its header has a tensor entry without data_offsets"
+    if 8 + n + end > size:
+        return (f"{path.name} is cut short: {size:,} bytes, but its header describes {8 + n + end:,} "
+                "(an interrupted download or copy?)")
+    return None
+
+
+def file_problems(folder: Path) -> list[str]:
+    """What is wrong with a checkpoint folder's files, one line per bad file naming it: an empty
+    file, a JSON file (config, tokenizer) that does not parse, a ``.safetensors`` file cut short
+    or with a damaged header, a shard its index names that is missing. Reads headers and the small
+    JSON files only. Used to say which file broke a load that failed.
+
+    Example:
+        >>> file_problems(Path("models/broken"))
+        ['tokenizer.json is empty (0 bytes)']
+    """
+    problems: list[str] = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            if path.suffix == ".safetensors":
+                problem = _safetensors_problem(path)
+            elif path.stat().st_size == 0 and (path.suffix in (".json", ".model", ".txt", ".jinja")
+                                                or path.name in _TOKENIZER_FILES):
+                problem = f"{path.name} is empty (0 bytes)"
+            elif path.suffix == ".json":
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except UnicodeDecodeError as err:
+                    problem = f"{path.name} is not UTF-8 text ({err.reason} at byte {err.start})"
+                except ValueError as err:
+                    problem = f"{path.name} is not valid JSON ({err})"
+                else:
+                    problem = None
+                    shards = data.get("weight_map") if isinstance(data, dict) else None
+                    if isinstance(shards, dict):
+                        missing = sorted({str(s) for s in shards.values()} - {p.name for p in folder.iterdir()})
+                        if missing:
+                            problem = f"{path.name} names shard(s) that are missing: {', '.join(missing)}"
+            else:
+                problem = None
+        except OSError as err:
+            problem = f"{path.name} cannot be read ({err.strerror or err})"
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def _from_folder(folder: Path | str, dtype: torch.dtype, device: torch.device, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -533,17 +610,20 @@ def load_model(
         return _load_folder(name, snapshot, torch_dtype, torch_device, started, "hub id from the local cache")
     from huggingface_hub import constants
 
+    # A name like "models/my-model" is also a hub id's shape: say that neither was found.
+    no_folder = f"There is no local folder {path.resolve()} either."
     where = f"it is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
     if _hub_offline():
         raise ModelLoadError(f"could not load {name!r} as a hub id: {where} and the hub is switched off "
-                             f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). {_no_hub_advice()}")
+                             f"(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE). {no_folder} {_no_hub_advice()}")
     if not _hub_reachable():
         raise ModelLoadError(f"could not load {name!r} as a hub id: {where} and the hub "
-                             f"({constants.ENDPOINT}) is unreachable. {_no_hub_advice()}")
+                             f"({constants.ENDPOINT}) is unreachable. {no_folder} {_no_hub_advice()}")
     try:
         hf, tok = _from_folder(name, torch_dtype, torch_device)
     except Exception as err:  # safetensors' SafetensorError derives from Exception only
-        raise ModelLoadError(f"could not load {name!r} as a hub id: {err}. {_no_hub_advice()}") from err
+        raise ModelLoadError(f"could not load {name!r} as a hub id: {err}. {no_folder} "
+                             f"{_no_hub_advice()}") from err
     snapshot = _hub_snapshot(name)
     return _wrap(hf, tok, name, str(snapshot or name), started,
                  files=_checkpoint_files(snapshot) if snapshot else None)
@@ -555,5 +635,7 @@ def _load_folder(name: str, folder: Path, dtype: torch.dtype, device: torch.devi
     try:
         hf, tok = _from_folder(folder, dtype, device, local_files_only=True)
     except Exception as err:  # safetensors' SafetensorError derives from Exception only
-        raise ModelLoadError(f"could not load {name!r} as a {kind} ({folder}): {err}") from err
+        bad = file_problems(folder)  # which file, and what is wrong with it
+        why = f"{'; '.join(bad)} (the loader said: {err})" if bad else str(err)
+        raise ModelLoadError(f"could not load {name!r} as a {kind} ({folder}): {why}") from err
     return _wrap(hf, tok, name, str(folder), started, files=_checkpoint_files(folder))

@@ -1,13 +1,12 @@
 """How much a steered model moved towards a target, and how much it was damaged.
 
-- effect: target-vocabulary rate of completions (see :mod:`steerlab.vocab`), and
-  the log-probability shift of held-out target text under steering;
 - steerability (Tan et al. 2024): the per-sample slope of a target-vs-other propensity
-  against the coefficient, from forward passes only (:func:`steerability`);
+  against the coefficient, from forward passes only (:func:`steerability`; the propensities
+  of any conditions on the same story pairs: :func:`propensities`);
 - damage: perplexity ratio and next-token KL divergence on general text with
   the vector applied, against the unsteered model;
 - fluency: perplexity of completions under the unsteered model, and repetition
-  (:func:`distinct_n`);
+  (:func:`steerlab.repetition.distinct_n`, re-exported here);
 - relevance: how much the steered model still expects the unsteered completion of a
   prompt (:func:`relevance`).
 

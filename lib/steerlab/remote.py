@@ -20,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +43,7 @@ __all__ = [
     "check_local",
     "check_remote",
     "load_remote_model",
+    "ndif_answers",
     "ndif_host",
     "reachable",
     "register_steerlab",
@@ -75,7 +79,8 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 class NdifUnavailableError(RuntimeError):
-    """A remote trace could not be sent to NDIF: no API key, or the service is unreachable."""
+    """A remote trace could not be sent to NDIF or got no answer: no API key, the service
+    unreachable, or no answer within :func:`request_timeout`."""
 
 
 class RemoteModel(Model):
@@ -157,9 +162,14 @@ def ndif_host() -> str:
     return str(CONFIG.API.HOST)
 
 
-REQUEST_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 30.0
 """Seconds a remote request may wait on NDIF's websocket for any one answer (the handshake,
-the session id, each status update) before it fails; environment ``STEERLAB_NDIF_TIMEOUT``."""
+the session id; with nnsight's ``REMOTE_LOGGING`` off, also each status update) before it fails
+with :class:`NdifUnavailableError`; environment ``STEERLAB_NDIF_TIMEOUT``. A live server answers
+the handshake and sends the session id within a second; 30 s leaves room for a slow network or a
+busy host, and ends a call to a host that will never answer while its user still waits for it
+(it was 120 s, long for an interactive call). A job that queues for minutes with remote logging
+off needs more: ``STEERLAB_NDIF_TIMEOUT=600``."""
 
 
 def request_timeout() -> float:
@@ -184,14 +194,50 @@ def _bound_websocket_waits() -> None:
     websocket.setdefaulttimeout(request_timeout())
 
 
+def _timed_out(err: BaseException) -> bool:
+    """Whether ``err`` is a wait on NDIF's websocket that ran past its limit."""
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError
+        return True
+    websocket = sys.modules.get("websocket")  # imported by nnsight's remote backend, if it ran
+    timeout_error = getattr(websocket, "WebSocketTimeoutException", None)
+    return isinstance(timeout_error, type) and isinstance(err, timeout_error)
+
+
+@contextmanager
+def ndif_answers(what: str, remote: Remote) -> Iterator[None]:
+    """Around a remote trace: a wait on NDIF that runs past :func:`request_timeout` ends as an
+    :class:`NdifUnavailableError` naming the host, the limit and how to raise it, instead of
+    ``websocket``'s bare "Connection timed out". Does nothing unless ``remote is True``.
+
+    Example:
+        >>> with ndif_answers("steered_logits", remote):
+        ...     logits = run_the_trace()
+    """
+    if remote is not True:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        if not _timed_out(err):
+            raise
+        limit = request_timeout()
+        raise NdifUnavailableError(
+            f"{what}(remote=True): NDIF at {ndif_host()} accepted the connection but sent no answer within "
+            f"{limit:g} s (steerlab's wait limit, STEERLAB_NDIF_TIMEOUT, default {REQUEST_TIMEOUT:g} s). "
+            "For a busy server or a long queued job raise it, e.g. STEERLAB_NDIF_TIMEOUT=600; else check "
+            "that this is NDIF's address (NDIF_HOST)") from err
+
+
 def check_remote(model: Model, remote: Remote, what: str, *, timeout: float = 3.0) -> None:
     """Before a remote trace: steerlab registered, an API key set, NDIF reachable.
 
     nnsight itself would open a websocket with no timeout of its own; this fails in at
     most ``timeout`` seconds instead, before anything is serialized or sent, so nothing
     about the model changes. It also bounds every wait of the request on NDIF's websocket
-    (:func:`request_timeout`, 120 s by default): a server that accepts the connection and
-    never answers ends the call with an error instead of hanging it.
+    (:func:`request_timeout`, 30 s by default): a server that accepts the connection and
+    never answers ends the call with :class:`NdifUnavailableError` (:func:`ndif_answers`)
+    instead of hanging it.
 
     Raises:
         RuntimeError: ``remote=True`` on a model not loaded with ``remote=True``, or a

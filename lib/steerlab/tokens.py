@@ -35,6 +35,7 @@ __all__ = [
     "check_fits",
     "check_position",
     "check_texts",
+    "check_unicode",
     "encode",
     "leading_bos",
     "position_limit",
@@ -57,6 +58,9 @@ def check_position(rule: str, allowed: Sequence[str]) -> str:
 def check_texts(texts: Sequence[str]) -> list[str]:
     """Return ``texts`` as a list, or raise a ``ValueError`` naming the first bad one.
 
+    Any Unicode text is taken (emoji, right-to-left scripts, combining marks, NUL characters);
+    a lone surrogate, which no tokenizer encodes, is refused.
+
     Example:
         >>> check_texts(["a", None])
         Traceback (most recent call last):
@@ -73,7 +77,29 @@ def check_texts(texts: Sequence[str]) -> list[str]:
             raise ValueError(f"text {i} is {text!r} of type {type(text).__name__}, not a string")  # noqa: TRY004
         if not text.strip():
             raise ValueError(f"text {i} is empty: every prompt or text needs at least one token")
+        check_unicode(text, f"text {i}")
     return out
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse a string that is not Unicode text: one holding a lone surrogate, which no tokenizer
+    encodes (they fail with a bare ``TypeError``) and no file can hold as UTF-8.
+
+    Raises:
+        ValueError: naming ``what`` (``"text 3"``), the character and where it is.
+
+    Example:
+        >>> check_unicode("broken \\ud83d", "text 0")
+        Traceback (most recent call last):
+        ValueError: text 0 holds '\\ud83d' at character 7, half of a surrogate pair, ...
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} holds {text[err.start]!r} at character {err.start}, half of a surrogate pair, which is not "
+            "Unicode text (a file read with errors='surrogateescape', or a JSON '\\ud83d' without its pair); "
+            "decode the source with errors='replace'") from None
 
 
 def _check_count(name: str, value: int | None) -> int | None:

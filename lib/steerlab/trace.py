@@ -24,18 +24,19 @@ runs where the model runs, inside the trace, so a remote statistics pass sends b
 
 from __future__ import annotations
 
+import functools
 import gc
 import operator
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
 from .arch import block_hidden
 from .intervention import Intervention
 from .models import Model
-from .remote import Remote, check_remote
+from .remote import Remote, check_remote, ndif_answers
 from .tokens import Batch
 
 Reduce = Callable[[int, torch.Tensor], torch.Tensor]
@@ -46,13 +47,30 @@ __all__ = ["check_layers", "nnsight_generate", "nnsight_lens", "nnsight_logits",
 # A dangling step loop ends generation that stopped before max_new_tokens: expected here.
 _DANGLING = r".*was never reached: the loop asked for a step the run did not make"
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _answers_in_time(what: str) -> Callable[[F], F]:
+    """A trace function whose remote run (``remote=True``, always passed by keyword) ends with
+    :class:`~steerlab.remote.NdifUnavailableError` when NDIF does not answer in time
+    (:func:`steerlab.remote.ndif_answers`); the ``with`` blocks nnsight compiles stay as written."""
+    def wrap(f: F) -> F:
+        @functools.wraps(f)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with ndif_answers(what, kwargs.get("remote", False)):
+                return f(*args, **kwargs)
+        return cast(F, call)
+    return wrap
+
 
 def check_layers(model: Model, layers: Sequence[int] | None, *, allow_last: bool = True) -> list[int]:
     """Validate residual-stream layer indices; ``None`` means all of them.
 
     Valid layers run from 0 (the embeddings, entering block 0) to ``n_layers``
-    (leaving the last block), or to ``n_layers - 1`` where a vector is added
-    *before* a block (``allow_last=False``). Returns them sorted, without repeats.
+    (leaving the last block) for what only reads the residual stream (statistics, the lens),
+    or to ``n_layers - 1`` for steering and for building a vector (``allow_last=False``):
+    steerlab adds a vector to the input of block ``L``, and there is no block ``n_layers``.
+    Returns them sorted, without repeats.
 
     Raises:
         ValueError: no layers, a layer that is not an integer (``2.7``, ``"2"``,
@@ -76,13 +94,18 @@ def check_layers(model: Model, layers: Sequence[int] | None, *, allow_last: bool
         except TypeError:
             raise ValueError(f"layer {layer!r} is not an integer layer index: expected an int in 0..{top}") from None
         if not 0 <= index <= top:
-            raise ValueError(f"layer {index} is out of range for {model.name}: expected 0..{top}")
+            why = "" if allow_last else (
+                f" (a steering layer L is the residual stream entering block L, and {model.name} has "
+                f"{model.n_layers} blocks, 0..{top}; layer {model.n_layers}, the last block's output, can be "
+                "measured with activation_stats but not steered)")
+            raise ValueError(f"layer {index} is out of range for {model.name}: expected 0..{top}{why}")
         checked.add(index)
     if not checked:
         raise ValueError(f"no layers given: expected at least one layer index in 0..{top}")
     return sorted(checked)
 
 
+@_answers_in_time("residuals")
 @torch.inference_mode()
 def residuals(model: Model, batch: Batch, layers: Sequence[int], *, reduce: Reduce | None = None,
               remote: Remote = False) -> list[torch.Tensor]:
@@ -144,6 +167,7 @@ def _block(model: Model, layer: int) -> Any:
     return model.envoy(model.arch.blocks)[layer]
 
 
+@_answers_in_time("steered_logits")
 @torch.inference_mode()
 def nnsight_logits(model: Model, batch: Batch, intervention: Intervention | None, *,
                    remote: Remote = False) -> torch.Tensor:
@@ -171,6 +195,7 @@ def nnsight_logits(model: Model, batch: Batch, intervention: Intervention | None
     return logits.float()
 
 
+@_answers_in_time("steered_generate")
 @torch.inference_mode()
 def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | None, *,
                      max_new_tokens: int, generate_kwargs: Mapping[str, Any],
@@ -217,6 +242,7 @@ def nnsight_generate(model: Model, batch: Batch, intervention: Intervention | No
     return ids[:, prompt_len:].cpu()
 
 
+@_answers_in_time("lens_logits")
 @torch.inference_mode()
 def nnsight_lens(model: Model, x: torch.Tensor, *, apply_norm: bool = True, remote: Remote = False) -> torch.Tensor:
     """``unembed(final_norm(x))`` for ``x`` ``[..., d_model]`` run in an nnsight session (on NDIF with

@@ -34,6 +34,7 @@ from .trace import check_layers, residuals
 
 __all__ = [
     "ADDED_AT",
+    "LayerNotInVectorError",
     "SteeringVector",
     "VectorMismatchError",
     "counterbalanced",
@@ -75,6 +76,15 @@ class VectorMismatchError(ValueError):
     """A vector was made for another model, or has the wrong width."""
 
 
+class LayerNotInVectorError(KeyError, ValueError):
+    """A vector asked for a layer it has no tensor for; the message names the layer and the
+    vector's layers. A ``ValueError`` like steerlab's other refusals of a bad value, and a
+    ``KeyError`` as it was before; unlike a plain ``KeyError`` it prints without quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass
 class SteeringVector:
     """A steering vector: ``vectors[layer]`` is ``[d_model]`` (or ``[k, d_model]`` for
@@ -114,9 +124,16 @@ class SteeringVector:
         return sorted(self.vectors)
 
     def at(self, layer: int) -> torch.Tensor:
-        """The vector at ``layer`` (a ``KeyError`` names the layers it has)."""
+        """The vector at ``layer``.
+
+        Raises:
+            LayerNotInVectorError: a layer the vector was not built at (a ``ValueError`` and a
+                ``KeyError``), naming the layer and the vector's layers.
+        """
         if layer not in self.vectors:
-            raise KeyError(f"this {self.recipe} vector has no layer {layer}; it has {self.layers}")
+            raise LayerNotInVectorError(
+                f"this {self.recipe} vector has no layer {layer}; it has {self.layers}. Use it at one of those "
+                f"layers, or build it at layer {layer} (sl.build(..., layers=[{layer}]))")
         return self.vectors[layer]
 
     def norm(self, layer: int) -> float:
@@ -145,23 +162,41 @@ class SteeringVector:
         return f"{self.recipe}({src}) @ layers {self.layers}, position {self.position}"
 
     def save(self, path: str | Path, **options: Any) -> list[Path]:
-        """Write the vector; returns the paths written.
+        """Write the vector; returns exactly the paths written.
 
-        By default ``path.safetensors`` and ``path.json`` (no pickle); the JSON records
-        ``"added_at": "block_input"``: layer L is the residual stream entering block L
-        (peers that add at block outputs call it L - 1). A path ending in a registered
-        format's suffix is written in that format: ``v.save("x.gguf", coefficient=4.0)``
-        writes a llama.cpp control vector (:mod:`steerlab.llamacpp`), which
-        :func:`load_vector` reads back. ``~`` is expanded.
+        The file format follows ``path``'s suffix:
+
+        - none, ``.safetensors`` or ``.json``: the pair ``NAME.safetensors`` and ``NAME.json``
+          (no pickle; ``"x"``, ``"x.safetensors"`` and ``"x.json"`` all write ``x.safetensors``
+          and ``x.json``). The JSON records ``"added_at": "block_input"``: layer L is the
+          residual stream entering block L (peers that add at block outputs call it L - 1).
+        - a registered format's suffix writes that format: ``v.save("x.gguf", coefficient=4.0)``
+          writes a llama.cpp control vector (:mod:`steerlab.llamacpp`), which
+          :func:`load_vector` reads back.
+        - any other suffix of letters only (``.pt``, ``.bin``, ``.npy``) is an error listing the
+          formats, instead of a quietly written ``x.pt.safetensors``. A dot followed by anything
+          else stays part of the name (``"vec_c0.5"`` writes ``vec_c0.5.safetensors`` and
+          ``vec_c0.5.json``); end a name with ``.safetensors`` to keep any dot in it.
+
+        ``~`` is expanded.
+
+        Raises:
+            ValueError: a suffix of letters that is no format steerlab writes.
 
         Example:
             >>> v.save("fantasy_l15")
             [PosixPath('fantasy_l15.safetensors'), PosixPath('fantasy_l15.json')]
         """
         target = Path(path).expanduser()
-        fmt = _FORMATS.get(target.suffix.lower())
+        suffix = target.suffix.lower()
+        fmt = _FORMATS.get(suffix)
         if fmt is not None:
             return list(fmt[0](self, target, **options))
+        if suffix[1:].isalpha() and suffix not in (".safetensors", ".json"):
+            others = f", or {', '.join(sorted(_FORMATS))} (registered formats)" if _FORMATS else ""
+            raise ValueError(f"save({str(path)!r}): steerlab writes no {target.suffix!r} files; expected a name "
+                             f"without a suffix or ending in .safetensors or .json (writes NAME.safetensors and "
+                             f"NAME.json){others}. To keep a dot in the name, end it with .safetensors")
         if options:
             raise TypeError(f"save() options {sorted(options)} apply only to the formats "
                             f"{', '.join(sorted(_FORMATS)) or '(none registered)'}")

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return refuse(f"params file {args.params} is empty: expected a mapping of parameter names to values, "
                           "one 'name: value' per line")
         if not isinstance(loaded, dict):
-            return refuse(f"params file {args.params} must hold a mapping of parameter names to values "
-                          f"('name: value' per line), got a YAML {type(loaded).__name__}")
+            return refuse(f"params file {args.params} must hold a mapping of parameter names to values, got "
+                          f"{type(loaded).__name__} (write one 'name: value' per line)")
         bad_names = [k for k in loaded if not isinstance(k, str)]
         if bad_names:
             from .params import shown

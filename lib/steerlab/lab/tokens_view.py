@@ -9,22 +9,35 @@ notebook how far each token's residual points along a steering direction.
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Sequence
 
 __all__ = ["readable_token", "tokens_html"]
 
 
+# Characters a reader cannot see, or that act on the text around them: controls (NUL, ESC, which a
+# terminal runs as commands), format characters (right-to-left overrides, zero-width joiners), lone
+# surrogates. Byte-level vocabularies hold tokens of each; they are shown escaped.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def _visible(token: str, keep: str = "") -> str:
+    """``token`` with every hidden character (:data:`_HIDDEN`) but those in ``keep`` written as its escape."""
+    return "".join(repr(c)[1:-1] if c not in keep and unicodedata.category(c) in _HIDDEN else c for c in token)
+
+
 def readable_token(token: str) -> str:
     """A token as a reader can see it: whitespace-only tokens as ``repr`` (``'\\xa0'``,
-    ``'\\n\\n'``); otherwise a space shown as ``␣`` and a newline as ``\\n``.
+    ``'\\n\\n'``); otherwise a space shown as ``␣``, a newline as ``\\n``, and any other
+    control or format character escaped (``\\x00``, ``\\x1b``, ``\\u202e``).
 
     Example:
-        >>> readable_token(" dragon"), readable_token("\\n"), readable_token("a\\nb")
-        ('␣dragon', "'\\\\n'", 'a\\\\nb')
+        >>> readable_token(" dragon"), readable_token("\\n"), readable_token("a\\nb"), readable_token("a\\x00")
+        ('␣dragon', "'\\\\n'", 'a\\\\nb', 'a\\\\x00')
     """
     if not token.strip():
         return repr(token)
-    return token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t")
+    return _visible(token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t"))
 
 
 def _colour(value: float, scale: float) -> str:
@@ -58,7 +71,8 @@ def tokens_html(pairs: Sequence[tuple[str, float]], *, scale: float | None = Non
         scale = max(pool, default=0.0)
     spans = []
     for token, value in pairs:
-        shown = html.escape(token if token.strip() else readable_token(token)).replace("\n", "\\n<br>")
+        shown = html.escape(_visible(token, keep="\n\t") if token.strip() else readable_token(token))
+        shown = shown.replace("\n", "\\n<br>")
         strong = scale > 0 and abs(value) / scale > 0.6  # white text on the darkest colours
         spans.append(f"<span class='steerlab-token' data-value='{value:.6g}' title='{value:+.3f}' "
                      f"style='background:{_colour(value, scale)};{'color:#fff;' if strong else ''}"

@@ -8,7 +8,11 @@ cell is one JSON file, written atomically when the cell is done. A cell is reuse
 weights and tokenizer, the score dtype, the package versions that compute the numbers, and the
 content of steerlab's own code and data. Any change to one of those measures every cell
 again, so a resumed run is the run it would have been uninterrupted (a test checks this:
-``tests/test_compare.py``). Files of another key are left in place and not read. The code is
+``tests/test_compare.py``). Files of another key are left in place and not read. A file at a
+cell's own path that is not exactly what was saved for that cell under this key (truncated,
+edited, copied from another configuration, model or cell: each record carries a digest of its
+key, cell and rows, and every row names its cell) is refused with a warning and the cell is
+measured again; nothing of it is mixed into the result. The code is
 compared as Python reads it, without comments and docstrings, and without ``steerlab.lab``
 (notebook plumbing: plots, the report, widgets; nothing below it imports it, and a test checks
 that), so fixing a sentence or a figure while a run is half done does not throw its cells away;
@@ -27,6 +31,7 @@ import json
 import math
 import platform
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,6 +110,27 @@ def _unknown(obj: Any) -> Any:
     raise TypeError(f"cannot save a {type(obj).__name__} in a comparison cell")
 
 
+def _digest(key: str, cell: Sequence[Any], parts: Mapping[str, Any]) -> str:
+    """SHA-256 of a cell record's key, cell and parts, as JSON holds them: written with the record,
+    so an edited file, or parts pasted in from another cell's file, no longer match it."""
+    text = json.dumps({"key": key, "cell": list(cell), "parts": {p: parts[p] for p in PARTS}}, sort_keys=True,
+                      allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stray_row(cell: Sequence[Any], parts: Mapping[str, Any]) -> str | None:
+    """Why a row of ``parts`` is not ``cell``'s own (its target, layer or position is another's), or None."""
+    own = dict(zip(("target", "layer", "position"), cell))
+    for part in PARTS:
+        for i, row in enumerate(parts[part]):
+            if not isinstance(row, dict):
+                return f"row {i} of {part!r} is not a record"
+            for field, value in own.items():
+                if field in row and row[field] != value:
+                    return f"row {i} of {part!r} has {field} {row[field]!r}, not this cell's {value!r}"
+    return None
+
+
 class CellStore:
     """One folder of saved cells for one run key.
 
@@ -130,21 +156,51 @@ class CellStore:
         return self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.{self.key}.json"
 
     def load(self, cell: Sequence[Any]) -> dict[str, list[dict[str, Any]]] | None:
-        """The saved parts of ``cell``, or None when it was not saved under this key (or the file is unreadable)."""
+        """The saved parts of ``cell``, or None when it was not saved under this key.
+
+        A file at this cell's path that is not exactly what :meth:`save` wrote for this cell under
+        this key is refused with a warning naming it and why, and the cell is measured again
+        (:meth:`save` then replaces the file): a truncated or unreadable file, one of another
+        configuration or model (another key), one whose ``cell`` is another's, one whose content
+        does not match the digest written with it (edited, or rows pasted in from another file),
+        or rows whose own target, layer or position are not this cell's. Nothing of such a file
+        is mixed into a result.
+        """
         path = self.path(cell)
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(saved, dict) or saved.get("key") != self.key or list(saved.get("cell", [])) != list(cell):
-            return None
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None  # not measured yet
+        except (OSError, UnicodeDecodeError) as err:
+            return self._refuse(path, f"it cannot be read ({err})")
+        try:
+            saved = json.loads(text)
+        except ValueError as err:
+            return self._refuse(path, f"it is not whole JSON (truncated? {err})")
+        if not isinstance(saved, dict):
+            return self._refuse(path, "it is not a cell record")
+        if saved.get("key") != self.key:
+            return self._refuse(path, f"it was saved under key {saved.get('key')!r}, not this run's {self.key} "
+                                      "(another configuration, model or code)")
+        if list(saved.get("cell", [])) != list(cell):
+            return self._refuse(path, f"it holds cell {saved.get('cell')!r}, not {list(cell)!r}")
         parts = saved.get("parts")
         if not isinstance(parts, dict) or any(not isinstance(parts.get(p), list) for p in PARTS):
-            return None
+            return self._refuse(path, f"it lacks one of the parts {', '.join(PARTS)}")
+        if saved.get("digest") != _digest(self.key, cell, parts):
+            return self._refuse(path, "its content does not match the digest written with it (edited or mixed)")
+        stray = _stray_row(cell, parts)
+        if stray is not None:
+            return self._refuse(path, stray)
         self.reused += 1
         seconds = saved.get("seconds")
         self.reused_seconds += float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
         return {p: parts[p] for p in PARTS}
+
+    def _refuse(self, path: Path, why: str) -> dict[str, list[dict[str, Any]]] | None:
+        """Warn that the file at ``path`` is not read back, and why; None, as :meth:`load` returns then."""
+        warnings.warn(f"saved cell {path} not read back: {why}; measuring the cell again", stacklevel=3)
+        return None
 
     def summary(self, n_cells: int) -> dict[str, Any]:
         """What a run's record says of its cells: where, under which key, how many were read back
@@ -157,6 +213,6 @@ class CellStore:
         so a measured cell and a reused one are the same values."""
         plain = json_values({p: parts[p] for p in PARTS})
         record = {"key": self.key, "cell": list(cell), "seconds": round(seconds, 1) if math.isfinite(seconds) else None,
-                  "parts": plain}
+                  "digest": _digest(self.key, cell, plain), "parts": plain}
         atomic_write_text(self.path(cell), json.dumps(record, allow_nan=True) + "\n")
         return plain

@@ -1,9 +1,10 @@
 """The systematic comparison: which construction steers best for the least damage (notebook 04).
 
-For each target (genres and the Shakespeare style, each with a named counter genre), method
-(every construction of :mod:`steerlab.constructions`, plus ``bias_ablation``), layer and
-position rule, the sweep measures with instruments that can tell a real effect from a
-random direction:
+For each target (genres and the Shakespeare style, each with a named counter genre:
+:data:`steerlab.study.conditions.TARGETS`), condition (the unsteered model, every construction of
+:data:`steerlab.constructions.CONSTRUCTIONS` and the prompting baselines:
+:data:`steerlab.study.conditions.CONDITIONS`), layer and position rule, the sweep measures with
+instruments that can tell a real effect from a random direction:
 
 - **concept**: P(target) of steered completions under a judge that is not the steered model
   (:class:`steerlab.study.judge.ConceptJudge`, TF-IDF + logistic regression trained on the
@@ -11,13 +12,16 @@ random direction:
 - **steerability** (Tan et al. 2024): slope of the propensity (log p(target continuation) -
   log p(other continuation) of held-out story openings) against the coefficient, over a grid
   that includes 0 and negative values, forward passes only (block replay); its mean with a
-  CI and the anti-steerable fraction;
-- **damage**: perplexity ratio and next-token KL on held-out general text; **fluency**:
+  CI and the anti-steerable fraction. Its propensities and the matched shifts below are one
+  pass over the same story pairs (:func:`steerlab.metrics.propensities`);
+- **damage**: perplexity ratio and next-token KL on held-out general text (at the matched
+  coefficient, the damage curve's own value there); **fluency**:
   completion perplexity under the unsteered model; **repetition**: distinct-2 of completions;
   **relevance**: log-prob per token of the unsteered completion under the steered model;
 - **matched damage** (:mod:`steerlab.study.matched`): each vector's damage curve on general
-  text places the coefficient where the perplexity ratio reaches ``matched_level``; the
-  propensity shift of every held-out story pair is measured there (forward passes only);
+  text (walked up the grid to its first crossing) places the coefficient where the perplexity
+  ratio reaches ``matched_level``; the propensity shift of every held-out story pair is measured
+  there (forward passes only);
 - **AxBench score** (Wu et al. 2025): per completion the harmonic mean of concept, fluency
   and relevance mapped to [0, 1], zero if any is zero. With ``generate_at="matched"`` (every
   preset) each vector generates once, at its matched-damage coefficient, chosen on general
@@ -227,6 +231,7 @@ class CompareConfig:
     min_judge_accuracy: float = 0.8
     split_seed: int = 0
     score_dtype: str = "auto"
+    generate_dtype: str = "float32"
     baselines: Sequence[str] = tuple(PROMPTING)
     prompting_style: str = "auto"
     matched_level: float = MATCHED_LEVEL
@@ -306,6 +311,8 @@ class CompareConfig:
             raise _bad("generate_at", self.generate_at, f"one of {', '.join(GENERATE_AT)}")
         if self.score_dtype != "auto" and self.score_dtype not in DTYPES:
             raise ValueError(f"score_dtype {self.score_dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
+        if self.generate_dtype not in DTYPES:
+            raise _bad("generate_dtype", self.generate_dtype, f"one of {', '.join(DTYPES)}")
 
     def resolved_score_dtype(self, model: Model) -> str:
         """The dtype the forward-pass measures run in on ``model``: ``score_dtype`` as given,
@@ -466,7 +473,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
     judge = judge or ConceptJudge.train()
     layers = cfg.resolved_layers(model)
     score_dtype = cfg.resolved_score_dtype(model)
-    scorer = cast(model, score_dtype)  # forward passes only; generations come from ``model``
+    scorer = cast(model, score_dtype)  # forward passes only; vectors and units come from ``model``
+    generator = cast(model, cfg.generate_dtype)  # float32 unless a run asks (bench: the bf16 generation rule)
     prompts = _prompts(cfg)
     if cfg.generate_at == "matched":  # one coefficient per condition, chosen on general text: nothing to select
         split = PromptSplit(tuple(range(len(prompts))), tuple(range(len(prompts))))
@@ -495,7 +503,8 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
             if target not in vectors:
                 vectors[target] = build_vectors(model, cfg, target, layers, progress=progress)
             cell = _measure_cell(model, scorer, cfg, judge, vectors[target], target, layer, position,
-                                 prompts=prompts, general_eval=general_eval, gen_coefs=gen_coefs)
+                                 prompts=prompts, general_eval=general_eval, gen_coefs=gen_coefs,
+                                 generator=generator)
             measured.append(time.perf_counter() - started)
             if store is not None:
                 cell = store.save((target, layer, position), cell, measured[-1])
@@ -521,8 +530,9 @@ def run_compare(model: Model, cfg: CompareConfig, *, judge: ConceptJudge | None 
 def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: ConceptJudge,
                   vecs: dict[str, SteeringVector], target: str, layer: int, position: str, *,
                   prompts: Sequence[str], general_eval: Sequence[str],
-                  gen_coefs: Sequence[float]) -> dict[str, list[dict[str, Any]]]:
-    """Every measurement of one (target, layer, position) cell, as :data:`steerlab.study.cells.PARTS`."""
+                  gen_coefs: Sequence[float], generator: Model | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every measurement of one (target, layer, position) cell, as :data:`steerlab.study.cells.PARTS`
+    (completions from ``generator``, ``model`` in another dtype; default ``model``)."""
     cell_rows: list[dict[str, Any]] = []
     completions: list[dict[str, Any]] = []
     steer_rows: list[dict[str, Any]] = []
@@ -580,7 +590,7 @@ def _measure_cell(model: Model, scorer: Model, cfg: CompareConfig, judge: Concep
                           position=position))
     edit = Intervention.concat(edits)  # one row per condition
     # Generation: every condition x prompt in one batched greedy call (prompting rows with their prefix).
-    ids = steered_generate(model, [pre + p for (_, _, pre) in conditions for p in prompts],
+    ids = steered_generate(generator or model, [pre + p for (_, _, pre) in conditions for p in prompts],
                            edit.repeat_each(len(prompts)), max_new_tokens=cfg.max_new_tokens, do_sample=False)
     texts = [model.tokenizer.decode(r, skip_special_tokens=True) for r in ids]
     concept = judge.concept_score(texts, target, min_accuracy=cfg.min_judge_accuracy)

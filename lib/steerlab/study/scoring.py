@@ -21,7 +21,7 @@ An empty steered completion (no tokens: ``nan`` perplexity and distinct-n) score
 as a judge would rate an empty answer; a ``nan`` *reference* is an error (that prompt has no
 unsteered baseline to compare with).
 
-Rows are plain dicts or objects with the fields ``method``, ``layer``, ``position``,
+Rows are plain dicts or objects with the fields ``condition``, ``layer``, ``position``,
 ``coefficient``, ``prompt_id`` and a score (``score`` by default). A prompt with several rows
 of one condition (several seeds) counts once, by its mean. Everything here is a pure
 function of the rows: no model.
@@ -59,7 +59,7 @@ __all__ = [
     "to_unit",
 ]
 
-# (method, layer, position): the conditions a coefficient is chosen for.
+# (condition, layer, position): the conditions a coefficient is chosen for.
 Condition = tuple[str, int, str]
 
 
@@ -315,7 +315,7 @@ def chosen_rows(rows: Sequence[Any], choice: Mapping[Condition, float], conditio
 class HeldoutScore:
     """A condition's score on the report half at the coefficient the selection half chose."""
 
-    method: str
+    condition: str
     layer: int
     position: str
     coefficient: float
@@ -333,7 +333,7 @@ def heldout_scores(rows: Sequence[Any], split: PromptSplit, *, key: str = "score
     Example:
         >>> split = split_prompts({r["prompt_id"] for r in rows})
         >>> best = heldout_scores(rows, split)[0]
-        >>> best.method, best.coefficient, best.mean, best.ci
+        >>> best.condition, best.coefficient, best.mean, best.ci
     """
     rows = list(rows)
     choice = choose_coefficient(rows, split.selection, key=key)
@@ -346,7 +346,7 @@ def heldout_scores(rows: Sequence[Any], split: PromptSplit, *, key: str = "score
         out.append(HeldoutScore(cond[0], cond[1], cond[2], coef, float(values.mean()),
                                 bootstrap_mean_ci(values, n_boot=n_boot, seed=seed, level=level), len(values),
                                 float(np.mean(list(selection.values())))))
-    return sorted(out, key=lambda s: (-s.mean, s.method, s.layer, s.position))
+    return sorted(out, key=lambda s: (-s.mean, s.condition, s.layer, s.position))
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def differences_against(rows: Sequence[Any], split: PromptSplit, baseline: str, 
     """Every condition against ``baseline`` (a method) at the same layer and position, each at the
     coefficient its selection half chose, paired over the report prompts.
 
-    Returns one dict per condition: ``method``, ``layer``, ``position``, ``baseline``,
+    Returns one dict per condition: ``condition``, ``layer``, ``position``, ``baseline``,
     ``coefficient``, ``baseline_coefficient``, ``difference``, ``difference_ci``, ``n_prompts``,
     ``excludes_zero``.
 
