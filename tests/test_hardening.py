@@ -568,7 +568,7 @@ def test_a_tampered_cell_is_measured_again_on_the_tiny_model(tiny_llama: steerla
     from steerlab.study import compare as compare_mod
     from steerlab.study.compare import CompareConfig, run_compare
 
-    cfg = CompareConfig.from_preset("quick", methods=("mean_centred",), n_prompts=2, positions=("all",),
+    cfg = CompareConfig.from_preset("quick", constructions=("mean_centred",), n_prompts=2, positions=("all",),
                                     score_dtype="float32", baselines=())
     first = run_compare(tiny_llama, cfg, progress=False, cells_dir=tmp_path)
     (saved,) = sorted(tmp_path.glob("*.json"))

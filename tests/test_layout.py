@@ -181,3 +181,22 @@ def test_checker_sees_a_violation() -> None:
     probe = PKG / "_probe.py"
     found = _imported(probe, '"""probe module for the layout test itself."""\nfrom .lab import widget\n')
     assert "steerlab.lab.widget" in found or "steerlab.lab" in found
+
+
+NOTEBOOKS = sorted((PKG.parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_clean(path: Path) -> None:
+    """Each notebook as nbformat 4.5 wants it (every cell has a unique id: without one, nbformat warns now and
+    will refuse later), with no outputs or execution counts committed and one tagged ``parameters`` cell."""
+    import json
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"{path.name}: outputs committed"
+    assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1

@@ -98,8 +98,8 @@ BAD: list[tuple[type[NotebookParams], str, Any, str]] = [
     (CompareParams, "targets", ["fantasi"], "'shakespeare'"),
     (CompareParams, "depths", [1.0], "a number in (0, 1)"),
     (CompareParams, "layers", [-1], "integer from 0 to 1023"),
-    (CompareParams, "coefficients", [0, 0.5], "3 to 100 item(s)"),
-    (CompareParams, "coefficients", [0.0, 0.25, 0.5], "includes 0, a negative and a positive"),
+    (CompareParams, "coefficients", [0, 0.5], "including 0, a negative and a positive value"),
+    (CompareParams, "coefficients", [0.0, 0.25, 0.5], "including 0, a negative and a positive"),
     (CompareParams, "positions", ["middle"], "'after_bos'"),
     (CompareParams, "n_prompts", 1, "integer from 2 to 10000"),
     (CompareParams, "damage_threshold", 1.0, "(1, 100]"),
@@ -153,9 +153,12 @@ FULL: list[tuple[type[NotebookParams], dict[str, Any], str]] = [
     (BiasParams, {"layers": [1, "2"]}, ("parameter layers=[1, '2'] is not allowed: expected None or a list of at least "
                                        "1 item(s), each an integer from 0 to 1023 (item 1: '2')")),
     (CompareParams, {"depths": [0.5, 1.0]}, ("parameter depths=[0.5, 1.0] is not allowed: expected None or a list of "
-                                            "at least 1 item(s), each a number in (0, 1) (item 1: 1.0)")),
-    (CompareParams, {"methods": ["mean_centred", "centred"]},
-     ("parameter methods=['mean_centred', 'centred'] is not allowed: expected None or a list of at least 1 item(s), "
+                                            "0 to 64 item(s), each a number in (0, 1) (item 1: 1.0)")),
+    # a rule across the list (CompareConfig's own), said as the notebook's parameter
+    (CompareParams, {"targets": ["fantasy", "fantasy"]},
+     "parameter targets=['fantasy', 'fantasy'] is not allowed: expected a list without repeats ('fantasy' repeated)"),
+    (CompareParams, {"constructions": ["mean_centred", "centred"]},
+     ("parameter constructions=['mean_centred', 'centred'] is not allowed: expected None or a list of at least 1 item(s), "
      f"each one of {_listing(CONSTRUCTIONS)} (item 1: 'centred')")),
     (InterpretParams, {"genres": ("fantasy", "fantasi")},
      ("parameter genres=('fantasy', 'fantasi') is not allowed: expected None or a list of at least 2 item(s), "
@@ -204,7 +207,8 @@ def test_help_words_come_from_the_types() -> None:
         assert list(schema.help()) == schema.names()
     assert BiasParams.help()["max_length"] == "tokens kept per text (an integer from 2 to 32768)"
     assert CompareParams.help()["coefficients"].endswith(
-        "(None or a list of 3 to 100 item(s), each a number in [-1000, 1000])")
+        "(None or a list of numbers, finite, distinct, and including 0, a negative and a positive value (a slope "
+        "through the unsteered point, both ways))")
     with pytest.raises(TypeError, match="no words for the JSON schema"):
         expected_words({"type": "object"})
 

@@ -16,41 +16,51 @@ against these schemas before it executes anything (papermill itself only warns).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
-import reprlib
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeAlias, TypeVar
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    GetCoreSchemaHandler,
-    GetJsonSchemaHandler,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic.json_schema import JsonDict, JsonSchemaValue
-from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
+from pydantic.json_schema import JsonDict
 
 from ..constructions import CONSTRUCTIONS, named_sets
 from ..data import genres as _genres
 from ..models import Model
 from ..study.compare import PRESETS, CompareConfig
 from ..study.examples import EXAMPLES
+from ..study.schema import (
+    MAX_BATCH,
+    MAX_COEFFICIENT,
+    MAX_COEFFICIENTS,
+    MAX_SAMPLES,
+    MAX_TEXTS,
+    MAX_TOKENS,
+    Coefficient,
+    Layer,
+    ListOf,
+    Number,
+    OneOf,
+    ParameterError,
+    Schema,
+    Seed,
+    Text,
+    expected_words,
+    not_allowed,
+    shown,
+    unknown_names,
+)
 from ..study.task_data import task_names
 from ..study.tasks import PRESETS as TASK_PRESETS
 from ..study.tasks import TaskConfig
 from ..tokens import STEER_POSITIONS
-from .report import ParameterError
 
 __all__ = [
     "SCHEMAS",
@@ -72,165 +82,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, eq=False)  # options may be a dict (a registry): compared and hashed by identity
-class OneOf:
-    """A type's metadata: the value must be one of ``options``, read when a value is checked.
-
-    ``options`` may be a callable, for lists known only at run time (the genres found in
-    ``data/``), or a registry that may grow (``CONSTRUCTIONS``).
-
-    Example:
-        >>> from pydantic import TypeAdapter
-        >>> TypeAdapter(Annotated[str, OneOf(["train", "heldout"])]).validate_python("train")
-        'train'
-    """
-
-    options: Collection[Any] | Callable[[], Collection[Any]]
-
-    def allowed(self) -> list[Any]:
-        """The options now."""
-        return list(self.options() if callable(self.options) else self.options)
-
-    def _check(self, value: Any) -> Any:
-        if value not in self.allowed():
-            raise ValueError(f"{value!r} is not one of {self.allowed()!r}")
-        return value
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(self._check, handler(source))
-
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
-                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        out = handler(schema)
-        out["enum"] = self.allowed()
-        return out
-
-
-def _tuple_as_list(value: Any) -> Any:
-    """A tuple is a list written with parentheses (a set is not: it has no order)."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-T = TypeVar("T")
-ListOf = Annotated[list[T], BeforeValidator(_tuple_as_list), MinLen(1)]
-"""A list (or tuple) of at least one ``T``; a further ``MinLen(n)`` after it raises the minimum."""
-
-Text = Annotated[str, StringConstraints(pattern=r"\S")]
-"""A string that is not blank."""
-
-Number = float  # strict and finite by the schemas' config: an int is taken (as a float), a bool or "1" is not
-
-# Upper bounds. A params file with max_new_tokens: 10**12 or samples: 10**9 must fail when it is
-# checked, before a run folder exists, not hours into a run or in an allocation. Each bound is far
-# past what a real run needs; a value past it is a typo or an attack.
-MAX_LAYER = 1023  # no model steerlab can load comes near 1,024 blocks (Llama 3.1 405B has 126)
-MAX_TEXTS = 10_000  # texts or prompts drawn from a bundled set: the largest holds 364 (mixed, train), and a
-#                     number past a set's size takes all of it, so no run needs more
-MAX_BATCH = 1024  # texts per forward pass: past the largest set's size it changes nothing
-MAX_TOKENS = 32_768  # tokens kept per text: Gemma 3 270M's context, the longest of the models steerlab
-#                      loads; every model's own position limit is checked as well
-MAX_SAMPLES = 256  # completions per coefficient (03): 32x the default; more is days of CPU generation
-MAX_COEFFICIENT = 1000  # |coefficient| in units of the centred norm: text is noise from about 10, and
-#                           1,000 keeps c x unit far from float32's overflow (3.4e38)
-MAX_COEFFICIENTS = 100  # coefficients in one sweep or grid: every one is a batch of generations
-MAX_SEED = 2**32 - 1  # numpy's seed range, the narrowest of the generators a seed feeds
-
-Layer = Annotated[int, Ge(0), Le(MAX_LAYER)]
-Coefficient = Annotated[Number, Ge(-MAX_COEFFICIENT), Le(MAX_COEFFICIENT)]
-Seed = Annotated[int, Ge(0), Le(MAX_SEED)]
-
-
-def expected_words(schema: Mapping[str, Any]) -> str:
-    """What a value must be, in words, from a field's JSON schema (pydantic's own account of its type).
-
-    A field may give its own words as ``json_schema_extra={"expected": ...}``.
-
-    Example:
-        >>> expected_words({"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}})
-        'a list of at least 1 item(s), each an integer >= 0'
-    """
-    if "expected" in schema:
-        return str(schema["expected"])
-    if "anyOf" in schema:
-        kinds = [s for s in schema["anyOf"] if s.get("type") != "null"]
-        words = " or ".join(expected_words(s) for s in kinds)
-        return f"None or {words}" if len(kinds) < len(schema["anyOf"]) else words
-    if "enum" in schema:
-        return "one of " + ", ".join(repr(o) for o in schema["enum"])
-    kind = schema.get("type")
-    if kind == "boolean":
-        return "True or False"
-    if kind == "string":
-        return "a non-empty string"
-    if kind == "array":
-        size = (f"{schema.get('minItems', 0)} to {schema['maxItems']}" if "maxItems" in schema
-                else f"at least {schema.get('minItems', 0)}")
-        return f"a list of {size} item(s), each {expected_words(schema['items'])}"
-    if kind in ("integer", "number"):
-        noun = "an integer" if kind == "integer" else "a number"
-        low = ("[", schema["minimum"]) if "minimum" in schema else ("(", schema.get("exclusiveMinimum"))
-        high = ("]", schema["maximum"]) if "maximum" in schema else (")", schema.get("exclusiveMaximum"))
-        if low[1] is not None and high[1] is not None:
-            if kind == "integer":
-                return f"an integer from {low[1]} to {high[1]}"
-            return f"a number in {low[0]}{low[1]}, {high[1]}{high[0]}"
-        if low[1] is not None:
-            return f"{noun} {'>=' if low[0] == '[' else '>'} {low[1]}"
-        if high[1] is not None:
-            return f"{noun} {'<=' if high[0] == ']' else '<'} {high[1]}"
-        return noun
-    raise TypeError(f"no words for the JSON schema {dict(schema)!r}: "
-                    "give the field json_schema_extra={'expected': ...}")
-
-
-def unknown_names(names: Sequence[str], known: Sequence[str], where: str) -> str | None:
-    """An error message for names not in ``known`` (with close matches), or ``None``.
-
-    Example:
-        >>> unknown_names(["max_lenght"], ["max_length", "seed"], "01_bias.ipynb")
-        "unknown parameter 'max_lenght' (did you mean 'max_length'?); 01_bias.ipynb's parameters: max_length, seed"
-    """
-    bad = [n for n in names if n not in known]
-    if not bad:
-        return None
-    parts = []
-    for n in bad:
-        close = difflib.get_close_matches(n, list(known), n=1)
-        parts.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    noun = "parameter" if len(bad) == 1 else "parameters"
-    return f"unknown {noun} {', '.join(parts)}; {where}'s parameters: {', '.join(known)}"
-
-
-_SHOWN = reprlib.Repr()  # Python 3.11's Repr takes no keywords: its limits are attributes
-_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 1, 120, 60, 120
-_SHOWN.maxtuple = _SHOWN.maxlist = _SHOWN.maxarray = _SHOWN.maxdict = _SHOWN.maxset = _SHOWN.maxfrozenset = 12
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` for a message, cut to a line: a params file's list of a million items
-    (or a YAML alias bomb) is shown by its first items, not printed whole.
-
-    Example:
-        >>> shown(list(range(100)))
-        '[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...]'
-    """
-    return _SHOWN.repr(value)
-
-
-def _reads_as_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _not_allowed(expected: str) -> PydanticCustomError:
-    """A validator's own account of what was expected (used as is in the error message)."""
-    return PydanticCustomError("not_allowed", "expected {expected}", {"expected": expected})
-
-
-class NotebookParams(BaseModel):
+class NotebookParams(Schema):
     """Base of the notebook schemas: validation on construction, ``from_locals``, ``as_dict``.
 
     Constructing one (``SteerParams(samples=2)``) checks every value and raises
@@ -242,50 +94,9 @@ class NotebookParams(BaseModel):
 
     NOTEBOOK: ClassVar[str] = ""
 
-    def __init__(self, **values: Any) -> None:
-        message = unknown_names(list(values), self.names(), self.NOTEBOOK)
-        if message:
-            raise ParameterError(message)
-        try:
-            super().__init__(**values)
-        except ValidationError as err:
-            raise ParameterError(self._message(err, values)) from None
-
-    @classmethod
-    def _message(cls, err: ValidationError, values: Mapping[str, Any]) -> str:
-        """One sentence per bad parameter, in the notebook's order: its value and what was expected.
-
-        Every check is a field's (types and field validators), so each error's ``loc`` starts
-        with the parameter's name; a list item's error goes on with the item's index.
-        """
-        by_name: dict[str, list[ErrorDetails]] = {}
-        for e in err.errors(include_url=False):
-            by_name.setdefault(str(e["loc"][0]), []).append(e)
-        properties = cls.model_json_schema()["properties"]
-        problems = []
-        for name in (n for n in cls.names() if n in by_name):
-            own = [e["ctx"]["expected"] for e in by_name[name] if e["type"] == "not_allowed"]
-            items = [e for e in by_name[name] if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)]
-            value = values[name] if name in values else cls.defaults()[name]
-            expected = own[0] if own else expected_words(properties[name])
-            message = f"parameter {name}={shown(value)} is not allowed: expected {expected}"
-            if items and not own:
-                message += f" (item {items[0]['loc'][1]}: {shown(items[0]['input'])})"
-            if isinstance(value, str) and _reads_as_number(value):
-                message += (" (text, not a number: in a params file write a number unquoted, and an exponent "
-                            "with a dot and a sign, 1.0e+300; YAML reads 1e300 as text)")
-            problems.append(message)
-        return f"{cls.NOTEBOOK}: " + "; ".join(problems)
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """The parameter names, in the notebook's order."""
-        return list(cls.model_fields)
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """Each parameter's default (the value in the notebook's ``parameters`` cell)."""
-        return {n: copy.deepcopy(f.get_default(call_default_factory=True)) for n, f in cls.model_fields.items()}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.WHERE = cls.NOTEBOOK  # the messages open with the notebook's file name
 
     @classmethod
     def help(cls) -> dict[str, str]:
@@ -293,10 +104,9 @@ class NotebookParams(BaseModel):
 
         Example:
             >>> BiasParams.help()["max_length"]
-            'tokens kept per text (an integer >= 2)'
+            'tokens kept per text (an integer from 2 to 32768)'
         """
-        properties = cls.model_json_schema()["properties"]
-        return {n: f"{f.description} ({expected_words(properties[n])})" for n, f in cls.model_fields.items()}
+        return super().help()
 
     @classmethod
     def validate(cls, **values: Any) -> Self:  # type: ignore[override]  # pydantic's v1-era validate(value)
@@ -449,7 +259,7 @@ class SteerParams(NotebookParams):
     @classmethod
     def _sweep_has_control(cls, sweep: list[float]) -> list[float]:
         if 0 not in sweep:
-            raise _not_allowed(f"a list of 1 to {MAX_COEFFICIENTS} item(s), each a number in "
+            raise not_allowed(f"a list of 1 to {MAX_COEFFICIENTS} item(s), each a number in "
                                f"[{-MAX_COEFFICIENT}, {MAX_COEFFICIENT}], including 0 (the unsteered control)")
         return sweep
 
@@ -463,35 +273,75 @@ class SteerParams(NotebookParams):
         return min(model.n_layers - 1, round(self.layer_fraction * model.n_layers))
 
 
-def _targets() -> list[str]:
-    return [*_genres(), "shakespeare"]
+def _override(name: str) -> Any:
+    """``CompareConfig``'s declared type of field ``name``, or ``None`` (the preset's value): one rule, one place."""
+    return _declared(name) | None
+
+
+def _declared(name: str) -> Any:
+    """``CompareConfig``'s declared type of field ``name``, constraints included."""
+    f = CompareConfig.model_fields[name]
+    return Annotated[f.annotation, *f.metadata] if f.metadata else f.annotation  # type: ignore[name-defined]
+
+
+def _described(name: str, default: Any = None) -> Any:
+    """A parameter field with ``CompareConfig``'s description and expected words for ``name``."""
+    f = CompareConfig.model_fields[name]
+    extra = dict(f.json_schema_extra) if isinstance(f.json_schema_extra, dict) else None
+    if default is not None:
+        return Field(default, description=f.description, json_schema_extra=extra)
+    if extra and "expected" in extra:
+        extra["expected"] = f"None or {extra['expected']}"
+    return Field(None, description=f"{f.description} (None: the preset's)", json_schema_extra=extra)
+
+
+if TYPE_CHECKING:  # built at import from CompareConfig's fields, which a type checker cannot follow
+    _Targets: TypeAlias = Any
+    _Depths: TypeAlias = Any
+    _Layers: TypeAlias = Any
+    _Coefficients: TypeAlias = Any
+    _Positions: TypeAlias = Any
+    _Constructions: TypeAlias = Any
+    _NPrompts: TypeAlias = Any
+    _Threshold: TypeAlias = Any
+    _ScoreDtype: TypeAlias = Any
+else:
+    _Targets = _override("targets")
+    _Depths = _override("depths")
+    _Layers = _override("layers")
+    _Coefficients = _override("coefficients")
+    _Positions = _override("positions")
+    _Constructions = _override("constructions")
+    _NPrompts = _override("n_prompts")
+    _Threshold = _declared("damage_threshold")
+    _ScoreDtype = _declared("score_dtype")
 
 
 class CompareParams(NotebookParams):
-    """``04_compare_methods.ipynb``: a preset of :class:`CompareConfig` with explicit overrides
-    (``None``: the preset's value)."""
+    """``04_compare_methods.ipynb``: a preset of :class:`CompareConfig` with explicit overrides (``None``: the
+    preset's value). Each override has ``CompareConfig``'s own type, and the merged configuration is built once
+    on construction, so a rule across fields (the steerability grid, repeats) is the configuration's rule, said
+    in the notebook's words.
+
+    Example:
+        >>> CompareParams(coefficients=[0.0, 0.25])
+        Traceback (most recent call last):
+        ParameterError: 04_compare_methods.ipynb: parameter coefficients=[0.0, 0.25] is not allowed: expected ...
+    """
 
     NOTEBOOK: ClassVar[str] = "04_compare_methods.ipynb"
     model_name: Text | None = Field(None, description="the model", json_schema_extra=_MODEL)
     preset: Annotated[str, OneOf(PRESETS)] = Field(
         "default", description="quick (tests), default (make run) or full (every target)")
-    targets: ListOf[Annotated[str, OneOf(_targets)]] | None = Field(
-        None, description="target sets, each with its counter genre (None: the preset's)")
-    depths: ListOf[Annotated[Number, Gt(0), Lt(1)]] | None = Field(
-        None, description="layers as fractions of the model's depth (None: the preset's)")
-    layers: ListOf[Layer] | None = Field(None, description="explicit layers, over depths (None: by depth)")
-    coefficients: Annotated[ListOf[Coefficient], MinLen(3), MaxLen(MAX_COEFFICIENTS)] | None = Field(
-        None, description="steerability grid x centred norm: 0, a negative and a positive value")
-    positions: ListOf[Annotated[str, OneOf(STEER_POSITIONS)]] | None = Field(None, description="position rules")
-    methods: ListOf[Annotated[str, OneOf(CONSTRUCTIONS)]] | None = Field(
-        None, description="constructions to compare (None: every construction in the registry)")
-    n_prompts: Annotated[int, Ge(2), Le(MAX_TEXTS)] | None = Field(
-        None, description="story openings: half choose each coefficient, half report the score")
-    # A perplexity ratio: 1.5 by default; at 100 the text is already broken, so no run needs more.
-    damage_threshold: Annotated[Number, Gt(1), Le(100)] = Field(
-        1.5, description="damage reference: perplexity ratio on general text")
-    score_dtype: Annotated[str, OneOf(["auto", "float32", "bfloat16"])] = Field(
-        "auto", description="forward-pass scores: auto (bfloat16 where the hardware has bfloat16 units)")
+    targets: _Targets = _described("targets")
+    depths: _Depths = _described("depths")
+    layers: _Layers = _described("layers")
+    coefficients: _Coefficients = _described("coefficients")
+    positions: _Positions = _described("positions")
+    constructions: _Constructions = _described("constructions")
+    n_prompts: _NPrompts = _described("n_prompts")
+    damage_threshold: _Threshold = _described("damage_threshold", 1.5)
+    score_dtype: _ScoreDtype = _described("score_dtype", "auto")
     cells_dir: Text | None = Field(
         "auto", description="where each finished (target, layer, position) cell is saved; the same parameters again "
         "read them back. 'auto': a folder 'cells' beside the run folder (runs/cells under make run); None: not saved",
@@ -499,28 +349,30 @@ class CompareParams(NotebookParams):
     output_dir: Text = Field("../runs/interactive", description="where summary.json and figures go",
                              json_schema_extra=_FOLDER)
 
-    @field_validator("coefficients")
-    @classmethod
-    def _coefficients_span_zero(cls, c: list[float] | None) -> list[float] | None:
-        if c is not None and not (0 in c and min(c) < 0 < max(c)):
-            raise _not_allowed("a list that includes 0, a negative and a positive value (the steerability slope "
-                               "runs through the unsteered point, both ways)")
-        return c
+    _OVERRIDES: ClassVar[tuple[str, ...]] = ("targets", "depths", "layers", "coefficients", "positions",
+                                             "constructions", "n_prompts")
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        # the rules across fields, checked now, in the notebook's words, on the values as given
+        self._merged({k: values[k] if k in values else getattr(self, k) for k in self._OVERRIDES})
 
     def config(self) -> CompareConfig:
         """The experiment: the preset's settings with every non-None parameter over them.
+
+        Raises:
+            ParameterError: a value the configuration refuses, named as this notebook's parameter.
 
         Example:
             >>> CompareParams(preset="quick", n_prompts=6).config().n_prompts
             6
         """
-        overrides = {k: getattr(self, k) for k in ("targets", "depths", "layers", "coefficients", "positions",
-                                                   "methods", "n_prompts")}
-        try:
-            return CompareConfig.from_preset(self.preset, damage_threshold=self.damage_threshold,
-                                             score_dtype=self.score_dtype, **overrides)
-        except ValueError as err:
-            raise ParameterError(f"{self.NOTEBOOK}: {err}") from err
+        return self._merged({k: getattr(self, k) for k in self._OVERRIDES})
+
+    def _merged(self, overrides: Mapping[str, Any]) -> CompareConfig:
+        checked = _NotebookConfig.from_preset(self.preset, damage_threshold=self.damage_threshold,
+                                              score_dtype=self.score_dtype, **overrides)
+        return CompareConfig(**checked.model_dump())
 
     def check_shape(self, model: Model) -> None:
         self.check_model(self.config(), model)
@@ -549,8 +401,15 @@ class CompareParams(NotebookParams):
         try:
             return config.resolved_layers(model)
         except ValueError as err:
-            raise ParameterError(f"parameter layers={self.layers!r} is not allowed: {err} "
+            raise ParameterError(f"{self.NOTEBOOK}: parameter layers={self.layers!r} is not allowed: {err} "
                                  f"({model.name} has {model.n_layers} layers)") from err
+
+
+class _NotebookConfig(CompareConfig):
+    """:class:`CompareConfig` whose messages name notebook 04's parameters (the same rules)."""
+
+    WHERE: ClassVar[str] = CompareParams.NOTEBOOK
+    NOUN: ClassVar[str] = "parameter"
 
 
 # Those that take your texts as the target (word_pair reads a named set's name as a word).
@@ -588,7 +447,7 @@ class ConceptParams(NotebookParams):
     def _counter_when_needed(cls, counter: list[str] | None, info: ValidationInfo) -> list[str] | None:
         construction = info.data.get("construction")
         if counter is None and construction in ("counterbalanced", "pca_diff"):
-            raise _not_allowed(f"a list of texts of the opposite: construction {construction!r} needs them")
+            raise not_allowed(f"a list of texts of the opposite: construction {construction!r} needs them")
         return counter
 
 

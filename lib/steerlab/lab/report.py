@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ..store import atomic_write_text
+from ..study.schema import ParameterError
 from .plotlyjs import plotlyjs_tag, write_plotlyjs
 from .tables import html_table, markdown_table
 
@@ -48,10 +49,6 @@ __all__ = [
     "to_jsonable",
     "widget_with_note",
 ]
-
-
-class ParameterError(ValueError):
-    """A notebook parameter has a value the notebook cannot use (see :mod:`steerlab.lab.params`)."""
 
 
 def to_jsonable(obj: Any) -> Any:

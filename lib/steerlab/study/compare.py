@@ -57,18 +57,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..constructions import CONSTRUCTIONS, build, set_stats, unit_norm
-from ..data import genres, load_dataset
+from ..constructions import build, set_stats, unit_norm
+from ..data import load_dataset
 from ..intervention import Intervention
-from ..load import DTYPES, cast, fast_dtype
+from ..load import cast
 from ..metrics import (
     bootstrap_mean_ci,
     completion_perplexity,
@@ -83,9 +83,10 @@ from ..metrics import (
 from ..models import Model
 from ..sets import UNIT, UNIT_LABEL
 from ..steer import rows, steered_generate
-from ..tokens import STEER_POSITIONS
 from ..vectors import SteeringVector
 from .cells import CellStore, run_key
+from .conditions import CONSTRUCTIONS_COMPARED, TARGETS
+from .config import PRESETS, CompareConfig
 from .contrasts import (
     Sample,
     best_of,
@@ -98,8 +99,8 @@ from .contrasts import (
 from .heldout import heldout_others as _others
 from .heldout import heldout_target as _heldout_target
 from .judge import ConceptJudge
-from .matched import DAMAGE_GRID, MATCHED_LEVEL, damage_curves, matched_coefficient, matched_conditions, matched_rows
-from .prompting import PROMPTING, PROMPTING_STYLES, instruction_prefix, prompting_style
+from .matched import damage_curves, matched_coefficient, matched_conditions, matched_rows
+from .prompting import instruction_prefix, prompting_style
 from .scoring import (
     PromptSplit,
     choose_coefficient,
@@ -131,251 +132,7 @@ __all__ = [
     "summarise",
 ]
 
-METHODS = tuple(CONSTRUCTIONS)  # the registry is the one list of constructions
-# Each target and its counter genre (the minus side of counterbalanced and word_pair).
-TARGETS: dict[str, str] = {"fantasy": "sports", "science_fiction": "western", "romance": "horror",
-                           "horror": "romance", "shakespeare": "sports"}
-
-
-GENERATE_AT = ("matched", "grid")
-"""Where completions are generated: ``"matched"``, each vector at its matched-damage coefficient (chosen on
-general text, so every prompt reports); ``"grid"``, at every positive coefficient of ``coefficients``
-(chosen per condition on the selection half of the prompts, scored on the report half)."""
-
-
-def _bad(name: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"CompareConfig {name}={value!r} is not allowed: expected {expected}")
-
-
-def _plain(value: Any) -> Any:
-    """A numpy or torch scalar (or 0-d array/tensor) as the Python number it holds; anything else as is."""
-    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    return value
-
-
-def _integer(value: Any, minimum: int | None) -> int | None:
-    """``value`` as an ``int`` >= ``minimum``, or ``None`` if it is not one (floats and bools are not)."""
-    value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if minimum is None or value >= minimum else None
-
-
-def _real(value: Any, ok: Any) -> float | None:
-    """``value`` as a ``float`` that passes ``ok``, or ``None`` (bools and strings are not numbers)."""
-    value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if ok(value) else None
-
-
-def _items(name: str, value: Any, expected: str) -> list[Any]:
-    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 1:
-        return list(value.tolist())
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-        raise _bad(name, value, expected)
-    return list(value)
-
-
-def _numbers(name: str, value: Any, expected: str, convert: Any, allow_empty: bool = False) -> Any:
-    """A list (or tuple, as given) of converted numbers: non-empty unless allowed, each valid, none repeated."""
-    items = _items(name, value, expected)
-    converted = [convert(v) for v in items]
-    if (not items and not allow_empty) or any(c is None for c in converted) or len(set(converted)) != len(converted):
-        raise _bad(name, value, expected)
-    return tuple(converted) if isinstance(value, tuple) else converted
-
-
-def _names(name: str, value: Any, known: list[str]) -> Any:
-    """A non-empty list (or tuple, as given) of distinct names, each one of ``known``."""
-    expected = f"a non-empty list of distinct names from {', '.join(known)}"
-    items = _items(name, value, expected)
-    if not items or any(v not in known for v in items) or len(set(items)) != len(items):
-        unknown = [v for v in items if v not in known]
-        repeated = sorted({v for v in items if items.count(v) > 1})
-        why = (f" ({', '.join(map(repr, unknown))} unknown)" if unknown else
-               f" ({', '.join(map(repr, repeated))} repeated)" if repeated else "")
-        raise _bad(name, value, expected + why)
-    return value if isinstance(value, (list, tuple)) else items
-
-
-@dataclass
-class CompareConfig:
-    """Everything the experiment depends on (notebook 04's parameters).
-
-    ``depths`` place layers as fractions of the model's depth (``0.5`` -> layer 15 of
-    SmolLM2's 30, 9 of Gemma 3's 18), so one preset fits every model; ``layers`` overrides
-    them. ``coefficients`` (x the centred norm, the unit) is the steerability grid and must hold 0, a
-    negative and a positive value; generations run at its positive values and at 0.
-    ``score_dtype`` (``"auto"``, ``"float32"``, ``"bfloat16"``) is the dtype of the forward-pass
-    measures (:meth:`resolved_score_dtype`).
-    """
-
-    targets: Sequence[str] = ("fantasy", "science_fiction", "shakespeare")
-    counters: Mapping[str, str] = field(default_factory=lambda: dict(TARGETS))
-    methods: Sequence[str] = METHODS
-    depths: Sequence[float] = (0.5,)
-    layers: Sequence[int] | None = None
-    coefficients: Sequence[float] = (-0.25, 0.0, 0.125, 0.25, 0.5)
-    positions: Sequence[str] = ("all", "all_prompt")
-    n_prompts: int = 8
-    max_new_tokens: int = 24
-    n_steer: int = 6
-    n_general: int = 6
-    sample_size: int = 32
-    max_length: int = 128
-    eval_length: int = 48
-    damage_threshold: float = 1.5
-    min_judge_accuracy: float = 0.8
-    split_seed: int = 0
-    score_dtype: str = "auto"
-    generate_dtype: str = "float32"
-    baselines: Sequence[str] = tuple(PROMPTING)
-    prompting_style: str = "auto"
-    matched_level: float = MATCHED_LEVEL
-    damage_grid: Sequence[float] = DAMAGE_GRID
-    generate_at: str = "matched"
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check every field before any model work, and turn numpy/torch numbers into Python ones.
-
-        numpy and torch scalars (and 1-D arrays or tensors for the lists) are accepted
-        wherever a number or a list of numbers is expected; ``bool`` is not a number here.
-        Called on construction; call it again after changing a field.
-
-        Raises:
-            ValueError: the first bad field, naming the field, the value and what was expected.
-
-        Example:
-            >>> CompareConfig(max_new_tokens=0)
-            Traceback (most recent call last):
-            ValueError: CompareConfig max_new_tokens=0 is not allowed: expected an integer >= 1
-        """
-        known = [*genres(), "shakespeare"]
-        self.targets = _names("targets", self.targets, known)
-        for t in self.targets:
-            counter = self.counters.get(t) if isinstance(self.counters, Mapping) else None
-            if counter not in genres() or counter == t:
-                raise ValueError(f"target {t!r} needs a counter genre other than itself in counters; "
-                                 f"got {counter!r}; genres: {genres()}")
-        self.methods = _names("methods", self.methods, list(METHODS))
-        self.positions = _names("positions", self.positions, list(STEER_POSITIONS))
-        if self.layers is not None:
-            self.layers = _numbers("layers", self.layers, "a list of distinct integers >= 0 (block inputs)",
-                                   lambda v: _integer(v, 0))
-        self.depths = _numbers("depths", self.depths, "a list of distinct fractions of the model's depth in (0, 1)",
-                               lambda v: _real(v, lambda x: 0 < x < 1), allow_empty=self.layers is not None)
-        coefs = _numbers("coefficients", self.coefficients, "a list of distinct finite numbers",
-                         lambda v: _real(v, math.isfinite))
-        if 0.0 not in coefs or min(coefs) >= 0 or max(coefs) <= 0:
-            raise ValueError(f"coefficients {list(coefs)} must include 0, a negative and a positive value "
-                             "(the steerability slope runs through the unsteered point, both ways)")
-        self.coefficients = coefs
-        for name, minimum, why in (
-                ("n_prompts", 2, "one selection, one report prompt"), ("max_new_tokens", 1, "tokens to generate"),
-                ("n_steer", 1, "held-out stories for steerability"), ("n_general", 1, "general texts for damage"),
-                ("sample_size", 1, "texts per statistic"), ("max_length", 2, "tokens per text"),
-                ("eval_length", 2, "tokens per damage text"), ("split_seed", None, "the prompt split's seed")):
-            value = _integer(getattr(self, name), minimum)
-            if value is None:
-                raise _bad(name, getattr(self, name), f"an integer{'' if minimum is None else f' >= {minimum}'} "
-                                                      f"({why})")
-            setattr(self, name, value)
-        threshold = _real(self.damage_threshold, lambda x: math.isfinite(x) and x > 1)
-        if threshold is None:
-            raise _bad("damage_threshold", self.damage_threshold, "a finite perplexity ratio > 1")
-        self.damage_threshold = threshold
-        accuracy = _real(self.min_judge_accuracy, lambda x: 0 <= x <= 1)
-        if accuracy is None:
-            raise _bad("min_judge_accuracy", self.min_judge_accuracy, "an accuracy in [0, 1]")
-        self.min_judge_accuracy = accuracy
-        empty = isinstance(self.baselines, (list, tuple)) and not self.baselines  # none: no prompting rows
-        self.baselines = [] if empty else _names("baselines", self.baselines, list(PROMPTING))
-        if self.prompting_style not in PROMPTING_STYLES:
-            raise _bad("prompting_style", self.prompting_style, f"one of {', '.join(PROMPTING_STYLES)}")
-        level = _real(self.matched_level, lambda x: math.isfinite(x) and x > 1)
-        if level is None:
-            raise _bad("matched_level", self.matched_level, "a finite perplexity ratio > 1")
-        self.matched_level = level
-        grid = _numbers("damage_grid", self.damage_grid, "a list of distinct positive finite numbers",
-                        lambda v: _real(v, lambda x: math.isfinite(x) and x > 0))
-        self.damage_grid = sorted(grid) if len(grid) >= 2 else grid
-        if len(grid) < 2:
-            raise _bad("damage_grid", self.damage_grid, "at least two coefficients (a curve to place the level on)")
-        if self.generate_at not in GENERATE_AT:
-            raise _bad("generate_at", self.generate_at, f"one of {', '.join(GENERATE_AT)}")
-        if self.score_dtype != "auto" and self.score_dtype not in DTYPES:
-            raise ValueError(f"score_dtype {self.score_dtype!r}: expected 'auto' or one of {', '.join(DTYPES)}")
-        if self.generate_dtype not in DTYPES:
-            raise _bad("generate_dtype", self.generate_dtype, f"one of {', '.join(DTYPES)}")
-
-    def resolved_score_dtype(self, model: Model) -> str:
-        """The dtype the forward-pass measures run in on ``model``: ``score_dtype`` as given,
-        or for ``"auto"`` the model's own dtype when it is bfloat16 already, else
-        :func:`steerlab.load.fast_dtype` of its device."""
-        if self.score_dtype != "auto":
-            return self.score_dtype
-        chosen = torch.bfloat16 if model.dtype == torch.bfloat16 else fast_dtype(model.device)
-        return next(name for name, d in DTYPES.items() if d == chosen)
-
-    @property
-    def generation_coefficients(self) -> list[float]:
-        return sorted(float(c) for c in self.coefficients if c > 0)
-
-    def resolved_layers(self, model: Model) -> list[int]:
-        """The swept layers on ``model``: ``layers`` as given, else ``round(depth * n_layers)``."""
-        if self.layers is not None:
-            layers = [int(la) for la in self.layers]
-        else:
-            layers = sorted({min(model.n_layers - 1, max(1, round(d * model.n_layers))) for d in self.depths})
-        bad = [la for la in layers if not 0 <= la < model.n_layers]
-        if bad:
-            raise ValueError(f"layers {bad} are not block inputs of {model.name} (0..{model.n_layers - 1})")
-        return layers
-
-    @classmethod
-    def from_preset(cls, preset: str = "default", **overrides: Any) -> Self:
-        """A preset of :data:`PRESETS` with ``overrides`` over it; an override of ``None`` keeps
-        the preset's value (so a notebook parameter left at ``None`` means "the preset's").
-
-        Raises:
-            ValueError: an unknown preset or field name (the message lists the known ones).
-
-        Example:
-            >>> CompareConfig.from_preset("quick", layers=[12]).layers
-            [12]
-        """
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-        known = [f.name for f in fields(cls)]
-        unknown = [k for k in overrides if k not in known]
-        if unknown:
-            raise ValueError(f"unknown CompareConfig fields {unknown}; fields: {', '.join(known)}")
-        return cls(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
-
-
-# Measured times on 2 CPU cores are in the README and bench/.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"targets": ["fantasy"], "depths": [0.5], "coefficients": [-0.25, 0.0, 0.25], "positions": ["all"],
-              "n_prompts": 4, "max_new_tokens": 8, "n_steer": 2, "n_general": 2, "sample_size": 4,
-              "max_length": 32, "eval_length": 24, "damage_grid": [0.125, 0.25, 0.5, 1.0, 2.0]},
-    "default": {"targets": ["fantasy", "science_fiction", "shakespeare"], "depths": [0.5],
-                "coefficients": [-0.25, 0.0, 0.125, 0.25, 0.5], "positions": ["all", "all_prompt"], "n_prompts": 12,
-                "max_new_tokens": 48, "n_steer": 13, "n_general": 6, "sample_size": 32, "max_length": 128,
-                "eval_length": 48},
-    "full": {"targets": list(TARGETS), "depths": [0.35, 0.5, 0.65],
-             "coefficients": [-0.25, -0.125, 0.0, 0.0625, 0.125, 0.25, 0.5],
-             "positions": ["all", "all_prompt"], "n_prompts": 24, "max_new_tokens": 48,
-             "n_steer": 13, "n_general": 6, "sample_size": 32, "max_length": 128, "eval_length": 48},
-}
-"""``quick`` (the notebook test), ``default`` (``make run``: 3 targets, 12 prompts, every held-out story pair)
-and ``full`` (every target, 3 depths, 2 positions, 24 prompts). Every preset generates at the matched-damage
-coefficients (``generate_at="matched"``), so every prompt is a report prompt."""
+METHODS = CONSTRUCTIONS_COMPARED  # the old name; the one list is steerlab.study.conditions
 
 
 def build_vectors(model: Model, cfg: CompareConfig, target: str, layers: Sequence[int], *,
@@ -388,7 +145,7 @@ def build_vectors(model: Model, cfg: CompareConfig, target: str, layers: Sequenc
                             "max_length": cfg.max_length}
     for name in (target, "general"):  # shows the progress of the slow first pass
         set_stats(model, name, sample_size=cfg.sample_size, max_length=cfg.max_length, progress=progress)
-    return {method: build(method, model, list(layers), **spec) for method in cfg.methods}
+    return {name: build(name, model, list(layers), **spec) for name in cfg.constructions}
 
 
 def bias_share(raw_vector: torch.Tensor, bias: torch.Tensor) -> dict[str, float]:
@@ -773,4 +530,4 @@ def contrast_summary(result: CompareResult, *, seed: int = 0) -> dict[str, Any]:
 def config_dict(cfg: CompareConfig) -> dict[str, Any]:
     """The configuration as recorded in ``summary.json``, with the coefficient unit's statistics
     (:data:`steerlab.sets.UNIT`) that every coefficient in the run is a multiple of."""
-    return {**asdict(cfg), "coefficient_unit": {"what": UNIT_LABEL, **UNIT.as_dict()}}
+    return {**cfg.model_dump(), "coefficient_unit": {"what": UNIT_LABEL, **UNIT.as_dict()}}

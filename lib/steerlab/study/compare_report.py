@@ -137,11 +137,12 @@ def best_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
 
 
 def describe(config: Mapping[str, Any], layers: Sequence[int] | None = None) -> str:
-    """What a run swept, in one line, from :func:`config_dict` (or ``summary.json``'s copy)."""
+    """What a run swept, in one line, from :func:`config_dict` (or ``summary.json``'s copy; a run before
+    2026-12-07 recorded ``constructions`` as ``methods``)."""
     c = config
     where = f"layers {list(layers)}" if layers is not None else (
         f"layers {list(c['layers'])}" if c.get("layers") else f"depths {list(c['depths'])}")
-    return (f"targets {list(c['targets'])}, {len(c['methods'])} methods, {where}, coefficients "
+    return (f"targets {list(c['targets'])}, {len(c.get('constructions', c.get('methods', [])))} constructions, {where}, coefficients "
             f"{list(c['coefficients'])} x {(c.get('coefficient_unit') or {}).get('what', 'typical norm')}, positions {list(c['positions'])}, {c['n_prompts']} prompts "
             + ("(each vector generates at its matched-damage coefficient; every prompt reports)"
                if c.get("generate_at", "grid") == "matched" else "(half choose the coefficient, half report)")

@@ -22,15 +22,11 @@ import re
 
 from ..models import Model
 from ..sets import set_word
+from .conditions import PROMPTING
 
 __all__ = ["PROMPTING", "PROMPTING_STYLES", "instruction_prefix", "prompting_style"]
 
-PROMPTING: dict[str, str] = {
-    "prompting": "no vector: the prompt is prefixed with an instruction naming the target "
-                 "(chat template on an instruction-tuned model, a plain prefix on a base model)",
-    "prompting_steered": "the same instruction, and the mean-centred vector added at the same coefficients",
-}
-"""The prompting baselines of the comparison, with a one-line description each."""
+
 
 PROMPTING_STYLES = ("auto", "chat", "prefix")
 
