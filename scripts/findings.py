@@ -34,7 +34,7 @@ from typing import Any
 from steerlab.lab.tables import ASKED, GRID_LEGEND, verdict_grid_markdown
 from steerlab.load import machine
 from steerlab.sets import UNIT, UNIT_LABEL
-from steerlab.study.answer import answer
+from steerlab.study.answer import MEASURE_TITLES, answer
 from steerlab.study.compare_report import tally
 from steerlab.study.tasks import task_answer
 
@@ -46,7 +46,6 @@ README = ROOT / "README.md"
 FINDINGS = ROOT / "docs" / "FINDINGS.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- answer:start -->", "<!-- answer:end -->"
-MEASURE_TITLES = {"steerability": "steerability", "matched": "shift at matched damage", "score": "AxBench score"}
 
 
 class ResultsError(SystemExit):
@@ -365,13 +364,13 @@ def figures(out: Path = IMAGES) -> list[Path]:
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         fig = answer_forest({m: [x for recs in r["contrasts"].values() for x in recs] for m, r in best.items()},
-                            measures=list(MEASURE_TITLES), measure_titles=MEASURE_TITLES,
+                            measures=list(MEASURE_TITLES),
                             where=", ".join(f"{m} ({r['preset']}, {r['date']})" for m, r in best.items()))
         written.append(screenshot(figure_page(fig, Path(tmp) / "answer.html"), out / "answer.png", width=1024,
                                   full_page=True, wait_for=".plot-container"))
         per_target = [{**x, "model": m.split("-")[0]} for m, r in best.items() for x in r.get("per_target") or []]
         if per_target:
-            fig = answer_targets(per_target, measure_titles=MEASURE_TITLES, where="per target, recorded full runs")
+            fig = answer_targets(per_target, where="per target, recorded full runs")
             written.append(screenshot(figure_page(fig, Path(tmp) / "targets.html"), out / "answer_targets.png",
                                       width=1024, full_page=True, wait_for=".plot-container"))
     return written

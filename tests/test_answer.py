@@ -84,6 +84,13 @@ def test_a_planted_ranking_is_stated_with_its_numbers() -> None:
     assert "other way in 8" in got.sentences["counterbalancing"]
 
 
+def test_the_per_target_figure_is_named_only_where_per_target_results_were_recorded() -> None:
+    pooled = [_compare("m1", _planted), _compare("m2", _planted)]
+    assert "answer_targets" not in answer(pooled).sentences["counterbalancing"]
+    with_targets = [{**pooled[0], "per_target": [{"label": "d", "a": "isolated", "b": "mean_centred"}]}, pooled[1]]
+    assert "(figure `answer_targets`)" in answer(with_targets).sentences["counterbalancing"]
+
+
 def test_mixed_calls_never_read_as_yes() -> None:
     up = tally([_record("x", "y", "b", "steerability", 10, "all", "x > y", 0.4)], a="x", b="y", measure="steerability")
     down = tally([_record("x", "y", "b", "steerability", 10, "all", "x < y", -0.4)], a="x", b="y",

@@ -7,6 +7,7 @@ that run's report page and opens it, and an HTML export, in Chromium with no net
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_04_compare_quick(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert heads.index("## This run's answer") < heads.index("## The pre-registered contrasts")
     answer = next(i for i, c in enumerate(executed["cells"]) if "".join(c["source"]).startswith("## This run's answer"))
     said = "".join("".join(o.get("data", {}).get("text/html", "")) for o in executed["cells"][answer + 1]["outputs"])
-    assert "<ol><li>" in said and "The write-up's claims, this run" in said
+    assert "<ol><li>" in said and "The write-up's claims, this run" in html.unescape(said)
     assert (run_dir / "figures" / "04_answer.json").exists()
     assert set(compare["answer"]["sentences"]) >= {"centring", "counterbalancing", "field", "limits"}
     grid = next(i for i, c in enumerate(executed["cells"]) if "".join(c["source"]).startswith("## The pre-registered"))

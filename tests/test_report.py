@@ -218,7 +218,8 @@ def synthetic_summary() -> dict[str, Any]:
                     "table": heldout_rows(),
                     "conclusion": compare_conclusion(),
                     "contrasts": {"steerability": {"results": contrast_results()}},
-                    "headline": {"best_method": "mean_centred", "best_score": 0.4127, "judge_accuracy": 0.912}},
+                    "headline": {"best_condition": "mean_centred", "best_score": 0.4127, "prompting_score": 0.3712,
+                                 "judge_accuracy": 0.912}},
     }
 
 
@@ -231,7 +232,7 @@ def contrast_results() -> list[dict[str, Any]]:
                                           ("c", "bias_ablated", "mean_centred", 0.008, "equivalent within ±0.1"),
                                           ("d", "isolated", "mean_centred", 0.334, "not resolved at this sample size")):
             rows.append({"name": f"({label}) {a} vs {b}", "label": label, "a": a, "b": b, "scope": "pooled",
-                         "layer": layer, "position": "all", "status": "run", "n": 65, "estimate": est,
+                         "layer": layer, "position": "all", "measure": "steerability", "status": "run", "n": 65, "estimate": est,
                          "ci": [est - 0.1, est + 0.1], "verdict": verdict, "mdd_corrected": 0.419})
     rows.append({**rows[0], "scope": "fantasy", "estimate": 9.99})
     return rows
@@ -319,7 +320,7 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     source = (run_dir / "index.html").read_text(encoding="utf-8")
     for width, shown in rendered.items():
         hs = headlines(synthetic_summary())
-        assert len(hs) == 15  # 4 + 5 + 3 + 3
+        assert len(hs) == 16  # 4 + 5 + 3 + 4
         for h in hs:
             assert h.name in shown.text and h.shown in shown.text, (width, h)
         assert "95% CI [0.351, 0.470]" in shown.text and "in the table" not in shown.text
@@ -338,13 +339,13 @@ def test_report_renders_offline_with_every_figure_and_number(run_dir: Path) -> N
     assert "(best) isolated vs random (synthetic)" in text and "(a) raw vs random, alone (synthetic)" in text
     assert 'href="01_bias.ipynb"' in source and 'href="01_bias.html"' in source
     # Contents: one entry per notebook, titled from the executed notebook's heading where there is one.
-    assert re.findall(r'<li><a href="#([^"]+)"', source) == ["01_bias", "02_interpret", "03_steer",
+    assert re.findall(r'<li><a href="#([^"]+)"', source) == ["answer", "01_bias", "02_interpret", "03_steer",
                                                              "04_compare_methods"]
     assert "01 · Activations are not zero-centred" in text
     # Figures grouped by notebook, in the order they were saved; each with its caption.
-    assert re.findall(r'data-name="([^"]+)"', source) == ["02_heldout_accuracy", "03_sweep_additional",
+    assert re.findall(r'data-name="([^"]+)"', source) == ["answer", "02_heldout_accuracy", "03_sweep_additional",
                                                           "04_judge_confusion", "04_effect_vs_damage"]
-    assert "Held-out accuracy per layer (synthetic)." in text and "Lines: each method's frontier" in text
+    assert "Held-out accuracy per layer (synthetic)." in text and "Lines: each condition's frontier" in text
     # Steered examples as text, unsteered against steered, line breaks kept, never a Python repr.
     assert "met a dragon (all_prompt)." in text and "went home.\n\nHe slept." in text and "\\n" not in text
     # 04's held-out table: the score with its CI on one line, units, no all-NaN column.
@@ -430,7 +431,7 @@ def test_figures_cannot_be_misread() -> None:
     threshold = next(a for a in fig.layout.annotations if a.text.startswith("damage threshold"))
     assert threshold.x == pytest.approx(math.log10(1.5))  # on its line: the x axis is log, annotations in log10
     raw_frontier = next(t for t in fig.data if t.name == "raw" and t.mode == "lines+markers")
-    assert "target: fantasy<br>method: raw<br>layer: 8<br>coefficient: ×0.25" in raw_frontier.hovertext[0]
+    assert "target: fantasy<br>condition: raw<br>layer: 8<br>coefficient: ×0.25" in raw_frontier.hovertext[0]
     raw_points = next(t for t in fig.data if t.name == "raw" and t.mode == "markers")
     assert list(raw_points.error_y.array) == pytest.approx([0.02, 0.02])  # CI bars: hi - effect
     xs = list(raw_frontier.x)
@@ -665,7 +666,7 @@ def test_tables_align_and_drop_empty_columns() -> None:
     assert '<span class="interval" style="white-space:nowrap;color:#555">[0.353, 0.473]</span>' in table
     assert "concept effect" not in table and "vocabulary rate" not in table  # all NaN in a pooled table
     assert "score, 0-1<br>[95% CI]" in table and "<code>" not in table and "per target" not in table
-    unsteered = html_table(heldout_columns([dict(heldout_rows()[0], method="none", steerability=float("nan"))]),
+    unsteered = html_table(heldout_columns([dict(heldout_rows()[0], condition="none", steerability=float("nan"))]),
                            quote_strings=False)
     assert ">none</td>" in unsteered  # the unsteered control's name is a value, not a missing one
     # Tokens as repr (a leading space shows); completions as text with their line breaks, never repr.
@@ -674,7 +675,7 @@ def test_tables_align_and_drop_empty_columns() -> None:
     prose = html_table({"unsteered": ["He went home.\n\nThen he slept for a while."]})
     assert "He went home.\n\nThen" in prose and "pre-wrap" in prose and "\\n" not in prose
     assert markdown_table({"condition": ["raw"], "score": ["0.41"], "empty": ["nan"]}).splitlines()[:2] == [
-        "| method | score |", "|---|---:|"]
+        "| condition | score |", "|---|---:|"]
 
 
 def test_save_figure_shares_plotlyjs_and_keeps_the_order(tmp_path: Path) -> None:

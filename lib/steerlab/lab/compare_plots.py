@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..study.answer import classify
+from ..study.answer import MEASURE_TITLES, classify
 from ..study.compare import frontier
 from ..study.conditions import shown_once
 from .plots import COEFFICIENT_AXIS
@@ -344,8 +344,8 @@ def _depth_names(layers: Sequence[int]) -> dict[int, str]:
     return {la: f"L{la}" for la in ordered}
 
 
-def answer_forest(results: Mapping[str, Sequence[Mapping[str, Any]]], *, measures: Sequence[str],
-                  measure_titles: Mapping[str, str], where: str,
+def answer_forest(results: Mapping[str, Sequence[Mapping[str, Any]]], *, measures: Sequence[str], where: str,
+                  measure_titles: Mapping[str, str] = MEASURE_TITLES,
                   contrasts: Sequence[str] = ANSWER_CONTRASTS) -> go.Figure:
     """The answer in one figure: each pooled contrast (b)-(e) as its estimate and 95% CI, per measure (a column
     each), model (a row each), layer and position; coloured only by its verdict; for a contrast not resolved, a
@@ -410,7 +410,7 @@ def answer_forest(results: Mapping[str, Sequence[Mapping[str, Any]]], *, measure
     return fig
 
 
-def answer_targets(records: Sequence[Mapping[str, Any]], *, measure_titles: Mapping[str, str], where: str,
+def answer_targets(records: Sequence[Mapping[str, Any]], *, where: str, measure_titles: Mapping[str, str] = MEASURE_TITLES,
                    contrasts: Sequence[str] = ("d", "e")) -> go.Figure:
     """Per target, where the pooled verdict hides a winner: each (d)/(e) contrast's estimate per target (rows) and
     (model, measure, depth, position) cell (columns), coloured by its per-target verdict (green above, red below,

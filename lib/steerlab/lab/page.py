@@ -232,7 +232,7 @@ SHOWN_CONCLUSIONS = 6
 def _answer_html(summary: Mapping[str, Any], scripts: list[str]) -> str:
     """The run's answer (:func:`steerlab.study.answer.from_summary`): its sentences, its figure of the
     contrasts (b)-(e) and the write-up's claims; empty when notebook 04 recorded no contrasts."""
-    from ..study.answer import QUESTIONS, from_summary
+    from ..study.answer import MEASURE_TITLES, QUESTIONS, from_summary
     from .compare_plots import answer_forest
 
     found = from_summary(summary)
@@ -249,9 +249,8 @@ def _answer_html(summary: Mapping[str, Any], scripts: list[str]) -> str:
     figure = ""
     if records:
         fig = answer_forest({str(compare.get("model", "model")): records},
-                            measures=[m for m in ("steerability", "matched", "score") if m in compare["contrasts"]],
-                            measure_titles={"steerability": "steerability", "matched": "shift at matched damage",
-                                            "score": "AxBench score"}, where=f"this run ({compare.get('preset', '')})")
+                            measures=[m for m in MEASURE_TITLES if m in compare["contrasts"]],
+                            where=f"this run ({compare.get('preset', '')})")
         div = f"figure-{len(scripts)}"
         scripts.append(_figure_script(div, fig.to_json()))
         figure = (f'<figure id="fig-answer"><h4>Each question as a paired difference</h4><div class="figure" id="{div}"'

@@ -205,9 +205,6 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                      ("a run recorded before notebook 03 used the judge: target-vocabulary rate of steered minus "
                       "unsteered completions, as a fraction of words; 0 = no target words gained, which text "
                       "can show while it moves")),
-    ("compare", "best_method"): ("best method by held-out AxBench score, pooled over targets",
-                                 ("the steered condition chosen by its mean score on the selection half of the prompts "
-                                  "(not on the prompts it is reported on); a run recorded before 2026-12-07")),
     ("compare", "best_condition"): ("best steered condition by held-out AxBench score, pooled over targets",
                                     ("chosen by its mean score on the selection half of the samples (not on those it is "
                                      "reported on); whether it beats prompting is contrast (g), not this ranking")),

@@ -72,7 +72,11 @@ def colour(name: str, index: int = 0) -> str:
         >>> colour("mean_centred") == CONDITION_COLOURS["mean_centred"]
         True
     """
-    return CONDITION_COLOURS.get(name, _OTHER_COLOURS[index % len(_OTHER_COLOURS)])
+    return CONDITION_COLOURS.get(_SAME_COLOUR.get(name, name), _OTHER_COLOURS[index % len(_OTHER_COLOURS)])
+
+
+# Notebooks 01 and 02 record "centred" (activations less the layer mean) beside "raw": drawn as mean_centred.
+_SAME_COLOUR = {"centred": "mean_centred"}
 
 
 def context(model_name: str, output_dir: str | Path) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "CLAIMS",
+    "MEASURE_TITLES",
     "QUESTIONS",
     "Answer",
     "Claim",
@@ -42,6 +43,9 @@ MEASURE_WORDS = {
     "score": ("the held-out AxBench score", "on 0-1"),
 }
 """How a sentence names each measure of notebook 04, and the unit of its estimates."""
+
+MEASURE_TITLES = {"steerability": "steerability", "matched": "shift at matched damage", "score": "AxBench score"}
+"""How a figure's panel names each measure (shorter than a sentence's words)."""
 
 QUESTIONS: dict[str, str] = {
     "bias": "Are residual-stream activations far from zero?",
@@ -423,8 +427,9 @@ def answer(compares: Sequence[Mapping[str, Any]], *, runs: Mapping[str, Mapping[
     out.sentences["counterbalancing"] = (
         f"{lead(tallies)}. Against mean-centring alone, isolating (target − every genre) wins in "
         f"{across('isolated', 'mean_centred')}; counterbalancing (target − its counter genre) wins in "
-        f"{across('counterbalanced', 'mean_centred')}.{where} Per target the winner can differ from the pooled one "
-        "(figure `answer_targets`).")
+        f"{across('counterbalanced', 'mean_centred')}.{where}"
+        + (" Per target the winner can differ from the pooled one (figure `answer_targets`)."
+           if any(res.get("per_target") for res in best.values()) else ""))
     # (5) the field's methods and prompting: (f) for pca_diff, pca_center, probe; (g) on the score.
     field_parts = [f"{name} {_short(best, name, 'random', 'score')}" for name in ("pca_diff", "pca_center", "probe")]
     asked = [f"{name} {_short(best, name, 'prompting', 'score')}"
