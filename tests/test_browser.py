@@ -434,7 +434,8 @@ def test_report_of_a_real_run(report_run: Path) -> None:
     from test_report import check_report, render_offline
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    rendered = check_report(report_run, widths=(1024, 1400), shots=SHOTS, notebooks=5)
+    rendered = check_report(report_run, widths=(1024, 1400), shots=SHOTS,
+                            notebooks=len(list((Path(__file__).resolve().parents[1] / "notebooks").glob("0*.ipynb"))))
     source = (report_run / "index.html").read_text(encoding="utf-8")
     steer = json.loads((report_run / "summary.json").read_text())["steer"]
     for width, shown in rendered.items():

@@ -29,13 +29,15 @@ def test_the_matched_coefficient_is_placed_between_the_points_around_the_first_c
     # the first crossing counts even if the curve comes back down later
     assert matched_coefficient([0.1, 0.2, 0.4], [1.1, 1.3, 1.2], 1.25)[0] < 0.2
     assert matched_coefficient([0.1, 0.2], [1.01, 1.1], 1.25) == (0.2, "not reached")
+    # a ratio that is not a number is damage past any level: the crossing is the grid point before it
+    assert matched_coefficient([0.1, 0.2, 0.4], [1.1, float("nan"), 1.2], 1.25) == (pytest.approx(0.1), "interpolated")
+    assert matched_coefficient([0.1, 0.2], [float("nan"), 1.2], 1.25) == (0.0, "interpolated")
 
 
 @pytest.mark.parametrize(("grid", "ratios", "level", "message"), [
     ([0.1, 0.2], [1.1], 1.25, "2 coefficients but 1 ratios"),
     ([0.2, 0.1], [1.1, 1.2], 1.25, "positive and increasing"),
     ([0.0, 0.1], [1.1, 1.2], 1.25, "positive and increasing"),
-    ([0.1, 0.2], [float("nan"), 1.2], 1.25, "nan"),
     ([0.1, 0.2], [1.1, 1.2], 1.0, "level"),
 ])
 def test_bad_curves_are_refused(grid: list[float], ratios: list[float], level: float, message: str) -> None:

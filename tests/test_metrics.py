@@ -266,7 +266,7 @@ def test_steerability_finds_the_planted_direction(planted_model: tuple[sl.Model,
 def test_steerability_refuses_bad_grids(tiny_gpt2: sl.Model) -> None:
     v = torch.ones(tiny_gpt2.d_model)
     kw = {"layer": 1, "target_texts": ["a b c d"], "other_texts": ["e f g h"]}
-    with pytest.raises(ValueError, match="include 0, a negative and a positive"):
+    with pytest.raises(ValueError, match="including 0, a negative and a positive"):
         steerability(tiny_gpt2, v, coefficients=[0.0, 0.5, 1.0], **kw)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="vector_direction must be"):
         steerability(tiny_gpt2, torch.ones(3), coefficients=[-1.0, 0.0, 1.0], **kw)  # type: ignore[arg-type]

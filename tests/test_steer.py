@@ -473,7 +473,8 @@ def test_bad_input_gets_a_clear_error(tiny_gpt2: steerlab.Model, tiny_llama: ste
         (lambda: steered_generate(m, ["Hi"], [torch.ones(32)], layer=0), ValueError,
          r"row 0 has shape \(32,\); expected \[64\]"),
         (lambda: steered_generate(m, ["Hi", "Yo"], [None], layer=0), ValueError, "1 additions for 2 prompts"),
-        (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), [nan]), ValueError, "NaN or inf"),
+        (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), [nan], layer=1), ValueError, "NaN or inf"),
+        (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), [nan]), ValueError, "pass an Intervention"),
         (lambda: steered_logits(m, steerlab.encode(m.tokenizer, ["Hi"]), layer=-1), ValueError,
          "layer -1 is out of range"),
     ]
@@ -594,7 +595,7 @@ def test_a_relative_scale_sets_the_added_norm(tiny_gpt2: steerlab.Model, scale: 
     """coefficient c adds a vector of norm c x the layer's centred norm (``scale="unit"``, the
     default) or its typical norm (``scale="typical"``); the two differ, so the scale is read."""
     vector = _vector(tiny_gpt2, 1, norm=3.0)
-    intervention = steer_mod._rows_for(tiny_gpt2, vector, None, [0.5, 0.0], scale, "add", "all")
+    intervention = steerlab.rows(tiny_gpt2, vector, [0.5, 0.0], layer=1, scale=scale)
     size = steerlab.unit_norm(tiny_gpt2, 1) if scale == "unit" else steerlab.typical_norm(tiny_gpt2, 1)
     centred, typical = steerlab.unit_norm(tiny_gpt2, 1), steerlab.typical_norm(tiny_gpt2, 1)
     assert abs(centred - typical) > 3e-3 * typical  # far enough apart for the check below to tell them apart

@@ -73,7 +73,7 @@ from .remote import Remote, check_backend, check_local
 from .repetition import LOOP_DISTINCT, repetition
 from .sampling import NucleusSampler, row_generators
 from .sets import typical_norm, unit_norm
-from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, encode, leading_bos
+from .tokens import STEER_POSITIONS, Batch, check_fits, check_position, check_texts, encode, leading_bos
 from .trace import check_layers, nnsight_generate, nnsight_logits
 from .vectors import SteeringVector
 
@@ -626,7 +626,7 @@ def generate(
     if remote is True and vector is not None and scale != "raw":
         raise ValueError(f"generate(remote=True) needs scale='raw': scale={scale!r} reads the layer's norm "
                          "from statistics computed in this process")
-    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompt_list = check_texts([prompts] if isinstance(prompts, str) else prompts)
     coefs = _coefficients(coefficients)
     pairs = list(itertools.product(prompt_list, coefs))
     if vector is None:

@@ -445,7 +445,7 @@ def answer(compares: Sequence[Mapping[str, Any]], *, runs: Mapping[str, Mapping[
            ". No construction is called below prompting in any cell."))
     # (6) tasks
     out.sentences["tasks"] = " ".join(tasks) if tasks else (
-        "Not recorded: run notebook 06 on both models and `scripts/findings.py collect-tasks`.")
+        "Not recorded: run notebook 06 on both models and `scripts/tasks_findings.py collect RUN_DIR`.")
     # (7) limits: the unresolved (d), (e) and (a) contrasts, and what each preset's MDD is.
     out.sentences["limits"] = _limits(best, powers or {})
     out.claims += [
