@@ -239,6 +239,14 @@ def test_06_task_vectors(tmp_path: Path) -> None:
     assert not {r["task"] for r in tasks["accuracy"]} - {*quick.tasks, "pooled"}
     assert (tmp_path / "figures" / "06_task_accuracy_by_layer.json").exists()
     assert tasks["seconds"] > 0 and "cores" in tasks["machine"] and tasks["preset"] == "quick"
+    # the report's headline numbers for 06, each named and explained (none "no description")
+    shown = {h.key: h for h in headlines({"tasks": tasks})}
+    assert set(shown) == {"kept", "few_shot", "centred_minus_raw"}, shown
+    assert shown["kept"].value == 2 and "of the 2 tasks measured" in shown["kept"].meaning
+    a = next(c for c in pooled if c["label"] == "a")
+    assert shown["centred_minus_raw"].value == a["estimate"] and "layer 15" in shown["centred_minus_raw"].name
+    assert a["verdict"] in shown["centred_minus_raw"].meaning and "3 demonstrations" in shown["few_shot"].meaning
+
 
 @pytest.mark.browser
 def test_report_of_the_notebook_runs(run_dir: Path) -> None:
@@ -249,8 +257,8 @@ def test_report_of_the_notebook_runs(run_dir: Path) -> None:
     summary = load_summary(run_dir)
     assert set(summary) == {"bias", "interpret", "steer", "compare", "concept"}, "run the whole module: the notebooks fill it"
     figures = sorted((run_dir / "figures").glob("*.json"))
-    assert len(figures) == 4 + 4 + 4 + 5  # 01, 02, 03 (two examples: sweep, steerability), 04 (one target:
-    #                                       frontier, steerability, matched damage; scores, judge)
+    assert len(figures) == 4 + 4 + 4 + 6  # 01, 02, 03 (two examples: sweep, steerability), 04 (its answer;
+    #                                       one target: frontier, steerability, matched damage; scores, judge)
     shown = render_offline(build_report(run_dir), ".figure")
     assert shown.figures == len(figures) and shown.drawn == len(figures) and shown.requested == []
     for h in headlines(summary):

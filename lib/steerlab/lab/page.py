@@ -229,9 +229,14 @@ def _conclusions_html(lines: Sequence[str], entry: Mapping[str, Any], rel: Calla
 
 SHOWN_CONCLUSIONS = 6
 """Conclusion bullets shown per notebook; the rest are folded under a "details" element."""
-def _answer_html(summary: Mapping[str, Any], scripts: list[str]) -> str:
+ANSWER_FIGURE = "04_answer"
+"""Notebook 04's saved figure of its answer: drawn once, in the page's answer section."""
+
+
+def _answer_html(summary: Mapping[str, Any], scripts: list[str], saved: Path | None = None) -> str:
     """The run's answer (:func:`steerlab.study.answer.from_summary`): its sentences, its figure of the
-    contrasts (b)-(e) and the write-up's claims; empty when notebook 04 recorded no contrasts."""
+    contrasts (b)-(e) (``saved``: notebook 04's own, else drawn from the summary) and the write-up's
+    claims; empty when notebook 04 recorded no contrasts."""
     from ..study.answer import MEASURE_TITLES, QUESTIONS, from_summary
     from .compare_plots import answer_forest
 
@@ -248,13 +253,18 @@ def _answer_html(summary: Mapping[str, Any], scripts: list[str]) -> str:
                for r in block.get("results") or []]
     figure = ""
     if records:
-        fig = answer_forest({str(compare.get("model", "model")): records},
-                            measures=[m for m in MEASURE_TITLES if m in compare["contrasts"]],
-                            where=f"this run ({compare.get('preset', '')})")
+        if saved is not None:
+            spec = saved.read_text(encoding="utf-8")
+            caption = (json.loads(spec).get("layout", {}).get("meta") or {}).get("caption", "")
+        else:
+            fig = answer_forest({str(compare.get("model", "model")): records},
+                                measures=[m for m in MEASURE_TITLES if m in compare["contrasts"]],
+                                where=f"this run ({compare.get('preset', '')})")
+            spec, caption = fig.to_json(), fig.layout.meta["caption"]
         div = f"figure-{len(scripts)}"
-        scripts.append(_figure_script(div, fig.to_json()))
+        scripts.append(_figure_script(div, spec))
         figure = (f'<figure id="fig-answer"><h4>Each question as a paired difference</h4><div class="figure" id="{div}"'
-                  f' data-name="answer"></div><figcaption>{_esc(fig.layout.meta["caption"])}</figcaption></figure>')
+                  f' data-name="answer"></div><figcaption>{_esc(caption)}</figcaption></figure>')
     return ('<section id="answer"><h2>The answer</h2><p class="status">From this run\'s pre-registered contrasts '
             f"(notebook 04, preset <code>{_esc(compare.get('preset', '?'))}</code>) and notebooks 01-02; every number "
             "is the summary's. The recorded answer on both models, with more samples, is in the README.</p>"
@@ -361,6 +371,11 @@ def write_page(run_dir: str | Path) -> Path:
     key_of = {stem: key for key, stem in SUMMARY_KEYS.items()}
     stems = list(dict.fromkeys([*results, *(SUMMARY_KEYS[k] for k in summary if k in SUMMARY_KEYS)]))
     figures = _figures(run_dir)
+    scripts: list[str] = []
+    saved_answer = next((p for p in figures if p.stem == ANSWER_FIGURE), None)
+    answer = _answer_html(summary, scripts, saved_answer)
+    if saved_answer is not None and 'id="fig-answer"' in answer:  # drawn once, in the answer section
+        figures.remove(saved_answer)
     for path in figures:
         stem = _stem_of_figure(path.stem, stems) or _stem_of_figure(path.stem, list(SUMMARY_KEYS.values()))
         if stem and stem not in stems:
@@ -377,8 +392,6 @@ def write_page(run_dir: str | Path) -> Path:
     models = sorted({str(e["model"]) for e in summary.values() if isinstance(e, Mapping) and e.get("model")})
     name = run_dir.resolve().name
     titles = {stem: _notebook_title(run_dir, stem) for stem in stems}
-
-    scripts: list[str] = []
 
     def figure_html(path: Path) -> str:
         figure_json = path.read_text(encoding="utf-8")
@@ -449,7 +462,6 @@ def write_page(run_dir: str | Path) -> Path:
     header = (f"<h1>steerlab run {_esc(name)}</h1><p>Model: <b>{_esc(', '.join(models) or 'unknown')}</b>{started}"
               f"{took}. The answer first; then each notebook's headline numbers, conclusions and figures (hover a "
               "figure for its numbers). Paths are relative to this run folder.</p>")
-    answer = _answer_html(summary, scripts)
     if answer:
         contents.insert(0, '<li><a href="#answer">The answer</a></li>')
     nav = f'<nav class="contents" id="contents"><b>Contents</b><ol>{"".join(contents)}</ol></nav>'

@@ -623,7 +623,21 @@ class TaskStudy:
     def record(self) -> dict[str, Any]:
         """Plain values for ``summary.json`` (key ``"tasks"``) and ``docs/results/``."""
         pooled = [r for r in self.results if r.scope == "pooled"]
+        accuracy = self.accuracy()
+        few_shot = next((r["accuracy"] for r in accuracy if r["task"] == "pooled" and r["condition"] == "few_shot"),
+                        None)
+        first = next((r for r in pooled if r.label == "a" and r.layer == self.contrast_layers[0]
+                      and r.status == "run"), None)
+        headline: dict[str, Any] = {"kept": len(self.ability.kept)}
+        if few_shot is not None:
+            headline["few_shot"] = few_shot
+        if first is not None:
+            headline["centred_minus_raw"] = first.estimate
         return {
+            "headline": headline,
+            "headline_ci": {"centred_minus_raw": list(first.ci)} if first is not None else {},
+            "n_tasks": len(self.ability.summary), "headline_layer": self.contrast_layers[0],
+            "headline_verdict": first.verdict if first is not None else "not run",
             "model": self.model, "config": self.config.as_dict(), "coefficient_unit": UNIT_LABEL,
             "position": POSITION, "seconds": self.seconds,
             "ability": self.ability.summary, "few_shot_threshold": self.ability.threshold,
@@ -637,7 +651,7 @@ class TaskStudy:
                         "selection_accuracy": c.selection_accuracy, "n_selection": c.n_selection}
                        for c in self.choices.values()],
             "halves": {t: {"selection": list(h.selection), "report": list(h.report)} for t, h in self.halves.items()},
-            "accuracy": self.accuracy(), "sweep": self.sweep_table(),
+            "accuracy": accuracy, "sweep": self.sweep_table(),
             "registration": registration(TASK_CONTRASTS, measure="accuracy", margin=ACCURACY_MARGIN,
                                          cells=[(la, POSITION) for la in self.contrast_layers]),
             "contrasts": to_records(self.results),
