@@ -392,7 +392,15 @@ class _FakeUi:
 
 
 def test_headlines_name_every_quantity() -> None:
-    hs = {(h.summary_key, h.key): h for h in headlines(synthetic_summary())}
+    tasks = {"headline": {"kept": 5, "few_shot": 0.61, "centred_minus_raw": 0.05},
+             "headline_ci": {"centred_minus_raw": [-0.01, 0.11]}, "n_tasks": 7, "few_shot_threshold": 0.3,
+             "config": {"shots": 5}, "headline_layer": 15, "headline_verdict": "not resolved at this sample size"}
+    hs = {(h.summary_key, h.key): h for h in headlines({**synthetic_summary(), "tasks": tasks})}
+    assert hs[("tasks", "centred_minus_raw")].line() == (
+        "centred − raw task vector, zero-shot accuracy, layer 15: 0.05 (contrast (a), pooled over the kept tasks, "
+        "paired by held-out pair, each vector at its setting chosen on the selection half; 95% CI [-0.01, 0.11]; "
+        "not resolved at this sample size)")
+    assert "of the 7 tasks measured" in hs[("tasks", "kept")].meaning and "5 demonstrations" in hs[("tasks", "few_shot")].meaning
     for key in HEADLINES:
         if not key[1].startswith("*"):
             assert key in hs, key
