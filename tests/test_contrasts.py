@@ -260,7 +260,7 @@ def test_best_of_is_chosen_and_tested_on_different_samples() -> None:
         null = _rows(dict.fromkeys(names, 0.0), targets=("fantasy",), n=20, noise=1.0, rng=rng)
         b = best_of(null, target="fantasy")
         split += b.result.calls_difference
-        values = {c: np.array([s.value for s in null if s.construction == c]) for c in names}  # sample order
+        values = {c: np.array([s.value for s in null if s.condition == c]) for c in names}  # sample order
         diffs = {c: values[c] - values["random"] for c in names[1:]}
         top = max(diffs, key=lambda c: float(diffs[c].mean()))
         same += paired_t_test(diffs[top]).p < 0.05
@@ -271,7 +271,7 @@ def test_best_of_is_chosen_and_tested_on_different_samples() -> None:
 def test_rows_convert_and_bad_rows_are_named() -> None:
     rows = [{"target": "fantasy", "condition": m, "layer": 15, "position": "all_prompt", "prompt_id": p, "score": s}
             for m, p, s in [("raw", 0, 0.1), ("raw", 1, 0.2), ("random", 0, 0.0), ("random", 1, 0.1)]]
-    samples = samples_from_dicts(rows, value="score", construction="condition", sample_id="prompt_id")
+    samples = samples_from_dicts(rows, value="score", sample_id="prompt_id")
     assert samples[0] == Sample("fantasy", "raw", 15, "all_prompt", 0, 0.1)
     (a,) = [r for r in run_contrasts(samples, measure="score", pooled=False) if r.status == "run"]
     assert a.name == "(a) raw vs random" and a.estimate == pytest.approx(0.1) and a.measure == "score"
@@ -280,7 +280,7 @@ def test_rows_convert_and_bad_rows_are_named() -> None:
     assert [s.value for s in samples_from_lists(steer)] == [0.1, -0.2]
     assert [s.sample_id for s in samples_from_lists(steer)] == [0, 1]
     with pytest.raises(KeyError, match="no field 'score'"):
-        samples_from_dicts([{"target": "t", "construction": "raw", "layer": 1, "position": "p", "sample_id": 0}],
+        samples_from_dicts([{"target": "t", "condition": "raw", "layer": 1, "position": "p", "sample_id": 0}],
                            value="score")
     with pytest.raises(ValueError, match="expected a finite number"):
         Sample("fantasy", "raw", 15, "all_prompt", 0, float("inf"))

@@ -206,15 +206,15 @@ HEADLINES: dict[tuple[str, str], tuple[str, str]] = {
                       "unsteered completions, as a fraction of words; 0 = no target words gained, which text "
                       "can show while it moves")),
     ("tasks", "kept"): ("tasks the model does few-shot",
-                        "of the {n_tasks} tasks measured (data/tasks), those whose few-shot accuracy reaches "
-                        "{few_shot_threshold}; only these are steered"),
+                        ("of the {n_tasks} tasks measured (data/tasks), those whose few-shot accuracy reaches "
+                         "{few_shot_threshold}; only these are steered")),
     ("tasks", "few_shot"): ("few-shot accuracy, pooled over the kept tasks",
-                            "first-token accuracy with {config[shots]} demonstrations on the report half, 0 to 1: what "
-                            "a task vector added to the zero-shot prompt is measured against"),
+                            ("first-token accuracy with {config[shots]} demonstrations on the report half, 0 to 1: "
+                             "what a task vector added to the zero-shot prompt is measured against")),
     ("tasks", "centred_minus_raw"): ("centred − raw task vector, zero-shot accuracy, layer {headline_layer}",
-                                     "contrast (a), pooled over the kept tasks, paired by held-out pair, each "
-                                     "vector at its setting chosen on the selection half; 95% CI {ci}; "
-                                     "{headline_verdict}"),
+                                     ("contrast (a), pooled over the kept tasks, paired by held-out pair, each "
+                                      "vector at its setting chosen on the selection half; 95% CI {ci}; "
+                                      "{headline_verdict}")),
     ("compare", "best_condition"): ("best steered condition by held-out AxBench score, pooled over targets",
                                     ("chosen by its mean score on the selection half of the samples (not on those it is "
                                      "reported on); whether it beats prompting is contrast (g), not this ranking")),

@@ -493,16 +493,15 @@ def contrast_samples(result: CompareResult) -> dict[str, list[Sample]]:
     shifts at matched damage (the same story pairs) and held-out AxBench scores (one per report prompt, each condition at the coefficient it chose on
     the selection prompts)."""
     steer = samples_from_lists([r for r in result.steerability if r.get("slopes") is not None],
-                               values="slopes", construction="condition")
+                               values="slopes")
     score_rows = []
     for t in sorted({c["target"] for c in result.completions}):
         comp = _for_target(result.completions, t)
         for cond, coef in choose_coefficient(comp, result.split.selection).items():
             for prompt, value in per_prompt(comp, cond, coef, result.split.report).items():
-                score_rows.append({"target": t, "construction": cond[0], "layer": cond[1], "position": cond[2],
+                score_rows.append({"target": t, "condition": cond[0], "layer": cond[1], "position": cond[2],
                                    "sample_id": prompt, "value": value})
-    matched = samples_from_lists([r for r in result.matched if r.get("shifts")], values="shifts",
-                                 construction="condition")
+    matched = samples_from_lists([r for r in result.matched if r.get("shifts")], values="shifts")
     return {"steerability": steer, "matched": matched, "score": samples_from_dicts(score_rows)}
 
 

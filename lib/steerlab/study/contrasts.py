@@ -169,14 +169,15 @@ PREREGISTERED: tuple[Contrast, ...] = preregistered()
 
 @dataclass(frozen=True)
 class Sample:
-    """One measured value: a construction's ``value`` on one sample at one target, layer, position.
+    """One measured value: a condition's ``value`` on one sample at one target, layer, position
+    (the condition: a construction, or a baseline such as ``prompting`` or ``unsteered``).
 
     ``sample_id`` names the unit that pairs constructions: the held-out story (steerability)
     or the report prompt (AxBench score); the same id means the same text on both sides.
     """
 
     target: str
-    construction: str
+    condition: str
     layer: int
     position: str
     sample_id: Hashable
@@ -191,7 +192,7 @@ class Sample:
             raise ValueError(f"value of {self._where()} is {self.value}; expected a finite number")
 
     def _where(self) -> str:
-        return (f"{self.construction!r} on {self.target!r}, layer {self.layer}, {self.position!r}, "
+        return (f"{self.condition!r} on {self.target!r}, layer {self.layer}, {self.position!r}, "
                 f"sample {self.sample_id!r}")
 
 
@@ -202,22 +203,21 @@ def _field(row: Mapping[str, Any], name: str) -> Any:
 
 
 def samples_from_dicts(rows: Iterable[Mapping[str, Any]], *, value: str = "value",
-                       construction: str = "construction", sample_id: str = "sample_id") -> list[Sample]:
+                       condition: str = "condition", sample_id: str = "sample_id") -> list[Sample]:
     """Long-form dicts (one value each) as :class:`Sample`s; ``target``, ``layer`` and ``position``
     are read as they are, the other three fields under the names given.
 
     Example:
         >>> samples_from_dicts([{"target": "fantasy", "condition": "raw", "layer": 15, "position": "all_prompt",
-        ...                      "prompt_id": 3, "score": 0.4}], value="score", construction="condition",
-        ...                    sample_id="prompt_id")
-        [Sample(target='fantasy', construction='raw', layer=15, position='all_prompt', sample_id=3, value=0.4)]
+        ...                      "prompt_id": 3, "score": 0.4}], value="score", sample_id="prompt_id")
+        [Sample(target='fantasy', condition='raw', layer=15, position='all_prompt', sample_id=3, value=0.4)]
     """
-    return [Sample(str(_field(r, "target")), str(_field(r, construction)), _field(r, "layer"),
+    return [Sample(str(_field(r, "target")), str(_field(r, condition)), _field(r, "layer"),
                    str(_field(r, "position")), _field(r, sample_id), _field(r, value)) for r in rows]
 
 
 def samples_from_lists(rows: Iterable[Mapping[str, Any]], *, values: str = "slopes",
-                       construction: str = "condition") -> list[Sample]:
+                       condition: str = "condition") -> list[Sample]:
     """Rows that carry one list of per-sample values each (compare's steerability rows with
     ``"slopes"``) as :class:`Sample`s; the sample id is the index in the list, which names the
     same held-out story for every construction at that target, layer and position.
@@ -233,7 +233,7 @@ def samples_from_lists(rows: Iterable[Mapping[str, Any]], *, values: str = "slop
         if isinstance(vals, (str, bytes)) or not isinstance(vals, (Sequence, np.ndarray)):
             raise ValueError(  # noqa: TRY004 - a bad row value, as for every other field
                 f"field {values!r} is {type(vals).__name__}; expected a list of per-sample values")
-        out += [Sample(str(_field(r, "target")), str(_field(r, construction)), _field(r, "layer"),
+        out += [Sample(str(_field(r, "target")), str(_field(r, condition)), _field(r, "layer"),
                        str(_field(r, "position")), i, float(v) if isinstance(v, np.floating) else v)
                 for i, v in enumerate(vals)]
     return out
@@ -366,7 +366,7 @@ def _by_unit(samples: Sequence[Sample]) -> dict[tuple[str, str, Cell], _Values]:
     """``(target, construction, cell) -> values by sample``; several rows of one sample count once, by their mean."""
     lists: dict[tuple[str, str, Cell], dict[Unit, list[float]]] = {}
     for s in samples:
-        lists.setdefault((s.target, s.construction, (int(s.layer), s.position)), {}).setdefault(
+        lists.setdefault((s.target, s.condition, (int(s.layer), s.position)), {}).setdefault(
             s.sample_id, []).append(float(s.value))
     out = {}
     for key, by in lists.items():
@@ -597,17 +597,17 @@ def best_of(samples: Iterable[Sample], *, baseline: str = "random", target: str 
                          "a best chosen and tested on the same samples is the winner's curse")
     sel: dict[tuple[str, int, str], list[float]] = {}
     for s in items:
-        if s.construction != baseline and s.construction not in exclude and unit(s) in selection:
-            sel.setdefault((s.construction, int(s.layer), s.position), []).append(float(s.value))
+        if s.condition != baseline and s.condition not in exclude and unit(s) in selection:
+            sel.setdefault((s.condition, int(s.layer), s.position), []).append(float(s.value))
     if not sel:
         raise ValueError(f"no candidate besides {baseline!r} on the {len(selection)} selection samples")
     means = {k: float(np.mean(v)) for k, v in sel.items()}
     chosen = max(sorted(means), key=lambda k: means[k])
     cell = (chosen[1], chosen[2])
-    if not any(s.construction == baseline and (int(s.layer), s.position) == cell for s in items):
+    if not any(s.condition == baseline and (int(s.layer), s.position) == cell for s in items):
         raise ValueError(f"baseline {baseline!r} has no rows at layer {cell[0]}, {cell[1]!r}")
     report_items = [s for s in items if unit(s) in report and (int(s.layer), s.position) == cell]
-    relabelled = [Sample("pooled" if target is None else s.target, s.construction, s.layer, s.position,
+    relabelled = [Sample("pooled" if target is None else s.target, s.condition, s.layer, s.position,
                          unit(s), s.value) for s in report_items]
     table = _by_unit(relabelled)
     scope = target if target is not None else "pooled"

@@ -537,10 +537,10 @@ def contrast_samples(rows: Sequence[Mapping[str, Any]], ability: Ability, choice
     picked = [{**r, "position": POSITION, "target": r["task"], "value": r["hit"]} for r in rows
               if int(r["layer"]) in cells and r["item_id"] in report.get(r["task"], ())
               and choices[(r["construction"], int(r["layer"]))].setting == Setting(r["scale"], float(r["coefficient"]))]
-    unsteered = [{"target": r["task"], "construction": "unsteered", "layer": 0, "position": "none",
+    unsteered = [{"target": r["task"], "condition": "unsteered", "layer": 0, "position": "none",
                   "sample_id": r["item_id"], "value": r["hit"]} for r in ability.rows
                  if r["condition"] == "zero_shot" and r["item_id"] in report.get(r["task"], ())]
-    return (samples_from_dicts(picked, sample_id="item_id")
+    return (samples_from_dicts(picked, condition="construction", sample_id="item_id")
             + at_cells(samples_from_dicts(unsteered), [(la, POSITION) for la in cells]))
 
 
