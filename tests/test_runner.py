@@ -40,6 +40,19 @@ def test_progress_lines_say_which_cell_how_many_and_what_is_left(tmp_path: Path)
                         "about 8.3 min left")
     assert "cell 2/6 (fantasy, layer 15, all_prompt) read back from runs/cells; about 6.7 min left" in shown[2]
     assert len(shown) == 3
+    # the next notebook's watch shows only what is written while it runs, not the lines above again
+    again: list[str] = []
+    with (tmp_path / FILE).open("a") as f:
+        f.write('tal": 6}\n')  # the cut line, completed: written before this watch opened
+    with watching(tmp_path, show=again.append, every=0.05):
+        with (tmp_path / FILE).open("a") as f:
+            f.write('{"notebook": "06_task_vectors", "done": 1, "total": 2, "cell": ["a", 1, "all"], "seconds": 2')
+        time.sleep(0.2)
+        assert again == []  # a line still being written waits until it is whole
+        with (tmp_path / FILE).open("a") as f:
+            f.write(', "left_seconds": 2.0}\n')
+        time.sleep(0.3)
+    assert again == ["    06_task_vectors: cell 1/2 (a, layer 1, all) measured in 2 s; about 2 s left"]
     last = line({"notebook": "n", "done": 6, "total": 6, "cell": ["x", 1, "all"], "seconds": 5.0,
                  "left_seconds": 0.0})
     assert last.endswith("measured in 5 s")  # the last cell says nothing about time left

@@ -61,26 +61,40 @@ def line(event: dict[str, Any]) -> str:
     return head + f"cell {event['done']}/{event['total']} ({target}, layer {layer}, {position}) {what}{tail}"
 
 
+def _complete_end(path: Path) -> int:
+    """Bytes of ``path`` up to its last complete line (0 if it does not exist)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    return data.rfind(b"\n") + 1
+
+
 @contextmanager
 def watching(run_dir: str | Path, *, show: Callable[[str], None] | None = None,
              every: float = 1.0) -> Iterator[None]:
-    """While open, print each new line of ``run_dir/progress.jsonl`` (a thread polls it every ``every`` s)."""
+    """While open, print each line appended to ``run_dir/progress.jsonl`` after it opened (a thread polls
+    it every ``every`` s): an earlier notebook's lines are not shown again, and a line is shown once it
+    is complete."""
     path = Path(run_dir) / FILE
     stop = threading.Event()
     out = show or (lambda text: print(text, flush=True))
+    start = _complete_end(path)
 
     def poll() -> None:
-        seen = 0
+        offset = start
         while True:
             finished = stop.wait(every)
             if path.exists():
-                lines = path.read_text(encoding="utf-8").splitlines()
-                for raw in lines[seen:]:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                done = chunk.rfind(b"\n") + 1  # only complete lines; a line being written waits
+                for raw in chunk[:done].decode("utf-8", errors="replace").splitlines():
                     try:
                         out(line(json.loads(raw)))
                     except (ValueError, KeyError, TypeError):
                         continue  # a line cut short by a crash: the next ones still show
-                seen = len(lines)
+                offset += done
             if finished:
                 return
 
