@@ -454,6 +454,19 @@ def test_the_answer_follows_the_verdicts() -> None:
                                                                mdd=0.0)]}])[0]
     assert "not resolved at this sample size: centred and raw scored the same on every held-out pair" in flat
     assert "MDD 0" not in flat and not re.search(r"helps|hurts|>|<", flat)
+    # contrast (d): whether the vectors do anything at all, said after the centring sentence
+    def d(name: str, layer: int, verdict: str) -> dict[str, Any]:
+        return {**_record(layer, verdict, 0.0), "label": "d", "a": name, "b": "unsteered"}
+
+    floor = T.task_answer([{"model": "m", "contrasts": null + [d("task_raw", 9, "not resolved at this sample size"),
+                                                                d("task_centred", 11, "not resolved")]}])[0]
+    assert floor.endswith("Neither the raw nor the centred task vector lifted zero-shot accuracy above unsteered at "
+                          "layers 9, 11 (contrast (d), Holm-corrected): this run cannot say whether centring helps a "
+                          "task vector that works.")
+    works = T.task_answer([{"model": "m", "contrasts": helps + [d("task_raw", 9, "task_raw > unsteered"),
+                                                                 d("task_centred", 9, "task_centred > unsteered"),
+                                                                 d("task_centred", 11, "task_centred > unsteered")]}])[0]
+    assert works.endswith("Above unsteered zero-shot accuracy (contrast (d)): raw at layer 9; centred at layers 9, 11.")
     # other contrasts or scopes never make the sentence
     other = [{**helps[0], "scope": "antonyms"}, {**helps[0], "label": "b", "a": "task_affine", "b": "task_centred"}]
     assert "was not measured" in T.task_answer([{"model": "m", "contrasts": other}])[0]

@@ -743,6 +743,25 @@ def task_answer(results: Sequence[Mapping[str, Any]]) -> list[str]:
         tasks = entry.get("kept_tasks") or sorted({t for c in ran for t in c.get("targets", [])})
         where = (f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} pooled, zero-shot first-token accuracy, "
                  f"Holm over {ran[0]['family_size']} tests")
-        out.append(f"On {model} ({where}), {head}: {'; '.join(parts)}.")
+        out.append(f"On {model} ({where}), {head}: {'; '.join(parts)}." + _works(entry.get("contrasts", [])))
     return out
+
+
+def _works(contrasts: Sequence[Mapping[str, Any]]) -> str:
+    """Contrast (d) for the raw and the centred vector, as a clause: whether either lifts zero-shot accuracy
+    above unsteered at all (a comparison of two vectors that both do nothing says nothing about centring)."""
+    d = [c for c in contrasts if c.get("label") == "d" and c.get("scope") == "pooled" and c.get("status") == "run"
+         and c.get("a") in ("task_raw", "task_centred") and c.get("b") == "unsteered"]
+    if not d:
+        return ""
+    works = {name: sorted(int(c["layer"]) for c in d if c["a"] == name and c["verdict"] == f"{name} > unsteered")
+             for name in ("task_raw", "task_centred")}
+    if not any(works.values()):
+        layers = ", ".join(str(la) for la in sorted({int(c["layer"]) for c in d}))
+        return (f" Neither the raw nor the centred task vector lifted zero-shot accuracy above unsteered at layer"
+                f"{'s' if ',' in layers else ''} {layers} (contrast (d), Holm-corrected): this run cannot say whether "
+                "centring helps a task vector that works.")
+    said = [f"{name.removeprefix('task_')} at layer{'s' if len(las) > 1 else ''} {', '.join(map(str, las))}"
+            for name, las in works.items() if las]
+    return f" Above unsteered zero-shot accuracy (contrast (d)): {'; '.join(said)}."
 
