@@ -133,3 +133,21 @@ def test_sentences_are_few_and_answer_each_question() -> None:
     assert md.count("\n1. ") + md.startswith("1. ") == 1
     for a, b in itertools.pairwise(got.markdown()[: len(QUESTIONS)]):
         assert a.split(".")[0] != b.split(".")[0]
+
+
+def test_a_run_folders_answer_says_what_its_notebook_06_found() -> None:
+    """A run's page (``from_summary``) words notebook 06's contrasts with the recorded answer's own
+    sentence (``task_answer``), and says "not recorded" only where 06 did not run."""
+    from steerlab.study.answer import from_summary
+    from steerlab.study.tasks import task_answer
+
+    compare = _compare("m1", _planted)
+    summary = {"compare": {"model": "m1", "preset": "quick",
+                           "contrasts": {m: {"results": rs} for m, rs in compare["contrasts"].items()}}}
+    assert from_summary(summary).sentences["tasks"].startswith("Not recorded")  # type: ignore[union-attr]
+    a = {"label": "a", "a": "task_centred", "b": "task_raw", "scope": "pooled", "layer": 15, "status": "run",
+         "estimate": 0.1, "ci": [0.05, 0.15], "mdd_corrected": 0.04, "verdict": "task_centred > task_raw",
+         "family_size": 12, "targets": ["antonyms"]}
+    tasks = {"model": "m1", "kept_tasks": ["antonyms"], "contrasts": [a], "answer": "an older sentence"}
+    said = from_summary({**summary, "tasks": tasks}).sentences["tasks"]  # type: ignore[union-attr]
+    assert said == task_answer([tasks])[0] and said.startswith("On m1 (1 task pooled") and "helps" in said

@@ -502,6 +502,9 @@ def test_range_and_warnings_views() -> None:
     past = range_html(RangeView(-0.28, 0.26, 1.25, 15, "counterbalanced", "all_prompt", 4, coefficient=0.5))
     assert "data-inside='true'" in inside and "-0.28 to +0.26" in inside and "layer 15" in inside
     assert "data-inside='false'" in past and "is past it" in past and "under 1.25" in past and "all_prompt" in past
+    # a coefficient just past an end gets the digits that tell them apart
+    edge = range_html(RangeView(-0.27, 0.1794, 1.25, 15, "mean_centred", "all", 4, coefficient=0.1813))
+    assert "-0.270 to +0.179" in edge and "the coefficient +0.181 is past it" in edge
     measuring = range_html(None, measuring="raw at layer 3, all tokens")
     assert "data-state='measuring'" in measuring and "raw at layer 3" in measuring and "-0.28" not in measuring
     assert range_html(None) == "" and warnings_html([]) == ""

@@ -224,11 +224,17 @@ def range_html(view: RangeView | None, *, measuring: str | None = None) -> str:
     if view is None:
         return ""
 
+    # enough digits that a coefficient just past an end never reads as equal to it (+0.181 past +0.179)
+    digits = 2
+    while (digits < 4 and view.coefficient is not None
+           and f"{view.coefficient:+.{digits}f}" in (f"{view.low:+.{digits}f}", f"{view.high:+.{digits}f}")):
+        digits += 1
+
     def end(x: float, reached: bool) -> str:
-        return f"{x:+.2f}" if reached else f"{x:+.2f} (or beyond: the largest measured)"
+        return f"{x:+.{digits}f}" if reached else f"{x:+.{digits}f} (or beyond: the largest measured)"
 
     where = "inside" if view.inside else "past"
-    now = "" if view.coefficient is None else f"; the coefficient {view.coefficient:+.2f} is {where} it"
+    now = "" if view.coefficient is None else f"; the coefficient {view.coefficient:+.{digits}f} is {where} it"
     return (f"<div class='steerlab-range' data-state='done' data-inside='{str(view.inside).lower()}' "
             f"style='white-space:normal;overflow-wrap:anywhere'>"
             f"<b>useful range</b> <span style='background:#d9efd9;padding:0 4px'>{end(view.low, view.reached_low)} "

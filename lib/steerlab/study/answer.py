@@ -509,8 +509,12 @@ def from_summary(summary: Mapping[str, Any]) -> Answer | None:
     runs = {model: {key: summary[name]["headline"] for key, name in (("bias", "bias"), ("interpret", "interpret"))
                     if isinstance(summary.get(name), Mapping) and isinstance(summary[name].get("headline"), Mapping)}}
     tasks = summary.get("tasks")
-    task_lines = tasks.get("answer") if isinstance(tasks, Mapping) else None
-    return answer([result], runs=runs, tasks=[str(x) for x in task_lines] if isinstance(task_lines, list) else None)
+    task_lines = None
+    if isinstance(tasks, Mapping) and isinstance(tasks.get("contrasts"), list):
+        from .tasks import task_answer  # torch and the model code: only for a run that recorded notebook 06
+
+        task_lines = task_answer([tasks])
+    return answer([result], runs=runs, tasks=task_lines)
 
 
 CLAIMS = ("bias", "lens", "centring", "isolating", "second feature", "steering works", "capabilities preserved")
