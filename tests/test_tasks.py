@@ -519,3 +519,22 @@ def test_collect_keeps_the_pooled_contrasts_and_refuses_a_run_without_06(tmp_pat
     (run / "summary.json").write_text(json.dumps({"bias": {}}))
     with pytest.raises(SystemExit, match="has no 'tasks' results"):
         script.collect_tasks(run, tmp_path / "out")
+
+
+def test_the_accuracy_figure_fits_the_page_and_names_lines_that_lie_on_another() -> None:
+    """Notebook 06's figure in the suite's one style: no fixed width (a 1024 px page had a 1,000 px figure
+    overflowing it); the references are legend entries; vectors stuck at the unsteered accuracy say so."""
+    from steerlab.lab.tasks_view import accuracy_by_layer
+
+    acc = [{"task": s, "condition": "unsteered", "layer": None, "accuracy": 0.0, "n": 4, "setting": None}
+           for s in ("pooled", "antonyms")]
+    acc += [{"task": s, "condition": "few_shot", "layer": None, "accuracy": 0.7, "n": 4, "setting": None}
+            for s in ("pooled", "antonyms")]
+    acc += [{"task": s, "condition": c, "layer": la, "accuracy": 0.5 if c == "task_raw" else 0.0, "n": 4,
+             "setting": "x1"} for s in ("pooled", "antonyms") for c in T.CONDITIONS for la in (10, 12)]
+    fig = accuracy_by_layer({"kept_tasks": ["antonyms"], "accuracy": acc})
+    assert fig.layout.width is None and fig.layout.meta["caption"]
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend[:2] == ["unsteered zero-shot", "few-shot (no vector)"]
+    assert "task_raw" in legend and "task_centred (≡ unsteered zero-shot, dashed)" in legend
+    assert not [a for a in fig.layout.annotations if "≡" in (a.text or "")]  # said once, in the legend

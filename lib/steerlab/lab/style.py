@@ -217,6 +217,7 @@ def _mark_coincident(fig: go.Figure) -> None:
             trace.line.dash = dashes[(len(under) - 1) % len(dashes)]  # the same style would hide the one below
         hidden.setdefault(trace.legendgroup or trace.name, []).append((trace, under[0][0] if under else None))
         drawn.append((panel, xs, ys, trace.name, trace.line.dash))
+    notes: dict[tuple[Any, str], list[str]] = {}
     for group, traces in hidden.items():
         lies_on = [other for _, other in traces]
         if all(lies_on) and len(set(lies_on)) == 1:
@@ -232,8 +233,12 @@ def _mark_coincident(fig: go.Figure) -> None:
                     log = fig.layout[_axis_key(trace, which)].type == "log"
                     at[which] = _annotation_at(value, log and value > 0)
                     at[f"{which}ref"] = ref
-                fig.add_annotation(**at, text=f"{trace.name} ≡ {other} here", showarrow=False, xanchor="right",
-                                   yanchor="bottom", font={"size": 11})
+                notes.setdefault((tuple(sorted(at.items())), other), []).append(trace.name)
+    # one note per point: several lines on the same one are named together, two names a line (never overprinted)
+    for (at_items, other), names in notes.items():
+        rows = [", ".join(names[i:i + 2]) for i in range(0, len(names), 2)]
+        fig.add_annotation(**dict(at_items), text="<br>".join([*rows[:-1], f"{rows[-1]} ≡ {other} here"]),
+                           showarrow=False, xanchor="right", yanchor="bottom", align="right", font={"size": 11})
 
 
 def _close(a: Sequence[Any], b: Sequence[Any], rel: float = 1e-6) -> bool:

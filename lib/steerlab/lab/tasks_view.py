@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..study.tasks import CONDITIONS
+from .style import finish
 
 __all__ = ["COLOURS", "ability_columns", "accuracy_by_layer", "accuracy_columns", "anchor_columns",
            "contrast_columns"]
@@ -113,8 +114,18 @@ def accuracy_by_layer(record: Mapping[str, Any], *, subtitle: str = "") -> go.Fi
     fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[s.replace("_", " ") for s in scopes],
                         shared_yaxes=True, vertical_spacing=0.12 if nrows > 1 else 0.1)
     acc = record["accuracy"]
+    layers = sorted({int(r["layer"]) for r in acc if r["layer"] is not None})
     for k, scope in enumerate(scopes):
         row, col = k // cols + 1, k % cols + 1
+        # the two references first, as legend entries (a vector's line that lies on one is then named "≡" it)
+        for name, dash in (("unsteered", "dot"), ("few_shot", "dash")):
+            flat = [r["accuracy"] for r in acc if r["task"] == scope and r["condition"] == name]
+            if flat and layers:
+                label = "unsteered zero-shot" if name == "unsteered" else "few-shot (no vector)"
+                fig.add_trace(go.Scatter(
+                    x=[layers[0], layers[-1]], y=[flat[0]] * 2, mode="lines", name=label, legendgroup=name,
+                    showlegend=k == 0, line={"color": COLOURS[name], "dash": dash, "width": 1.5},
+                    hovertemplate=f"{label}: %{{y:.0%}}<extra></extra>"), row=row, col=col)
         for name in CONDITIONS:
             points = sorted((r["layer"], r["accuracy"], r["setting"]) for r in acc
                             if r["task"] == scope and r["condition"] == name and r["layer"] is not None)
@@ -124,20 +135,12 @@ def accuracy_by_layer(record: Mapping[str, Any], *, subtitle: str = "") -> go.Fi
                 customdata=[p[2] for p in points],
                 hovertemplate=f"{name}<br>layer %{{x}}<br>accuracy %{{y:.0%}}<br>setting %{{customdata}}<extra></extra>"),
                 row=row, col=col)
-        for name, dash in (("unsteered", "dot"), ("few_shot", "dash")):
-            flat = [r["accuracy"] for r in acc if r["task"] == scope and r["condition"] == name]
-            if flat:
-                fig.add_hline(y=flat[0], line={"color": COLOURS[name], "dash": dash, "width": 1}, row=row, col=col,
-                              annotation_text=name.replace("_", "-"), annotation_position="top left",
-                              annotation_font_size=10)
     fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%")
     fig.update_yaxes(title_text="top-1 first-token accuracy", col=1)
     fig.update_xaxes(title_text="layer (residual entering block)", row=nrows)
-    title = "Zero-shot accuracy with a task vector added at the last prompt token"
-    fig.update_layout(title={"text": title + (f"<br><sup>{subtitle}</sup>" if subtitle else "")},
-                      height=320 * nrows + 120, width=1000, template="plotly_white",
-                      legend={"orientation": "h", "y": -0.12 if nrows == 1 else -0.06},
-                      meta={"caption": "Each condition at the setting chosen for it on the other half of the held-out "
-                                       "pairs; dotted: unsteered zero-shot, dashed: few-shot (no vector). "
-                                       "A line above the dotted one is a vector that carries the task."})
-    return fig
+    # the suite's one figure style (style.finish): width from the page, lines lying on one another marked
+    return finish(fig, "Zero-shot accuracy with a task vector added at the last prompt token", subtitle,
+                  height=320 * nrows + 100,
+                  caption=("Each condition at the setting chosen for it on the other half of the held-out pairs; "
+                           "dotted: unsteered zero-shot, dashed: few-shot (no vector). A line above the dotted one "
+                           "is a vector that carries the task; a note names the lines that lie on another."))
