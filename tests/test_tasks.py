@@ -467,6 +467,16 @@ def test_the_answer_follows_the_verdicts() -> None:
                                                                  d("task_centred", 9, "task_centred > unsteered"),
                                                                  d("task_centred", 11, "task_centred > unsteered")]}])[0]
     assert works.endswith("Above unsteered zero-shot accuracy (contrast (d)): raw at layer 9; centred at layers 9, 11.")
+    # the best swept layer outside the registered ones: said as exploratory, beside few-shot accuracy
+    acc = [{"task": "pooled", "condition": "few_shot", "layer": None, "accuracy": 0.66},
+           {"task": "pooled", "condition": "task_raw", "layer": 9, "accuracy": 0.5},
+           {"task": "pooled", "condition": "task_raw", "layer": 21, "accuracy": 0.13},
+           {"task": "pooled", "condition": "task_centred", "layer": 21, "accuracy": 0.07},
+           {"task": "antonyms", "condition": "task_centred", "layer": 12, "accuracy": 0.9}]
+    swept = T.task_answer([{"model": "m", "contrasts": null, "accuracy": acc}])[0]
+    # raw's best (50%) is at registered layer 9, which the contrasts speak for: only centred's is said
+    assert swept.endswith("Exploratory (the best swept layer, chosen after seeing it, no test): centred 7% at layer "
+                          "21, against few-shot 66%.")
     # other contrasts or scopes never make the sentence
     other = [{**helps[0], "scope": "antonyms"}, {**helps[0], "label": "b", "a": "task_affine", "b": "task_centred"}]
     assert "was not measured" in T.task_answer([{"model": "m", "contrasts": other}])[0]

@@ -743,8 +743,25 @@ def task_answer(results: Sequence[Mapping[str, Any]]) -> list[str]:
         tasks = entry.get("kept_tasks") or sorted({t for c in ran for t in c.get("targets", [])})
         where = (f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} pooled, zero-shot first-token accuracy, "
                  f"Holm over {ran[0]['family_size']} tests")
-        out.append(f"On {model} ({where}), {head}: {'; '.join(parts)}." + _works(entry.get("contrasts", [])))
+        out.append(f"On {model} ({where}), {head}: {'; '.join(parts)}." + _works(entry.get("contrasts", []))
+                   + _swept(entry.get("accuracy") or [], {int(c["layer"]) for c in ran}))
     return out
+
+
+def _swept(accuracy: Sequence[Mapping[str, Any]], registered: set[int]) -> str:
+    """The best swept layer of the raw and the centred vector where it is not a registered one: labelled
+    exploratory (chosen after seeing the numbers, no test), beside few-shot accuracy, so a reader sees
+    whether the registered layers missed where the vectors work."""
+    pooled = [r for r in accuracy if r.get("task") == "pooled"]
+    few = next((r["accuracy"] for r in pooled if r.get("condition") == "few_shot"), None)
+    best = {name: max((r for r in pooled if r.get("condition") == name and r.get("layer") is not None),
+                      key=lambda r: r["accuracy"], default=None) for name in ("task_raw", "task_centred")}
+    shown = {n: r for n, r in best.items() if r is not None and int(r["layer"]) not in registered and r["accuracy"] > 0}
+    if not shown or few is None:
+        return ""
+    said = "; ".join(f"{n.removeprefix('task_')} {r['accuracy']:.0%} at layer {r['layer']}" for n, r in shown.items())
+    return (f" Exploratory (the best swept layer, chosen after seeing it, no test): {said}, against few-shot "
+            f"{few:.0%}.")
 
 
 def _works(contrasts: Sequence[Mapping[str, Any]]) -> str:
