@@ -10,6 +10,7 @@ costs a warning, not the result; mixed-model centres, numpy coefficients, NaN, o
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import threading
@@ -666,22 +667,25 @@ def test_the_token_views_escape_characters_a_reader_cannot_see() -> None:
     assert "\\x00" in page and "\\u202eevil" in page and "x\\n<br>y" in page and "e\u0301" in page
 
 
+@functools.cache
+def _soak() -> Any:
+    """``bench/soak_bench.py`` (scripts, not a package), for its memory and hook probes: one copy of each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("soak_bench", Path(__file__).resolve().parents[1] / "bench"
+                                                  / "soak_bench.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _rss_bytes() -> int:
-    """This process's resident memory now (Linux ``/proc``; 0 where it cannot be read)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return int(_soak().rss_bytes())
 
 
 def _hooks(model: steerlab.Model) -> dict[str, int]:
-    """Every hook on the model and each of its modules (blocks included), by module and kind."""
-    return {f"{name or 'model'}.{kind}": len(getattr(module, kind))
-            for name, module in model.hf.named_modules()
-            for kind in ("_forward_pre_hooks", "_forward_hooks") if getattr(module, kind)}
+    return dict(_soak().hook_counts(model))
 
 
 def test_a_thousand_steering_scopes_leave_memory_flat_and_no_hook(fresh: steerlab.Model) -> None:
