@@ -467,6 +467,14 @@ def test_the_answer_follows_the_verdicts() -> None:
                                                                  d("task_centred", 9, "task_centred > unsteered"),
                                                                  d("task_centred", 11, "task_centred > unsteered")]}])[0]
     assert works.endswith("Above unsteered zero-shot accuracy (contrast (d)): raw at layer 9; centred at layers 9, 11.")
+    # ... and where the shuffled-label control (c) was measured and not beaten, the lift is not called the task's
+    c = {**d("task_centred", 11, "not resolved at this sample size (MDD 0.12)"), "label": "c", "b": "shuffled_control"}
+    beaten = {**d("task_raw", 9, "task_raw > shuffled_control"), "label": "c", "b": "shuffled_control"}
+    caveat = T.task_answer([{"model": "m", "contrasts": helps + [d("task_raw", 9, "task_raw > unsteered"),
+                                                                  d("task_centred", 11, "task_centred > unsteered"),
+                                                                  c, beaten]}])[0]
+    assert caveat.endswith("Not shown above the shuffled-label control (contrast (c), not called): centred at layer "
+                           "11, so the lift is not shown to be the task's.")
     # the best swept layer outside the registered ones: said as exploratory, beside few-shot accuracy
     acc = [{"task": "pooled", "condition": "few_shot", "layer": None, "accuracy": 0.66},
            {"task": "pooled", "condition": "task_raw", "layer": 9, "accuracy": 0.5},

@@ -780,5 +780,12 @@ def _works(contrasts: Sequence[Mapping[str, Any]]) -> str:
                 "centring helps a task vector that works.")
     said = [f"{name.removeprefix('task_')} at layer{'s' if len(las) > 1 else ''} {', '.join(map(str, las))}"
             for name, las in works.items() if las]
-    return f" Above unsteered zero-shot accuracy (contrast (d)): {'; '.join(said)}."
+    # contrast (c): above unsteered is not yet the task; the shuffled-label control says whether it is
+    control = {(c["a"], int(c["layer"])): c["verdict"] for c in contrasts if c.get("label") == "c"
+               and c.get("scope") == "pooled" and c.get("status") == "run" and c.get("b") == "shuffled_control"}
+    unshown = [f"{name.removeprefix('task_')} at layer {la}" for name, las in works.items() for la in las
+               if (name, la) in control and control[(name, la)] != f"{name} > shuffled_control"]
+    caveat = (f" Not shown above the shuffled-label control (contrast (c), not called): {'; '.join(unshown)}, so "
+              "the lift is not shown to be the task's." if unshown else "")
+    return f" Above unsteered zero-shot accuracy (contrast (d)): {'; '.join(said)}.{caveat}"
 
