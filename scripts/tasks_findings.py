@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlab.lab.tasks_view import percent
 from steerlab.study.tasks import task_answer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,10 +71,6 @@ def load_results(files: Sequence[Path] | None = None, preset: str | None = None)
     return [r for r in results if preset is None or r["preset"] == preset]
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
-
-
 def render_card(results: Sequence[dict[str, Any]]) -> str:
     """The data card's block: per task, each model's zero-shot / few-shot / shuffled-label accuracy and
     whether it kept the task, then the answer per model."""
@@ -90,15 +87,15 @@ def render_card(results: Sequence[dict[str, Any]]) -> str:
         for r in results:
             a = next((a for a in r["ability"] if a["task"] == t), None)
             cells.append("not measured" if a is None else
-                         f"{_pct(a['zero_shot'])} / {'**' if a['kept'] else ''}{_pct(a['few_shot'])}"
-                         f"{'**' if a['kept'] else ''} / {_pct(a['few_shot_shuffled'])}")
+                         f"{percent(a['zero_shot'])} / {'**' if a['kept'] else ''}{percent(a['few_shot'])}"
+                         f"{'**' if a['kept'] else ''} / {percent(a['few_shot_shuffled'])}")
         lines.append(f"| `{t}` | " + " | ".join(cells) + " |")
     lines.append("")
     for r in results:
         c = r["config"]
         lines.append(f"- **{r['model']}** (preset `{r['preset']}`, {r['date']}, {r['seconds'] / 60:.1f} min on "
                      f"{r['machine']}): {c['shots']}-shot, {sum(a['n'] for a in r['ability'])} held-out pairs; kept "
-                     f"(few-shot ≥ {_pct(r['few_shot_threshold'])}, in bold): {', '.join(r['kept_tasks']) or 'none'}; "
+                     f"(few-shot ≥ {percent(r['few_shot_threshold'])}, in bold): {', '.join(r['kept_tasks']) or 'none'}; "
                      f"dropped: {', '.join(r['dropped_tasks']) or 'none'}.")
     lines.append("")
     lines += [f"> {s}" for s in task_answer(results)]

@@ -23,7 +23,7 @@ from ..study.tasks import CONDITIONS
 from .style import finish
 
 __all__ = ["COLOURS", "ability_columns", "accuracy_by_layer", "accuracy_columns", "anchor_columns",
-           "contrast_columns"]
+           "contrast_columns", "percent"]
 
 COLOURS: dict[str, str] = {
     "task_raw": "#E69F00", "task_centred": "#0072B2", "task_vs_shuffled": "#009E73", "task_affine": "#CC79A7",
@@ -32,7 +32,8 @@ COLOURS: dict[str, str] = {
 """One colour per condition (Okabe-Ito), the unsteered model black."""
 
 
-def _pct(x: Any) -> str:
+def percent(x: Any) -> str:
+    """An accuracy (0 to 1) as a whole percentage; "–" for none or not a number (tables and the data card)."""
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * float(x):.0f}%"
 
 
@@ -45,9 +46,9 @@ def ability_columns(record: Mapping[str, Any]) -> dict[str, list[Any]]:
     rows = record["ability"]
     threshold = record["few_shot_threshold"]
     return {"task": [r["task"] for r in rows], "held-out pairs": [r["n"] for r in rows],
-            "zero-shot": [_pct(r["zero_shot"]) for r in rows], "few-shot": [_pct(r["few_shot"]) for r in rows],
-            "few-shot, labels shuffled": [_pct(r["few_shot_shuffled"]) for r in rows],
-            f"kept (few-shot ≥ {_pct(threshold)})": ["yes" if r["kept"] else "no" for r in rows]}
+            "zero-shot": [percent(r["zero_shot"]) for r in rows], "few-shot": [percent(r["few_shot"]) for r in rows],
+            "few-shot, labels shuffled": [percent(r["few_shot_shuffled"]) for r in rows],
+            f"kept (few-shot ≥ {percent(threshold)})": ["yes" if r["kept"] else "no" for r in rows]}
 
 
 def accuracy_columns(record: Mapping[str, Any], scope: str = "pooled") -> dict[str, list[Any]]:
@@ -69,7 +70,7 @@ def accuracy_columns(record: Mapping[str, Any], scope: str = "pooled") -> dict[s
         out["condition"].append(name.replace("_", " ") + (" (no vector)" if None in mine else ""))
         for la in layers:
             r = mine.get(la) or mine.get(None)
-            out[f"L{la}"].append("–" if r is None else _pct(r["accuracy"]) + (f" ({r['setting']})" if r["setting"] else ""))
+            out[f"L{la}"].append("–" if r is None else percent(r["accuracy"]) + (f" ({r['setting']})" if r["setting"] else ""))
     return out
 
 
@@ -97,8 +98,8 @@ def anchor_columns(anchors: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]
         >>> html_table(anchor_columns(PAPER_ANCHORS), title="Reported by the paper (not our models)")
     """
     return {"reported by": [a["source"] for a in anchors], "model": [a["model"] for a in anchors],
-            "layer": [a["layer"] for a in anchors], "unsteered": [_pct(a["unsteered"]) for a in anchors],
-            "uncentred": [_pct(a["uncentred"]) for a in anchors], "centred": [_pct(a["centred"]) for a in anchors]}
+            "layer": [a["layer"] for a in anchors], "unsteered": [percent(a["unsteered"]) for a in anchors],
+            "uncentred": [percent(a["uncentred"]) for a in anchors], "centred": [percent(a["centred"]) for a in anchors]}
 
 
 def accuracy_by_layer(record: Mapping[str, Any], *, subtitle: str = "") -> go.Figure:
