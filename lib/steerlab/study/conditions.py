@@ -35,6 +35,7 @@ __all__ = [
     "UNSTEERED",
     "check_steerability_grid",
     "condition_of",
+    "layer_at",
     "shown_once",
     "target_names",
 ]
@@ -117,3 +118,14 @@ def condition_of(row: Mapping[str, Any]) -> str:
     if "method" in row:
         return str(row["method"])
     raise KeyError(f"row has no 'condition' (or older 'method') field; its fields: {', '.join(map(str, row))}")
+
+
+def layer_at(n_layers: int, depth: float) -> int:
+    """The residual layer at ``depth`` (a fraction of a model's ``n_layers``), the one rule of notebooks 04 and
+    06: ``round(depth x n_layers)``, kept between the first block's output (1) and the last block's input.
+
+    Example:
+        >>> layer_at(30, 0.5), layer_at(18, 0.65), layer_at(30, 0.0)
+        (15, 12, 1)
+    """
+    return min(n_layers - 1, max(1, round(depth * n_layers)))

@@ -22,7 +22,7 @@ from ..load import DTYPES, fast_dtype
 from ..metrics import GRID_RULE, check_steerability_grid
 from ..models import Model
 from ..tokens import STEER_POSITIONS
-from .conditions import PROMPTING, TARGETS, target_names
+from .conditions import PROMPTING, TARGETS, layer_at, target_names
 from .matched import DAMAGE_GRID, MATCHED_LEVEL
 from .prompting import PROMPTING_STYLES
 from .schema import (
@@ -200,7 +200,7 @@ class CompareConfig(Schema):
         if self.layers is not None:
             layers = [int(la) for la in self.layers]
         else:
-            layers = sorted({min(model.n_layers - 1, max(1, round(d * model.n_layers))) for d in self.depths})
+            layers = sorted({layer_at(model.n_layers, d) for d in self.depths})
         bad = [la for la in layers if not 0 <= la < model.n_layers]
         if bad:
             raise ValueError(f"layers {bad} are not block inputs of {model.name} (0..{model.n_layers - 1})")

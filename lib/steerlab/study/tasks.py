@@ -62,6 +62,7 @@ from ..steer import rows
 from ..tokens import check_fits, encode
 from ..trace import check_layers
 from ..vectors import SteeringVector
+from .conditions import layer_at
 from .contrasts import (
     Contrast,
     ContrastResult,
@@ -220,22 +221,18 @@ class TaskConfig:
         out = [Setting("unit", float(c)) for c in sorted(set(self.coefficients))]
         return out + ([Setting("raw", 1.0)] if self.paper_scale else [])
 
-    @staticmethod
-    def _layer(model: Model, depth: float) -> int:
-        return min(model.n_layers - 1, max(0, round(depth * model.n_layers)))
-
     def contrast_layers(self, model: Model) -> list[int]:
-        """The contrasts' layers on ``model``: ``round(depth x n_layers)``, at most the last block's input.
+        """The contrasts' layers on ``model`` (:func:`steerlab.study.conditions.layer_at`, notebook 04's rule).
 
         Example:
             >>> TaskConfig().contrast_layers(model)  # SmolLM2, 30 layers
             [15, 18]
         """
-        return sorted({self._layer(model, d) for d in self.contrast_depths})
+        return sorted({layer_at(model.n_layers, d) for d in self.contrast_depths})
 
     def layers(self, model: Model) -> list[int]:
         """The swept layers on ``model``: the sweep's depths and the contrasts' layers."""
-        return sorted({self._layer(model, d) for d in self.depths} | set(self.contrast_layers(model)))
+        return sorted({layer_at(model.n_layers, d) for d in self.depths} | set(self.contrast_layers(model)))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for ``summary.json``."""
